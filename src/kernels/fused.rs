@@ -1,0 +1,513 @@
+//! Fused kernels for u8 images: the default training path.
+//!
+//! General sgemm is a poor fit for this workload's skinny shape (C = 10
+//! output columns), and it needs the batch gathered and converted to f32
+//! first. These kernels instead read the shuffled u8 rows straight out of
+//! the memory map, convert them in registers, and keep every accumulator in
+//! registers:
+//!
+//! * [`forward`]: `logits[r][c] = scale · Σ_k x_r[k]·wt[c][k] + bias[c]`.
+//!   Vectorised along k; a block of `R` rows × `GROUP` classes of
+//!   accumulators (2 × 10 = 20 zmm registers on AVX-512) shares each weight
+//!   load across rows.
+//! * [`weight_grad`]: `out[c][j] = Σ_b x_b[k0+j] · g[b][c]` for a block of
+//!   feature columns. Vectorised along j; `NV` vectors × `GROUP` classes of
+//!   accumulators share each broadcast of `g[b][c]` across columns.
+//!
+//! Letters as in [`crate::kernels`]: B rows, K features, C classes.
+//!
+//! # Determinism
+//!
+//! Each output element is computed by one fixed sequence of operations that
+//! does not depend on how rows or columns are grouped into blocks: a row's
+//! logit always accumulates k in the same lane order and reduces with the
+//! same tree; a gradient column always sums b in batch order. So callers may
+//! split rows and columns across any number of threads and get the same
+//! bits. The tails (K not a multiple of the lane count) go through
+//! zero-padded copies that follow the same sequence.
+
+use super::dispatch::KernelPath;
+#[cfg(target_arch = "x86_64")]
+use super::simd::{Avx2, Avx512};
+use super::simd::{Portable, Vector};
+
+/// Classes per accumulator block. Ten fits MNIST exactly; other class counts
+/// run in blocks of ten and then one class at a time.
+const GROUP: usize = 10;
+/// Widest vector in lanes (for the zero-padded tail buffers).
+const MAX_LANES: usize = 16;
+/// How many rows ahead the forward pass prefetches.
+const PREFETCH_ROWS: usize = 4;
+
+/// Row `idx` of a row-major `n × k` u8 matrix, bounds-checked once.
+#[inline(always)]
+fn row(images: &[u8], k: usize, idx: u32) -> &[u8] {
+    let start = idx as usize * k;
+    &images[start..start + k]
+}
+
+#[inline(always)]
+fn prefetch_row(images: &[u8], k: usize, idx: u32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = idx as usize * k;
+        if start + k <= images.len() {
+            let mut off = 0;
+            while off < k {
+                // SAFETY: prefetch is a hint that never faults, and the
+                // address lies inside `images` (checked above). SSE is part
+                // of the x86-64 baseline.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(images.as_ptr().add(start + off).cast()) };
+                off += 64;
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (images, k, idx);
+}
+
+/// Computes `logits` (rows.len() × C) for the given rows with the chosen
+/// path. `wt` is C × K, `bias` has C entries, `scale` multiplies the raw
+/// u8 dot products (1/255 for pixels in [0, 1]).
+///
+/// # Panics
+///
+/// If a slice length disagrees with K and C, a row index is out of range,
+/// or `path` is not a fused path available on this CPU.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    path: KernelPath,
+    images: &[u8],
+    k: usize,
+    rows: &[u32],
+    wt: &[f32],
+    bias: &[f32],
+    scale: f32,
+    logits: &mut [f32],
+) {
+    let c = bias.len();
+    assert_eq!(wt.len(), c * k, "wt must be C × K");
+    assert_eq!(logits.len(), rows.len() * c, "logits must be rows × C");
+    assert!(
+        path.is_available(),
+        "kernel path {path} is not available on this CPU"
+    );
+    match path {
+        // SAFETY: availability of the ISA was asserted above; the kernels
+        // only index through bounds-checked row slices and the asserted
+        // lengths.
+        #[cfg(target_arch = "x86_64")]
+        KernelPath::Avx512 => unsafe { forward_avx512(images, k, rows, wt, bias, scale, logits) },
+        #[cfg(target_arch = "x86_64")]
+        KernelPath::Avx2 => unsafe { forward_avx2(images, k, rows, wt, bias, scale, logits) },
+        KernelPath::Portable => unsafe {
+            forward_rows::<Portable, 1>(images, k, rows, wt, bias, scale, logits)
+        },
+        _ => panic!("{path} is not a fused kernel path"),
+    }
+}
+
+/// Computes the unscaled weight gradient for feature columns
+/// `k0 .. k0 + width`: `out[c][j] = Σ_b x_b[k0 + j] · g[b][c]`, summing b
+/// in the order of `rows`. `g` is rows.len() × C; `out` is C × width.
+///
+/// # Panics
+///
+/// As [`forward`], and if the column block runs past K.
+#[allow(clippy::too_many_arguments)]
+pub fn weight_grad(
+    path: KernelPath,
+    images: &[u8],
+    k: usize,
+    rows: &[u32],
+    g: &[f32],
+    c: usize,
+    k0: usize,
+    width: usize,
+    out: &mut [f32],
+) {
+    assert_eq!(g.len(), rows.len() * c, "g must be rows × C");
+    assert_eq!(out.len(), c * width, "out must be C × width");
+    assert!(k0 + width <= k, "column block past K");
+    for &idx in rows {
+        // Bounds-check every row once here; the kernels then read inside it.
+        let _ = row(images, k, idx);
+    }
+    assert!(
+        path.is_available(),
+        "kernel path {path} is not available on this CPU"
+    );
+    match path {
+        // SAFETY: ISA availability asserted; every row index was checked
+        // above, and the kernels read only columns k0..k0+width ≤ K of them.
+        #[cfg(target_arch = "x86_64")]
+        KernelPath::Avx512 => unsafe { grad_avx512(images, k, rows, g, c, k0, width, out) },
+        #[cfg(target_arch = "x86_64")]
+        KernelPath::Avx2 => unsafe { grad_avx2(images, k, rows, g, c, k0, width, out) },
+        KernelPath::Portable => unsafe {
+            weight_grad_cols::<Portable, 1>(images, k, rows, g, c, k0, width, out)
+        },
+        _ => panic!("{path} is not a fused kernel path"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ISA entry points: each instantiates the generic kernel with its vector
+// type inside a function compiled for that ISA.
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn forward_avx512(
+    images: &[u8],
+    k: usize,
+    rows: &[u32],
+    wt: &[f32],
+    bias: &[f32],
+    scale: f32,
+    logits: &mut [f32],
+) {
+    // SAFETY: the caller checked AVX-512F; see `forward`.
+    unsafe { forward_rows::<Avx512, 2>(images, k, rows, wt, bias, scale, logits) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn forward_avx2(
+    images: &[u8],
+    k: usize,
+    rows: &[u32],
+    wt: &[f32],
+    bias: &[f32],
+    scale: f32,
+    logits: &mut [f32],
+) {
+    // SAFETY: the caller checked AVX2 and FMA; see `forward`.
+    unsafe { forward_rows::<Avx2, 1>(images, k, rows, wt, bias, scale, logits) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn grad_avx512(
+    images: &[u8],
+    k: usize,
+    rows: &[u32],
+    g: &[f32],
+    c: usize,
+    k0: usize,
+    width: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: the caller checked AVX-512F; see `weight_grad`.
+    unsafe { weight_grad_cols::<Avx512, 2>(images, k, rows, g, c, k0, width, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn grad_avx2(
+    images: &[u8],
+    k: usize,
+    rows: &[u32],
+    g: &[f32],
+    c: usize,
+    k0: usize,
+    width: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: the caller checked AVX2 and FMA; see `weight_grad`.
+    unsafe { weight_grad_cols::<Avx2, 1>(images, k, rows, g, c, k0, width, out) }
+}
+
+// ---------------------------------------------------------------------------
+// Forward: orchestration over rows and class groups, then the register block.
+
+/// # Safety
+/// `V`'s ISA is available; slice lengths as asserted in [`forward`].
+#[inline(always)]
+unsafe fn forward_rows<V: Vector, const R: usize>(
+    images: &[u8],
+    k: usize,
+    rows: &[u32],
+    wt: &[f32],
+    bias: &[f32],
+    scale: f32,
+    logits: &mut [f32],
+) {
+    let c = bias.len();
+    let mut r = 0;
+    while r + R <= rows.len() {
+        for &ahead in rows.iter().skip(r + PREFETCH_ROWS).take(R) {
+            prefetch_row(images, k, ahead);
+        }
+        let xs: [&[u8]; R] = core::array::from_fn(|i| row(images, k, rows[r + i]));
+        // SAFETY: forwarded contract.
+        unsafe { forward_block::<V, R>(xs, k, wt, bias, scale, &mut logits[r * c..(r + R) * c]) };
+        r += R;
+    }
+    while r < rows.len() {
+        let xs = [row(images, k, rows[r])];
+        // SAFETY: forwarded contract.
+        unsafe { forward_block::<V, 1>(xs, k, wt, bias, scale, &mut logits[r * c..(r + 1) * c]) };
+        r += 1;
+    }
+}
+
+/// Logits of `R` rows, all classes, class group by class group.
+#[inline(always)]
+unsafe fn forward_block<V: Vector, const R: usize>(
+    xs: [&[u8]; R],
+    k: usize,
+    wt: &[f32],
+    bias: &[f32],
+    scale: f32,
+    out: &mut [f32],
+) {
+    let c = bias.len();
+    let mut c0 = 0;
+    while c0 + GROUP <= c {
+        // SAFETY: forwarded contract; classes c0..c0+GROUP < C.
+        let dots = unsafe { dot_group::<V, R, GROUP>(xs, k, wt, c0) };
+        for (r, d) in dots.iter().enumerate() {
+            for (j, &v) in d.iter().enumerate() {
+                out[r * c + c0 + j] = v * scale + bias[c0 + j];
+            }
+        }
+        c0 += GROUP;
+    }
+    while c0 < c {
+        // SAFETY: as above, one class.
+        let dots = unsafe { dot_group::<V, R, 1>(xs, k, wt, c0) };
+        for (r, d) in dots.iter().enumerate() {
+            out[r * c + c0] = d[0] * scale + bias[c0];
+        }
+        c0 += 1;
+    }
+}
+
+/// The register block: dot products of `R` u8 rows with `G` weight rows
+/// starting at class `c0`.
+#[inline(always)]
+unsafe fn dot_group<V: Vector, const R: usize, const G: usize>(
+    xs: [&[u8]; R],
+    k: usize,
+    wt: &[f32],
+    c0: usize,
+) -> [[f32; G]; R] {
+    // SAFETY (whole body): `V`'s ISA is available (caller). Each x load
+    // reads LANES bytes at offset kk < k - LANES + 1 of a row of length k;
+    // each w load reads LANES f32 inside row c0+g (< C) of wt (C × K). The
+    // tail reads zero-padded stack copies.
+    unsafe {
+        let mut acc = [[V::zero(); G]; R];
+        let full = k - k % V::LANES;
+        let mut kk = 0;
+        while kk < full {
+            let xv: [V; R] = core::array::from_fn(|r| V::load_u8(xs[r].as_ptr().add(kk)));
+            for g in 0..G {
+                let w = V::load(wt.as_ptr().add((c0 + g) * k + kk));
+                for r in 0..R {
+                    acc[r][g] = V::mul_add(xv[r], w, acc[r][g]);
+                }
+            }
+            kk += V::LANES;
+        }
+        if kk < k {
+            let rem = k - kk;
+            let xv: [V; R] = core::array::from_fn(|r| {
+                let mut pad = [0u8; MAX_LANES];
+                pad[..rem].copy_from_slice(&xs[r][kk..]);
+                V::load_u8(pad.as_ptr())
+            });
+            for g in 0..G {
+                let mut pad = [0f32; MAX_LANES];
+                pad[..rem].copy_from_slice(&wt[(c0 + g) * k + kk..(c0 + g + 1) * k]);
+                let w = V::load(pad.as_ptr());
+                for r in 0..R {
+                    acc[r][g] = V::mul_add(xv[r], w, acc[r][g]);
+                }
+            }
+        }
+        acc.map(|row_acc| row_acc.map(|a| a.reduce_sum()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Weight gradient: orchestration over column blocks and class groups, then
+// the register block.
+
+/// # Safety
+/// `V`'s ISA is available; lengths and row indices as checked in
+/// [`weight_grad`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_grad_cols<V: Vector, const NV: usize>(
+    images: &[u8],
+    k: usize,
+    rows: &[u32],
+    g: &[f32],
+    c: usize,
+    k0: usize,
+    width: usize,
+    out: &mut [f32],
+) {
+    let mut j = 0;
+    // SAFETY (all calls): forwarded contract; each call's columns lie in
+    // k0+j .. k0+width ≤ K.
+    while j + NV * V::LANES <= width {
+        unsafe { grad_block::<V, NV>(images, k, rows, g, c, k0 + j, j, width, out) };
+        j += NV * V::LANES;
+    }
+    while j + V::LANES <= width {
+        unsafe { grad_block::<V, 1>(images, k, rows, g, c, k0 + j, j, width, out) };
+        j += V::LANES;
+    }
+    if j < width {
+        unsafe { grad_tail::<V>(images, k, rows, g, c, k0 + j, j, width - j, width, out) };
+    }
+}
+
+/// Columns `col .. col + NV·LANES` (output columns `j ..`), every class.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn grad_block<V: Vector, const NV: usize>(
+    images: &[u8],
+    k: usize,
+    rows: &[u32],
+    g: &[f32],
+    c: usize,
+    col: usize,
+    j: usize,
+    width: usize,
+    out: &mut [f32],
+) {
+    let mut c0 = 0;
+    while c0 < c {
+        let take = if c0 + GROUP <= c { GROUP } else { 1 };
+        // SAFETY (whole block): rows were bounds-checked by the caller and
+        // col + NV·LANES ≤ K, so each x load stays in its row; g reads are
+        // inside rows.len() × C; stores land in out[c'][j .. j+NV·LANES]
+        // with j + NV·LANES ≤ width.
+        unsafe {
+            if take == GROUP {
+                let acc = grad_group::<V, NV, GROUP>(
+                    images,
+                    k,
+                    rows,
+                    g,
+                    c,
+                    c0,
+                    #[inline(always)]
+                    |p, v| V::load_u8(p.add(col + v * V::LANES)),
+                );
+                store_group::<V, NV, GROUP>(&acc, out, c0, j, width);
+            } else {
+                let acc = grad_group::<V, NV, 1>(
+                    images,
+                    k,
+                    rows,
+                    g,
+                    c,
+                    c0,
+                    #[inline(always)]
+                    |p, v| V::load_u8(p.add(col + v * V::LANES)),
+                );
+                store_group::<V, NV, 1>(&acc, out, c0, j, width);
+            }
+        }
+        c0 += take;
+    }
+}
+
+/// The last `rem < LANES` columns, through a zero-padded copy of each row's
+/// tail so the per-column sequence of operations is the same as in
+/// [`grad_block`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn grad_tail<V: Vector>(
+    images: &[u8],
+    k: usize,
+    rows: &[u32],
+    g: &[f32],
+    c: usize,
+    col: usize,
+    j: usize,
+    rem: usize,
+    width: usize,
+    out: &mut [f32],
+) {
+    for cls in 0..c {
+        // SAFETY: as grad_block, but x comes from a padded stack copy of
+        // the row's bytes col..col+rem (inside the row), and the result is
+        // stored through a padded buffer.
+        unsafe {
+            let acc = grad_group::<V, 1, 1>(
+                images,
+                k,
+                rows,
+                g,
+                c,
+                cls,
+                #[inline(always)]
+                |p, _| {
+                    let mut pad = [0u8; MAX_LANES];
+                    core::ptr::copy_nonoverlapping(p.add(col), pad.as_mut_ptr(), rem);
+                    V::load_u8(pad.as_ptr())
+                },
+            );
+            let mut buf = [0f32; MAX_LANES];
+            acc[0][0].store(buf.as_mut_ptr());
+            out[cls * width + j..cls * width + j + rem].copy_from_slice(&buf[..rem]);
+        }
+    }
+}
+
+/// The register block: `NV` vectors of columns × `G` classes, summed over
+/// the rows in order. `load_x(row_ptr, v)` loads vector `v` of the block
+/// from a row.
+#[inline(always)]
+unsafe fn grad_group<V: Vector, const NV: usize, const G: usize>(
+    images: &[u8],
+    k: usize,
+    rows: &[u32],
+    g: &[f32],
+    c: usize,
+    c0: usize,
+    load_x: impl Fn(*const u8, usize) -> V,
+) -> [[V; G]; NV] {
+    // SAFETY: see callers; `rows[b]` was bounds-checked, g is rows × C.
+    unsafe {
+        let mut acc = [[V::zero(); G]; NV];
+        for (b, &idx) in rows.iter().enumerate() {
+            let p = images.as_ptr().add(idx as usize * k);
+            let xv: [V; NV] = core::array::from_fn(|v| load_x(p, v));
+            let gb = g.as_ptr().add(b * c + c0);
+            for cls in 0..G {
+                let s = V::splat(*gb.add(cls));
+                for v in 0..NV {
+                    acc[v][cls] = V::mul_add(xv[v], s, acc[v][cls]);
+                }
+            }
+        }
+        acc
+    }
+}
+
+#[inline(always)]
+unsafe fn store_group<V: Vector, const NV: usize, const G: usize>(
+    acc: &[[V; G]; NV],
+    out: &mut [f32],
+    c0: usize,
+    j: usize,
+    width: usize,
+) {
+    for v in 0..NV {
+        for cls in 0..G {
+            let at = (c0 + cls) * width + j + v * V::LANES;
+            assert!(at + V::LANES <= out.len());
+            // SAFETY: bounds asserted just above; the ISA is available.
+            unsafe { acc[v][cls].store(out.as_mut_ptr().add(at)) };
+        }
+    }
+}

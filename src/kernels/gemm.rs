@@ -1,0 +1,87 @@
+//! The two products of the training step through `matrixmultiply::sgemm`.
+//!
+//! Letters as in [`crate::kernels`]: X is B × K (rows of the batch, f32),
+//! `wt` is C × K (the weight matrix W = wtᵀ is K × C), G and the logits are
+//! B × C. matrixmultiply takes arbitrary row and column strides, so the
+//! transposes below cost nothing: they are just swapped strides.
+//!
+//! matrixmultiply's own threading feature stays off: parallelism belongs to
+//! the training loop, which splits the work into fixed blocks so the result
+//! does not depend on the thread count.
+
+/// `logits = X · W + bias` (B × C), with W given as `wt` (C × K).
+///
+/// # Panics
+/// If a slice length disagrees with B, K and C.
+pub fn forward(x: &[f32], wt: &[f32], bias: &[f32], logits: &mut [f32], b: usize, k: usize) {
+    let c = bias.len();
+    assert_eq!(x.len(), b * k, "x must be B × K");
+    assert_eq!(wt.len(), c * k, "wt must be C × K");
+    assert_eq!(logits.len(), b * c, "logits must be B × C");
+    for row in logits.chunks_exact_mut(c.max(1)) {
+        row.copy_from_slice(bias);
+    }
+    if b == 0 || c == 0 {
+        return;
+    }
+    // SAFETY: m = B, k = K, n = C. A = X with strides (K, 1) spans exactly
+    // B·K elements; B-matrix = W (K × C) read from wt with strides (1, K),
+    // spanning C·K elements; C-matrix = logits with strides (C, 1), B·C
+    // elements. All lengths were asserted above, and logits does not alias
+    // the inputs (it is a distinct &mut).
+    unsafe {
+        matrixmultiply::sgemm(
+            b,
+            k,
+            c,
+            1.0,
+            x.as_ptr(),
+            k as isize,
+            1,
+            wt.as_ptr(),
+            1,
+            k as isize,
+            1.0,
+            logits.as_mut_ptr(),
+            c as isize,
+            1,
+        );
+    }
+}
+
+/// `dwt = Gᵀ · X` (C × K): the weight gradient, laid out like `wt`.
+/// `dwt` is overwritten.
+///
+/// # Panics
+/// If a slice length disagrees with B, K and C.
+pub fn weight_grad(x: &[f32], g: &[f32], dwt: &mut [f32], b: usize, k: usize, c: usize) {
+    assert_eq!(x.len(), b * k, "x must be B × K");
+    assert_eq!(g.len(), b * c, "g must be B × C");
+    assert_eq!(dwt.len(), c * k, "dwt must be C × K");
+    if b == 0 {
+        dwt.fill(0.0);
+        return;
+    }
+    // SAFETY: m = C, k = B, n = K. A = Gᵀ read from g with strides (1, C),
+    // C·B elements; B-matrix = X with strides (K, 1), B·K elements;
+    // C-matrix = dwt with strides (K, 1), C·K elements. beta = 0 means dwt
+    // is only written. Lengths asserted above; dwt is a distinct &mut.
+    unsafe {
+        matrixmultiply::sgemm(
+            c,
+            b,
+            k,
+            1.0,
+            g.as_ptr(),
+            1,
+            c as isize,
+            x.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            dwt.as_mut_ptr(),
+            k as isize,
+            1,
+        );
+    }
+}

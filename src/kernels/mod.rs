@@ -1,0 +1,35 @@
+//! The numeric kernels of one training step.
+//!
+//! # Dimensions and layouts
+//!
+//! Every kernel uses the same letters:
+//!
+//! * **B**: rows in the batch (100 by default; the last batch may be short),
+//! * **K**: features per sample (784 = 28 × 28 for MNIST),
+//! * **C**: classes (10 for MNIST).
+//!
+//! All matrices are row-major. X (the batch) is B × K; the weights are kept
+//! as `wt`, C × K, which is W = wtᵀ of the model `logits = X·W + b` and
+//! PyTorch's `nn.Linear.weight` layout; logits and the gradient G are
+//! B × C.
+//!
+//! # Modules
+//!
+//! * [`fused`]: u8 rows read in place from the memory map, converted in
+//!   registers (AVX-512, AVX2+FMA, portable). The default training path.
+//! * [`gemm`]: `matrixmultiply::sgemm` on f32 rows: the general path for
+//!   any element type, and the reference the fused path is measured against.
+//! * [`softmax_ce`], [`sgd`], [`convert`]: the small fused pieces.
+//! * [`dispatch`]: picks the path once, at run time.
+//! * [`reference`]: naive f64 versions of everything, for tests.
+
+pub mod convert;
+pub mod dispatch;
+pub mod fused;
+pub mod gemm;
+pub mod reference;
+pub mod sgd;
+pub(crate) mod simd;
+pub mod softmax_ce;
+
+pub use dispatch::KernelPath;

@@ -1,0 +1,179 @@
+//! One vector interface, three instruction sets.
+//!
+//! The fused kernels in [`super::fused`] are written once, generically over
+//! [`Vector`], and instantiated inside a `#[target_feature]` entry point per
+//! ISA. Every method here is `#[inline(always)]`, so once the generic kernel
+//! is inlined into an entry point, the intrinsics compile with that entry
+//! point's features (the same pattern as memchr's `Vector` trait).
+//!
+//! # Contract
+//!
+//! * `LANES` f32 lanes per vector.
+//! * Loads and stores are unaligned and touch exactly `LANES` elements.
+//! * `mul_add(a, b, acc)` is `a·b + acc` per lane: fused (one rounding) on
+//!   the AVX paths, unfused on the portable path. Either way each lane's
+//!   result depends only on that lane's inputs.
+//! * `reduce_sum` adds the lanes in a fixed order, so a given vector always
+//!   reduces to the same bits.
+
+/// A vector of `LANES` f32 values. See the module docs for the contract.
+///
+/// # Safety
+///
+/// The `unsafe fn`s require that the CPU supports the implementing type's
+/// instruction set, and that pointers are valid for `LANES` elements.
+pub(crate) trait Vector: Copy {
+    const LANES: usize;
+    unsafe fn zero() -> Self;
+    unsafe fn splat(x: f32) -> Self;
+    unsafe fn load(ptr: *const f32) -> Self;
+    /// Loads `LANES` bytes and converts each to f32 (exact: 0..=255).
+    unsafe fn load_u8(ptr: *const u8) -> Self;
+    unsafe fn store(self, ptr: *mut f32);
+    unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self;
+    unsafe fn reduce_sum(self) -> f32;
+}
+
+/// The portable fallback: eight lanes as a plain array. LLVM turns the lane
+/// loops into SSE2 on x86-64 and NEON on aarch64.
+#[derive(Clone, Copy)]
+pub(crate) struct Portable([f32; 8]);
+
+impl Vector for Portable {
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Portable([0.0; 8])
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        Portable([x; 8])
+    }
+    #[inline(always)]
+    unsafe fn load(ptr: *const f32) -> Self {
+        // SAFETY: the caller guarantees 8 readable f32 at `ptr`.
+        Portable(unsafe { ptr.cast::<[f32; 8]>().read_unaligned() })
+    }
+    #[inline(always)]
+    unsafe fn load_u8(ptr: *const u8) -> Self {
+        // SAFETY: the caller guarantees 8 readable bytes at `ptr`.
+        let b = unsafe { ptr.cast::<[u8; 8]>().read_unaligned() };
+        Portable(b.map(f32::from))
+    }
+    #[inline(always)]
+    unsafe fn store(self, ptr: *mut f32) {
+        // SAFETY: the caller guarantees 8 writable f32 at `ptr`.
+        unsafe { ptr.cast::<[f32; 8]>().write_unaligned(self.0) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+        let mut out = acc.0;
+        for i in 0..8 {
+            out[i] += a.0[i] * b.0[i];
+        }
+        Portable(out)
+    }
+    #[inline(always)]
+    unsafe fn reduce_sum(self) -> f32 {
+        let v = self.0;
+        ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{Avx2, Avx512};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Vector;
+    use core::arch::x86_64::*;
+
+    /// AVX2 + FMA: eight lanes in a `__m256`.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx2(__m256);
+
+    impl Vector for Avx2 {
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            // SAFETY (all methods): the caller guarantees AVX2 and FMA, and
+            // pointer validity for 8 elements, per the trait contract.
+            unsafe { Avx2(_mm256_setzero_ps()) }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            unsafe { Avx2(_mm256_set1_ps(x)) }
+        }
+        #[inline(always)]
+        unsafe fn load(ptr: *const f32) -> Self {
+            unsafe { Avx2(_mm256_loadu_ps(ptr)) }
+        }
+        #[inline(always)]
+        unsafe fn load_u8(ptr: *const u8) -> Self {
+            unsafe {
+                let bytes = _mm_loadl_epi64(ptr.cast());
+                Avx2(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)))
+            }
+        }
+        #[inline(always)]
+        unsafe fn store(self, ptr: *mut f32) {
+            unsafe { _mm256_storeu_ps(ptr, self.0) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+            unsafe { Avx2(_mm256_fmadd_ps(a.0, b.0, acc.0)) }
+        }
+        #[inline(always)]
+        unsafe fn reduce_sum(self) -> f32 {
+            unsafe {
+                let lo = _mm256_castps256_ps128(self.0);
+                let hi = _mm256_extractf128_ps::<1>(self.0);
+                let s = _mm_add_ps(lo, hi);
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+                _mm_cvtss_f32(s)
+            }
+        }
+    }
+
+    /// AVX-512F: sixteen lanes in a `__m512`.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx512(__m512);
+
+    impl Vector for Avx512 {
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            // SAFETY (all methods): the caller guarantees AVX-512F, and
+            // pointer validity for 16 elements, per the trait contract.
+            unsafe { Avx512(_mm512_setzero_ps()) }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            unsafe { Avx512(_mm512_set1_ps(x)) }
+        }
+        #[inline(always)]
+        unsafe fn load(ptr: *const f32) -> Self {
+            unsafe { Avx512(_mm512_loadu_ps(ptr)) }
+        }
+        #[inline(always)]
+        unsafe fn load_u8(ptr: *const u8) -> Self {
+            unsafe {
+                let bytes = _mm_loadu_si128(ptr.cast());
+                Avx512(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)))
+            }
+        }
+        #[inline(always)]
+        unsafe fn store(self, ptr: *mut f32) {
+            unsafe { _mm512_storeu_ps(ptr, self.0) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+            unsafe { Avx512(_mm512_fmadd_ps(a.0, b.0, acc.0)) }
+        }
+        #[inline(always)]
+        unsafe fn reduce_sum(self) -> f32 {
+            unsafe { _mm512_reduce_add_ps(self.0) }
+        }
+    }
+}

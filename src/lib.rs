@@ -1,0 +1,33 @@
+//! Softmax (multinomial logistic) regression on IDX image datasets,
+//! trained with minibatch SGD by SIMD, multithreaded CPU kernels.
+//!
+//! The modules follow the data flow:
+//!
+//! * [`idx`]: the IDX format, a pure parser (bytes in, validated view out);
+//! * [`dataset`]: finding, decompressing (cached) and memory-mapping the
+//!   four files of a dataset, validated together;
+//! * [`kernels`]: the numeric kernels (fused u8 SIMD, sgemm, softmax-CE,
+//!   SGD) with run-time ISA dispatch and naive f64 references;
+//! * [`model`]: the linear layer and its initialisation;
+//! * [`train`]: the training loop;
+//! * [`metrics`]: evaluation;
+//! * [`parallel`]: the barrier and shared-slice protocol the loop uses.
+//!
+//! ```no_run
+//! use idx_softmax::{dataset::{Dataset, LoadOptions}, train::{train, TrainConfig}};
+//! let data = Dataset::load("data/mnist".as_ref(), &LoadOptions::default())?;
+//! let (model, reports) = train(&data, TrainConfig::default(), &|_| {}, |_| {})?;
+//! println!("test accuracy {:.4}", reports.last().unwrap().test.accuracy);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod dataset;
+pub mod idx;
+pub mod kernels;
+pub mod metrics;
+pub mod model;
+pub mod parallel;
+pub mod train;
+
+/// The bundled MNIST directory, as seen from this crate's source tree.
+pub const BUNDLED_MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");

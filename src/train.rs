@@ -1,0 +1,512 @@
+//! The training loop: minibatch SGD on softmax cross-entropy.
+//!
+//! One epoch is: reshuffle the training order (seeded Fisher–Yates), then
+//! for each batch of B rows:
+//!
+//! ```text
+//! forward      logits = X·W + b                       (B × C)
+//! loss         ℓ_r = −log softmax(logits_r)[y_r]       per row
+//! backward     G = (softmax(logits) − onehot(y)) / B   (B × C)
+//!              dW = Xᵀ·G,  db = Σ_rows G
+//! update       W −= lr·dW,  b −= lr·db
+//! ```
+//!
+//! # Threads and determinism
+//!
+//! On the fused path, `T` persistent workers (hosted by a rayon pool for the
+//! whole epoch) run each step in two phases separated by a [`SpinBarrier`]:
+//!
+//! 1. forward + softmax-CE: worker t takes rows `split_range(B, T, t)`;
+//! 2. weight gradient + update: worker t takes feature columns
+//!    `split_range(K/16 blocks, T, t)` and updates its columns of W in
+//!    place; worker 0 also updates b and sums the batch loss.
+//!
+//! Each element of every result is computed by one worker with a fixed
+//! sequence of operations (see [`crate::kernels::fused`]), and every
+//! reduction runs in a fixed order, so the final weights are bitwise
+//! identical for any thread count: same seed, same binary, same kernel
+//! path, same bits.
+//!
+//! The gemm path runs the step on the calling thread with single
+//! `matrixmultiply` calls (whose result does not depend on threads) and
+//! spreads the row gather and softmax-CE over the pool.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
+
+use crate::dataset::{Dataset, Split, U8_SCALE};
+use crate::kernels::{fused, gemm, sgd, softmax_ce, KernelPath};
+use crate::metrics::{self, Evaluation};
+use crate::model::Model;
+use crate::parallel::{split_range, SharedSlice, SpinBarrier};
+
+/// The default `--seed`.
+pub const DEFAULT_SEED: u64 = 42;
+
+/// Columns per call of the fused gradient kernel: small enough that the
+/// C × COLS gradient block stays in L1 before it is applied.
+const GRAD_COLS: usize = 64;
+/// Feature columns are dealt to workers in blocks of this many (one
+/// AVX-512 vector), keeping every worker's columns vector-aligned.
+const COL_BLOCK: usize = 16;
+/// The worker that updates the bias and sums the loss.
+const LEADER: usize = 0;
+
+/// Everything that defines a training run.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub seed: u64,
+    /// Size of the rayon pool, and the number of training workers.
+    pub threads: usize,
+    pub kernel: KernelPath,
+}
+
+impl Default for TrainConfig {
+    /// The notebook's settings, on every core, with the best kernel.
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            batch_size: 100,
+            lr: 0.1,
+            seed: DEFAULT_SEED,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kernel: KernelPath::best(),
+        }
+    }
+}
+
+/// Why training stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Epoch and step are 1-based.
+    #[error("non-finite loss at epoch {epoch}, step {step} (try a smaller --lr; check the data for NaN)")]
+    NonFinite { epoch: usize, step: usize },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What one epoch did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochStats {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean training loss over the epoch (each batch's loss before its update).
+    pub train_loss: f64,
+    /// Wall time of the training loop alone (shuffle and steps).
+    pub seconds: f64,
+    pub samples: usize,
+}
+
+impl EpochStats {
+    pub fn samples_per_second(&self) -> f64 {
+        self.samples as f64 / self.seconds.max(f64::MIN_POSITIVE)
+    }
+}
+
+/// Buffers for one step, sized once for the largest batch.
+struct Workspace {
+    logits: Vec<f32>,
+    g: Vec<f32>,
+    losses: Vec<f32>,
+    // Gemm path only.
+    x: Vec<f32>,
+    dwt: Vec<f32>,
+    db: Vec<f32>,
+    labels: Vec<u32>,
+}
+
+/// A model being trained on a dataset.
+pub struct Trainer<'a> {
+    data: &'a Dataset,
+    cfg: TrainConfig,
+    pool: rayon::ThreadPool,
+    model: Model,
+    rng: Xoshiro256PlusPlus,
+    order: Vec<u32>,
+    epochs_done: usize,
+    ws: Workspace,
+}
+
+impl<'a> Trainer<'a> {
+    /// Checks the configuration, starts the pool and initialises the model
+    /// from the seed.
+    pub fn new(data: &'a Dataset, cfg: TrainConfig) -> Result<Self, TrainError> {
+        if cfg.batch_size == 0 || cfg.threads == 0 || !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+            return Err(TrainError::Config(format!(
+                "invalid configuration: batch size {}, threads {}, lr {}",
+                cfg.batch_size, cfg.threads, cfg.lr
+            )));
+        }
+        if !cfg.kernel.is_available() {
+            return Err(TrainError::Config(format!(
+                "kernel path {} is not available on this CPU",
+                cfg.kernel
+            )));
+        }
+        let n = data.train.len();
+        if n > u32::MAX as usize {
+            return Err(TrainError::Config(format!(
+                "{n} training samples: at most {} are supported",
+                u32::MAX
+            )));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.threads)
+            .thread_name(|i| format!("train-{i}"))
+            .build()
+            .map_err(|e| {
+                TrainError::Config(format!("cannot start {} threads: {e}", cfg.threads))
+            })?;
+        let (k, c) = (data.features(), data.classes);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+        let model = Model::init(k, c, &mut rng);
+        let bs = cfg.batch_size.min(n);
+        let gemm_path = !cfg.kernel.is_fused() || data.train.images.as_u8().is_none();
+        let ws = Workspace {
+            logits: vec![0.0; bs * c],
+            g: vec![0.0; bs * c],
+            losses: vec![0.0; bs],
+            x: if gemm_path {
+                vec![0.0; bs * k]
+            } else {
+                Vec::new()
+            },
+            dwt: if gemm_path {
+                vec![0.0; c * k]
+            } else {
+                Vec::new()
+            },
+            db: vec![0.0; c],
+            labels: vec![0; bs],
+        };
+        Ok(Self {
+            data,
+            cfg,
+            pool,
+            model,
+            rng,
+            order: (0..n as u32).collect(),
+            epochs_done: 0,
+            ws,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// The kernel path that actually runs: the configured one, except that
+    /// non-u8 images always take the gemm path.
+    pub fn effective_kernel(&self) -> KernelPath {
+        match self.data.train.images.as_u8() {
+            Some(_) => self.cfg.kernel,
+            None => KernelPath::Gemm,
+        }
+    }
+
+    /// Evaluates the current model on `split`, on the trainer's pool.
+    pub fn evaluate(&self, split: &Split) -> Evaluation {
+        let path = self.effective_kernel();
+        self.pool
+            .install(|| metrics::evaluate(&self.model, split, path))
+    }
+
+    /// Runs one epoch. `progress(samples_done)` is called now and then from
+    /// a worker thread.
+    pub fn train_epoch(
+        &mut self,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<EpochStats, TrainError> {
+        let epoch = self.epochs_done + 1;
+        let start = Instant::now();
+        self.order.shuffle(&mut self.rng);
+        let loss_sum = match self.effective_kernel() {
+            KernelPath::Gemm => self.epoch_gemm(epoch, progress)?,
+            path => self.epoch_fused(path, epoch, progress)?,
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        let n = self.order.len();
+        if !self.model.is_finite() {
+            return Err(TrainError::NonFinite {
+                epoch,
+                step: n.div_ceil(self.cfg.batch_size),
+            });
+        }
+        self.epochs_done = epoch;
+        Ok(EpochStats {
+            epoch,
+            train_loss: loss_sum / n as f64,
+            seconds,
+            samples: n,
+        })
+    }
+
+    /// The fused path: persistent workers, two phases per step.
+    fn epoch_fused(
+        &mut self,
+        path: KernelPath,
+        epoch: usize,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<f64, TrainError> {
+        let images = self
+            .data
+            .train
+            .images
+            .as_u8()
+            .expect("fused path needs u8 images");
+        let (k, c) = (self.model.features, self.model.classes);
+        let ctx = FusedEpoch {
+            path,
+            images,
+            labels: self.data.train.labels.as_slice(),
+            order: &self.order,
+            k,
+            c,
+            batch_size: self.cfg.batch_size,
+            // The kernels sum raw u8 values; 1/255 is folded into the step.
+            step_size: self.cfg.lr * U8_SCALE,
+            lr: self.cfg.lr,
+            workers: self.cfg.threads,
+            wt: SharedSlice::new(&mut self.model.wt),
+            bias: SharedSlice::new(&mut self.model.bias),
+            logits: SharedSlice::new(&mut self.ws.logits),
+            g: SharedSlice::new(&mut self.ws.g),
+            losses: SharedSlice::new(&mut self.ws.losses),
+            barrier: SpinBarrier::new(self.cfg.threads),
+            failed_step: AtomicUsize::new(0),
+            progress,
+        };
+        let sums = self.pool.broadcast(|b| ctx.worker(b.index()));
+        match ctx.failed_step.load(Ordering::Relaxed) {
+            0 => Ok(sums[LEADER]),
+            step => Err(TrainError::NonFinite { epoch, step }),
+        }
+    }
+
+    /// The general path: gather to f32, sgemm, parallel softmax-CE.
+    fn epoch_gemm(
+        &mut self,
+        epoch: usize,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<f64, TrainError> {
+        let (k, c) = (self.model.features, self.model.classes);
+        let images = &self.data.train.images;
+        let all_labels = self.data.train.labels.as_slice();
+        let ws = &mut self.ws;
+        let model = &mut self.model;
+        let order = &self.order;
+        let lr = self.cfg.lr;
+        let mut loss_sum = 0.0f64;
+        let mut done = 0u64;
+        let mut failed = None;
+        self.pool.install(|| {
+            for (step, batch) in order.chunks(self.cfg.batch_size).enumerate() {
+                let b = batch.len();
+                let inv_b = 1.0 / b as f32;
+                // Gather the batch rows as f32, in parallel (a pure copy).
+                ws.x[..b * k]
+                    .par_chunks_mut(k)
+                    .zip(batch.par_iter())
+                    .for_each(|(x, &r)| images.row_into_f32(r as usize, x));
+                for (l, &r) in ws.labels.iter_mut().zip(batch) {
+                    *l = all_labels[r as usize];
+                }
+                gemm::forward(
+                    &ws.x[..b * k],
+                    &model.wt,
+                    &model.bias,
+                    &mut ws.logits[..b * c],
+                    b,
+                    k,
+                );
+                softmax_ce::rows(
+                    &ws.logits[..b * c],
+                    &ws.labels[..b],
+                    c,
+                    inv_b,
+                    &mut ws.g[..b * c],
+                    &mut ws.losses[..b],
+                );
+                gemm::weight_grad(&ws.x[..b * k], &ws.g[..b * c], &mut ws.dwt, b, k, c);
+                sgd::bias_grad(&ws.g[..b * c], &mut ws.db);
+                sgd::update(&mut model.wt, &ws.dwt, lr);
+                sgd::update(&mut model.bias, &ws.db, lr);
+                let batch_loss: f64 = ws.losses[..b].iter().map(|&l| l as f64).sum();
+                if !batch_loss.is_finite() {
+                    failed = Some(step + 1);
+                    return;
+                }
+                loss_sum += batch_loss;
+                done += b as u64;
+                progress(done);
+            }
+        });
+        match failed {
+            Some(step) => Err(TrainError::NonFinite { epoch, step }),
+            None => Ok(loss_sum),
+        }
+    }
+}
+
+/// Shared state of one fused epoch. The `SharedSlice`s follow the phase
+/// protocol described in [`FusedEpoch::worker`].
+struct FusedEpoch<'s> {
+    path: KernelPath,
+    images: &'s [u8],
+    labels: &'s [u32],
+    order: &'s [u32],
+    k: usize,
+    c: usize,
+    batch_size: usize,
+    step_size: f32,
+    lr: f32,
+    workers: usize,
+    wt: SharedSlice<'s, f32>,
+    bias: SharedSlice<'s, f32>,
+    logits: SharedSlice<'s, f32>,
+    g: SharedSlice<'s, f32>,
+    losses: SharedSlice<'s, f32>,
+    barrier: SpinBarrier,
+    /// 1-based step whose loss was not finite; 0 while all is well.
+    failed_step: AtomicUsize,
+    progress: &'s (dyn Fn(u64) + Sync),
+}
+
+impl FusedEpoch<'_> {
+    /// Worker `t`'s whole epoch. Returns the epoch's loss sum (meaningful
+    /// on the leader only).
+    ///
+    /// Phase protocol, per step:
+    /// * phase 1: everyone reads `wt` and `bias`; worker t writes only its
+    ///   rows of `logits`, `g` and `losses`;
+    /// * barrier;
+    /// * phase 2: everyone reads `g`; worker t writes only its columns of
+    ///   `wt`; the leader reads `losses` and writes `bias`;
+    /// * barrier.
+    fn worker(&self, t: usize) -> f64 {
+        let (k, c, workers) = (self.k, self.c, self.workers);
+        let blocks = k.div_ceil(COL_BLOCK);
+        let my_blocks = split_range(blocks, workers, t);
+        let my_cols = (my_blocks.start * COL_BLOCK).min(k)..(my_blocks.end * COL_BLOCK).min(k);
+        let mut grad_block = vec![0.0f32; c * GRAD_COLS];
+        let mut db = vec![0.0f32; c];
+        let mut loss_sum = 0.0f64;
+        let mut done = 0u64;
+
+        for (step, batch) in self.order.chunks(self.batch_size).enumerate() {
+            let b = batch.len();
+            let inv_b = 1.0 / b as f32;
+
+            // Phase 1: forward and softmax-CE for my rows.
+            let my_rows = split_range(b, workers, t);
+            {
+                // SAFETY: phase 1 of the protocol above: wt and bias are
+                // only read in this phase, and my row ranges of logits, g and
+                // losses are disjoint from every other worker's.
+                let (wt, bias, logits, g, losses) = unsafe {
+                    (
+                        self.wt.get(0..c * k),
+                        self.bias.get(0..c),
+                        self.logits.get_mut(my_rows.start * c..my_rows.end * c),
+                        self.g.get_mut(my_rows.start * c..my_rows.end * c),
+                        self.losses.get_mut(my_rows.clone()),
+                    )
+                };
+                let rows = &batch[my_rows.clone()];
+                fused::forward(self.path, self.images, k, rows, wt, bias, U8_SCALE, logits);
+                for (i, &r) in rows.iter().enumerate() {
+                    let label = self.labels[r as usize] as usize;
+                    let span = i * c..(i + 1) * c;
+                    losses[i] = softmax_ce::row(&logits[span.clone()], label, inv_b, &mut g[span]);
+                }
+            }
+            self.barrier.wait();
+
+            // Phase 2: weight gradient and SGD update for my columns.
+            {
+                // SAFETY: phase 2: g is only read in this phase.
+                let g = unsafe { self.g.get(0..b * c) };
+                let mut col = my_cols.start;
+                while col < my_cols.end {
+                    let width = GRAD_COLS.min(my_cols.end - col);
+                    let dw = &mut grad_block[..c * width];
+                    fused::weight_grad(self.path, self.images, k, batch, g, c, col, width, dw);
+                    for cls in 0..c {
+                        let at = cls * k + col;
+                        // SAFETY: phase 2: columns my_cols of every row of
+                        // wt belong to this worker alone.
+                        let w = unsafe { self.wt.get_mut(at..at + width) };
+                        for (w, &d) in w.iter_mut().zip(&dw[cls * width..(cls + 1) * width]) {
+                            *w -= self.step_size * d;
+                        }
+                    }
+                    col += width;
+                }
+                if t == LEADER {
+                    // SAFETY: phase 2: only the leader touches bias and
+                    // losses in this phase.
+                    let (bias, losses) =
+                        unsafe { (self.bias.get_mut(0..c), self.losses.get(0..b)) };
+                    sgd::bias_grad(g, &mut db);
+                    sgd::update(bias, &db, self.lr);
+                    let batch_loss: f64 = losses.iter().map(|&l| l as f64).sum();
+                    if !batch_loss.is_finite() {
+                        self.failed_step.store(step + 1, Ordering::Relaxed);
+                    }
+                    loss_sum += batch_loss;
+                    done += b as u64;
+                    if step % 16 == 15 || done as usize == self.order.len() {
+                        (self.progress)(done);
+                    }
+                }
+            }
+            self.barrier.wait();
+            // Every worker sees the same flag after the barrier, so all stop
+            // at the same step.
+            if self.failed_step.load(Ordering::Relaxed) != 0 {
+                break;
+            }
+        }
+        loss_sum
+    }
+}
+
+/// One report per epoch: training stats and the test evaluation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochReport {
+    pub stats: EpochStats,
+    pub test: Evaluation,
+}
+
+/// Trains for `cfg.epochs` epochs, evaluating on the test split after each
+/// one and passing the report to `on_epoch`.
+pub fn train(
+    data: &Dataset,
+    cfg: TrainConfig,
+    progress: &(dyn Fn(u64) + Sync),
+    mut on_epoch: impl FnMut(&EpochReport),
+) -> Result<(Model, Vec<EpochReport>), TrainError> {
+    let epochs = cfg.epochs;
+    let mut trainer = Trainer::new(data, cfg)?;
+    let mut reports = Vec::with_capacity(epochs);
+    for _ in 0..epochs {
+        let stats = trainer.train_epoch(progress)?;
+        let test = trainer.evaluate(&data.test);
+        let report = EpochReport { stats, test };
+        on_epoch(&report);
+        reports.push(report);
+    }
+    Ok((trainer.model, reports))
+}
