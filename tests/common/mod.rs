@@ -1,0 +1,108 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use idx_softmax::dataset::{Dataset, GzCache, LoadOptions};
+use idx_softmax::idx::{self, ElementType, IdxHeader};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// A decompression cache private to the test binaries (under target/).
+pub fn test_cache() -> GzCache {
+    GzCache::at(Path::new(env!("CARGO_TARGET_TMPDIR")).join("gz-cache"))
+}
+
+/// The bundled MNIST, loaded once per test binary.
+pub fn mnist() -> &'static Dataset {
+    static DATA: std::sync::OnceLock<Dataset> = std::sync::OnceLock::new();
+    DATA.get_or_init(|| {
+        let opts = LoadOptions {
+            cache: test_cache(),
+            classes: None,
+        };
+        Dataset::load(Path::new(idx_softmax::BUNDLED_MNIST), &opts).expect("bundled MNIST loads")
+    })
+}
+
+pub fn write_idx(path: &Path, ty: ElementType, dims: &[usize], payload: &[u8]) {
+    let header = IdxHeader {
+        element_type: ty,
+        dims: dims.to_vec(),
+    };
+    std::fs::write(path, idx::write(&header, payload)).unwrap();
+}
+
+/// Writes a learnable synthetic u8 dataset: each class has a random
+/// prototype, samples are the prototype plus noise.
+pub fn write_synthetic(
+    dir: &Path,
+    n_train: usize,
+    n_test: usize,
+    h: usize,
+    w: usize,
+    classes: usize,
+    seed: u64,
+) -> PathBuf {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let k = h * w;
+    let protos: Vec<Vec<u8>> = (0..classes)
+        .map(|_| (0..k).map(|_| rng.random()).collect())
+        .collect();
+    let mut make = |n: usize| {
+        let mut images = Vec::with_capacity(n * k);
+        let mut labels = Vec::with_capacity(n);
+        for _ in 0..n {
+            let y = rng.random_range(0..classes);
+            labels.push(y as u8);
+            for &p in &protos[y] {
+                let noise: i16 = rng.random_range(-60..=60);
+                images.push((p as i16 + noise).clamp(0, 255) as u8);
+            }
+        }
+        (images, labels)
+    };
+    let (tri, trl) = make(n_train);
+    let (tei, tel) = make(n_test);
+    write_idx(
+        &dir.join("train-images-idx3-ubyte"),
+        ElementType::U8,
+        &[n_train, h, w],
+        &tri,
+    );
+    write_idx(
+        &dir.join("train-labels-idx1-ubyte"),
+        ElementType::U8,
+        &[n_train],
+        &trl,
+    );
+    write_idx(
+        &dir.join("t10k-images-idx3-ubyte"),
+        ElementType::U8,
+        &[n_test, h, w],
+        &tei,
+    );
+    write_idx(
+        &dir.join("t10k-labels-idx1-ubyte"),
+        ElementType::U8,
+        &[n_test],
+        &tel,
+    );
+    dir.to_owned()
+}
+
+pub fn load(dir: &Path) -> Dataset {
+    let opts = LoadOptions {
+        cache: test_cache(),
+        classes: None,
+    };
+    Dataset::load(dir, &opts).unwrap()
+}
+
+pub fn random_u8(rng: &mut impl Rng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| rng.random()).collect()
+}
+
+pub fn random_f32(rng: &mut impl Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}

@@ -1,0 +1,312 @@
+//! Every kernel, on every path this CPU has, against the naive f64
+//! references, on random shapes including 1, odd sizes and MNIST's.
+//! Outputs are NaN-filled first, so an element a kernel forgets to write
+//! fails the comparison.
+
+mod common;
+
+use common::{random_f32, random_u8};
+use idx_softmax::dataset::U8_SCALE;
+use idx_softmax::kernels::{fused, gemm, reference, sgd, softmax_ce, KernelPath};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+fn fused_paths() -> Vec<KernelPath> {
+    let paths: Vec<_> = KernelPath::available()
+        .into_iter()
+        .filter(|p| p.is_fused())
+        .collect();
+    assert!(paths.contains(&KernelPath::Portable));
+    paths
+}
+
+fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// |got − want| ≤ tol · (1 + scale) elementwise, with a useful message.
+fn assert_close(what: &str, got: &[f32], want: &[f64], scale: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
+        let err = (g as f64 - w).abs();
+        assert!(
+            err <= tol * (1.0 + s),
+            "{what}: element {i}: got {g}, want {w} (error {err:e}, allowed {:e})",
+            tol * (1.0 + s)
+        );
+    }
+}
+
+const KS: [usize; 11] = [1, 3, 8, 15, 16, 17, 31, 33, 64, 100, 784];
+const CS: [usize; 7] = [1, 2, 3, 9, 10, 11, 21];
+
+#[test]
+fn fused_forward_matches_reference() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+    for path in fused_paths() {
+        for &k in &KS {
+            for &c in &CS {
+                let n = 7;
+                let images = random_u8(&mut rng, n * k);
+                let nrows = rng.random_range(0..12);
+                let rows: Vec<u32> = (0..nrows).map(|_| rng.random_range(0..n as u32)).collect();
+                let wt = random_f32(&mut rng, c * k, 1.0);
+                let bias = random_f32(&mut rng, c, 1.0);
+                let mut logits = vec![f32::NAN; rows.len() * c];
+                fused::forward(path, &images, k, &rows, &wt, &bias, U8_SCALE, &mut logits);
+
+                let x: Vec<f64> = rows
+                    .iter()
+                    .flat_map(|&r| {
+                        images[r as usize * k..(r as usize + 1) * k]
+                            .iter()
+                            .map(|&v| v as f64 / 255.0)
+                    })
+                    .collect();
+                let want = reference::forward(&x, &to_f64(&wt), &to_f64(&bias), rows.len(), k);
+                let absw: Vec<f64> = to_f64(&wt).iter().map(|w| w.abs()).collect();
+                let scale = reference::forward(&x, &absw, &vec![0.0; c], rows.len(), k);
+                assert_close(
+                    &format!("{path} forward k={k} c={c}"),
+                    &logits,
+                    &want,
+                    &scale,
+                    1e-5,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_weight_grad_matches_reference() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(2);
+    for path in fused_paths() {
+        for &k in &KS {
+            for &c in &CS {
+                let n = 9;
+                let images = random_u8(&mut rng, n * k);
+                let b = rng.random_range(1..40);
+                let rows: Vec<u32> = (0..b).map(|_| rng.random_range(0..n as u32)).collect();
+                let g = random_f32(&mut rng, b * c, 0.1);
+                let k0 = rng.random_range(0..k);
+                let width = rng.random_range(1..=k - k0);
+                let mut out = vec![f32::NAN; c * width];
+                fused::weight_grad(path, &images, k, &rows, &g, c, k0, width, &mut out);
+
+                let x: Vec<f64> = rows
+                    .iter()
+                    .flat_map(|&r| {
+                        images[r as usize * k..(r as usize + 1) * k]
+                            .iter()
+                            .map(|&v| v as f64)
+                    })
+                    .collect();
+                let full = reference::weight_grad(&x, &to_f64(&g), b, k, c);
+                let absg: Vec<f64> = g.iter().map(|v| v.abs() as f64).collect();
+                let full_scale = reference::weight_grad(&x, &absg, b, k, c);
+                let pick = |m: &[f64]| -> Vec<f64> {
+                    (0..c)
+                        .flat_map(|cl| m[cl * k + k0..cl * k + k0 + width].to_vec())
+                        .collect()
+                };
+                assert_close(
+                    &format!("{path} weight_grad k={k} c={c} cols {k0}+{width}"),
+                    &out,
+                    &pick(&full),
+                    &pick(&full_scale),
+                    1e-5,
+                );
+            }
+        }
+    }
+}
+
+/// The determinism promise at kernel level: splitting rows or columns in
+/// any way gives the same bits.
+#[test]
+fn fused_results_do_not_depend_on_the_split() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+    let (n, k, c, b) = (50, 784, 10, 37);
+    let images = random_u8(&mut rng, n * k);
+    let rows: Vec<u32> = (0..b).map(|_| rng.random_range(0..n as u32)).collect();
+    let wt = random_f32(&mut rng, c * k, 0.1);
+    let bias = random_f32(&mut rng, c, 0.1);
+    let g = random_f32(&mut rng, b * c, 0.01);
+    for path in fused_paths() {
+        let mut whole = vec![0.0; b * c];
+        fused::forward(path, &images, k, &rows, &wt, &bias, U8_SCALE, &mut whole);
+        for split in [1, 2, 3, 5, 36] {
+            let mut parts = vec![0.0; b * c];
+            for (i, chunk) in rows.chunks(split).enumerate() {
+                let start = i * split * c;
+                let end = start + chunk.len() * c;
+                fused::forward(
+                    path,
+                    &images,
+                    k,
+                    chunk,
+                    &wt,
+                    &bias,
+                    U8_SCALE,
+                    &mut parts[start..end],
+                );
+            }
+            assert_eq!(
+                bits(&whole),
+                bits(&parts),
+                "{path}: forward split by {split}"
+            );
+        }
+
+        let mut whole = vec![0.0; c * k];
+        fused::weight_grad(path, &images, k, &rows, &g, c, 0, k, &mut whole);
+        for cut in [1, 7, 16, 100, 393, 783] {
+            let mut left = vec![0.0; c * cut];
+            let mut right = vec![0.0; c * (k - cut)];
+            fused::weight_grad(path, &images, k, &rows, &g, c, 0, cut, &mut left);
+            fused::weight_grad(path, &images, k, &rows, &g, c, cut, k - cut, &mut right);
+            for cl in 0..c {
+                assert_eq!(
+                    bits(&whole[cl * k..cl * k + cut]),
+                    bits(&left[cl * cut..(cl + 1) * cut]),
+                    "{path}: cut {cut}"
+                );
+                assert_eq!(
+                    bits(&whole[cl * k + cut..(cl + 1) * k]),
+                    bits(&right[cl * (k - cut)..(cl + 1) * (k - cut)]),
+                    "{path}: cut {cut}"
+                );
+            }
+        }
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn gemm_wrappers_match_reference() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(4);
+    // (B, K, C): ones, odd sizes, and the real shapes: the forward product
+    // is 100×784×10 and the gradient product 784×100×10 (as Gᵀ·X).
+    let shapes = [
+        (1, 1, 1),
+        (1, 784, 10),
+        (3, 5, 7),
+        (17, 33, 9),
+        (100, 784, 10),
+        (64, 1, 3),
+        (7, 129, 1),
+    ];
+    for (b, k, c) in shapes {
+        let x = random_f32(&mut rng, b * k, 1.0);
+        let wt = random_f32(&mut rng, c * k, 1.0);
+        let bias = random_f32(&mut rng, c, 1.0);
+        let mut logits = vec![f32::NAN; b * c];
+        gemm::forward(&x, &wt, &bias, &mut logits, b, k);
+        let want = reference::forward(&to_f64(&x), &to_f64(&wt), &to_f64(&bias), b, k);
+        let absx: Vec<f64> = x.iter().map(|v| v.abs() as f64).collect();
+        let absw: Vec<f64> = wt.iter().map(|v| v.abs() as f64).collect();
+        let scale = reference::forward(&absx, &absw, &vec![0.0; c], b, k);
+        assert_close(
+            &format!("gemm forward {b}×{k}×{c}"),
+            &logits,
+            &want,
+            &scale,
+            1e-5,
+        );
+
+        let g = random_f32(&mut rng, b * c, 1.0);
+        let mut dwt = vec![f32::NAN; c * k];
+        gemm::weight_grad(&x, &g, &mut dwt, b, k, c);
+        let want = reference::weight_grad(&to_f64(&x), &to_f64(&g), b, k, c);
+        let absg: Vec<f64> = g.iter().map(|v| v.abs() as f64).collect();
+        let scale = reference::weight_grad(&absx, &absg, b, k, c);
+        assert_close(
+            &format!("gemm weight_grad {b}×{k}×{c}"),
+            &dwt,
+            &want,
+            &scale,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn softmax_ce_matches_reference() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+    for c in [1, 2, 10, 47] {
+        let b = 33;
+        let logits = random_f32(&mut rng, b * c, 20.0);
+        let labels: Vec<u32> = (0..b).map(|_| rng.random_range(0..c as u32)).collect();
+        let mut g = vec![f32::NAN; b * c];
+        let mut losses = vec![f32::NAN; b];
+        softmax_ce::rows(&logits, &labels, c, 1.0 / b as f32, &mut g, &mut losses);
+        let lab: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
+        let (want_loss, want_g) = reference::softmax_ce(&to_f64(&logits), &lab, c);
+        assert_close("losses", &losses, &want_loss, &want_loss, 1e-5);
+        assert_close("g", &g, &want_g, &vec![0.0; b * c], 1e-6);
+        // Rows of p = g·B + onehot sum to 1.
+        for r in 0..b {
+            let s: f64 = (0..c)
+                .map(|j| g[r * c + j] as f64 * b as f64 + if j == lab[r] { 1.0 } else { 0.0 })
+                .sum();
+            assert!((s - 1.0).abs() < 1e-5, "row {r} of softmax sums to {s}");
+        }
+    }
+}
+
+#[test]
+fn softmax_ce_is_stable_at_extreme_logits() {
+    let cases: [(&[f32], usize, f64); 4] = [
+        (&[1e4, -1e4, 0.0], 0, 0.0),
+        (&[1e4, -1e4, 0.0], 1, 2e4),
+        (&[5.0, 5.0, 5.0, 5.0], 2, (4.0f64).ln()),
+        (&[-1e4, -1e4], 1, (2.0f64).ln()),
+    ];
+    for (z, label, want_loss) in cases {
+        let mut g = vec![f32::NAN; z.len()];
+        let loss = softmax_ce::row(z, label, 1.0, &mut g);
+        assert!(
+            loss.is_finite() && g.iter().all(|v| v.is_finite()),
+            "{z:?}: loss {loss}, g {g:?}"
+        );
+        assert!(
+            (loss as f64 - want_loss).abs() <= 1e-3 * (1.0 + want_loss),
+            "{z:?}: loss {loss}, want {want_loss}"
+        );
+        // G = p − onehot, by hand.
+        let (_, want_g) = reference::softmax_ce(&to_f64(z), &[label], z.len());
+        assert_close("extreme g", &g, &want_g, &vec![0.0; z.len()], 1e-6);
+    }
+    // All-equal logits: uniform p.
+    let mut g = [0.0f32; 4];
+    softmax_ce::row(&[3.0; 4], 0, 1.0, &mut g);
+    assert_eq!(g, [-0.75, 0.25, 0.25, 0.25]);
+}
+
+#[test]
+fn bias_grad_and_update() {
+    let g = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let mut db = [f32::NAN; 3];
+    sgd::bias_grad(&g, &mut db);
+    assert_eq!(db, [5.0, 7.0, 9.0]);
+    assert_eq!(reference::bias_grad(&to_f64(&g), 3), vec![5.0, 7.0, 9.0]);
+    let mut p = [1.0f32, 1.0, 1.0];
+    sgd::update(&mut p, &db, 0.5);
+    assert_eq!(p, [-1.5, -2.5, -3.5]);
+}
+
+#[test]
+fn forcing_an_unavailable_path_is_an_error() {
+    for p in KernelPath::ALL {
+        let parsed = p.name().parse::<KernelPath>();
+        assert_eq!(parsed.is_ok(), p.is_available(), "{p}");
+    }
+    assert!("sse9"
+        .parse::<KernelPath>()
+        .unwrap_err()
+        .contains("unknown kernel path"));
+}

@@ -1,0 +1,266 @@
+//! End-to-end training: the accuracy regression on MNIST, the determinism
+//! promise, and a whole epoch checked against an f64 reference loop.
+
+mod common;
+
+use idx_softmax::kernels::{reference, KernelPath};
+use idx_softmax::model::Model;
+use idx_softmax::train::{train, TrainConfig, TrainError, Trainer};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+fn config(threads: usize, kernel: KernelPath) -> TrainConfig {
+    TrainConfig {
+        threads,
+        kernel,
+        ..TrainConfig::default()
+    }
+}
+
+/// The headline test: the notebook's workload (one epoch, batch 100,
+/// lr 0.1, default seed) reaches ≥ 0.90 test accuracy, on the default path
+/// and on the general gemm path.
+#[test]
+fn mnist_one_epoch_reaches_90_percent() {
+    let data = common::mnist();
+    assert_eq!(
+        (
+            data.train.len(),
+            data.test.len(),
+            data.features(),
+            data.classes
+        ),
+        (60_000, 10_000, 784, 10)
+    );
+    for kernel in [KernelPath::best(), KernelPath::Gemm] {
+        let (_, reports) = train(data, config(2, kernel), &|_| {}, |_| {}).unwrap();
+        let acc = reports[0].test.accuracy;
+        println!(
+            "{kernel}: test accuracy {acc:.4}, test loss {:.4}",
+            reports[0].test.loss
+        );
+        assert!(acc >= 0.90, "{kernel}: test accuracy {acc} < 0.90");
+        assert!(
+            reports[0].test.loss < 0.45,
+            "{kernel}: test loss {}",
+            reports[0].test.loss
+        );
+    }
+}
+
+/// Same seed → same bits, for every thread count, on every path.
+#[test]
+fn weights_are_bitwise_identical_for_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1000 samples, batch 64: a partial last batch, and batches that split
+    // unevenly across 3 and 8 threads.
+    let data = common::load(&common::write_synthetic(
+        dir.path(),
+        1000,
+        100,
+        28,
+        28,
+        10,
+        11,
+    ));
+    for kernel in KernelPath::available() {
+        let run = |threads: usize| {
+            let cfg = TrainConfig {
+                epochs: 2,
+                batch_size: 64,
+                ..config(threads, kernel)
+            };
+            train(&data, cfg, &|_| {}, |_| {}).unwrap().0.digest()
+        };
+        let one = run(1);
+        for threads in [2, 3, 4, 8] {
+            assert_eq!(
+                run(threads),
+                one,
+                "{kernel}: {threads} threads differ from 1"
+            );
+        }
+    }
+    // And on MNIST with the default path.
+    let mnist = common::mnist();
+    let digest = |threads| {
+        train(mnist, config(threads, KernelPath::best()), &|_| {}, |_| {})
+            .unwrap()
+            .0
+            .digest()
+    };
+    let one = digest(1);
+    for threads in [2, 3, 8] {
+        assert_eq!(
+            digest(threads),
+            one,
+            "MNIST: {threads} threads differ from 1"
+        );
+    }
+}
+
+#[test]
+fn same_seed_same_bits_different_seed_different_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::load(&common::write_synthetic(dir.path(), 300, 50, 8, 8, 4, 12));
+    let run = |seed| {
+        let cfg = TrainConfig {
+            seed,
+            ..config(2, KernelPath::best())
+        };
+        train(&data, cfg, &|_| {}, |_| {}).unwrap().0
+    };
+    assert_eq!(run(5).digest(), run(5).digest());
+    assert_ne!(run(5).digest(), run(6).digest());
+}
+
+/// A whole epoch (shuffle, init, every step including the partial last
+/// batch) against an f64 reference of the same algorithm.
+#[test]
+fn epoch_matches_f64_reference_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, h, w, c) = (250, 5, 7, 3);
+    let k = h * w;
+    let data = common::load(&common::write_synthetic(dir.path(), n, 20, h, w, c, 13));
+    let (seed, lr, bs) = (99, 0.3f32, 100);
+
+    // The reference: same RNG stream (init, then one shuffle), f64 math.
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let init = Model::init(k, c, &mut rng);
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.shuffle(&mut rng);
+    let images = data.train.images.as_u8().unwrap();
+    let labels = data.train.labels.as_slice();
+    let mut wt: Vec<f64> = init.wt.iter().map(|&v| v as f64).collect();
+    let mut bias = vec![0.0f64; c];
+    for batch in order.chunks(bs) {
+        let x: Vec<f64> = batch
+            .iter()
+            .flat_map(|&r| {
+                images[r as usize * k..(r as usize + 1) * k]
+                    .iter()
+                    .map(|&v| v as f64 / 255.0)
+            })
+            .collect();
+        let y: Vec<usize> = batch.iter().map(|&r| labels[r as usize] as usize).collect();
+        let logits = reference::forward(&x, &wt, &bias, batch.len(), k);
+        let (_, g) = reference::softmax_ce(&logits, &y, c);
+        let dwt = reference::weight_grad(&x, &g, batch.len(), k, c);
+        let db = reference::bias_grad(&g, c);
+        for (p, d) in wt.iter_mut().zip(&dwt) {
+            *p -= lr as f64 * d;
+        }
+        for (p, d) in bias.iter_mut().zip(&db) {
+            *p -= lr as f64 * d;
+        }
+    }
+
+    for kernel in KernelPath::available() {
+        for threads in [1, 3] {
+            let cfg = TrainConfig {
+                epochs: 1,
+                batch_size: bs,
+                lr,
+                seed,
+                threads,
+                kernel,
+            };
+            let mut trainer = Trainer::new(&data, cfg).unwrap();
+            assert_eq!(trainer.model().wt, init.wt, "initialisation");
+            trainer.train_epoch(&|_| {}).unwrap();
+            let m = trainer.model();
+            for (i, (&got, &want)) in
+                m.wt.iter()
+                    .chain(&m.bias)
+                    .zip(wt.iter().chain(&bias))
+                    .enumerate()
+            {
+                assert!(
+                    (got as f64 - want).abs() < 1e-5,
+                    "{kernel}/{threads}: parameter {i}: got {got}, reference {want}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn divergence_stops_with_non_finite_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::load(&common::write_synthetic(dir.path(), 400, 20, 8, 8, 4, 14));
+    for kernel in [KernelPath::best(), KernelPath::Gemm] {
+        let cfg = TrainConfig {
+            lr: 3e38,
+            batch_size: 10,
+            ..config(2, kernel)
+        };
+        match train(&data, cfg, &|_| {}, |_| {}) {
+            Err(TrainError::NonFinite { epoch: 1, step }) => {
+                assert!((1..=40).contains(&step), "{kernel}: step {step}")
+            }
+            other => panic!(
+                "{kernel}: expected a non-finite loss error, got {:?}",
+                other.map(|(_, r)| r)
+            ),
+        }
+    }
+}
+
+/// A NaN pixel in an f32 dataset stops training at the step that reads it.
+#[test]
+fn nan_in_f32_data_stops_training() {
+    use idx_softmax::idx::ElementType;
+    let dir = tempfile::tempdir().unwrap();
+    let (n, k) = (50, 4);
+    let mut pixels: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 / 7.0).collect();
+    pixels[37] = f32::NAN;
+    let be = |v: &[f32]| v.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+    let d = dir.path();
+    common::write_idx(
+        &d.join("train-images-idx3-ubyte"),
+        ElementType::F32,
+        &[n, 2, 2],
+        &be(&pixels),
+    );
+    common::write_idx(
+        &d.join("train-labels-idx1-ubyte"),
+        ElementType::U8,
+        &[n],
+        &labels,
+    );
+    common::write_idx(
+        &d.join("t10k-images-idx3-ubyte"),
+        ElementType::F32,
+        &[3, 2, 2],
+        &be(&[0.5; 12]),
+    );
+    common::write_idx(
+        &d.join("t10k-labels-idx1-ubyte"),
+        ElementType::U8,
+        &[3],
+        &[0, 1, 2],
+    );
+    let data = common::load(d);
+    let cfg = TrainConfig {
+        batch_size: 5,
+        ..config(2, KernelPath::best())
+    };
+    assert!(matches!(
+        train(&data, cfg, &|_| {}, |_| {}),
+        Err(TrainError::NonFinite { epoch: 1, .. })
+    ));
+    // Without the NaN the same f32 dataset trains (on the gemm path).
+    pixels[37] = 0.5;
+    common::write_idx(
+        &d.join("train-images-idx3-ubyte"),
+        ElementType::F32,
+        &[n, 2, 2],
+        &be(&pixels),
+    );
+    let data = common::load(d);
+    let trainer = Trainer::new(&data, config(2, KernelPath::best())).unwrap();
+    assert_eq!(trainer.effective_kernel(), KernelPath::Gemm);
+    assert!(train(&data, config(2, KernelPath::best()), &|_| {}, |_| {}).is_ok());
+}
