@@ -11,7 +11,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use idx_softmax::dataset::{Dataset, GzCache, LoadOptions};
-use idx_softmax::kernels::dispatch::KERNEL_ENV;
 use idx_softmax::kernels::KernelPath;
 use idx_softmax::train::{self, EpochReport, TrainConfig, DEFAULT_SEED};
 
@@ -187,6 +186,7 @@ fn run(cli: Cli) -> Result<()> {
                     "test_loss": r.test.loss,
                     "test_accuracy": r.test.accuracy,
                     "seconds": r.stats.seconds,
+                    "eval_seconds": r.eval_seconds,
                     "samples_per_second": r.stats.samples_per_second(),
                 })
             })
@@ -197,13 +197,15 @@ fn run(cli: Cli) -> Result<()> {
             "train_loss": last.stats.train_loss,
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
-            "lr": cfg.lr,
+            "lr": f32_as_printed(cfg.lr),
             "seed": cfg.seed,
             "threads": cfg.threads,
             "kernel": effective_kernel.name(),
             "train_seconds": train_seconds,
             "samples_per_second": samples as f64 / train_seconds,
             "load_seconds": load_seconds,
+            "eval_seconds": last.eval_seconds,
+            "rss_anon_kb": rss_anon_kb(),
             "weights_digest": digest,
             "data_dir": data_dir.display().to_string(),
             "train_samples": data.train.len(),
@@ -239,5 +241,16 @@ fn progress_bar(total: u64) -> ProgressBar {
     bar
 }
 
-// Referenced in --help text above.
-const _: &str = KERNEL_ENV;
+/// The f32 as its shortest decimal form, widened (0.1f32 → 0.1, not
+/// 0.10000000149011612).
+fn f32_as_printed(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
+}
+
+/// Anonymous resident memory (heap, stacks; not mapped files) in KiB, from
+/// /proc/self/status, where there is one.
+fn rss_anon_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

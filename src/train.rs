@@ -488,6 +488,8 @@ impl FusedEpoch<'_> {
 pub struct EpochReport {
     pub stats: EpochStats,
     pub test: Evaluation,
+    /// Wall time of the test evaluation.
+    pub eval_seconds: f64,
 }
 
 /// Trains for `cfg.epochs` epochs, evaluating on the test split after each
@@ -503,8 +505,14 @@ pub fn train(
     let mut reports = Vec::with_capacity(epochs);
     for _ in 0..epochs {
         let stats = trainer.train_epoch(progress)?;
+        let eval_start = Instant::now();
         let test = trainer.evaluate(&data.test);
-        let report = EpochReport { stats, test };
+        let eval_seconds = eval_start.elapsed().as_secs_f64();
+        let report = EpochReport {
+            stats,
+            test,
+            eval_seconds,
+        };
         on_epoch(&report);
         reports.push(report);
     }

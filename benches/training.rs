@@ -1,0 +1,75 @@
+//! Whole training epochs and test-set evaluation on the bundled MNIST, per
+//! kernel path, thread count and batch size. Throughput is in samples/s
+//! (criterion's `elem/s`).
+//!
+//! ```text
+//! cargo bench --bench training
+//! ```
+
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use idx_softmax::dataset::{Dataset, LoadOptions};
+use idx_softmax::kernels::KernelPath;
+use idx_softmax::train::{TrainConfig, Trainer};
+
+fn bench_training(c: &mut Criterion) {
+    let data = Dataset::load(
+        Path::new(idx_softmax::BUNDLED_MNIST),
+        &LoadOptions::default(),
+    )
+    .expect("bundled MNIST");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let thread_counts: Vec<usize> = [1, 2, cpus]
+        .into_iter()
+        .filter(|&t| t <= cpus)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+
+    let mut group = c.benchmark_group("epoch");
+    group.throughput(Throughput::Elements(data.train.len() as u64));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_millis(500));
+    for path in KernelPath::available() {
+        for &threads in &thread_counts {
+            for batch in [100, 1000] {
+                let cfg = TrainConfig {
+                    threads,
+                    kernel: path,
+                    batch_size: batch,
+                    ..TrainConfig::default()
+                };
+                let mut trainer = Trainer::new(&data, cfg).unwrap();
+                let id = BenchmarkId::new(format!("{}/threads{threads}", path.name()), batch);
+                group.bench_function(id, |b| b.iter(|| trainer.train_epoch(&|_| {}).unwrap()));
+            }
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("eval");
+    group.throughput(Throughput::Elements(data.test.len() as u64));
+    group.sample_size(20);
+    for path in KernelPath::available() {
+        for &threads in &thread_counts {
+            let cfg = TrainConfig {
+                threads,
+                kernel: path,
+                ..TrainConfig::default()
+            };
+            let trainer = Trainer::new(&data, cfg).unwrap();
+            group.bench_function(
+                BenchmarkId::new(path.name(), format!("threads{threads}")),
+                |b| b.iter(|| trainer.evaluate(&data.test)),
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_training);
+criterion_main!(benches);

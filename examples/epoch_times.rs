@@ -1,0 +1,93 @@
+//! Median epoch time of the training loop, in one process, for several
+//! thread counts and kernel paths, interleaved so that machine noise hits
+//! every variant alike.
+//!
+//! ```text
+//! cargo run --release --example epoch_times -- [RUNS] [THREADS,...] [KERNELS,...] [BATCH]
+//! cargo run --release --example epoch_times -- 15 1,2 avx512,gemm 100
+//! ```
+
+use std::path::Path;
+
+use idx_softmax::dataset::{Dataset, LoadOptions};
+use idx_softmax::kernels::KernelPath;
+use idx_softmax::train::{TrainConfig, Trainer};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runs: usize = args.get(1).map_or(15, |s| s.parse().expect("RUNS"));
+    let threads: Vec<usize> = args
+        .get(2)
+        .map_or("1,2".into(), |s| s.clone())
+        .split(',')
+        .map(|s| s.parse().expect("THREADS"))
+        .collect();
+    let kernels: Vec<KernelPath> = args
+        .get(3)
+        .map_or(KernelPath::best().name().to_string(), |s| s.clone())
+        .split(',')
+        .map(|s| s.parse().expect("KERNELS"))
+        .collect();
+    let batch: usize = args.get(4).map_or(100, |s| s.parse().expect("BATCH"));
+    let data = Dataset::load(
+        Path::new(idx_softmax::BUNDLED_MNIST),
+        &LoadOptions::default(),
+    )
+    .expect("MNIST");
+
+    let variants: Vec<(usize, KernelPath)> = kernels
+        .iter()
+        .flat_map(|&k| threads.iter().map(move |&t| (t, k)))
+        .collect();
+    let mut trainers: Vec<Trainer> = variants
+        .iter()
+        .map(|&(t, k)| {
+            let cfg = TrainConfig {
+                threads: t,
+                kernel: k,
+                batch_size: batch,
+                ..TrainConfig::default()
+            };
+            Trainer::new(&data, cfg).unwrap()
+        })
+        .collect();
+    let mut times = vec![Vec::new(); variants.len()];
+    let mut eval_times = vec![Vec::new(); variants.len()];
+    // One warm-up epoch each, then interleaved measured epochs.
+    for round in 0..=runs {
+        for (i, tr) in trainers.iter_mut().enumerate() {
+            let s = tr.train_epoch(&|_| {}).unwrap();
+            let t0 = std::time::Instant::now();
+            let e = tr.evaluate(&data.test);
+            let et = t0.elapsed().as_secs_f64();
+            if round > 0 {
+                times[i].push(s.seconds);
+                eval_times[i].push(et);
+            }
+            let _ = e;
+        }
+    }
+    println!(
+        "batch {batch}, {runs} runs each (median [min, max]); CPUs: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| kernel | threads | epoch ms | samples/s | eval ms |");
+    println!("|---|---|---|---|---|");
+    for (i, &(t, k)) in variants.iter().enumerate() {
+        let (med, lo, hi) = stats(&mut times[i]);
+        let (emed, _, _) = stats(&mut eval_times[i]);
+        println!(
+            "| {k} | {t} | {:.2} [{:.2}, {:.2}] | {:.0} | {:.2} |",
+            med * 1e3,
+            lo * 1e3,
+            hi * 1e3,
+            60000.0 / med,
+            emed * 1e3
+        );
+    }
+}
+
+fn stats(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
