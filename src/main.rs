@@ -49,6 +49,11 @@ struct Cli {
     /// then ~/.cache/idx-softmax, then the temp directory).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Run exactly --threads training workers even when that exceeds the
+    /// CPUs (by default the fused path runs min(threads, CPUs) workers; the
+    /// weights are bitwise identical either way).
+    #[arg(long)]
+    oversubscribe: bool,
     /// Print one JSON object on stdout instead of the human report.
     #[arg(long)]
     json: bool,
@@ -114,6 +119,7 @@ fn run(cli: Cli) -> Result<()> {
         seed: cli.seed,
         threads,
         kernel,
+        oversubscribe: cli.oversubscribe,
     };
     let shape: Vec<String> = data
         .train
@@ -200,6 +206,7 @@ fn run(cli: Cli) -> Result<()> {
             "lr": f32_as_printed(cfg.lr),
             "seed": cfg.seed,
             "threads": cfg.threads,
+            "workers": if effective_kernel.is_fused() { cfg.workers() } else { 1 },
             "kernel": effective_kernel.name(),
             "train_seconds": train_seconds,
             "samples_per_second": samples as f64 / train_seconds,

@@ -12,12 +12,14 @@ use std::marker::PhantomData;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-/// Spin iterations before yielding (a few µs: covers a normally balanced phase).
-const SPIN_LIMIT: u32 = 4_000;
-/// `yield_now` calls before parking (lets an oversubscribed core run the
-/// worker we are waiting for).
-const YIELD_LIMIT: u32 = 64;
+/// How long a waiter spins before it starts yielding: longer than the
+/// imbalance of a normal phase (a few µs), far shorter than a phase.
+const SPIN_TIME: Duration = Duration::from_micros(20);
+/// `yield_now` calls before parking: lets a core shared with other work
+/// run the thread we are waiting for.
+const YIELD_LIMIT: u32 = 32;
 
 /// A reusable barrier for a fixed number of threads.
 pub struct SpinBarrier {
@@ -60,11 +62,18 @@ impl SpinBarrier {
             return;
         }
         let released = || self.generation.load(Ordering::Acquire) != generation;
-        for _ in 0..SPIN_LIMIT {
-            if released() {
-                return;
+        let start = Instant::now();
+        'spin: loop {
+            // Check the clock only every 64 spins: it costs more than a spin.
+            for _ in 0..64 {
+                if released() {
+                    return;
+                }
+                std::hint::spin_loop();
             }
-            std::hint::spin_loop();
+            if start.elapsed() > SPIN_TIME {
+                break 'spin;
+            }
         }
         for _ in 0..YIELD_LIMIT {
             if released() {

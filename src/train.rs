@@ -64,9 +64,28 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub lr: f32,
     pub seed: u64,
-    /// Size of the rayon pool, and the number of training workers.
+    /// Size of the rayon pool. The fused path runs `min(threads, CPUs)`
+    /// workers (see [`TrainConfig::workers`]); the result is the same bits
+    /// either way.
     pub threads: usize,
     pub kernel: KernelPath,
+    /// Run exactly `threads` fused workers even when that is more than the
+    /// CPUs available. Off by default: oversubscribed workers only wait on
+    /// each other at the barriers. The determinism tests turn it on to
+    /// exercise every worker count on any machine.
+    pub oversubscribe: bool,
+}
+
+impl TrainConfig {
+    /// The number of fused-path workers this configuration runs.
+    pub fn workers(&self) -> usize {
+        if self.oversubscribe {
+            self.threads
+        } else {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            self.threads.min(cpus).max(1)
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -79,6 +98,7 @@ impl Default for TrainConfig {
             seed: DEFAULT_SEED,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             kernel: KernelPath::best(),
+            oversubscribe: false,
         }
     }
 }
@@ -278,17 +298,24 @@ impl<'a> Trainer<'a> {
             // The kernels sum raw u8 values; 1/255 is folded into the step.
             step_size: self.cfg.lr * U8_SCALE,
             lr: self.cfg.lr,
-            workers: self.cfg.threads,
+            workers: self.cfg.workers(),
             wt: SharedSlice::new(&mut self.model.wt),
             bias: SharedSlice::new(&mut self.model.bias),
             logits: SharedSlice::new(&mut self.ws.logits),
             g: SharedSlice::new(&mut self.ws.g),
             losses: SharedSlice::new(&mut self.ws.losses),
-            barrier: SpinBarrier::new(self.cfg.threads),
+            barrier: SpinBarrier::new(self.cfg.workers()),
             failed_step: AtomicUsize::new(0),
             progress,
         };
-        let sums = self.pool.broadcast(|b| ctx.worker(b.index()));
+        // Pool threads beyond the worker count return at once.
+        let sums = self.pool.broadcast(|b| {
+            if b.index() < ctx.workers {
+                ctx.worker(b.index())
+            } else {
+                0.0
+            }
+        });
         match ctx.failed_step.load(Ordering::Relaxed) {
             0 => Ok(sums[LEADER]),
             step => Err(TrainError::NonFinite { epoch, step }),

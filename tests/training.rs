@@ -10,10 +10,12 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+/// `threads` workers exactly, even beyond the CPUs this machine has.
 fn config(threads: usize, kernel: KernelPath) -> TrainConfig {
     TrainConfig {
         threads,
         kernel,
+        oversubscribe: true,
         ..TrainConfig::default()
     }
 }
@@ -165,6 +167,7 @@ fn epoch_matches_f64_reference_loop() {
                 seed,
                 threads,
                 kernel,
+                oversubscribe: true,
             };
             let mut trainer = Trainer::new(&data, cfg).unwrap();
             assert_eq!(trainer.model().wt, init.wt, "initialisation");
