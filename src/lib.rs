@@ -21,8 +21,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod checkpoint;
 pub mod dataset;
+pub mod fsutil;
 pub mod idx;
+pub mod image;
 pub mod kernels;
 pub mod metrics;
 pub mod model;

@@ -1,0 +1,543 @@
+//! Checkpoints: a [`Model`] (plus optional extra tensors and string metadata)
+//! in a [safetensors](https://huggingface.co/docs/safetensors) file.
+//!
+//! # Format
+//!
+//! The file follows PyTorch's `nn.Linear` convention, so
+//! `safetensors.numpy.load_file` / `safetensors.torch.load_file` read it and
+//! `nn.Linear.load_state_dict` accepts it:
+//!
+//! | tensor   | dtype | shape                 |
+//! |----------|-------|-----------------------|
+//! | `weight` | F32   | `[classes, features]` |
+//! | `bias`   | F32   | `[classes]`           |
+//!
+//! Any other tensors (for example optimizer state such as `momentum.weight`)
+//! are the caller's, stored as F32 with the shapes it gives. The header's
+//! `__metadata__` holds the caller's string pairs plus [`FORMAT_KEY`] =
+//! [`FORMAT`] and [`VERSION_KEY`] = this crate's version.
+//!
+//! Tensor data is little-endian, row-major, packed in name order after a
+//! header padded with spaces to a multiple of 8 bytes; the header's keys are
+//! sorted, so the same model and metadata always give the same bytes.
+//!
+//! # Loading
+//!
+//! [`load`] checks everything before trusting it, and reports the first
+//! problem as a one-line [`CheckpointError`] naming the file: not a
+//! safetensors file, truncated, corrupt header, missing `weight` or `bias`,
+//! a dtype other than F32, wrong ranks or inconsistent shapes, a NaN or
+//! infinity in any tensor. A header length field that claims more than
+//! [`MAX_HEADER_LEN`] bytes, or more than the file holds, is rejected before
+//! anything is allocated for it, and tensor data is only read once the header
+//! has been checked against the file's size. Files written by PyTorch or
+//! numpy with the `weight`/`bias` names load too, whatever their metadata,
+//! unless it claims a different `idx-softmax/` format version.
+//!
+//! ```no_run
+//! use std::collections::BTreeMap;
+//! use idx_softmax::{checkpoint, model::Model};
+//! # let model = Model { features: 2, classes: 1, wt: vec![0.5, -0.5], bias: vec![0.0] };
+//! let mut meta = BTreeMap::new();
+//! meta.insert("epochs".to_string(), "5".to_string());
+//! checkpoint::save("model.safetensors".as_ref(), &model, &[], &meta)?;
+//! let ckpt = checkpoint::load("model.safetensors".as_ref())?;
+//! assert_eq!(ckpt.model, model);
+//! assert_eq!(ckpt.metadata["epochs"], "5");
+//! # Ok::<(), checkpoint::CheckpointError>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, Metadata};
+use serde_json::{json, Map, Value};
+
+use crate::fsutil::write_atomic;
+use crate::model::Model;
+
+/// The value of [`FORMAT_KEY`] in the files this version writes.
+pub const FORMAT: &str = "idx-softmax/1";
+/// Metadata key naming the checkpoint format.
+pub const FORMAT_KEY: &str = "format";
+/// Metadata key holding the version of the crate that wrote the file.
+pub const VERSION_KEY: &str = "crate_version";
+/// Name of the `[classes, features]` weight tensor (`nn.Linear.weight`).
+pub const WEIGHT: &str = "weight";
+/// Name of the `[classes]` bias tensor (`nn.Linear.bias`).
+pub const BIAS: &str = "bias";
+/// Largest header accepted (or written), in bytes: the limit of the
+/// reference safetensors implementation.
+pub const MAX_HEADER_LEN: u64 = 100_000_000;
+
+/// The reserved key of the safetensors header that holds the metadata.
+const METADATA_KEY: &str = "__metadata__";
+/// Prefix of this crate's format names: a file that claims another version
+/// of our format is refused rather than misread.
+const FORMAT_FAMILY: &str = "idx-softmax/";
+
+/// A tensor beyond `weight` and `bias`: F32, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    /// The dimensions; empty for a scalar.
+    pub shape: Vec<usize>,
+    /// The elements, `shape.iter().product()` of them.
+    pub data: Vec<f32>,
+}
+
+/// An extra tensor for [`save`]: `(name, shape, data)`, data row-major with
+/// `shape.iter().product()` elements (one for an empty, scalar shape).
+pub type ExtraTensor<'a> = (&'a str, &'a [usize], &'a [f32]);
+
+/// The content of a checkpoint file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// The linear layer, from `weight` and `bias`.
+    pub model: Model,
+    /// Every other tensor, by name.
+    pub extra: BTreeMap<String, Tensor>,
+    /// The header's `__metadata__` (empty if the file has none), including
+    /// [`FORMAT_KEY`] and [`VERSION_KEY`] when this crate wrote it.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A failure to save or load a checkpoint. Each message is one line and
+/// names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The file could not be opened, read or written.
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
+    /// The file does not look like safetensors at all.
+    #[error("{}: not a safetensors file: {reason}", path.display())]
+    NotSafetensors { path: PathBuf, reason: String },
+    /// The file ends before the data its header describes.
+    #[error("{}: truncated safetensors file: needs {expected} bytes, has {found}", path.display())]
+    Truncated {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    /// The JSON header is malformed or inconsistent, or the file does not
+    /// end where the header says.
+    #[error("{}: corrupt safetensors header: {reason}", path.display())]
+    CorruptHeader { path: PathBuf, reason: String },
+    /// `weight` or `bias` is absent.
+    #[error("{}: no tensor {name:?} (the file holds {found}); a checkpoint needs \"weight\" [classes, features] and \"bias\" [classes], as in PyTorch's nn.Linear", path.display())]
+    MissingTensor {
+        path: PathBuf,
+        name: String,
+        found: String,
+    },
+    /// A tensor is not F32.
+    #[error("{}: tensor {name:?} has dtype {dtype}; checkpoints hold F32 tensors only", path.display())]
+    WrongDtype {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
+    /// A tensor has the wrong rank, or shapes disagree.
+    #[error("{}: tensor {name:?} {reason}", path.display())]
+    WrongShape {
+        path: PathBuf,
+        name: String,
+        reason: String,
+    },
+    /// A tensor holds a NaN or an infinity.
+    #[error("{}: tensor {name:?} holds a non-finite value ({value}) at flat index {index}", path.display())]
+    NonFinite {
+        path: PathBuf,
+        name: String,
+        index: usize,
+        value: f32,
+    },
+    /// The metadata names a version of this format that this build does not
+    /// read.
+    #[error("{}: checkpoint format {found:?} is not supported (this build reads {FORMAT:?})", path.display())]
+    UnsupportedFormat { path: PathBuf, found: String },
+    /// [`save`] was given something it cannot store; nothing was written.
+    #[error("{}: cannot save checkpoint: {reason}", path.display())]
+    InvalidInput { path: PathBuf, reason: String },
+}
+
+/// Saves `model`, the `extra` tensors and `metadata` to `path`, atomically (see
+/// [`write_atomic`]): on failure `path` is left as it was.
+///
+/// [`FORMAT_KEY`] and [`VERSION_KEY`] are always set, replacing any values
+/// the caller gave for them.
+///
+/// Refused, before anything is written: a model whose `wt`/`bias` lengths do
+/// not match `classes × features`/`classes`, or with zero classes or
+/// features; non-finite values in any tensor (a diverged model would be
+/// unloadable); extra tensors named `weight`, `bias`, `__metadata__` or the
+/// empty string, named twice, or whose data length is not the product of
+/// their shape; a header over [`MAX_HEADER_LEN`].
+pub fn save(
+    path: &Path,
+    model: &Model,
+    extra: &[ExtraTensor<'_>],
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let bytes = encode(model, extra, metadata).map_err(|reason| CheckpointError::InvalidInput {
+        path: path.to_owned(),
+        reason,
+    })?;
+    write_atomic(path, |f| f.write_all(&bytes)).map_err(|error| CheckpointError::Io {
+        path: path.to_owned(),
+        error,
+    })
+}
+
+/// Loads and validates a checkpoint written by [`save`] (or any safetensors
+/// file with F32 `weight` `[C, K]` and `bias` `[C]`). See the module
+/// documentation for what is checked. Never panics, whatever the file holds.
+pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let (metadata, data) = read_file(path)?;
+    decode(path, &metadata, &data)
+}
+
+/// One tensor on its way into the file.
+struct Outgoing<'a> {
+    name: &'a str,
+    shape: Vec<usize>,
+    data: &'a [f32],
+}
+
+/// Serialises a checkpoint; the error is a reason for [`CheckpointError::InvalidInput`].
+fn encode(
+    model: &Model,
+    extra: &[ExtraTensor<'_>],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, String> {
+    let (c, k) = (model.classes, model.features);
+    if c == 0 || k == 0 {
+        return Err(format!(
+            "the model has {c} classes and {k} features; both must be at least 1"
+        ));
+    }
+    if c.checked_mul(k) != Some(model.wt.len()) {
+        return Err(format!(
+            "the model's weight holds {} values, not classes x features = {c} x {k}",
+            model.wt.len()
+        ));
+    }
+    if model.bias.len() != c {
+        return Err(format!(
+            "the model's bias holds {} values, not classes = {c}",
+            model.bias.len()
+        ));
+    }
+
+    let mut tensors = vec![
+        Outgoing {
+            name: WEIGHT,
+            shape: vec![c, k],
+            data: &model.wt,
+        },
+        Outgoing {
+            name: BIAS,
+            shape: vec![c],
+            data: &model.bias,
+        },
+    ];
+    for &(name, shape, data) in extra {
+        if name.is_empty() || name == METADATA_KEY {
+            return Err(format!("{name:?} is not a valid tensor name"));
+        }
+        if tensors.iter().any(|t| t.name == name) {
+            return Err(if name == WEIGHT || name == BIAS {
+                format!("extra tensor {name:?} would replace the model's own")
+            } else {
+                format!("extra tensor {name:?} is given twice")
+            });
+        }
+        let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if elements != Some(data.len()) {
+            return Err(format!(
+                "extra tensor {name:?} has shape {shape:?} but {} values",
+                data.len()
+            ));
+        }
+        tensors.push(Outgoing {
+            name,
+            shape: shape.to_vec(),
+            data,
+        });
+    }
+    for t in &tensors {
+        if let Some((i, v)) = first_non_finite(t.data) {
+            return Err(format!(
+                "tensor {:?} holds a non-finite value ({v}) at flat index {i}",
+                t.name
+            ));
+        }
+    }
+    // Data in name order, as the reference implementation packs tensors of
+    // one dtype.
+    tensors.sort_by(|a, b| a.name.cmp(b.name));
+
+    let mut meta: Map<String, Value> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    meta.insert(FORMAT_KEY.into(), FORMAT.into());
+    meta.insert(VERSION_KEY.into(), env!("CARGO_PKG_VERSION").into());
+    let mut entries: Vec<(String, Value)> = vec![(METADATA_KEY.into(), sorted(meta))];
+    let mut offset = 0usize;
+    for t in &tensors {
+        let end = t
+            .data
+            .len()
+            .checked_mul(4)
+            .and_then(|n| n.checked_add(offset))
+            .ok_or("the tensors are too large to address")?;
+        entries.push((
+            t.name.to_owned(),
+            json!({ "dtype": "F32", "shape": t.shape, "data_offsets": [offset, end] }),
+        ));
+        offset = end;
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let header = Value::Object(entries.into_iter().collect());
+    let mut header = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    header.resize(header.len().next_multiple_of(8), b' ');
+    if header.len() as u64 > MAX_HEADER_LEN {
+        return Err(format!(
+            "the header would be {} bytes, over the {MAX_HEADER_LEN}-byte limit (too much metadata?)",
+            header.len()
+        ));
+    }
+
+    let total = 8usize
+        .checked_add(header.len())
+        .and_then(|n| n.checked_add(offset))
+        .ok_or("the tensors are too large to address")?;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    for t in &tensors {
+        for v in t.data {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    debug_assert_eq!(out.len(), total);
+    Ok(out)
+}
+
+/// A JSON object with its keys in sorted order, whether or not `serde_json`
+/// preserves insertion order in this build.
+fn sorted(map: Map<String, Value>) -> Value {
+    let mut entries: Vec<_> = map.into_iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Value::Object(entries.into_iter().collect())
+}
+
+fn first_non_finite(data: &[f32]) -> Option<(usize, f32)> {
+    data.iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+        .map(|(i, &v)| (i, v))
+}
+
+/// Reads and checks the header, then reads exactly the data it describes.
+fn read_file(path: &Path) -> Result<(Metadata, Vec<u8>), CheckpointError> {
+    let io_err = |error: io::Error| CheckpointError::Io {
+        path: path.to_owned(),
+        error,
+    };
+    let not_st = |reason: String| CheckpointError::NotSafetensors {
+        path: path.to_owned(),
+        reason,
+    };
+    let truncated = |expected: u64, found: u64| CheckpointError::Truncated {
+        path: path.to_owned(),
+        expected,
+        found,
+    };
+    let corrupt = |reason: String| CheckpointError::CorruptHeader {
+        path: path.to_owned(),
+        reason,
+    };
+
+    let mut file = File::open(path).map_err(io_err)?;
+    let info = file.metadata().map_err(io_err)?;
+    if info.is_dir() {
+        return Err(not_st("it is a directory".into()));
+    }
+    let len = info.len();
+    if len < 8 {
+        return Err(not_st(format!(
+            "the file is {len} bytes long, shorter than the 8-byte header length field"
+        )));
+    }
+    let mut n = [0u8; 8];
+    read_exact(&mut file, &mut n, path, len)?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER_LEN {
+        return Err(not_st(format!(
+            "its first 8 bytes announce a {n}-byte header, over the {MAX_HEADER_LEN}-byte limit"
+        )));
+    }
+    if n > len - 8 {
+        return Err(truncated(8 + n, len));
+    }
+    // `n <= len`: the allocation is bounded by the file's real size.
+    let mut header = vec![0u8; n as usize];
+    read_exact(&mut file, &mut header, path, len)?;
+    if header.first() != Some(&b'{') {
+        return Err(not_st("the header is not a JSON object".into()));
+    }
+    let text = std::str::from_utf8(&header)
+        .map_err(|e| corrupt(format!("the header is not valid UTF-8: {e}")))?;
+    let metadata: Metadata = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+    let data_len = metadata.data_len() as u64;
+    let expected = (8 + n)
+        .checked_add(data_len)
+        .ok_or_else(|| corrupt("the tensors' sizes overflow".into()))?;
+    if len < expected {
+        return Err(truncated(expected, len));
+    }
+    if len > expected {
+        return Err(corrupt(format!(
+            "the tensors end at byte {expected} but the file has {len} bytes"
+        )));
+    }
+    // `data_len <= len`: bounded by the file's real size.
+    let mut data = vec![0u8; data_len as usize];
+    read_exact(&mut file, &mut data, path, len)?;
+    Ok((metadata, data))
+}
+
+/// `read_exact`, with an early end of file (the file shrank while being
+/// read) reported as such.
+fn read_exact(
+    file: &mut File,
+    buf: &mut [u8],
+    path: &Path,
+    len: u64,
+) -> Result<(), CheckpointError> {
+    file.read_exact(buf).map_err(|e| {
+        let error = if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file shrank below its size of {len} bytes while being read"),
+            )
+        } else {
+            e
+        };
+        CheckpointError::Io {
+            path: path.to_owned(),
+            error,
+        }
+    })
+}
+
+/// Builds a [`Checkpoint`] from a parsed header and the data it describes.
+fn decode(path: &Path, metadata: &Metadata, data: &[u8]) -> Result<Checkpoint, CheckpointError> {
+    let meta: BTreeMap<String, String> = metadata
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    if let Some(found) = meta.get(FORMAT_KEY) {
+        if found.starts_with(FORMAT_FAMILY) && found != FORMAT {
+            return Err(CheckpointError::UnsupportedFormat {
+                path: path.to_owned(),
+                found: found.clone(),
+            });
+        }
+    }
+
+    let infos: BTreeMap<String, _> = metadata.tensors().into_iter().collect();
+    let mut tensors = BTreeMap::new();
+    for (name, info) in &infos {
+        if info.dtype != Dtype::F32 {
+            return Err(CheckpointError::WrongDtype {
+                path: path.to_owned(),
+                name: name.clone(),
+                dtype: info.dtype.to_string(),
+            });
+        }
+        let (start, end) = info.data_offsets;
+        let bytes = data
+            .get(start..end)
+            .ok_or_else(|| CheckpointError::CorruptHeader {
+                path: path.to_owned(),
+                reason: format!("tensor {name:?} lies outside the data"),
+            })?;
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some((index, value)) = first_non_finite(&values) {
+            return Err(CheckpointError::NonFinite {
+                path: path.to_owned(),
+                name: name.clone(),
+                index,
+                value,
+            });
+        }
+        tensors.insert(
+            name.clone(),
+            Tensor {
+                shape: info.shape.clone(),
+                data: values,
+            },
+        );
+    }
+
+    let mut take = |name: &str| {
+        tensors
+            .remove(name)
+            .ok_or_else(|| CheckpointError::MissingTensor {
+                path: path.to_owned(),
+                name: name.to_owned(),
+                found: if infos.is_empty() {
+                    "no tensors".to_owned()
+                } else {
+                    let names: Vec<String> = infos.keys().map(|n| format!("{n:?}")).collect();
+                    format!("tensors {}", names.join(", "))
+                },
+            })
+    };
+    let weight = take(WEIGHT)?;
+    let bias = take(BIAS)?;
+    let shape_err = |name: &str, reason: String| CheckpointError::WrongShape {
+        path: path.to_owned(),
+        name: name.to_owned(),
+        reason,
+    };
+    let (classes, features) = match weight.shape[..] {
+        [c, k] if c > 0 && k > 0 => (c, k),
+        _ => {
+            return Err(shape_err(
+                WEIGHT,
+                format!(
+                    "has shape {:?}; expected [classes, features], both at least 1",
+                    weight.shape
+                ),
+            ))
+        }
+    };
+    if bias.shape != [classes] {
+        return Err(shape_err(
+            BIAS,
+            format!(
+                "has shape {:?}; expected [{classes}] to match \"weight\" [{classes}, {features}]",
+                bias.shape
+            ),
+        ));
+    }
+    Ok(Checkpoint {
+        model: Model {
+            features,
+            classes,
+            wt: weight.data,
+            bias: bias.data,
+        },
+        extra: tensors,
+        metadata: meta,
+    })
+}
