@@ -29,6 +29,7 @@ pub mod image;
 pub mod kernels;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod parallel;
 pub mod train;
 

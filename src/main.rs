@@ -115,7 +115,8 @@ fn run(cli: Cli) -> Result<()> {
     let cfg = TrainConfig {
         epochs: cli.epochs as usize,
         batch_size: cli.batch_size as usize,
-        lr: cli.lr,
+        sgd: idx_softmax::optim::Sgd::plain(cli.lr),
+        val_split: 0.0,
         seed: cli.seed,
         threads,
         kernel,
@@ -146,7 +147,7 @@ fn run(cli: Cli) -> Result<()> {
         );
         println!(
             "training {} epoch(s), batch {}, lr {}, seed {}, {} thread(s), kernel {}",
-            cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.threads, effective_kernel
+            cfg.epochs, cfg.batch_size, cfg.sgd.lr, cfg.seed, cfg.threads, effective_kernel
         );
     }
 
@@ -203,7 +204,7 @@ fn run(cli: Cli) -> Result<()> {
             "train_loss": last.stats.train_loss,
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
-            "lr": f32_as_printed(cfg.lr),
+            "lr": f32_as_printed(cfg.sgd.lr),
             "seed": cfg.seed,
             "threads": cfg.threads,
             "workers": if effective_kernel.is_fused() { cfg.workers() } else { 1 },

@@ -10,8 +10,8 @@ use crate::model::Model;
 /// never depends on the thread count.
 const EVAL_ROWS: usize = 250;
 
-/// Loss and accuracy of a model on one split.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Loss, accuracy and confusion matrix of a model on a set of samples.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Evaluation {
     /// Mean cross-entropy.
     pub loss: f64,
@@ -19,11 +19,32 @@ pub struct Evaluation {
     pub accuracy: f64,
     pub correct: usize,
     pub total: usize,
+    /// Number of classes (C).
+    pub classes: usize,
+    /// C × C counts, row = true label, column = predicted class.
+    pub confusion: Vec<u64>,
 }
 
-/// Cross-entropy of one row of logits and whether its argmax (first
-/// maximum) is `label`.
-pub fn row_loss_and_hit(z: &[f32], label: usize) -> (f64, bool) {
+impl Evaluation {
+    /// Of the samples predicted as `class`, the fraction that are (NaN if
+    /// none was predicted).
+    pub fn precision(&self, class: usize) -> f64 {
+        let c = self.classes;
+        let predicted: u64 = (0..c).map(|t| self.confusion[t * c + class]).sum();
+        self.confusion[class * c + class] as f64 / predicted as f64
+    }
+
+    /// Of the samples of `class`, the fraction predicted as such (NaN if
+    /// the class has no sample).
+    pub fn recall(&self, class: usize) -> f64 {
+        let c = self.classes;
+        let actual: u64 = self.confusion[class * c..(class + 1) * c].iter().sum();
+        self.confusion[class * c + class] as f64 / actual as f64
+    }
+}
+
+/// Cross-entropy of one row of logits and its argmax (the first maximum).
+pub fn row_loss_and_argmax(z: &[f32], label: usize) -> (f64, usize) {
     let (mut best, mut m) = (0, f32::NEG_INFINITY);
     for (j, &v) in z.iter().enumerate() {
         if v > m {
@@ -32,12 +53,12 @@ pub fn row_loss_and_hit(z: &[f32], label: usize) -> (f64, bool) {
         }
     }
     let s: f64 = z.iter().map(|&v| ((v - m) as f64).exp()).sum();
-    (m as f64 + s.ln() - z[label] as f64, best == label)
+    (m as f64 + s.ln() - z[label] as f64, best)
 }
 
-/// Logits of rows `r0..r0 + rows.len()` of `split`, computed with `path`
-/// (the gemm path gathers into `xbuf` first). u8 images on a fused path
-/// are read in place.
+/// Logits of the given rows of `split`, computed with `path` (the gemm
+/// path gathers into `xbuf` first). u8 images on a fused path are read in
+/// place.
 pub fn logits_of_rows(
     model: &Model,
     split: &Split,
@@ -61,40 +82,71 @@ pub fn logits_of_rows(
     }
 }
 
-/// Evaluates `model` on `split` in parallel on the current rayon pool.
+/// Evaluates `model` on all of `split`, in parallel on the current rayon
+/// pool.
 pub fn evaluate(model: &Model, split: &Split, path: KernelPath) -> Evaluation {
     let n = split.len();
+    evaluate_chunks(model, split, path, n, |chunk, rows| {
+        let r0 = chunk * EVAL_ROWS;
+        rows.extend(r0 as u32..(r0 + EVAL_ROWS).min(n) as u32);
+    })
+}
+
+/// Evaluates `model` on the samples `rows` of `split`.
+pub fn evaluate_rows(model: &Model, split: &Split, path: KernelPath, rows: &[u32]) -> Evaluation {
+    evaluate_chunks(model, split, path, rows.len(), |chunk, out| {
+        out.extend_from_slice(&rows[chunk * EVAL_ROWS..((chunk + 1) * EVAL_ROWS).min(rows.len())]);
+    })
+}
+
+/// The shared engine of the two above: `n` samples in chunks of
+/// [`EVAL_ROWS`], `fill(chunk, rows)` listing each chunk's sample indices.
+fn evaluate_chunks(
+    model: &Model,
+    split: &Split,
+    path: KernelPath,
+    n: usize,
+    fill: impl Fn(usize, &mut Vec<u32>) + Sync,
+) -> Evaluation {
     let c = model.classes;
     let labels = split.labels.as_slice();
-    let chunks: Vec<(f64, usize)> = (0..n.div_ceil(EVAL_ROWS))
+    let chunks: Vec<(f64, Vec<u64>)> = (0..n.div_ceil(EVAL_ROWS))
         .into_par_iter()
         .map_init(
             || (Vec::new(), Vec::new(), Vec::new()),
             |(rows, logits, xbuf): &mut (Vec<u32>, Vec<f32>, Vec<f32>), chunk| {
-                let r0 = chunk * EVAL_ROWS;
-                let r1 = (r0 + EVAL_ROWS).min(n);
                 rows.clear();
-                rows.extend(r0 as u32..r1 as u32);
+                fill(chunk, rows);
                 logits.resize(rows.len() * c, 0.0);
                 logits_of_rows(model, split, path, rows, xbuf, logits);
                 let mut loss = 0.0;
-                let mut correct = 0;
+                let mut confusion = vec![0u64; c * c];
                 for (z, &r) in logits.chunks_exact(c).zip(rows.iter()) {
-                    let (l, hit) = row_loss_and_hit(z, labels[r as usize] as usize);
+                    let label = labels[r as usize] as usize;
+                    let (l, predicted) = row_loss_and_argmax(z, label);
                     loss += l;
-                    correct += hit as usize;
+                    confusion[label * c + predicted] += 1;
                 }
-                (loss, correct)
+                (loss, confusion)
             },
         )
         .collect();
-    let (loss, correct) = chunks
-        .iter()
-        .fold((0.0, 0), |(l, c), &(cl, cc)| (l + cl, c + cc));
+    // Reduce in chunk order: the same sum whatever the thread count.
+    let mut loss = 0.0;
+    let mut confusion = vec![0u64; c * c];
+    for (l, conf) in &chunks {
+        loss += l;
+        for (a, b) in confusion.iter_mut().zip(conf) {
+            *a += b;
+        }
+    }
+    let correct = (0..c).map(|j| confusion[j * c + j]).sum::<u64>() as usize;
     Evaluation {
         loss: loss / n.max(1) as f64,
         accuracy: correct as f64 / n.max(1) as f64,
         correct,
         total: n,
+        classes: c,
+        confusion,
     }
 }

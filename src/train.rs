@@ -43,6 +43,7 @@ use crate::dataset::{Dataset, Split, U8_SCALE};
 use crate::kernels::{fused, gemm, sgd, softmax_ce, KernelPath};
 use crate::metrics::{self, Evaluation};
 use crate::model::Model;
+use crate::optim::Sgd;
 use crate::parallel::{split_range, SharedSlice, SpinBarrier};
 
 /// The default `--seed`.
@@ -56,14 +57,22 @@ const GRAD_COLS: usize = 64;
 const COL_BLOCK: usize = 16;
 /// The worker that updates the bias and sums the loss.
 const LEADER: usize = 0;
+/// Mixed into the seed for the validation split's own random stream, so
+/// the split does not shift the initialisation or the shuffles.
+const VAL_SPLIT_STREAM: u64 = 0x7661_6c5f_7370_6c74; // "val_splt"
 
 /// Everything that defines a training run.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
+    /// Total epochs of the run (a resumed run continues up to this many).
     pub epochs: usize,
     pub batch_size: usize,
-    pub lr: f32,
+    /// Learning rate, momentum, weight decay, schedule.
+    pub sgd: Sgd,
     pub seed: u64,
+    /// Fraction of the training set held out for validation (0 for none).
+    /// The split is drawn from the seed, so it is the same on every run.
+    pub val_split: f32,
     /// Size of the rayon pool. The fused path runs `min(threads, CPUs)`
     /// workers (see [`TrainConfig::workers`]); the result is the same bits
     /// either way.
@@ -94,8 +103,9 @@ impl Default for TrainConfig {
         Self {
             epochs: 1,
             batch_size: 100,
-            lr: 0.1,
+            sgd: Sgd::plain(0.1),
             seed: DEFAULT_SEED,
+            val_split: 0.0,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             kernel: KernelPath::best(),
             oversubscribe: false,
@@ -143,14 +153,33 @@ struct Workspace {
     labels: Vec<u32>,
 }
 
+/// Everything a checkpoint must hold to continue a run bit for bit: the
+/// model, the momentum buffers and how many epochs are done. The RNG state
+/// is not stored: it is a function of the seed and the epochs done, and
+/// [`Trainer::resume`] replays it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainState {
+    pub model: Model,
+    /// Momentum buffer for `wt` (C × K); empty without momentum.
+    pub momentum_wt: Vec<f32>,
+    /// Momentum buffer for `bias` (C); empty without momentum.
+    pub momentum_bias: Vec<f32>,
+    pub epochs_done: usize,
+}
+
 /// A model being trained on a dataset.
 pub struct Trainer<'a> {
     data: &'a Dataset,
     cfg: TrainConfig,
     pool: rayon::ThreadPool,
     model: Model,
+    momentum_wt: Vec<f32>,
+    momentum_bias: Vec<f32>,
     rng: Xoshiro256PlusPlus,
+    /// Training-sample indices, reshuffled each epoch.
     order: Vec<u32>,
+    /// Held-out validation indices, sorted.
+    val_rows: Vec<u32>,
     epochs_done: usize,
     ws: Workspace,
 }
@@ -159,10 +188,17 @@ impl<'a> Trainer<'a> {
     /// Checks the configuration, starts the pool and initialises the model
     /// from the seed.
     pub fn new(data: &'a Dataset, cfg: TrainConfig) -> Result<Self, TrainError> {
-        if cfg.batch_size == 0 || cfg.threads == 0 || !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+        if cfg.batch_size == 0 || cfg.threads == 0 || cfg.epochs == 0 {
             return Err(TrainError::Config(format!(
-                "invalid configuration: batch size {}, threads {}, lr {}",
-                cfg.batch_size, cfg.threads, cfg.lr
+                "invalid configuration: epochs {}, batch size {}, threads {}",
+                cfg.epochs, cfg.batch_size, cfg.threads
+            )));
+        }
+        cfg.sgd.validate().map_err(TrainError::Config)?;
+        if !(cfg.val_split.is_finite() && (0.0..1.0).contains(&cfg.val_split)) {
+            return Err(TrainError::Config(format!(
+                "validation split must be in [0, 1), got {}",
+                cfg.val_split
             )));
         }
         if !cfg.kernel.is_available() {
@@ -178,6 +214,7 @@ impl<'a> Trainer<'a> {
                 u32::MAX
             )));
         }
+        let (order, val_rows) = split_train_val(n, cfg.val_split, cfg.seed)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.threads)
             .thread_name(|i| format!("train-{i}"))
@@ -188,7 +225,7 @@ impl<'a> Trainer<'a> {
         let (k, c) = (data.features(), data.classes);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
         let model = Model::init(k, c, &mut rng);
-        let bs = cfg.batch_size.min(n);
+        let bs = cfg.batch_size.min(order.len());
         let gemm_path = !cfg.kernel.is_fused() || data.train.images.as_u8().is_none();
         let ws = Workspace {
             logits: vec![0.0; bs * c],
@@ -207,16 +244,95 @@ impl<'a> Trainer<'a> {
             db: vec![0.0; c],
             labels: vec![0; bs],
         };
+        let (momentum_wt, momentum_bias) = if cfg.sgd.has_momentum() {
+            (vec![0.0; c * k], vec![0.0; c])
+        } else {
+            (Vec::new(), Vec::new())
+        };
         Ok(Self {
             data,
             cfg,
             pool,
             model,
+            momentum_wt,
+            momentum_bias,
             rng,
-            order: (0..n as u32).collect(),
+            order,
+            val_rows,
             epochs_done: 0,
             ws,
         })
+    }
+
+    /// Continues a run from `state`: the model and momentum come from the
+    /// state, and the RNG is replayed (initialisation draws, then one
+    /// shuffle per epoch done), so the next epoch is exactly the one an
+    /// uninterrupted run would train.
+    pub fn resume(
+        data: &'a Dataset,
+        cfg: TrainConfig,
+        state: TrainState,
+    ) -> Result<Self, TrainError> {
+        let mut trainer = Self::new(data, cfg)?;
+        let m = &state.model;
+        if (m.features, m.classes) != (trainer.model.features, trainer.model.classes) {
+            return Err(TrainError::Config(format!(
+                "the checkpoint's model is {} features × {} classes, but the data has {} × {}",
+                m.features, m.classes, trainer.model.features, trainer.model.classes
+            )));
+        }
+        if state.epochs_done >= trainer.cfg.epochs {
+            return Err(TrainError::Config(format!(
+                "the checkpoint has already trained {} epoch(s); ask for more with --epochs",
+                state.epochs_done
+            )));
+        }
+        if trainer.cfg.sgd.has_momentum() && !state.momentum_wt.is_empty() {
+            if state.momentum_wt.len() != m.wt.len() || state.momentum_bias.len() != m.bias.len() {
+                return Err(TrainError::Config(
+                    "the checkpoint's momentum buffers do not match its model".into(),
+                ));
+            }
+            trainer.momentum_wt = state.momentum_wt;
+            trainer.momentum_bias = state.momentum_bias;
+        }
+        trainer.model = state.model;
+        for _ in 0..state.epochs_done {
+            trainer.order.shuffle(&mut trainer.rng);
+        }
+        trainer.epochs_done = state.epochs_done;
+        Ok(trainer)
+    }
+
+    /// A snapshot to save as a checkpoint.
+    pub fn state(&self) -> TrainState {
+        TrainState {
+            model: self.model.clone(),
+            momentum_wt: self.momentum_wt.clone(),
+            momentum_bias: self.momentum_bias.clone(),
+            epochs_done: self.epochs_done,
+        }
+    }
+
+    pub fn epochs_done(&self) -> usize {
+        self.epochs_done
+    }
+
+    /// Number of samples trained on per epoch (the training set less the
+    /// validation split).
+    pub fn train_samples(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Evaluates on the held-out validation rows, if there are any.
+    pub fn evaluate_validation(&self) -> Option<Evaluation> {
+        if self.val_rows.is_empty() {
+            return None;
+        }
+        let path = self.effective_kernel();
+        Some(self.pool.install(|| {
+            metrics::evaluate_rows(&self.model, &self.data.train, path, &self.val_rows)
+        }))
     }
 
     pub fn model(&self) -> &Model {
@@ -273,6 +389,16 @@ impl<'a> Trainer<'a> {
         })
     }
 
+    /// Where epoch `epoch` (1-based) sits in the learning-rate schedule.
+    fn schedule_position(&self, epoch: usize) -> SchedulePosition {
+        let steps_per_epoch = self.order.len().div_ceil(self.cfg.batch_size);
+        SchedulePosition {
+            epoch: epoch - 1,
+            first_step: (epoch - 1) * steps_per_epoch,
+            total_steps: self.cfg.epochs * steps_per_epoch,
+        }
+    }
+
     /// The fused path: persistent workers, two phases per step.
     fn epoch_fused(
         &mut self,
@@ -295,12 +421,13 @@ impl<'a> Trainer<'a> {
             k,
             c,
             batch_size: self.cfg.batch_size,
-            // The kernels sum raw u8 values; 1/255 is folded into the step.
-            step_size: self.cfg.lr * U8_SCALE,
-            lr: self.cfg.lr,
+            sgd: self.cfg.sgd,
+            schedule: self.schedule_position(epoch),
             workers: self.cfg.workers(),
             wt: SharedSlice::new(&mut self.model.wt),
             bias: SharedSlice::new(&mut self.model.bias),
+            momentum_wt: SharedSlice::new(&mut self.momentum_wt),
+            momentum_bias: SharedSlice::new(&mut self.momentum_bias),
             logits: SharedSlice::new(&mut self.ws.logits),
             g: SharedSlice::new(&mut self.ws.g),
             losses: SharedSlice::new(&mut self.ws.losses),
@@ -329,12 +456,14 @@ impl<'a> Trainer<'a> {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<f64, TrainError> {
         let (k, c) = (self.model.features, self.model.classes);
+        let schedule = self.schedule_position(epoch);
         let images = &self.data.train.images;
         let all_labels = self.data.train.labels.as_slice();
         let ws = &mut self.ws;
         let model = &mut self.model;
         let order = &self.order;
-        let lr = self.cfg.lr;
+        let sgd = self.cfg.sgd;
+        let (momentum_wt, momentum_bias) = (&mut self.momentum_wt, &mut self.momentum_bias);
         let mut loss_sum = 0.0f64;
         let mut done = 0u64;
         let mut failed = None;
@@ -368,8 +497,9 @@ impl<'a> Trainer<'a> {
                 );
                 gemm::weight_grad(&ws.x[..b * k], &ws.g[..b * c], &mut ws.dwt, b, k, c);
                 sgd::bias_grad(&ws.g[..b * c], &mut ws.db);
-                sgd::update(&mut model.wt, &ws.dwt, lr);
-                sgd::update(&mut model.bias, &ws.db, lr);
+                let lr = schedule.lr(&sgd, step);
+                sgd.apply(lr, &mut model.wt, &ws.dwt, 1.0, momentum_wt);
+                sgd.apply(lr, &mut model.bias, &ws.db, 1.0, momentum_bias);
                 let batch_loss: f64 = ws.losses[..b].iter().map(|&l| l as f64).sum();
                 if !batch_loss.is_finite() {
                     failed = Some(step + 1);
@@ -387,6 +517,52 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// An epoch's place in the run, for the learning-rate schedule.
+#[derive(Clone, Copy, Debug)]
+struct SchedulePosition {
+    /// 0-based.
+    epoch: usize,
+    /// Global index of the epoch's first step.
+    first_step: usize,
+    total_steps: usize,
+}
+
+impl SchedulePosition {
+    /// The learning rate for step `step` (0-based, within the epoch).
+    fn lr(&self, sgd: &Sgd, step: usize) -> f32 {
+        sgd.lr_at(self.epoch, self.first_step + step, self.total_steps)
+    }
+}
+
+/// Splits `0..n` into training and validation indices, both sorted. The
+/// validation rows are a seeded random `fraction` of the set, drawn from a
+/// stream of their own.
+fn split_train_val(n: usize, fraction: f32, seed: u64) -> Result<(Vec<u32>, Vec<u32>), TrainError> {
+    let n_val = (n as f64 * fraction as f64).round() as usize;
+    if n_val == 0 {
+        if fraction > 0.0 {
+            return Err(TrainError::Config(format!(
+                "validation split {fraction} of {n} samples holds out no sample"
+            )));
+        }
+        return Ok(((0..n as u32).collect(), Vec::new()));
+    }
+    if n_val >= n {
+        return Err(TrainError::Config(format!(
+            "validation split {fraction} of {n} samples leaves nothing to train on"
+        )));
+    }
+    let mut all: Vec<u32> = (0..n as u32).collect();
+    all.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(
+        seed ^ VAL_SPLIT_STREAM,
+    ));
+    let mut val = all[..n_val].to_vec();
+    let mut train = all[n_val..].to_vec();
+    val.sort_unstable();
+    train.sort_unstable();
+    Ok((train, val))
+}
+
 /// Shared state of one fused epoch. The `SharedSlice`s follow the phase
 /// protocol described in [`FusedEpoch::worker`].
 struct FusedEpoch<'s> {
@@ -397,11 +573,14 @@ struct FusedEpoch<'s> {
     k: usize,
     c: usize,
     batch_size: usize,
-    step_size: f32,
-    lr: f32,
+    sgd: Sgd,
+    schedule: SchedulePosition,
     workers: usize,
     wt: SharedSlice<'s, f32>,
     bias: SharedSlice<'s, f32>,
+    /// Empty without momentum.
+    momentum_wt: SharedSlice<'s, f32>,
+    momentum_bias: SharedSlice<'s, f32>,
     logits: SharedSlice<'s, f32>,
     g: SharedSlice<'s, f32>,
     losses: SharedSlice<'s, f32>,
@@ -463,6 +642,8 @@ impl FusedEpoch<'_> {
 
             // Phase 2: weight gradient and SGD update for my columns.
             {
+                let lr = self.schedule.lr(&self.sgd, step);
+                let has_momentum = self.sgd.has_momentum();
                 // SAFETY: phase 2: g is only read in this phase.
                 let g = unsafe { self.g.get(0..b * c) };
                 let mut col = my_cols.start;
@@ -472,22 +653,35 @@ impl FusedEpoch<'_> {
                     fused::weight_grad(self.path, self.images, k, batch, g, c, col, width, dw);
                     for cls in 0..c {
                         let at = cls * k + col;
+                        let span = if has_momentum { at..at + width } else { 0..0 };
                         // SAFETY: phase 2: columns my_cols of every row of
-                        // wt belong to this worker alone.
-                        let w = unsafe { self.wt.get_mut(at..at + width) };
-                        for (w, &d) in w.iter_mut().zip(&dw[cls * width..(cls + 1) * width]) {
-                            *w -= self.step_size * d;
-                        }
+                        // wt (and of its momentum buffer) belong to this
+                        // worker alone.
+                        let (w, m) = unsafe {
+                            (
+                                self.wt.get_mut(at..at + width),
+                                self.momentum_wt.get_mut(span),
+                            )
+                        };
+                        // The kernel sums raw u8 pixels: 1/255 is applied here.
+                        self.sgd
+                            .apply(lr, w, &dw[cls * width..(cls + 1) * width], U8_SCALE, m);
                     }
                     col += width;
                 }
                 if t == LEADER {
                     // SAFETY: phase 2: only the leader touches bias and
                     // losses in this phase.
-                    let (bias, losses) =
-                        unsafe { (self.bias.get_mut(0..c), self.losses.get(0..b)) };
+                    let span = if has_momentum { 0..c } else { 0..0 };
+                    let (bias, losses, m) = unsafe {
+                        (
+                            self.bias.get_mut(0..c),
+                            self.losses.get(0..b),
+                            self.momentum_bias.get_mut(span),
+                        )
+                    };
                     sgd::bias_grad(g, &mut db);
-                    sgd::update(bias, &db, self.lr);
+                    self.sgd.apply(lr, bias, &db, 1.0, m);
                     let batch_loss: f64 = losses.iter().map(|&l| l as f64).sum();
                     if !batch_loss.is_finite() {
                         self.failed_step.store(step + 1, Ordering::Relaxed);
@@ -511,10 +705,12 @@ impl FusedEpoch<'_> {
 }
 
 /// One report per epoch: training stats and the test evaluation.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EpochReport {
     pub stats: EpochStats,
     pub test: Evaluation,
+    /// On the held-out part of the training set, with a validation split.
+    pub validation: Option<Evaluation>,
     /// Wall time of the test evaluation.
     pub eval_seconds: f64,
 }
@@ -535,9 +731,11 @@ pub fn train(
         let eval_start = Instant::now();
         let test = trainer.evaluate(&data.test);
         let eval_seconds = eval_start.elapsed().as_secs_f64();
+        let validation = trainer.evaluate_validation();
         let report = EpochReport {
             stats,
             test,
+            validation,
             eval_seconds,
         };
         on_epoch(&report);

@@ -5,6 +5,7 @@ mod common;
 
 use idx_softmax::kernels::{reference, KernelPath};
 use idx_softmax::model::Model;
+use idx_softmax::optim::{Schedule, Sgd};
 use idx_softmax::train::{train, TrainConfig, TrainError, Trainer};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -117,74 +118,179 @@ fn same_seed_same_bits_different_seed_different_bits() {
     assert_ne!(run(5).digest(), run(6).digest());
 }
 
-/// A whole epoch (shuffle, init, every step including the partial last
-/// batch) against an f64 reference of the same algorithm.
+/// Whole epochs (shuffle, init, every step including the partial last
+/// batch, the optimiser) against an f64 reference of the same algorithm,
+/// for plain SGD and for momentum / Nesterov / weight decay / schedules.
 #[test]
-fn epoch_matches_f64_reference_loop() {
+fn epochs_match_f64_reference_loop() {
     let dir = tempfile::tempdir().unwrap();
     let (n, h, w, c) = (250, 5, 7, 3);
     let k = h * w;
     let data = common::load(&common::write_synthetic(dir.path(), n, 20, h, w, c, 13));
-    let (seed, lr, bs) = (99, 0.3f32, 100);
-
-    // The reference: same RNG stream (init, then one shuffle), f64 math.
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let init = Model::init(k, c, &mut rng);
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    order.shuffle(&mut rng);
-    let images = data.train.images.as_u8().unwrap();
-    let labels = data.train.labels.as_slice();
-    let mut wt: Vec<f64> = init.wt.iter().map(|&v| v as f64).collect();
-    let mut bias = vec![0.0f64; c];
-    for batch in order.chunks(bs) {
-        let x: Vec<f64> = batch
+    let (seed, bs, epochs) = (99, 100, 2);
+    let optimisers = [
+        Sgd::plain(0.3),
+        Sgd {
+            momentum: 0.9,
+            weight_decay: 0.01,
+            schedule: "step:1:0.5".parse().unwrap(),
+            ..Sgd::plain(0.2)
+        },
+        Sgd {
+            momentum: 0.5,
+            nesterov: true,
+            schedule: Schedule::Cosine,
+            ..Sgd::plain(0.2)
+        },
+    ];
+    for sgd in optimisers {
+        // The reference: same RNG stream (init, then one shuffle an epoch), f64 math.
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let init = Model::init(k, c, &mut rng);
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        let images = data.train.images.as_u8().unwrap();
+        let labels = data.train.labels.as_slice();
+        let mut params: Vec<f64> = init
+            .wt
             .iter()
-            .flat_map(|&r| {
-                images[r as usize * k..(r as usize + 1) * k]
-                    .iter()
-                    .map(|&v| v as f64 / 255.0)
-            })
+            .chain(&init.bias)
+            .map(|&v| v as f64)
             .collect();
-        let y: Vec<usize> = batch.iter().map(|&r| labels[r as usize] as usize).collect();
-        let logits = reference::forward(&x, &wt, &bias, batch.len(), k);
-        let (_, g) = reference::softmax_ce(&logits, &y, c);
-        let dwt = reference::weight_grad(&x, &g, batch.len(), k, c);
-        let db = reference::bias_grad(&g, c);
-        for (p, d) in wt.iter_mut().zip(&dwt) {
-            *p -= lr as f64 * d;
-        }
-        for (p, d) in bias.iter_mut().zip(&db) {
-            *p -= lr as f64 * d;
-        }
-    }
-
-    for kernel in KernelPath::available() {
-        for threads in [1, 3] {
-            let cfg = TrainConfig {
-                epochs: 1,
-                batch_size: bs,
-                lr,
-                seed,
-                threads,
-                kernel,
-                oversubscribe: true,
-            };
-            let mut trainer = Trainer::new(&data, cfg).unwrap();
-            assert_eq!(trainer.model().wt, init.wt, "initialisation");
-            trainer.train_epoch(&|_| {}).unwrap();
-            let m = trainer.model();
-            for (i, (&got, &want)) in
-                m.wt.iter()
-                    .chain(&m.bias)
-                    .zip(wt.iter().chain(&bias))
-                    .enumerate()
-            {
-                assert!(
-                    (got as f64 - want).abs() < 1e-5,
-                    "{kernel}/{threads}: parameter {i}: got {got}, reference {want}"
-                );
+        let mut buf = vec![0.0f64; params.len()];
+        let steps_per_epoch = n.div_ceil(bs);
+        for epoch in 0..epochs {
+            order.shuffle(&mut rng);
+            for (step, batch) in order.chunks(bs).enumerate() {
+                let x: Vec<f64> = batch
+                    .iter()
+                    .flat_map(|&r| {
+                        images[r as usize * k..(r as usize + 1) * k]
+                            .iter()
+                            .map(|&v| v as f64 / 255.0)
+                    })
+                    .collect();
+                let y: Vec<usize> = batch.iter().map(|&r| labels[r as usize] as usize).collect();
+                let logits =
+                    reference::forward(&x, &params[..c * k], &params[c * k..], batch.len(), k);
+                let (_, g) = reference::softmax_ce(&logits, &y, c);
+                let mut grad = reference::weight_grad(&x, &g, batch.len(), k, c);
+                grad.extend(reference::bias_grad(&g, c));
+                let lr = sgd.lr_at(
+                    epoch,
+                    epoch * steps_per_epoch + step,
+                    epochs * steps_per_epoch,
+                ) as f64;
+                let (m, wd) = (sgd.momentum as f64, sgd.weight_decay as f64);
+                for i in 0..params.len() {
+                    let gi = grad[i] + wd * params[i];
+                    buf[i] = m * buf[i] + gi;
+                    let d = if m == 0.0 {
+                        gi
+                    } else if sgd.nesterov {
+                        gi + m * buf[i]
+                    } else {
+                        buf[i]
+                    };
+                    params[i] -= lr * d;
+                }
             }
         }
+
+        for kernel in KernelPath::available() {
+            for threads in [1, 3] {
+                let cfg = TrainConfig {
+                    epochs,
+                    batch_size: bs,
+                    sgd,
+                    seed,
+                    ..config(threads, kernel)
+                };
+                let mut trainer = Trainer::new(&data, cfg).unwrap();
+                assert_eq!(trainer.model().wt, init.wt, "initialisation");
+                for _ in 0..epochs {
+                    trainer.train_epoch(&|_| {}).unwrap();
+                }
+                let m = trainer.model();
+                for (i, (&got, &want)) in m.wt.iter().chain(&m.bias).zip(&params).enumerate() {
+                    assert!(
+                        (got as f64 - want).abs() < 2e-5,
+                        "{sgd:?} {kernel}/{threads}: parameter {i}: got {got}, reference {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Every optimiser option keeps the determinism promise.
+#[test]
+fn optimiser_options_are_bitwise_identical_across_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::load(&common::write_synthetic(dir.path(), 700, 50, 12, 12, 5, 15));
+    let sgd = Sgd {
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 1e-3,
+        schedule: Schedule::Cosine,
+        ..Sgd::plain(0.05)
+    };
+    for kernel in KernelPath::available() {
+        let run = |threads| {
+            let cfg = TrainConfig {
+                epochs: 2,
+                batch_size: 32,
+                sgd,
+                val_split: 0.1,
+                ..config(threads, kernel)
+            };
+            train(&data, cfg, &|_| {}, |_| {}).unwrap()
+        };
+        let (one, reports) = run(1);
+        assert_eq!(reports[1].validation.as_ref().unwrap().total, 70);
+        for threads in [2, 3, 8] {
+            assert_eq!(
+                run(threads).0.digest(),
+                one.digest(),
+                "{kernel}: {threads} threads"
+            );
+        }
+    }
+}
+
+/// Two epochs in one run equal one epoch, a checkpointed state, and one
+/// resumed epoch, bit for bit (momentum, cosine schedule, validation split).
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::load(&common::write_synthetic(dir.path(), 500, 50, 10, 10, 4, 16));
+    let sgd = Sgd {
+        momentum: 0.9,
+        schedule: Schedule::Cosine,
+        ..Sgd::plain(0.05)
+    };
+    for kernel in [KernelPath::best(), KernelPath::Gemm] {
+        let cfg = TrainConfig {
+            epochs: 3,
+            batch_size: 64,
+            sgd,
+            val_split: 0.2,
+            ..config(2, kernel)
+        };
+        let mut straight = Trainer::new(&data, cfg.clone()).unwrap();
+        for _ in 0..3 {
+            straight.train_epoch(&|_| {}).unwrap();
+        }
+        let mut first = Trainer::new(&data, cfg.clone()).unwrap();
+        first.train_epoch(&|_| {}).unwrap();
+        let state = first.state();
+        drop(first);
+        let mut resumed = Trainer::resume(&data, cfg.clone(), state).unwrap();
+        assert_eq!(resumed.epochs_done(), 1);
+        resumed.train_epoch(&|_| {}).unwrap();
+        resumed.train_epoch(&|_| {}).unwrap();
+        assert_eq!(resumed.state(), straight.state(), "{kernel}");
+        // Nothing left to do at the end of the run.
+        assert!(Trainer::resume(&data, cfg, resumed.state()).is_err());
     }
 }
 
@@ -194,7 +300,7 @@ fn divergence_stops_with_non_finite_loss() {
     let data = common::load(&common::write_synthetic(dir.path(), 400, 20, 8, 8, 4, 14));
     for kernel in [KernelPath::best(), KernelPath::Gemm] {
         let cfg = TrainConfig {
-            lr: 3e38,
+            sgd: Sgd::plain(3e38),
             batch_size: 10,
             ..config(2, kernel)
         };
