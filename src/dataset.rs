@@ -68,11 +68,13 @@ const MAX_DEFLATE_RATIO: u64 = 1032;
 /// A failure to load a dataset. Each message is one line and names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{}: {source}", path.display())]
-    Idx { path: PathBuf, source: IdxError },
+    // The IDX error is part of this message, not a separate `source`, so
+    // that a chain printer (anyhow's `{:#}`) does not repeat it.
+    #[error("{}: {error}", path.display())]
+    Idx { path: PathBuf, error: IdxError },
     /// The decompressed contents of a gzip file are not valid IDX.
-    #[error("{}: decompressed contents: {source}", path.display())]
-    GzIdx { path: PathBuf, source: IdxError },
+    #[error("{}: decompressed contents: {error}", path.display())]
+    GzIdx { path: PathBuf, error: IdxError },
     #[error("{}: {msg}", path.display())]
     Io { path: PathBuf, msg: String },
     #[error("{}: corrupt or truncated gzip stream: {msg}", path.display())]
@@ -169,9 +171,9 @@ impl IdxFile {
             let raw = cache.decompressed(path)?;
             return Self::map_raw(path, &raw);
         }
-        let idx_err = |source| DataError::Idx {
+        let idx_err = |error| DataError::Idx {
             path: path.to_owned(),
-            source,
+            error,
         };
         let (header, expected) = idx::parse_header(prefix).map_err(idx_err)?;
         idx::check_len(&header, expected, meta.len()).map_err(idx_err)?;
@@ -195,12 +197,12 @@ impl IdxFile {
             unsafe { MmapOptions::new().populate().map(file) }.map_err(|e| io_err(path, e))?;
         // Re-checked on the mapping itself, in case the file changed since.
         let header = idx::parse(&map)
-            .map_err(|source| {
+            .map_err(|error| {
                 let path = path.to_owned();
                 if decompressed {
-                    DataError::GzIdx { path, source }
+                    DataError::GzIdx { path, error }
                 } else {
-                    DataError::Idx { path, source }
+                    DataError::Idx { path, error }
                 }
             })?
             .header;
@@ -395,10 +397,10 @@ fn build_cache_file(gz: &Path, dir: &Path, name: &str) -> Result<PathBuf, BuildE
             msg: e.to_string(),
         })
     };
-    let gz_idx = |source: IdxError| {
+    let gz_idx = |error: IdxError| {
         BuildError::Input(DataError::GzIdx {
             path: gz.to_owned(),
-            source,
+            error,
         })
     };
     let dir_err = |e: io::Error| BuildError::Dir(e.to_string());

@@ -130,7 +130,11 @@ fn assert_load_error(o: &Output, path: &Path, want: &str) {
         err.starts_with(&prefix),
         "{err:?} does not start with {prefix:?}"
     );
-    assert!(err.contains(want), "{err:?} does not contain {want:?}");
+    assert_eq!(
+        err.matches(want).count(),
+        1,
+        "{err:?} should contain {want:?} once"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -333,6 +337,14 @@ fn huge_claim_is_refused_fast() {
         &o,
         &f.path(0),
         "truncated: expected 3136000000016 bytes (16-byte header + 4000000000×28×28 u8), found 4096",
+    );
+    // The whole of stderr, exactly: one line, nothing repeated.
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: {}: truncated: expected 3136000000016 bytes (16-byte header + 4000000000×28×28 u8), found 4096\n",
+            f.path(0).display()
+        )
     );
     // Well under the time it would take to read or allocate 3 TB.
     assert!(took < Duration::from_secs(5), "took {took:?}");

@@ -593,7 +593,7 @@ fn huge_claim_on_disk_fails_fast_and_small() {
         matches!(
             err,
             DataError::Idx {
-                source: IdxError::Truncated {
+                error: IdxError::Truncated {
                     expected: 3_136_000_000_016,
                     found: 4096,
                     ..
