@@ -31,7 +31,11 @@
 //! A raw IDX file in the data directory that someone truncates or rewrites
 //! in place *during* training is outside our control; if that can happen,
 //! copy the dataset first (or keep it gzipped, so that the tool maps its
-//! own private cache copy).
+//! own private cache copy). Likewise a cache directory that other users can
+//! write to (the last-resort fallback under the system temporary directory
+//! is one, on a shared machine) holds files we did not write: a cached file
+//! is trusted once it parses, so on a multi-user machine point
+//! `--cache-dir` (or `IDX_SOFTMAX_CACHE_DIR`) at a private directory.
 
 use std::fmt;
 use std::fs::{self, File};
