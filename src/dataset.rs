@@ -8,24 +8,45 @@
 //!
 //! # Memory maps and files that change underneath
 //!
-//! A mapping reflects the file as it is *now*: if another process truncates
-//! a mapped file, touching the lost pages raises SIGBUS and the process
-//! dies. What can be guarded is guarded: the decompression cache is only
-//! ever written to a temporary file and renamed into place (so a mapped
-//! cache file is never modified in place), every file's length is checked
-//! against its header before use, and the mapping is taken read-only. A raw
-//! IDX file that someone rewrites in place during training is outside our
-//! control; copy it first if that can happen.
+//! A mapping reflects the file as it is *now*, not as it was when it was
+//! validated. If another process truncates a mapped file, the next access
+//! to a page past the new end raises SIGBUS and the process dies; if it
+//! rewrites the file in place, training silently reads the new bytes. Rust
+//! cannot catch either, which is why mapping a file is `unsafe`.
+//!
+//! What can be guarded is guarded:
+//!
+//! * the header is read with an ordinary `read` and its exact length
+//!   checked against the file's size *before* anything is mapped, so a
+//!   bogus file is never mapped (let alone pre-faulted);
+//! * the mapping is read-only and its own length is checked again against
+//!   the header once it exists;
+//! * decompressed cache files are only ever created under a temporary name
+//!   and renamed into place, never modified or truncated in place, so a
+//!   mapped cache file cannot change underneath us (a rebuild replaces the
+//!   directory entry, and the old inode lives on until it is unmapped);
+//! * pages are pre-faulted (`MAP_POPULATE`), which narrows the window: the
+//!   data is in memory once loading returns.
+//!
+//! A raw IDX file in the data directory that someone truncates or rewrites
+//! in place *during* training is outside our control; if that can happen,
+//! copy the dataset first (or keep it gzipped, so that the tool maps its
+//! own private cache copy). Likewise a cache directory that other users can
+//! write to (the last-resort fallback under the system temporary directory
+//! is one, on a shared machine) holds files we did not write: a cached file
+//! is trusted once it parses, so on a multi-user machine point
+//! `--cache-dir` (or `IDX_SOFTMAX_CACHE_DIR`) at a private directory.
 
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use memmap2::{Mmap, MmapOptions};
 use sha2::{Digest, Sha256};
 
-use crate::idx::{self, ElementType, IdxError, IdxHeader};
+use crate::idx::{self, ElementType, IdxError, IdxHeader, MAX_HEADER_LEN};
 
 /// Pixels stored as u8 are scaled by this factor to [0, 1], as torchvision's
 /// `ToTensor` does.
@@ -34,11 +55,30 @@ pub const U8_SCALE: f32 = 1.0 / 255.0;
 /// Environment variable naming the decompression cache directory.
 pub const CACHE_ENV: &str = "IDX_SOFTMAX_CACHE_DIR";
 
+/// The most classes a dataset may have, whether inferred from the labels or
+/// given. It keeps a stray huge label (say 2,000,000,000 in an i32 file)
+/// from turning into a huge weight matrix.
+pub const MAX_CLASSES: usize = 1 << 16;
+
+/// The most weights (features × classes) a model may have: 2^28 f32 is
+/// 1 GiB, and training holds a gradient of the same size.
+pub const MAX_WEIGHTS: usize = 1 << 28;
+
+/// Deflate cannot expand data by more than 1032:1, so a gzip file of `n`
+/// bytes decompresses to at most `n × 1032` bytes. A header that announces
+/// more is rejected before anything is decompressed.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
 /// A failure to load a dataset. Each message is one line and names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{}: {source}", path.display())]
-    Idx { path: PathBuf, source: IdxError },
+    // The IDX error is part of this message, not a separate `source`, so
+    // that a chain printer (anyhow's `{:#}`) does not repeat it.
+    #[error("{}: {error}", path.display())]
+    Idx { path: PathBuf, error: IdxError },
+    /// The decompressed contents of a gzip file are not valid IDX.
+    #[error("{}: decompressed contents: {error}", path.display())]
+    GzIdx { path: PathBuf, error: IdxError },
     #[error("{}: {msg}", path.display())]
     Io { path: PathBuf, msg: String },
     #[error("{}: corrupt or truncated gzip stream: {msg}", path.display())]
@@ -51,6 +91,9 @@ pub enum DataError {
     },
     #[error("{}: {msg}", path.display())]
     Invalid { path: PathBuf, msg: String },
+    /// A load option is out of range (no file is at fault).
+    #[error("{0}")]
+    Options(String),
     #[error("cannot cache the decompressed {}: {tried}; set --cache-dir (or {CACHE_ENV}) to a writable directory, or gunzip the file next to it", path.display())]
     CacheUnwritable { path: PathBuf, tried: String },
 }
@@ -67,6 +110,32 @@ fn invalid(path: &Path, msg: impl Into<String>) -> DataError {
         path: path.to_owned(),
         msg: msg.into(),
     }
+}
+
+/// Explains why `path` cannot be opened as a regular file, following
+/// symbolic links, or returns its metadata.
+fn regular_file_meta(path: &Path) -> Result<fs::Metadata, DataError> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(path).is_ok() => {
+            return Err(invalid(
+                path,
+                "is a dangling symbolic link, expected an IDX file",
+            ))
+        }
+        Err(e) => return Err(io_err(path, format_args!("cannot open: {e}"))),
+    };
+    if meta.is_dir() {
+        return Err(invalid(path, "is a directory, expected an IDX file"));
+    }
+    if !meta.is_file() {
+        // Reading a FIFO would block forever, and a device never ends.
+        return Err(invalid(
+            path,
+            "is not a regular file (a FIFO, socket or device?), expected an IDX file",
+        ));
+    }
+    Ok(meta)
 }
 
 /// One validated IDX file, memory-mapped.
@@ -91,44 +160,54 @@ impl IdxFile {
     /// Opens `path`: a raw IDX file is mapped in place; a gzip stream
     /// (detected by its magic, whatever the name) is decompressed once into
     /// the cache and the cached raw file is mapped.
+    ///
+    /// The header is read and checked against the file's length before
+    /// anything is mapped or allocated, so a small file that claims a huge
+    /// payload fails at once.
     pub fn open(path: &Path, cache: &GzCache) -> Result<Self, DataError> {
-        let meta = fs::metadata(path).map_err(|e| io_err(path, e))?;
-        if meta.is_dir() {
-            return Err(invalid(path, "is a directory, expected an IDX file"));
-        }
-        let file = File::open(path).map_err(|e| io_err(path, e))?;
-        if meta.len() == 0 {
-            return Err(DataError::Idx {
-                path: path.to_owned(),
-                source: IdxError::Empty,
-            });
-        }
-        let mut magic = [0u8; 2];
-        let n = (&file).read(&mut magic).map_err(|e| io_err(path, e))?;
-        if n == 2 && magic == idx::GZIP_MAGIC {
+        let meta = regular_file_meta(path)?;
+        let mut file =
+            File::open(path).map_err(|e| io_err(path, format_args!("cannot open: {e}")))?;
+        let mut prefix = [0u8; MAX_HEADER_LEN];
+        let n = read_up_to(&mut file, &mut prefix).map_err(|e| io_err(path, e))?;
+        let prefix = &prefix[..n];
+        if prefix.starts_with(&idx::GZIP_MAGIC) {
             let raw = cache.decompressed(path)?;
             return Self::map_raw(path, &raw);
         }
-        Self::map_file(path, &file)
+        let idx_err = |error| DataError::Idx {
+            path: path.to_owned(),
+            error,
+        };
+        let (header, expected) = idx::parse_header(prefix).map_err(idx_err)?;
+        idx::check_len(&header, expected, meta.len()).map_err(idx_err)?;
+        Self::map_file(path, &file, false)
     }
 
     fn map_raw(user_path: &Path, raw: &Path) -> Result<Self, DataError> {
         let file = File::open(raw).map_err(|e| io_err(raw, e))?;
-        Self::map_file(user_path, &file)
+        Self::map_file(user_path, &file, true)
     }
 
-    fn map_file(path: &Path, file: &File) -> Result<Self, DataError> {
-        // SAFETY: the mapping is read-only and lives as long as `IdxFile`. The
-        // one hazard, another process truncating the file, is documented at
-        // the top of this module; cache files are never modified in place.
-        // `populate` pre-faults the pages so the training loop takes no page
-        // faults on its random row reads.
+    fn map_file(path: &Path, file: &File, decompressed: bool) -> Result<Self, DataError> {
+        // SAFETY: the mapping is read-only and lives as long as `IdxFile`;
+        // nothing in this process writes to the file. Another process
+        // truncating or rewriting it could still fault or change what we
+        // read: that hazard, and what guards it, is described at the top of
+        // this module (cache files are never modified in place). `populate`
+        // pre-faults the pages so the training loop takes no page faults on
+        // its random row reads; the length was validated before mapping.
         let map =
             unsafe { MmapOptions::new().populate().map(file) }.map_err(|e| io_err(path, e))?;
+        // Re-checked on the mapping itself, in case the file changed since.
         let header = idx::parse(&map)
-            .map_err(|source| DataError::Idx {
-                path: path.to_owned(),
-                source,
+            .map_err(|error| {
+                let path = path.to_owned();
+                if decompressed {
+                    DataError::GzIdx { path, error }
+                } else {
+                    DataError::Idx { path, error }
+                }
             })?
             .header;
         Ok(Self {
@@ -156,25 +235,37 @@ impl IdxFile {
 /// and modification time, so a changed `.gz` gets a fresh copy. A cached
 /// file is trusted only if it parses as a complete IDX file; otherwise it is
 /// rebuilt. Each copy is written to a temporary file in the cache directory,
-/// fsynced, then renamed into place, so a killed process never leaves a
-/// half-written file under the final name.
+/// fsynced, then renamed into place (and the directory fsynced), so a killed
+/// process never leaves a half-written file under the final name, and a
+/// file another process has mapped is never modified.
+///
+/// The directories are tried in order: the first that holds a valid copy
+/// is used, else the first that can be written. So a read-only or missing
+/// directory falls back to the next one; when none can be written, the
+/// error lists each with its reason and says what to do.
 #[derive(Debug, Clone)]
 pub struct GzCache {
     dirs: Vec<PathBuf>,
 }
 
 impl GzCache {
-    /// Uses exactly `dir`.
+    /// Uses exactly `dir` (`--cache-dir`): a user's explicit choice is not
+    /// second-guessed; if it cannot be written the error says so.
     pub fn at(dir: impl Into<PathBuf>) -> Self {
         Self {
             dirs: vec![dir.into()],
         }
     }
 
+    /// Tries `dirs` in order.
+    pub fn with_dirs(dirs: Vec<PathBuf>) -> Self {
+        Self { dirs }
+    }
+
     /// The default search order: `$IDX_SOFTMAX_CACHE_DIR`, then
     /// `$XDG_CACHE_HOME/idx-softmax`, `$HOME/.cache/idx-softmax`, and the
     /// system temporary directory. The first one that can be written wins, so
-    /// a read-only data directory (a system path) still works.
+    /// a read-only home directory (a sandbox, a container) still works.
     pub fn default_dirs() -> Self {
         let mut dirs = Vec::new();
         if let Some(d) = std::env::var_os(CACHE_ENV).filter(|d| !d.is_empty()) {
@@ -188,6 +279,11 @@ impl GzCache {
         }
         dirs.push(std::env::temp_dir().join("idx-softmax-cache"));
         Self { dirs }
+    }
+
+    /// The directories tried, in order.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
     }
 
     /// Returns the path of a valid raw copy of the gzip file `gz`, building
@@ -209,6 +305,9 @@ impl GzCache {
                 Err(BuildError::Input(e)) => return Err(e),
                 Err(BuildError::Dir(msg)) => tried.push(format!("{} ({msg})", dir.display())),
             }
+        }
+        if tried.is_empty() {
+            tried.push("no cache directory configured".to_owned());
         }
         Err(DataError::CacheUnwritable {
             path: gz.to_owned(),
@@ -240,11 +339,18 @@ fn cache_name(gz: &Path) -> Result<String, DataError> {
 }
 
 fn is_valid_idx(path: &Path) -> bool {
+    let Ok(meta) = fs::metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() || meta.len() == 0 {
+        return false;
+    }
     let Ok(file) = File::open(path) else {
         return false;
     };
-    // SAFETY: read-only mapping of a cache file that is only ever replaced
-    // by rename, never modified in place; dropped before returning.
+    // SAFETY: read-only mapping of a regular cache file that is only ever
+    // replaced by rename, never modified in place; it is dropped before
+    // returning and only its length and header are read.
     match unsafe { Mmap::map(&file) } {
         Ok(map) => idx::parse(&map).is_ok(),
         Err(_) => false,
@@ -258,53 +364,98 @@ enum BuildError {
     Dir(String),
 }
 
+/// Prefix of the temporary files the cache is built in.
+const PARTIAL_PREFIX: &str = ".partial-";
+
+/// Removes temporary files left in `dir` by killed processes (those more
+/// than a day old, so that a build in progress elsewhere is left alone).
+fn remove_stale_partials(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let cutoff = SystemTime::now() - Duration::from_secs(24 * 3600);
+    for entry in entries.flatten() {
+        let stale = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(PARTIAL_PREFIX)
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Decompresses `gz` into `dir/name` atomically, checking as it streams that
 /// the output is exactly the size its IDX header announces (so a
 /// decompression bomb cannot fill the disk) and, when the data directory has
 /// a `SHA256SUMS` entry for the file, that the digest matches.
 fn build_cache_file(gz: &Path, dir: &Path, name: &str) -> Result<PathBuf, BuildError> {
-    let input = |e: DataError| BuildError::Input(e);
+    let input = BuildError::Input;
     let gz_err = |e: io::Error| {
         BuildError::Input(DataError::Gzip {
             path: gz.to_owned(),
             msg: e.to_string(),
         })
     };
-    fs::create_dir_all(dir).map_err(|e| BuildError::Dir(e.to_string()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(dir)
-        .map_err(|e| BuildError::Dir(e.to_string()))?;
-
-    let file = File::open(gz).map_err(|e| input(io_err(gz, e)))?;
-    let mut reader = flate2::read::MultiGzDecoder::new(io::BufReader::new(file));
-
-    // Read the fixed part of the header, then the dims, then the payload.
-    let mut head = vec![0u8; 4];
-    let got = read_up_to(&mut reader, &mut head).map_err(gz_err)?;
-    head.truncate(got);
-    if got == 4 {
-        let ndims = head[3] as usize;
-        let mut dims = vec![0u8; 4 * ndims];
-        let got = read_up_to(&mut reader, &mut dims).map_err(gz_err)?;
-        head.extend_from_slice(&dims[..got]);
-    }
-    let (_, expected) = idx::parse_header(&head).map_err(|source| {
-        input(DataError::Idx {
+    let gz_idx = |error: IdxError| {
+        BuildError::Input(DataError::GzIdx {
             path: gz.to_owned(),
-            source,
+            error,
         })
-    })?;
+    };
+    let dir_err = |e: io::Error| BuildError::Dir(e.to_string());
+
+    let mut file = File::open(gz).map_err(|e| input(io_err(gz, e)))?;
+    let gz_len = file.metadata().map_err(|e| input(io_err(gz, e)))?.len();
+    // Validate the decompressed header before touching the cache directory.
+    let mut reader = flate2::read::MultiGzDecoder::new(io::BufReader::new(&mut file));
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let got = read_up_to(&mut reader, &mut head).map_err(gz_err)?;
+    let head = &head[..got];
+    let (header, expected) = match idx::parse_header(head) {
+        Ok(h) => h,
+        Err(IdxError::Gzip) => return Err(input(invalid(
+            gz,
+            "decompresses to another gzip stream (compressed twice?); decompress it fully first",
+        ))),
+        Err(e) => return Err(gz_idx(e)),
+    };
+    let bound = gz_len.saturating_mul(MAX_DEFLATE_RATIO);
+    if expected > bound {
+        return Err(input(invalid(
+            gz,
+            format!(
+                "decompressed contents: truncated: the IDX header announces {expected} bytes ({}), but a {gz_len}-byte gzip file cannot hold more than {bound}",
+                header.layout()
+            ),
+        )));
+    }
+
+    fs::create_dir_all(dir).map_err(dir_err)?;
+    remove_stale_partials(dir);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(PARTIAL_PREFIX)
+        .tempfile_in(dir)
+        .map_err(dir_err)?;
 
     let mut hasher = Sha256::new();
-    hasher.update(&head);
-    let dir_err = |e: io::Error| BuildError::Dir(e.to_string());
-    tmp.write_all(&head).map_err(dir_err)?;
+    hasher.update(head);
+    tmp.write_all(head).map_err(dir_err)?;
     let mut written = head.len() as u64;
     let mut buf = vec![0u8; 1 << 16];
-    // One byte past the expected size is enough to report "extra bytes".
+    // Reading once more at `written == expected` drives the decoder to the
+    // gzip trailer, whose CRC and length it checks; one byte past the
+    // expected size is enough to report extra bytes.
     while written <= expected {
-        let n = reader.read(&mut buf).map_err(gz_err)?;
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(gz_err(e)),
+        };
         if n == 0 {
             break;
         }
@@ -313,18 +464,19 @@ fn build_cache_file(gz: &Path, dir: &Path, name: &str) -> Result<PathBuf, BuildE
         written += n as u64;
     }
     if written < expected {
-        return Err(input(DataError::Idx {
-            path: gz.to_owned(),
-            source: IdxError::Truncated {
-                expected,
-                found: written,
-            },
+        return Err(gz_idx(IdxError::Truncated {
+            expected,
+            found: written,
+            header,
         }));
     }
     if written > expected {
         return Err(input(invalid(
             gz,
-            format!("decompresses to more than the {expected} bytes its IDX header announces"),
+            format!(
+                "decompressed contents: extra bytes at offset {expected}: expected {expected} bytes ({}), found more",
+                header.layout()
+            ),
         )));
     }
     let digest = hex(&hasher.finalize());
@@ -341,6 +493,11 @@ fn build_cache_file(gz: &Path, dir: &Path, name: &str) -> Result<PathBuf, BuildE
     let dest = dir.join(name);
     tmp.persist(&dest)
         .map_err(|e| BuildError::Dir(e.error.to_string()))?;
+    // Make the rename itself durable; a failure here only risks losing the
+    // cache entry on a crash, never a torn file.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(dest)
 }
 
@@ -381,15 +538,16 @@ pub struct Images {
 }
 
 impl Images {
-    /// Checks the shape (a sample axis plus at least one more) and the
-    /// element type (u8, f32 or f64).
+    /// Checks the shape (a sample axis plus at least one more, none empty),
+    /// the element type (u8, f32 or f64) and, for floating-point files, that
+    /// every value is finite as f32.
     pub fn new(file: IdxFile) -> Result<Self, DataError> {
         let dims = &file.header.dims;
         if dims.len() < 2 {
             return Err(invalid(
                 &file.path,
                 format!(
-                    "images need a sample axis and at least one more axis; found dims {dims:?}"
+                    "images need a sample axis and at least one more axis; found dims {dims:?} (offset 4)"
                 ),
             ));
         }
@@ -397,13 +555,32 @@ impl Images {
         if !matches!(ty, ElementType::U8 | ElementType::F32 | ElementType::F64) {
             return Err(invalid(
                 &file.path,
-                format!("unsupported element type {ty} for images (supported: u8, f32, f64)"),
+                format!("unsupported element type {ty} (code 0x{:02x} at offset 2) for images (supported: u8, f32, f64)", ty.code()),
             ));
         }
         let len = dims[0];
+        // Cannot overflow: the product of all dims was checked in `idx::parse`.
         let features: usize = dims[1..].iter().product();
         if len == 0 || features == 0 {
-            return Err(invalid(&file.path, format!("no data: dims {dims:?}")));
+            return Err(invalid(
+                &file.path,
+                format!("no data: dims {dims:?} (offset 4); expected at least one sample of at least one element"),
+            ));
+        }
+        if let Some((i, v)) = first_non_finite_f32(ty, file.payload()) {
+            let (sample, element) = (i / features, i % features);
+            let what = if v.is_finite() {
+                "outside the f32 range"
+            } else {
+                "not finite"
+            };
+            return Err(invalid(
+                &file.path,
+                format!(
+                    "image {sample}, element {element} (byte offset {}) is {v:?}: {what}; pixel values must be finite f32",
+                    file.header.offset_of(i)
+                ),
+            ));
         }
         Ok(Self {
             file,
@@ -441,8 +618,12 @@ impl Images {
 
     /// Writes sample `i` into `out` (length `features`) as f32: u8 scaled by
     /// [`U8_SCALE`], f32 as is, f64 rounded to f32.
+    ///
+    /// # Panics
+    /// If `i >= len()` or `out.len() != features()`.
     pub fn row_into_f32(&self, i: usize, out: &mut [f32]) {
         let f = self.features;
+        assert_eq!(out.len(), f, "row_into_f32: output length");
         let payload = self.file.payload();
         match self.element_type() {
             ElementType::U8 => {
@@ -472,45 +653,78 @@ impl Images {
     }
 }
 
+/// For f32 and f64 payloads: the index and value of the first element that
+/// is not a finite f32 (NaN, ±∞, or an f64 beyond f32's range).
+fn first_non_finite_f32(ty: ElementType, payload: &[u8]) -> Option<(usize, f64)> {
+    match ty {
+        ElementType::F32 => payload.chunks_exact(4).enumerate().find_map(|(i, b)| {
+            let v = f32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+            (!v.is_finite()).then_some((i, v as f64))
+        }),
+        ElementType::F64 => payload.chunks_exact(8).enumerate().find_map(|(i, b)| {
+            let v = idx::decode_f64(ty, b);
+            (!(v as f32).is_finite()).then_some((i, v))
+        }),
+        _ => None,
+    }
+}
+
+/// How the number of classes was decided, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClassSource {
+    Given,
+    Inferred,
+}
+
 /// The label file of one split, validated: every label is an integer in
 /// `0..classes`. Labels are decoded to `u32` once (4 bytes a sample: 240 KB
 /// for MNIST's training set, far below the images, which stay mapped).
 #[derive(Debug)]
 pub struct Labels {
     path: PathBuf,
+    header: IdxHeader,
     values: Vec<u32>,
 }
 
 impl Labels {
+    /// Checks the shape (1-D), the element type (an integer type) and that
+    /// every label is non-negative.
     pub fn new(file: IdxFile) -> Result<Self, DataError> {
         let dims = &file.header.dims;
         if dims.len() != 1 {
             return Err(invalid(
                 &file.path,
-                format!("labels must be 1-D; found dims {dims:?}"),
+                format!("labels must be 1-D; found dims {dims:?} (offset 4)"),
             ));
         }
         let ty = file.header.element_type;
         if matches!(ty, ElementType::F32 | ElementType::F64) {
             return Err(invalid(
                 &file.path,
-                format!("unsupported element type {ty} for labels (supported: u8, i8, i16, i32)"),
+                format!("unsupported element type {ty} (code 0x{:02x} at offset 2) for labels (supported: u8, i8, i16, i32)", ty.code()),
             ));
         }
         let size = ty.size();
+        // dims[0] was checked against the file's length: this allocation is
+        // at most 4× the label payload.
         let mut values = Vec::with_capacity(dims[0]);
         for (i, bytes) in file.payload().chunks_exact(size).enumerate() {
             let v = idx::decode_f64(ty, bytes);
             if v < 0.0 {
                 return Err(invalid(
                     &file.path,
-                    format!("label {i} is {v}: labels must be non-negative"),
+                    format!(
+                        "label {i} (byte offset {}) is {v}: labels must be non-negative",
+                        file.header.offset_of(i)
+                    ),
                 ));
             }
+            // Non-negative i32 and smaller types all fit in u32.
             values.push(v as u32);
         }
         Ok(Self {
             path: file.path,
+            header: file.header,
             values,
         })
     }
@@ -530,16 +744,32 @@ impl Labels {
     pub fn max(&self) -> Option<u32> {
         self.values.iter().copied().max()
     }
-    fn check_below(&self, classes: usize) -> Result<(), DataError> {
-        if let Some((i, &v)) = self
-            .values
+    /// Byte offset of label `i` in the file.
+    pub fn offset_of(&self, i: usize) -> u64 {
+        self.header.offset_of(i)
+    }
+    /// The first label `>= classes`, as (index, value).
+    pub fn first_at_least(&self, classes: usize) -> Option<(usize, u32)> {
+        self.values
             .iter()
             .enumerate()
             .find(|(_, &v)| v as usize >= classes)
-        {
+            .map(|(i, &v)| (i, v))
+    }
+    fn check_below(&self, classes: usize, source: ClassSource) -> Result<(), DataError> {
+        if let Some((i, v)) = self.first_at_least(classes) {
+            let why = match source {
+                ClassSource::Given => "the number of classes given".to_owned(),
+                ClassSource::Inferred => {
+                    "the number of classes, inferred from the largest training label; set --classes to change it".to_owned()
+                }
+            };
             return Err(invalid(
                 &self.path,
-                format!("label {i} is {v}, outside 0..{classes} (the number of classes)"),
+                format!(
+                    "label {i} (byte offset {}) is {v}, outside 0..{classes} ({why})",
+                    self.offset_of(i)
+                ),
             ));
         }
         Ok(())
@@ -598,7 +828,7 @@ const ROLES: [(&str, &str, &str); 4] = [
 
 /// The accepted names for one role: `stem-suffix` and `stem.suffix`, each
 /// raw or with `.gz`.
-fn accepted_names(stem: &str, suffix: &str) -> [String; 4] {
+pub fn accepted_names(stem: &str, suffix: &str) -> [String; 4] {
     [
         format!("{stem}-{suffix}"),
         format!("{stem}.{suffix}"),
@@ -608,7 +838,10 @@ fn accepted_names(stem: &str, suffix: &str) -> [String; 4] {
 }
 
 /// Finds the file for one role in `dir`. A raw file is preferred over a
-/// `.gz` (it needs no cache).
+/// `.gz` (it needs no cache). Any directory entry under an accepted name
+/// counts (a directory or a dangling link too), as does a name that cannot
+/// be looked up for a reason other than absence, so that opening it can say
+/// exactly what is wrong.
 pub fn find_file(
     dir: &Path,
     role: &'static str,
@@ -618,8 +851,12 @@ pub fn find_file(
     let names = accepted_names(stem, suffix);
     for name in &names {
         let path = dir.join(name);
-        if path.exists() {
-            return Ok(path);
+        match fs::symlink_metadata(&path) {
+            // Present, or present but unreadable (say, permission denied):
+            // opening it will say which.
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Ok(path),
+            Err(_) => {}
         }
     }
     Err(DataError::Missing {
@@ -632,10 +869,25 @@ pub fn find_file(
 impl Dataset {
     /// Loads the four files from `dir` and validates them together.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self, DataError> {
+        if let Some(c) = opts.classes {
+            if !(2..=MAX_CLASSES).contains(&c) {
+                return Err(DataError::Options(format!(
+                    "{c} classes requested: expected 2 to {MAX_CLASSES}"
+                )));
+            }
+        }
         match fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(invalid(dir, "is not a directory")),
-            Err(e) => return Err(io_err(dir, e)),
+            Ok(_) => {
+                return Err(invalid(
+                    dir,
+                    "is not a directory, expected a data directory",
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(invalid(dir, "data directory does not exist"))
+            }
+            Err(e) => return Err(io_err(dir, format_args!("cannot read data directory: {e}"))),
         }
         let mut paths = Vec::with_capacity(4);
         for (role, stem, suffix) in ROLES {
@@ -654,18 +906,34 @@ impl Dataset {
                 ),
             ));
         }
-        let classes = match opts.classes {
-            Some(c) => c,
-            None => train.labels.max().map_or(0, |m| m as usize + 1),
-        };
-        if classes < 2 {
+        if train.images.element_type() != test.images.element_type() {
+            // u8 is scaled to [0, 1] and floats are used as they are, so a
+            // mix would evaluate the model on differently scaled inputs.
             return Err(invalid(
-                train.labels.path(),
-                format!("{classes} class(es): softmax regression needs at least 2"),
+                test.images.path(),
+                format!(
+                    "element type {} differs from the training images' {}",
+                    test.images.element_type(),
+                    train.images.element_type()
+                ),
             ));
         }
-        train.labels.check_below(classes)?;
-        test.labels.check_below(classes)?;
+        let (classes, source) = match opts.classes {
+            Some(c) => (c, ClassSource::Given),
+            None => (infer_classes(&train.labels)?, ClassSource::Inferred),
+        };
+        let features = train.images.features();
+        if features.saturating_mul(classes) > MAX_WEIGHTS {
+            return Err(invalid(
+                train.images.path(),
+                format!(
+                    "{features} features × {classes} classes = {} weights, more than the {MAX_WEIGHTS} supported",
+                    features as u128 * classes as u128
+                ),
+            ));
+        }
+        train.labels.check_below(classes, source)?;
+        test.labels.check_below(classes, source)?;
         Ok(Self {
             train,
             test,
@@ -679,6 +947,32 @@ impl Dataset {
     }
 }
 
+/// The number of classes implied by the training labels: the largest + 1,
+/// between 2 and [`MAX_CLASSES`].
+fn infer_classes(labels: &Labels) -> Result<usize, DataError> {
+    let max = labels.max().unwrap_or(0) as usize;
+    if max + 1 > MAX_CLASSES {
+        let (i, v) = labels
+            .first_at_least(MAX_CLASSES)
+            .expect("the maximum is at least MAX_CLASSES");
+        return Err(invalid(
+            labels.path(),
+            format!(
+                "label {i} (byte offset {}) is {v}: inferring {} classes from it exceeds the limit of {MAX_CLASSES}; pass --classes N to check the labels against N classes",
+                labels.offset_of(i),
+                v as u64 + 1
+            ),
+        ));
+    }
+    if max + 1 < 2 {
+        return Err(invalid(
+            labels.path(),
+            "every training label is 0, so only 1 class can be inferred: softmax regression needs at least 2 (pass --classes N)",
+        ));
+    }
+    Ok(max + 1)
+}
+
 impl Split {
     /// Pairs an image file with a label file and checks the counts agree.
     pub fn open(images: IdxFile, labels: IdxFile) -> Result<Self, DataError> {
@@ -688,7 +982,7 @@ impl Split {
             return Err(invalid(
                 labels.path(),
                 format!(
-                    "{} labels, but {} has {} images",
+                    "{} labels (dims at offset 4), but {} has {} images: the counts must be equal",
                     labels.len(),
                     images.path().display(),
                     images.len()
