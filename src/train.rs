@@ -632,11 +632,8 @@ impl FusedEpoch<'_> {
                 };
                 let rows = &batch[my_rows.clone()];
                 fused::forward(self.path, self.images, k, rows, wt, bias, U8_SCALE, logits);
-                for (i, &r) in rows.iter().enumerate() {
-                    let label = self.labels[r as usize] as usize;
-                    let span = i * c..(i + 1) * c;
-                    losses[i] = softmax_ce::row(&logits[span.clone()], label, inv_b, &mut g[span]);
-                }
+                let label = |i: usize| self.labels[rows[i] as usize] as usize;
+                softmax_ce::block(self.path, logits, c, label, inv_b, g, losses);
             }
             self.barrier.wait();
 

@@ -23,8 +23,9 @@
 //! logit always accumulates k in the same lane order and reduces with the
 //! same tree; a gradient column always sums b in batch order. So callers may
 //! split rows and columns across any number of threads and get the same
-//! bits. The tails (K not a multiple of the lane count) go through
-//! zero-padded copies that follow the same sequence.
+//! bits. The tails (K not a multiple of the lane count) follow one fixed
+//! sequence too: scalar after the reduction in the forward pass, a
+//! zero-padded vector in the gradient.
 
 use super::dispatch::KernelPath;
 #[cfg(target_arch = "x86_64")]
@@ -38,28 +39,6 @@ const GROUP: usize = 10;
 const MAX_LANES: usize = 16;
 /// How many rows ahead the forward pass prefetches.
 const PREFETCH_ROWS: usize = 4;
-
-/// Whether the `lanes` bytes at `ptr` are all zero (`lanes` is a multiple
-/// of 8).
-///
-/// # Safety
-/// `ptr` is valid for `lanes` bytes.
-#[inline(always)]
-unsafe fn all_zero(ptr: *const u8, lanes: usize) -> bool {
-    let mut acc = 0u64;
-    for i in 0..lanes / 8 {
-        // SAFETY: inside the `lanes` bytes the caller vouches for.
-        acc |= unsafe { ptr.add(8 * i).cast::<u64>().read_unaligned() };
-    }
-    acc == 0
-}
-
-/// Skipping all-zero chunks: a product with x = 0 adds exactly +0 (for
-/// finite weights), so skipping it leaves every bit of the result
-/// unchanged while MNIST's blank borders (42% of 16-pixel chunks) cost
-/// nothing.
-static SKIP_ZEROS: std::sync::LazyLock<bool> =
-    std::sync::LazyLock::new(|| std::env::var_os("IDX_SOFTMAX_NO_SKIP").is_none());
 
 /// Row `idx` of a row-major `n × k` u8 matrix, bounds-checked once.
 #[inline(always)]
@@ -124,7 +103,7 @@ pub fn forward(
         #[cfg(target_arch = "x86_64")]
         KernelPath::Avx2 => unsafe { forward_avx2(images, k, rows, wt, bias, scale, logits) },
         KernelPath::Portable => unsafe {
-            forward_rows::<Portable, 1>(images, k, rows, wt, bias, scale, logits)
+            forward_rows::<Portable, 1, GROUP>(images, k, rows, wt, bias, scale, logits)
         },
         _ => panic!("{path} is not a fused kernel path"),
     }
@@ -168,7 +147,7 @@ pub fn weight_grad(
         #[cfg(target_arch = "x86_64")]
         KernelPath::Avx2 => unsafe { grad_avx2(images, k, rows, g, c, k0, width, out) },
         KernelPath::Portable => unsafe {
-            weight_grad_cols::<Portable, 1>(images, k, rows, g, c, k0, width, out)
+            weight_grad_cols::<Portable, 1, GROUP>(images, k, rows, g, c, k0, width, out)
         },
         _ => panic!("{path} is not a fused kernel path"),
     }
@@ -190,7 +169,7 @@ unsafe fn forward_avx512(
     logits: &mut [f32],
 ) {
     // SAFETY: the caller checked AVX-512F; see `forward`.
-    unsafe { forward_rows::<Avx512, 2>(images, k, rows, wt, bias, scale, logits) }
+    unsafe { forward_rows::<Avx512, 3, 5>(images, k, rows, wt, bias, scale, logits) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -205,7 +184,7 @@ unsafe fn forward_avx2(
     logits: &mut [f32],
 ) {
     // SAFETY: the caller checked AVX2 and FMA; see `forward`.
-    unsafe { forward_rows::<Avx2, 1>(images, k, rows, wt, bias, scale, logits) }
+    unsafe { forward_rows::<Avx2, 2, 5>(images, k, rows, wt, bias, scale, logits) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -222,7 +201,7 @@ unsafe fn grad_avx512(
     out: &mut [f32],
 ) {
     // SAFETY: the caller checked AVX-512F; see `weight_grad`.
-    unsafe { weight_grad_cols::<Avx512, 2>(images, k, rows, g, c, k0, width, out) }
+    unsafe { weight_grad_cols::<Avx512, 4, 5>(images, k, rows, g, c, k0, width, out) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -239,7 +218,7 @@ unsafe fn grad_avx2(
     out: &mut [f32],
 ) {
     // SAFETY: the caller checked AVX2 and FMA; see `weight_grad`.
-    unsafe { weight_grad_cols::<Avx2, 1>(images, k, rows, g, c, k0, width, out) }
+    unsafe { weight_grad_cols::<Avx2, 2, 5>(images, k, rows, g, c, k0, width, out) }
 }
 
 // ---------------------------------------------------------------------------
@@ -248,7 +227,7 @@ unsafe fn grad_avx2(
 /// # Safety
 /// `V`'s ISA is available; slice lengths as asserted in [`forward`].
 #[inline(always)]
-unsafe fn forward_rows<V: Vector, const R: usize>(
+unsafe fn forward_rows<V: Vector, const R: usize, const FG: usize>(
     images: &[u8],
     k: usize,
     rows: &[u32],
@@ -265,20 +244,24 @@ unsafe fn forward_rows<V: Vector, const R: usize>(
         }
         let xs: [&[u8]; R] = core::array::from_fn(|i| row(images, k, rows[r + i]));
         // SAFETY: forwarded contract.
-        unsafe { forward_block::<V, R>(xs, k, wt, bias, scale, &mut logits[r * c..(r + R) * c]) };
+        unsafe {
+            forward_block::<V, R, FG>(xs, k, wt, bias, scale, &mut logits[r * c..(r + R) * c])
+        };
         r += R;
     }
     while r < rows.len() {
         let xs = [row(images, k, rows[r])];
         // SAFETY: forwarded contract.
-        unsafe { forward_block::<V, 1>(xs, k, wt, bias, scale, &mut logits[r * c..(r + 1) * c]) };
+        unsafe {
+            forward_block::<V, 1, FG>(xs, k, wt, bias, scale, &mut logits[r * c..(r + 1) * c])
+        };
         r += 1;
     }
 }
 
 /// Logits of `R` rows, all classes, class group by class group.
 #[inline(always)]
-unsafe fn forward_block<V: Vector, const R: usize>(
+unsafe fn forward_block<V: Vector, const R: usize, const FG: usize>(
     xs: [&[u8]; R],
     k: usize,
     wt: &[f32],
@@ -288,15 +271,15 @@ unsafe fn forward_block<V: Vector, const R: usize>(
 ) {
     let c = bias.len();
     let mut c0 = 0;
-    while c0 + GROUP <= c {
-        // SAFETY: forwarded contract; classes c0..c0+GROUP < C.
-        let dots = unsafe { dot_group::<V, R, GROUP>(xs, k, wt, c0) };
+    while c0 + FG <= c {
+        // SAFETY: forwarded contract; classes c0..c0+FG < C.
+        let dots = unsafe { dot_group::<V, R, FG>(xs, k, wt, c0) };
         for (r, d) in dots.iter().enumerate() {
             for (j, &v) in d.iter().enumerate() {
                 out[r * c + c0 + j] = v * scale + bias[c0 + j];
             }
         }
-        c0 += GROUP;
+        c0 += FG;
     }
     while c0 < c {
         // SAFETY: as above, one class.
@@ -324,13 +307,8 @@ unsafe fn dot_group<V: Vector, const R: usize, const G: usize>(
     unsafe {
         let mut acc = [[V::zero(); G]; R];
         let full = k - k % V::LANES;
-        let skip = *SKIP_ZEROS;
         let mut kk = 0;
         while kk < full {
-            if skip && xs.iter().all(|x| all_zero(x.as_ptr().add(kk), V::LANES)) {
-                kk += V::LANES;
-                continue;
-            }
             let xv: [V; R] = core::array::from_fn(|r| V::load_u8(xs[r].as_ptr().add(kk)));
             for g in 0..G {
                 let w = V::load(wt.as_ptr().add((c0 + g) * k + kk));
@@ -340,23 +318,19 @@ unsafe fn dot_group<V: Vector, const R: usize, const G: usize>(
             }
             kk += V::LANES;
         }
-        if kk < k {
-            let rem = k - kk;
-            let xv: [V; R] = core::array::from_fn(|r| {
-                let mut pad = [0u8; MAX_LANES];
-                pad[..rem].copy_from_slice(&xs[r][kk..]);
-                V::load_u8(pad.as_ptr())
-            });
-            for g in 0..G {
-                let mut pad = [0f32; MAX_LANES];
-                pad[..rem].copy_from_slice(&wt[(c0 + g) * k + kk..(c0 + g + 1) * k]);
-                let w = V::load(pad.as_ptr());
-                for r in 0..R {
-                    acc[r][g] = V::mul_add(xv[r], w, acc[r][g]);
+        let mut dots = acc.map(|row_acc| row_acc.map(|a| a.reduce_sum()));
+        // The last k % LANES features, in scalar code after the reduction.
+        // No copy into a padded buffer here: a memcpy call in this function
+        // would make LLVM keep the accumulators in memory in the hot loop.
+        for (r, dot) in dots.iter_mut().enumerate() {
+            for (g, d) in dot.iter_mut().enumerate() {
+                let w = &wt[(c0 + g) * k..(c0 + g + 1) * k];
+                for i in kk..k {
+                    *d += f32::from(xs[r][i]) * w[i];
                 }
             }
         }
-        acc.map(|row_acc| row_acc.map(|a| a.reduce_sum()))
+        dots
     }
 }
 
@@ -369,7 +343,7 @@ unsafe fn dot_group<V: Vector, const R: usize, const G: usize>(
 /// [`weight_grad`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn weight_grad_cols<V: Vector, const NV: usize>(
+unsafe fn weight_grad_cols<V: Vector, const NV: usize, const GG: usize>(
     images: &[u8],
     k: usize,
     rows: &[u32],
@@ -383,11 +357,11 @@ unsafe fn weight_grad_cols<V: Vector, const NV: usize>(
     // SAFETY (all calls): forwarded contract; each call's columns lie in
     // k0+j .. k0+width ≤ K.
     while j + NV * V::LANES <= width {
-        unsafe { grad_block::<V, NV>(images, k, rows, g, c, k0 + j, j, width, out) };
+        unsafe { grad_block::<V, NV, GG>(images, k, rows, g, c, k0 + j, j, width, out) };
         j += NV * V::LANES;
     }
     while j + V::LANES <= width {
-        unsafe { grad_block::<V, 1>(images, k, rows, g, c, k0 + j, j, width, out) };
+        unsafe { grad_block::<V, 1, GG>(images, k, rows, g, c, k0 + j, j, width, out) };
         j += V::LANES;
     }
     if j < width {
@@ -398,7 +372,7 @@ unsafe fn weight_grad_cols<V: Vector, const NV: usize>(
 /// Columns `col .. col + NV·LANES` (output columns `j ..`), every class.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn grad_block<V: Vector, const NV: usize>(
+unsafe fn grad_block<V: Vector, const NV: usize, const GG: usize>(
     images: &[u8],
     k: usize,
     rows: &[u32],
@@ -411,14 +385,14 @@ unsafe fn grad_block<V: Vector, const NV: usize>(
 ) {
     let mut c0 = 0;
     while c0 < c {
-        let take = if c0 + GROUP <= c { GROUP } else { 1 };
+        let take = if c0 + GG <= c { GG } else { 1 };
         // SAFETY (whole block): rows were bounds-checked by the caller and
         // col + NV·LANES ≤ K, so each x load stays in its row; g reads are
         // inside rows.len() × C; stores land in out[c'][j .. j+NV·LANES]
         // with j + NV·LANES ≤ width.
         unsafe {
-            if take == GROUP {
-                let acc = grad_group::<V, NV, GROUP>(
+            if take == GG {
+                let acc = grad_group::<V, NV, GG>(
                     images,
                     k,
                     rows,
@@ -427,10 +401,8 @@ unsafe fn grad_block<V: Vector, const NV: usize>(
                     c0,
                     #[inline(always)]
                     |p, v| V::load_u8(p.add(col + v * V::LANES)),
-                    #[inline(always)]
-                    |p| all_zero(p.add(col), NV * V::LANES),
                 );
-                store_group::<V, NV, GROUP>(&acc, out, c0, j, width);
+                store_group::<V, NV, GG>(&acc, out, c0, j, width);
             } else {
                 let acc = grad_group::<V, NV, 1>(
                     images,
@@ -441,8 +413,6 @@ unsafe fn grad_block<V: Vector, const NV: usize>(
                     c0,
                     #[inline(always)]
                     |p, v| V::load_u8(p.add(col + v * V::LANES)),
-                    #[inline(always)]
-                    |p| all_zero(p.add(col), NV * V::LANES),
                 );
                 store_group::<V, NV, 1>(&acc, out, c0, j, width);
             }
@@ -486,7 +456,6 @@ unsafe fn grad_tail<V: Vector>(
                     core::ptr::copy_nonoverlapping(p.add(col), pad.as_mut_ptr(), rem);
                     V::load_u8(pad.as_ptr())
                 },
-                |_| false,
             );
             let mut buf = [0f32; MAX_LANES];
             acc[0][0].store(buf.as_mut_ptr());
@@ -497,7 +466,7 @@ unsafe fn grad_tail<V: Vector>(
 
 /// The register block: `NV` vectors of columns × `G` classes, summed over
 /// the rows in order. `load_x(row_ptr, v)` loads vector `v` of the block
-/// from a row; rows for which `is_zero(row_ptr)` holds are skipped.
+/// from a row.
 #[inline(always)]
 unsafe fn grad_group<V: Vector, const NV: usize, const G: usize>(
     images: &[u8],
@@ -507,17 +476,12 @@ unsafe fn grad_group<V: Vector, const NV: usize, const G: usize>(
     c: usize,
     c0: usize,
     load_x: impl Fn(*const u8, usize) -> V,
-    is_zero: impl Fn(*const u8) -> bool,
 ) -> [[V; G]; NV] {
     // SAFETY: see callers; `rows[b]` was bounds-checked, g is rows × C.
     unsafe {
         let mut acc = [[V::zero(); G]; NV];
-        let skip = *SKIP_ZEROS;
         for (b, &idx) in rows.iter().enumerate() {
             let p = images.as_ptr().add(idx as usize * k);
-            if skip && is_zero(p) {
-                continue;
-            }
             let xv: [V; NV] = core::array::from_fn(|v| load_x(p, v));
             let gb = g.as_ptr().add(b * c + c0);
             for cls in 0..G {
@@ -545,6 +509,173 @@ unsafe fn store_group<V: Vector, const NV: usize, const G: usize>(
             assert!(at + V::LANES <= out.len());
             // SAFETY: bounds asserted just above; the ISA is available.
             unsafe { acc[v][cls].store(out.as_mut_ptr().add(at)) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tuning {
+    use super::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fwd<const R: usize, const FG: usize>(
+        images: &[u8],
+        k: usize,
+        rows: &[u32],
+        wt: &[f32],
+        bias: &[f32],
+        logits: &mut [f32],
+    ) {
+        unsafe { forward_rows::<Avx512, R, FG>(images, k, rows, wt, bias, 1.0, logits) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fwd2<const R: usize, const FG: usize>(
+        images: &[u8],
+        k: usize,
+        rows: &[u32],
+        wt: &[f32],
+        bias: &[f32],
+        logits: &mut [f32],
+    ) {
+        unsafe { forward_rows::<Avx2, R, FG>(images, k, rows, wt, bias, 1.0, logits) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn grd<const NV: usize, const GG: usize>(
+        images: &[u8],
+        k: usize,
+        rows: &[u32],
+        g: &[f32],
+        out: &mut [f32],
+    ) {
+        unsafe { weight_grad_cols::<Avx512, NV, GG>(images, k, rows, g, 10, 0, k, out) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn grd2<const NV: usize, const GG: usize>(
+        images: &[u8],
+        k: usize,
+        rows: &[u32],
+        g: &[f32],
+        out: &mut [f32],
+    ) {
+        unsafe { weight_grad_cols::<Avx2, NV, GG>(images, k, rows, g, 10, 0, k, out) }
+    }
+
+    #[test]
+    #[ignore]
+    fn grad_variants() {
+        let (n, k, c, b) = (60000usize, 784usize, 10usize, 100usize);
+        let mut s = 1u64;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let images: Vec<u8> = (0..n * k)
+            .map(|i| {
+                if (i % 28) > 6 && (i % 28) < 22 && rnd() % 3 != 0 {
+                    rnd() as u8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let g: Vec<f32> = (0..b * c).map(|_| (rnd() % 1000) as f32 * 1e-4).collect();
+        let mut out = vec![0.0f32; c * k];
+        type F = unsafe fn(&[u8], usize, &[u32], &[f32], &mut [f32]);
+        let variants: Vec<(&str, F)> = vec![
+            ("512 nv2g10", grd::<2, 10>),
+            ("512 nv1g10", grd::<1, 10>),
+            ("512 nv3g5", grd::<3, 5>),
+            ("512 nv4g5", grd::<4, 5>),
+            ("512 nv2g5", grd::<2, 5>),
+            ("avx2 nv1g10", grd2::<1, 10>),
+            ("avx2 nv2g5", grd2::<2, 5>),
+            ("avx2 nv3g5", grd2::<3, 5>),
+        ];
+        let mut times = vec![Vec::new(); variants.len()];
+        for round in 0..40u64 {
+            for (i, (_, f)) in variants.iter().enumerate() {
+                let t = std::time::Instant::now();
+                for step in 0..60u64 {
+                    let rows: Vec<u32> = (0..b as u32)
+                        .map(|j| ((j as u64 * 7919 + step * 104729 + round * 31) % n as u64) as u32)
+                        .collect();
+                    unsafe { f(&images, k, &rows, &g, &mut out) };
+                }
+                times[i].push(t.elapsed().as_secs_f64());
+            }
+        }
+        for (i, (name, _)) in variants.iter().enumerate() {
+            times[i].sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let med = times[i][times[i].len() / 2];
+            println!(
+                "{name}: {:.1} GFLOP/s",
+                2.0 * (60 * b * k * c) as f64 / med / 1e9
+            );
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn forward_variants() {
+        let (n, k, c, b) = (60000usize, 784usize, 10usize, 100usize);
+        let mut s = 1u64;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let images: Vec<u8> = (0..n * k)
+            .map(|i| {
+                if (i % 28) > 6 && (i % 28) < 22 && rnd() % 3 != 0 {
+                    rnd() as u8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let wt: Vec<f32> = (0..c * k).map(|_| (rnd() % 1000) as f32 * 1e-4).collect();
+        let bias = vec![0.0f32; c];
+        let mut logits = vec![0.0f32; b * c];
+        type F = unsafe fn(&[u8], usize, &[u32], &[f32], &[f32], &mut [f32]);
+        let variants: Vec<(&str, F)> = vec![
+            ("512 r1g10", fwd::<1, 10>),
+            ("512 r2g5", fwd::<2, 5>),
+            ("512 r3g5", fwd::<3, 5>),
+            ("512 r4g5", fwd::<4, 5>),
+            ("512 r5g2", fwd::<5, 2>),
+            ("512 r4g2", fwd::<4, 2>),
+            ("avx2 r1g10", fwd2::<1, 10>),
+            ("avx2 r2g5", fwd2::<2, 5>),
+            ("avx2 r3g5", fwd2::<3, 5>),
+        ];
+        let mut times = vec![Vec::new(); variants.len()];
+        for round in 0..40 {
+            for (i, (_, f)) in variants.iter().enumerate() {
+                let t = std::time::Instant::now();
+                for step in 0..60 {
+                    let rows: Vec<u32> = (0..b as u32)
+                        .map(|j| ((j as u64 * 7919 + step * 104729 + round * 31) % n as u64) as u32)
+                        .collect();
+                    unsafe { f(&images, k, &rows, &wt, &bias, &mut logits) };
+                }
+                times[i].push(t.elapsed().as_secs_f64());
+            }
+        }
+        for (i, (name, _)) in variants.iter().enumerate() {
+            times[i].sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let med = times[i][times[i].len() / 2];
+            println!(
+                "{name}: {:.1} GFLOP/s",
+                2.0 * (60 * b * k * c) as f64 / med / 1e9
+            );
         }
     }
 }
