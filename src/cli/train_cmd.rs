@@ -1,0 +1,370 @@
+//! `train` (and the top level): train, evaluate after every epoch, save,
+//! report.
+//!
+//! Order of work, so that a mistake costs nothing: output paths are checked
+//! first, then the checkpoint to resume from, then the data; only then does
+//! training start. After each epoch the `--save` checkpoint and the
+//! `--metrics-json` file are rewritten atomically, so a run killed (or
+//! failing) at any point leaves complete files describing its last finished
+//! epoch, and `--resume` continues from there.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use idx_softmax::dataset::Dataset;
+use idx_softmax::image;
+use idx_softmax::kernels::KernelPath;
+use idx_softmax::optim::{Schedule, Sgd};
+use idx_softmax::train::{EpochReport, TrainConfig, Trainer};
+
+use super::args::TrainArgs;
+use super::common::{
+    check_output, f32_as_printed, image_shape, load_dataset, rss_anon_kb, threads,
+};
+use super::metrics_log::MetricsLog;
+use super::report::{epoch_json, epoch_line, progress_bar};
+use super::run_file::{self, Results, RunMeta};
+use super::settings::{self, explicit_kernel, Plan};
+
+/// Runs `train` with `args`.
+pub fn run(args: TrainArgs) -> Result<()> {
+    for (flag, path) in [
+        ("--save", &args.save),
+        ("--weights-png", &args.weights_png),
+        ("--metrics-json", &args.metrics_json),
+    ] {
+        if let Some(p) = path {
+            check_output(p, flag)?;
+        }
+    }
+    let resume = match &args.resume {
+        Some(path) => {
+            let (_, meta, state) = run_file::load(path)?;
+            Some((path.clone(), meta, state))
+        }
+        None => None,
+    };
+    let plan = match &resume {
+        Some((path, meta, _)) => settings::resumed(&args, meta, path)?,
+        None => {
+            let kernel = explicit_kernel(args.compute.kernel)?.unwrap_or_else(KernelPath::best);
+            settings::fresh(&args, kernel).map_err(anyhow::Error::msg)?
+        }
+    };
+    let loaded = load_dataset(&args.data, plan.classes)?;
+    let (data_dir, data) = (&loaded.dir, &loaded.data);
+    let effective_kernel = if data.train.images.as_u8().is_some() {
+        plan.kernel
+    } else {
+        KernelPath::Gemm
+    };
+    if let Some((path, meta, _)) = &resume {
+        check_same_data(meta, data, path)?;
+        settings::check_kernel(effective_kernel, meta, path)?;
+        if meta.sgd.schedule == Schedule::Cosine && plan.epochs != meta.epochs {
+            eprintln!(
+                "warning: {} planned {} epoch(s) of cosine schedule; continuing to {} changes the curve, so the result will match no uninterrupted run",
+                path.display(),
+                meta.epochs,
+                plan.epochs
+            );
+        }
+    }
+    let picture_shape = match &args.weights_png {
+        Some(_) => Some(image_shape(
+            data.train.images.sample_shape(),
+            data.train.images.path(),
+        )?),
+        None => None,
+    };
+
+    let cfg = TrainConfig {
+        epochs: plan.epochs,
+        batch_size: plan.batch_size,
+        sgd: plan.sgd,
+        seed: plan.seed,
+        val_split: plan.val_split,
+        threads: threads(args.compute.threads),
+        kernel: plan.kernel,
+        oversubscribe: args.oversubscribe,
+    };
+    let (mut trainer, resumed_from) = match resume {
+        Some((path, _, state)) => (
+            Trainer::resume(data, cfg.clone(), state)
+                .with_context(|| format!("resuming from {}", path.display()))?,
+            Some(path),
+        ),
+        None => (
+            Trainer::new(data, cfg.clone())
+                .with_context(|| format!("training on {}", data_dir.display()))?,
+            None,
+        ),
+    };
+    let start_epoch = trainer.epochs_done();
+    let mut meta = run_meta(&plan, data, data_dir, effective_kernel);
+
+    if !args.json {
+        print_header(
+            data_dir,
+            data,
+            loaded.seconds,
+            &cfg,
+            effective_kernel,
+            trainer.train_samples(),
+        );
+        if let Some(path) = &resumed_from {
+            println!("resuming {} after epoch {start_epoch}", path.display());
+        }
+    }
+
+    let n_train = trainer.train_samples() as u64;
+    let bar = progress_bar((cfg.epochs - start_epoch) as u64 * n_train);
+    let epoch_base = AtomicU64::new(0);
+    let progress = |done: u64| bar.set_position(epoch_base.load(Ordering::Relaxed) + done);
+    let steps_per_epoch = trainer.train_samples().div_ceil(cfg.batch_size);
+    let mut log = MetricsLog::new(args.metrics_json.clone(), start_epoch);
+    let mut epochs: Vec<(EpochReport, f32)> = Vec::with_capacity(cfg.epochs - start_epoch);
+    while trainer.epochs_done() < cfg.epochs {
+        let stats = trainer
+            .train_epoch(&progress)
+            .with_context(|| format!("training on {}", data_dir.display()))?;
+        epoch_base.fetch_add(n_train, Ordering::Relaxed);
+        let eval_start = Instant::now();
+        let test = trainer.evaluate(&data.test);
+        let eval_seconds = eval_start.elapsed().as_secs_f64();
+        let validation = trainer.evaluate_validation();
+        let report = EpochReport {
+            stats,
+            test,
+            validation,
+            eval_seconds,
+        };
+        let lr = lr_at_end(&cfg.sgd, stats.epoch, steps_per_epoch, cfg.epochs);
+        if !args.json {
+            bar.suspend(|| println!("{}", epoch_line(&report, cfg.epochs)));
+        }
+        log.push(&epoch_json(&report, lr))?;
+        if let Some(path) = &args.save {
+            meta.epochs_done = stats.epoch;
+            run_file::save(path, &trainer.state(), &meta, &results(&report))?;
+        }
+        epochs.push((report, lr));
+    }
+    bar.finish_and_clear();
+
+    let picture = match (&args.weights_png, picture_shape) {
+        (Some(path), Some((h, w))) => {
+            Some((path, image::weights_png(trainer.model(), h, w, path)?))
+        }
+        _ => None,
+    };
+
+    let Some((last, _)) = epochs.last() else {
+        bail!("no epoch ran");
+    };
+    let train_seconds: f64 = epochs.iter().map(|(r, _)| r.stats.seconds).sum();
+    let samples: usize = epochs.iter().map(|(r, _)| r.stats.samples).sum();
+    let digest = trainer.model().digest();
+    if args.json {
+        let per_epoch: Vec<_> = epochs.iter().map(|(r, lr)| epoch_json(r, *lr)).collect();
+        let mut out = json!({
+            "test_accuracy": last.test.accuracy,
+            "test_loss": last.test.loss,
+            "train_loss": last.stats.train_loss,
+            "epochs": cfg.epochs,
+            "start_epoch": start_epoch,
+            "batch_size": cfg.batch_size,
+            "lr": f32_as_printed(cfg.sgd.lr),
+            "momentum": f32_as_printed(cfg.sgd.momentum),
+            "nesterov": cfg.sgd.nesterov,
+            "weight_decay": f32_as_printed(cfg.sgd.weight_decay),
+            "schedule": cfg.sgd.schedule.to_string(),
+            "val_split": f32_as_printed(cfg.val_split),
+            "seed": cfg.seed,
+            "threads": cfg.threads,
+            "workers": if effective_kernel.is_fused() { cfg.workers() } else { 1 },
+            "kernel": effective_kernel.name(),
+            "train_seconds": train_seconds,
+            "samples_per_second": samples as f64 / train_seconds,
+            "load_seconds": loaded.seconds,
+            "eval_seconds": last.eval_seconds,
+            "rss_anon_kb": rss_anon_kb(),
+            "weights_digest": digest,
+            "data_dir": data_dir.display().to_string(),
+            "train_samples": trainer.train_samples(),
+            "test_samples": data.test.len(),
+            "classes": data.classes,
+            "per_epoch": per_epoch,
+        });
+        if let Some(val) = &last.validation {
+            out["val_loss"] = json!(val.loss);
+            out["val_accuracy"] = json!(val.accuracy);
+            out["val_samples"] = json!(val.total);
+        }
+        for (key, path) in [
+            ("saved", &args.save),
+            ("resumed_from", &resumed_from),
+            ("metrics_json", &args.metrics_json),
+        ] {
+            if let Some(p) = path {
+                out[key] = json!(p.display().to_string());
+            }
+        }
+        if let Some((path, _)) = picture {
+            out["weights_png"] = json!(path.display().to_string());
+        }
+        println!("{out}");
+    } else {
+        println!(
+            "done     test accuracy {:.4} ({}/{}), training loop {:.3} s, {:.0} samples/s",
+            last.test.accuracy,
+            last.test.correct,
+            last.test.total,
+            train_seconds,
+            samples as f64 / train_seconds
+        );
+        println!("weights  sha256 {digest}");
+        if let Some(path) = &args.save {
+            println!("saved    {} (after epoch {})", path.display(), cfg.epochs);
+        }
+        if let Some(path) = &args.metrics_json {
+            println!("metrics  {}", path.display());
+        }
+        if let Some((path, size)) = picture {
+            println!(
+                "picture  {} ({}x{} pixels)",
+                path.display(),
+                size.width,
+                size.height
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The human report's first two lines.
+fn print_header(
+    data_dir: &Path,
+    data: &Dataset,
+    load_seconds: f64,
+    cfg: &TrainConfig,
+    kernel: KernelPath,
+    train_samples: usize,
+) {
+    println!(
+        "data     {} ({} train, {} test, {} {}, {} classes; loaded in {:.3} s)",
+        data_dir.display(),
+        data.train.len(),
+        data.test.len(),
+        run_file::shape_string(data.train.images.sample_shape()).replace('x', "×"),
+        data.train.images.element_type(),
+        data.classes,
+        load_seconds
+    );
+    let mut line = format!(
+        "training {} epoch(s), batch {}, lr {}",
+        cfg.epochs, cfg.batch_size, cfg.sgd.lr
+    );
+    let sgd = &cfg.sgd;
+    if sgd.has_momentum() {
+        line += &format!(", momentum {}", sgd.momentum);
+        if sgd.nesterov {
+            line += " (nesterov)";
+        }
+    }
+    if sgd.weight_decay > 0.0 {
+        line += &format!(", weight decay {}", sgd.weight_decay);
+    }
+    if sgd.schedule != Schedule::Constant {
+        line += &format!(", schedule {}", sgd.schedule);
+    }
+    if cfg.val_split > 0.0 {
+        line += &format!(
+            ", {} held out for validation",
+            data.train.len() - train_samples
+        );
+    }
+    line += &format!(
+        ", seed {}, {} thread(s), kernel {kernel}",
+        cfg.seed, cfg.threads
+    );
+    println!("{line}");
+}
+
+/// What the checkpoint records about this run (with `epochs_done` 0 until
+/// an epoch finishes).
+fn run_meta(plan: &Plan, data: &Dataset, data_dir: &Path, kernel: KernelPath) -> RunMeta {
+    RunMeta {
+        seed: plan.seed,
+        epochs: plan.epochs,
+        epochs_done: 0,
+        batch_size: plan.batch_size,
+        sgd: plan.sgd,
+        val_split: plan.val_split,
+        kernel: kernel.name().to_owned(),
+        classes: data.classes,
+        features: data.features(),
+        sample_shape: data.train.images.sample_shape().to_vec(),
+        train_samples: data.train.len(),
+        test_samples: data.test.len(),
+        data_dir: data_dir.display().to_string(),
+    }
+}
+
+/// The results the checkpoint records after an epoch.
+fn results(r: &EpochReport) -> Results {
+    Results {
+        test_accuracy: r.test.accuracy,
+        test_loss: r.test.loss,
+        train_loss: r.stats.train_loss,
+        validation: r.validation.as_ref().map(|v| (v.accuracy, v.loss)),
+    }
+}
+
+/// The learning rate of the last step of `epoch` (1-based).
+fn lr_at_end(sgd: &Sgd, epoch: usize, steps_per_epoch: usize, epochs: usize) -> f32 {
+    sgd.lr_at(
+        epoch - 1,
+        epoch * steps_per_epoch - 1,
+        epochs * steps_per_epoch,
+    )
+}
+
+/// Checks that the data is the data the checkpoint was trained on, as far
+/// as shapes tell: the same sample shape and number of training samples.
+fn check_same_data(meta: &RunMeta, data: &Dataset, path: &Path) -> Result<()> {
+    let shape = data.train.images.sample_shape();
+    if shape != meta.sample_shape.as_slice() || data.train.len() != meta.train_samples {
+        bail!(
+            "{} was trained on {} training samples of {}, but {} holds {} of {}",
+            path.display(),
+            meta.train_samples,
+            run_file::shape_string(&meta.sample_shape),
+            data.train.images.path().display(),
+            data.train.len(),
+            run_file::shape_string(shape)
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lr_at_epoch_end() {
+        let mut sgd = Sgd::plain(0.4);
+        assert_eq!(lr_at_end(&sgd, 1, 10, 2), 0.4);
+        sgd.schedule = "step:1:0.5".parse().unwrap();
+        assert_eq!(lr_at_end(&sgd, 2, 10, 2), 0.2);
+        sgd.schedule = Schedule::Cosine;
+        // The last step of the run is one step short of the end of the curve.
+        assert!(lr_at_end(&sgd, 2, 10, 2) > 0.0);
+        assert!(lr_at_end(&sgd, 2, 10, 2) < 0.01);
+    }
+}
