@@ -677,13 +677,20 @@ enum ClassSource {
 }
 
 /// The label file of one split, validated: every label is an integer in
-/// `0..classes`. Labels are decoded to `u32` once (4 bytes a sample: 240 KB
-/// for MNIST's training set, far below the images, which stay mapped).
+/// `0..classes`. u8 labels (MNIST's) are read straight from the mapping;
+/// other integer types are decoded to `u32` once.
 #[derive(Debug)]
 pub struct Labels {
     path: PathBuf,
     header: IdxHeader,
-    values: Vec<u32>,
+    values: LabelValues,
+}
+
+#[derive(Debug)]
+enum LabelValues {
+    /// u8 labels: the mapped file itself, no copy.
+    Mapped(IdxFile),
+    Decoded(Vec<u32>),
 }
 
 impl Labels {
@@ -703,6 +710,14 @@ impl Labels {
                 &file.path,
                 format!("unsupported element type {ty} (code 0x{:02x} at offset 2) for labels (supported: u8, i8, i16, i32)", ty.code()),
             ));
+        }
+        if ty == ElementType::U8 {
+            // Every u8 is a valid non-negative label: keep the mapping.
+            return Ok(Self {
+                path: file.path.clone(),
+                header: file.header.clone(),
+                values: LabelValues::Mapped(file),
+            });
         }
         let size = ty.size();
         // dims[0] was checked against the file's length: this allocation is
@@ -725,24 +740,43 @@ impl Labels {
         Ok(Self {
             path: file.path,
             header: file.header,
-            values,
+            values: LabelValues::Decoded(values),
         })
     }
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.header.dims[0]
     }
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.len() == 0
     }
-    pub fn as_slice(&self) -> &[u32] {
-        &self.values
+    /// Label of sample `i`.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    #[inline]
+    pub fn get(&self, i: usize) -> u32 {
+        match &self.values {
+            LabelValues::Mapped(file) => file.payload()[i] as u32,
+            LabelValues::Decoded(v) => v[i],
+        }
+    }
+    /// All labels, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+    /// All labels as a vector (a copy: for tests and small tools).
+    pub fn to_vec(&self) -> Vec<u32> {
+        self.iter().collect()
     }
     pub fn path(&self) -> &Path {
         &self.path
     }
     /// Largest label, or `None` when empty.
     pub fn max(&self) -> Option<u32> {
-        self.values.iter().copied().max()
+        match &self.values {
+            LabelValues::Mapped(file) => file.payload().iter().max().map(|&v| v as u32),
+            LabelValues::Decoded(v) => v.iter().copied().max(),
+        }
     }
     /// Byte offset of label `i` in the file.
     pub fn offset_of(&self, i: usize) -> u64 {
@@ -750,11 +784,9 @@ impl Labels {
     }
     /// The first label `>= classes`, as (index, value).
     pub fn first_at_least(&self, classes: usize) -> Option<(usize, u32)> {
-        self.values
-            .iter()
+        self.iter()
             .enumerate()
-            .find(|(_, &v)| v as usize >= classes)
-            .map(|(i, &v)| (i, v))
+            .find(|&(_, v)| v as usize >= classes)
     }
     fn check_below(&self, classes: usize, source: ClassSource) -> Result<(), DataError> {
         if let Some((i, v)) = self.first_at_least(classes) {

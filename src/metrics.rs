@@ -109,7 +109,7 @@ fn evaluate_chunks(
     fill: impl Fn(usize, &mut Vec<u32>) + Sync,
 ) -> Evaluation {
     let c = model.classes;
-    let labels = split.labels.as_slice();
+    let labels = &split.labels;
     let chunks: Vec<(f64, Vec<u64>)> = (0..n.div_ceil(EVAL_ROWS))
         .into_par_iter()
         .map_init(
@@ -122,7 +122,7 @@ fn evaluate_chunks(
                 let mut loss = 0.0;
                 let mut confusion = vec![0u64; c * c];
                 for (z, &r) in logits.chunks_exact(c).zip(rows.iter()) {
-                    let label = labels[r as usize] as usize;
+                    let label = labels.get(r as usize) as usize;
                     let (l, predicted) = row_loss_and_argmax(z, label);
                     loss += l;
                     confusion[label * c + predicted] += 1;

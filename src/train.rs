@@ -39,7 +39,7 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 
-use crate::dataset::{Dataset, Split, U8_SCALE};
+use crate::dataset::{Dataset, Labels, Split, U8_SCALE};
 use crate::kernels::{fused, gemm, sgd, softmax_ce, KernelPath};
 use crate::metrics::{self, Evaluation};
 use crate::model::Model;
@@ -416,7 +416,7 @@ impl<'a> Trainer<'a> {
         let ctx = FusedEpoch {
             path,
             images,
-            labels: self.data.train.labels.as_slice(),
+            labels: &self.data.train.labels,
             order: &self.order,
             k,
             c,
@@ -458,7 +458,7 @@ impl<'a> Trainer<'a> {
         let (k, c) = (self.model.features, self.model.classes);
         let schedule = self.schedule_position(epoch);
         let images = &self.data.train.images;
-        let all_labels = self.data.train.labels.as_slice();
+        let all_labels = &self.data.train.labels;
         let ws = &mut self.ws;
         let model = &mut self.model;
         let order = &self.order;
@@ -477,7 +477,7 @@ impl<'a> Trainer<'a> {
                     .zip(batch.par_iter())
                     .for_each(|(x, &r)| images.row_into_f32(r as usize, x));
                 for (l, &r) in ws.labels.iter_mut().zip(batch) {
-                    *l = all_labels[r as usize];
+                    *l = all_labels.get(r as usize);
                 }
                 gemm::forward(
                     &ws.x[..b * k],
@@ -568,7 +568,7 @@ fn split_train_val(n: usize, fraction: f32, seed: u64) -> Result<(Vec<u32>, Vec<
 struct FusedEpoch<'s> {
     path: KernelPath,
     images: &'s [u8],
-    labels: &'s [u32],
+    labels: &'s Labels,
     order: &'s [u32],
     k: usize,
     c: usize,
@@ -632,7 +632,7 @@ impl FusedEpoch<'_> {
                 };
                 let rows = &batch[my_rows.clone()];
                 fused::forward(self.path, self.images, k, rows, wt, bias, U8_SCALE, logits);
-                let label = |i: usize| self.labels[rows[i] as usize] as usize;
+                let label = |i: usize| self.labels.get(rows[i] as usize) as usize;
                 softmax_ce::block(self.path, logits, c, label, inv_b, g, losses);
             }
             self.barrier.wait();

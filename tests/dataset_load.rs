@@ -132,7 +132,7 @@ fn loads_a_tiny_dataset() {
     assert_eq!(d.classes, 3);
     assert_eq!(d.features(), 16);
     assert_eq!(d.train.images.sample_shape(), &[4, 4]);
-    assert_eq!(d.train.labels.as_slice()[..4], [0, 1, 2, 0]);
+    assert_eq!(d.train.labels.to_vec()[..4], [0, 1, 2, 0]);
     let px = d.train.images.as_u8().unwrap();
     assert_eq!(px.len(), 20 * 16);
     assert_eq!(
@@ -213,7 +213,7 @@ fn wider_integer_labels_are_accepted() {
         files.0[1] = file(ty, &[20], &train);
         write(data.path(), &files);
         let d = Dataset::load(data.path(), &opts(cache.path())).unwrap();
-        assert_eq!(d.train.labels.as_slice()[..3], [0, 1, 2], "{ty}");
+        assert_eq!(d.train.labels.to_vec()[..3], [0, 1, 2], "{ty}");
     }
 }
 
@@ -545,7 +545,7 @@ fn a_changed_gz_gets_a_fresh_cache_entry() {
     std::fs::write(&paths[3], gzip(&files.0[3])).unwrap();
     std::fs::write(&paths[2], gzip(&files.0[2])).unwrap();
     let d = Dataset::load(data.path(), &opts(cache.path())).unwrap();
-    assert_eq!(d.test.labels.as_slice(), &test[..]);
+    assert_eq!(d.test.labels.to_vec(), &test[..]);
     assert_eq!(listing(cache.path()).len(), 6);
 }
 

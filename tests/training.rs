@@ -149,7 +149,7 @@ fn epochs_match_f64_reference_loop() {
         let init = Model::init(k, c, &mut rng);
         let mut order: Vec<u32> = (0..n as u32).collect();
         let images = data.train.images.as_u8().unwrap();
-        let labels = data.train.labels.as_slice();
+        let labels = data.train.labels.to_vec();
         let mut params: Vec<f64> = init
             .wt
             .iter()

@@ -73,13 +73,7 @@ pub fn load_test_split(args: &DataArgs, classes: usize) -> Result<Loaded<Split>>
         IdxFile::open(&images, &cache)?,
         IdxFile::open(&labels, &cache)?,
     )?;
-    if let Some((i, &v)) = split
-        .labels
-        .as_slice()
-        .iter()
-        .enumerate()
-        .find(|(_, &v)| v as usize >= classes)
-    {
+    if let Some((i, v)) = split.labels.first_at_least(classes) {
         bail!(
             "{}: label {i} is {v}, but the model has {classes} classes",
             split.labels.path().display()

@@ -126,7 +126,7 @@ fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> 
     let mut xbuf = Vec::new();
     pool(threads(args.compute.threads))?
         .install(|| metrics::logits_of_rows(model, split, kernel, &rows, &mut xbuf, &mut logits));
-    let labels = split.labels.as_slice();
+    let labels = &split.labels;
     Ok(args
         .test_index
         .iter()
@@ -134,7 +134,7 @@ fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> 
         .map(|(&index, z)| Prediction {
             source: Source::Test {
                 index,
-                label: labels[index],
+                label: labels.get(index),
             },
             logits: z.to_vec(),
         })
