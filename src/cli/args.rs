@@ -56,8 +56,8 @@ pub struct DataArgs {
 /// How the arithmetic runs.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ComputeArgs {
-    /// Worker threads (default: the number of CPUs).
-    #[arg(long, value_parser = value_parser!(u32).range(1..))]
+    /// Worker threads, 1 to 1024 (default: the number of CPUs).
+    #[arg(long, value_parser = value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
     /// Kernel path: gemm, portable, avx2 or avx512 (default: $IDX_SOFTMAX_KERNEL,
     /// else the checkpoint's for eval/predict/--resume, else the best this
@@ -104,8 +104,8 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Number of classes (default: the largest training label + 1).
-    #[arg(long, value_parser = value_parser!(u32).range(2..))]
+    /// Number of classes, 2 to 65536 (default: the largest training label + 1).
+    #[arg(long, value_parser = value_parser!(u32).range(2..=idx_softmax::dataset::MAX_CLASSES as i64))]
     pub classes: Option<u32>,
     #[command(flatten)]
     pub compute: ComputeArgs,
