@@ -169,7 +169,7 @@ impl IdxFile {
         let mut file =
             File::open(path).map_err(|e| io_err(path, format_args!("cannot open: {e}")))?;
         let mut prefix = [0u8; MAX_HEADER_LEN];
-        let n = read_up_to(&mut file, &mut prefix).map_err(|e| io_err(path, e))?;
+        let n = crate::fsutil::read_up_to(&mut file, &mut prefix).map_err(|e| io_err(path, e))?;
         let prefix = &prefix[..n];
         if prefix.starts_with(&idx::GZIP_MAGIC) {
             let raw = cache.decompressed(path)?;
@@ -414,7 +414,7 @@ fn build_cache_file(gz: &Path, dir: &Path, name: &str) -> Result<PathBuf, BuildE
     // Validate the decompressed header before touching the cache directory.
     let mut reader = flate2::read::MultiGzDecoder::new(io::BufReader::new(&mut file));
     let mut head = [0u8; MAX_HEADER_LEN];
-    let got = read_up_to(&mut reader, &mut head).map_err(gz_err)?;
+    let got = crate::fsutil::read_up_to(&mut reader, &mut head).map_err(gz_err)?;
     let head = &head[..got];
     let (header, expected) = match idx::parse_header(head) {
         Ok(h) => h,
@@ -499,19 +499,6 @@ fn build_cache_file(gz: &Path, dir: &Path, name: &str) -> Result<PathBuf, BuildE
         let _ = d.sync_all();
     }
     Ok(dest)
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Looks up `raw_name` in a `SHA256SUMS` file beside `gz`, if there is one.

@@ -163,7 +163,7 @@ pub fn read_gray(path: &Path) -> Result<GrayImage, ImageError> {
         return Err(unsupported(path, "a directory"));
     }
     let mut magic = [0u8; 8];
-    let got = read_up_to(&mut file, &mut magic).map_err(io_error(path))?;
+    let got = crate::fsutil::read_up_to(&mut file, &mut magic).map_err(io_error(path))?;
     let magic = &magic[..got];
     if magic.starts_with(PNG_MAGIC) {
         file.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
@@ -213,19 +213,6 @@ fn identify(magic: &[u8]) -> &'static str {
         [0x1F, 0x8B, ..] => "a gzip file",
         _ => "an unknown format",
     }
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 fn check_dims(path: &Path, width: u64, height: u64) -> Result<(usize, usize), ImageError> {

@@ -389,6 +389,25 @@ impl<'a> Trainer<'a> {
         })
     }
 
+    /// One epoch of training followed by the test evaluation (and the
+    /// validation one, with a split): what a training run reports per epoch.
+    pub fn run_epoch(
+        &mut self,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<EpochReport, TrainError> {
+        let stats = self.train_epoch(progress)?;
+        let eval_start = Instant::now();
+        let test = self.evaluate(&self.data.test);
+        let eval_seconds = eval_start.elapsed().as_secs_f64();
+        let validation = self.evaluate_validation();
+        Ok(EpochReport {
+            stats,
+            test,
+            validation,
+            eval_seconds,
+        })
+    }
+
     /// Where epoch `epoch` (1-based) sits in the learning-rate schedule.
     fn schedule_position(&self, epoch: usize) -> SchedulePosition {
         let steps_per_epoch = self.order.len().div_ceil(self.cfg.batch_size);
@@ -724,17 +743,7 @@ pub fn train(
     let mut trainer = Trainer::new(data, cfg)?;
     let mut reports = Vec::with_capacity(epochs);
     for _ in 0..epochs {
-        let stats = trainer.train_epoch(progress)?;
-        let eval_start = Instant::now();
-        let test = trainer.evaluate(&data.test);
-        let eval_seconds = eval_start.elapsed().as_secs_f64();
-        let validation = trainer.evaluate_validation();
-        let report = EpochReport {
-            stats,
-            test,
-            validation,
-            eval_seconds,
-        };
+        let report = trainer.run_epoch(progress)?;
         on_epoch(&report);
         reports.push(report);
     }

@@ -10,7 +10,6 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -129,20 +128,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut log = MetricsLog::new(args.metrics_json.clone(), start_epoch);
     let mut epochs: Vec<(EpochReport, f32)> = Vec::with_capacity(cfg.epochs - start_epoch);
     while trainer.epochs_done() < cfg.epochs {
-        let stats = trainer
-            .train_epoch(&progress)
+        let report = trainer
+            .run_epoch(&progress)
             .with_context(|| format!("training on {}", data_dir.display()))?;
+        let stats = report.stats;
         epoch_base.fetch_add(n_train, Ordering::Relaxed);
-        let eval_start = Instant::now();
-        let test = trainer.evaluate(&data.test);
-        let eval_seconds = eval_start.elapsed().as_secs_f64();
-        let validation = trainer.evaluate_validation();
-        let report = EpochReport {
-            stats,
-            test,
-            validation,
-            eval_seconds,
-        };
         let lr = lr_at_end(&cfg.sgd, stats.epoch, steps_per_epoch, cfg.epochs);
         if !args.json {
             bar.suspend(|| println!("{}", epoch_line(&report, cfg.epochs)));
