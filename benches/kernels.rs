@@ -5,7 +5,8 @@
 //! directly in the wanted unit:
 //! * `forward/*`, `weight_grad/*`: one element = one flop (2·B·K·C per call),
 //!   so `Gelem/s` = GFLOP/s;
-//! * `softmax_ce/*`: one element = one row;
+//! * `softmax_ce/*`: one element = one row (`block/PATH`: the fused
+//!   path's vectorised version; `row/gemm`: the per-row one the gemm path uses);
 //! * `epoch/*`, `eval/*` (benches/training.rs): one element = one sample.
 //!
 //! ```text
@@ -122,7 +123,26 @@ fn bench_products(c: &mut Criterion) {
         let labels: Vec<u32> = (0..batch as u32).map(|i| i % C as u32).collect();
         let logits: Vec<f32> = inp.g.iter().map(|v| v * 300.0).collect();
         let (mut g, mut losses) = (vec![0.0f32; batch * C], vec![0.0f32; batch]);
-        group.bench_function(BenchmarkId::new("rows", batch), |b| {
+        for path in KernelPath::available().into_iter().filter(|p| p.is_fused()) {
+            group.bench_function(
+                BenchmarkId::new(format!("block/{}", path.name()), batch),
+                |b| {
+                    b.iter(|| {
+                        softmax_ce::block(
+                            path,
+                            &logits,
+                            C,
+                            |i| labels[i] as usize,
+                            1.0 / batch as f32,
+                            &mut g,
+                            &mut losses,
+                        );
+                        black_box(&g);
+                    })
+                },
+            );
+        }
+        group.bench_function(BenchmarkId::new("row/gemm", batch), |b| {
             b.iter(|| {
                 for ((z, gr), (l, &y)) in logits
                     .chunks_exact(C)

@@ -74,6 +74,10 @@ fn main() {
     println!("| kernel | threads | epoch ms | samples/s | eval ms |");
     println!("|---|---|---|---|---|");
     for (i, &(t, k)) in variants.iter().enumerate() {
+        if std::env::var_os("EPOCH_TIMES_ALL").is_some() {
+            let all: Vec<String> = times[i].iter().map(|t| format!("{:.1}", t * 1e3)).collect();
+            eprintln!("{k}/{t}: {}", all.join(" "));
+        }
         let (med, lo, hi) = stats(&mut times[i]);
         let (emed, _, _) = stats(&mut eval_times[i]);
         println!(

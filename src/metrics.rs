@@ -110,7 +110,9 @@ fn evaluate_chunks(
 ) -> Evaluation {
     let c = model.classes;
     let labels = &split.labels;
-    let chunks: Vec<(f64, Vec<u64>)> = (0..n.div_ceil(EVAL_ROWS))
+    // Each chunk returns its loss sum and its (label, prediction) pairs:
+    // O(rows) memory, where a per-chunk confusion matrix would be O(C²).
+    let chunks: Vec<(f64, Vec<(u32, u32)>)> = (0..n.div_ceil(EVAL_ROWS))
         .into_par_iter()
         .map_init(
             || (Vec::new(), Vec::new(), Vec::new()),
@@ -120,24 +122,24 @@ fn evaluate_chunks(
                 logits.resize(rows.len() * c, 0.0);
                 logits_of_rows(model, split, path, rows, xbuf, logits);
                 let mut loss = 0.0;
-                let mut confusion = vec![0u64; c * c];
+                let mut pairs = Vec::with_capacity(rows.len());
                 for (z, &r) in logits.chunks_exact(c).zip(rows.iter()) {
-                    let label = labels.get(r as usize) as usize;
-                    let (l, predicted) = row_loss_and_argmax(z, label);
+                    let label = labels.get(r as usize);
+                    let (l, predicted) = row_loss_and_argmax(z, label as usize);
                     loss += l;
-                    confusion[label * c + predicted] += 1;
+                    pairs.push((label, predicted as u32));
                 }
-                (loss, confusion)
+                (loss, pairs)
             },
         )
         .collect();
     // Reduce in chunk order: the same sum whatever the thread count.
     let mut loss = 0.0;
     let mut confusion = vec![0u64; c * c];
-    for (l, conf) in &chunks {
+    for (l, pairs) in &chunks {
         loss += l;
-        for (a, b) in confusion.iter_mut().zip(conf) {
-            *a += b;
+        for &(label, predicted) in pairs {
+            confusion[label as usize * c + predicted as usize] += 1;
         }
     }
     let correct = (0..c).map(|j| confusion[j * c + j]).sum::<u64>() as usize;

@@ -1,16 +1,17 @@
 //! The two pieces of shared-memory machinery the training loop needs: a
-//! barrier that spins briefly before it sleeps, and a slice that several
-//! workers write in disjoint parts between barriers.
+//! completion counter that orders the phases of the work, and a slice that
+//! several workers write in disjoint parts between phases.
 //!
-//! A training step is ~10 µs of arithmetic split across workers in two
-//! phases, 600 steps an epoch. A barrier that puts threads to sleep at once
-//! costs tens of µs per wake-up, more than the work; one that only spins
-//! starves the workers when there are more threads than cores. So
-//! [`SpinBarrier`] spins for a few µs, then yields the CPU, then parks.
+//! A training step is ~20 µs of arithmetic split across workers in two
+//! phases, 600 steps an epoch. Waiting that puts threads to sleep at once
+//! costs tens of µs per wake-up, more than the work; waiting that only
+//! spins starves the workers when there are more threads than cores. So
+//! [`CompletionCounter::wait_for`] spins for a few µs, then yields the CPU,
+//! then parks.
 
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,75 +22,138 @@ const SPIN_TIME: Duration = Duration::from_micros(20);
 /// run the thread we are waiting for.
 const YIELD_LIMIT: u32 = 32;
 
-/// A reusable barrier for a fixed number of threads.
-pub struct SpinBarrier {
-    threads: usize,
-    arrived: AtomicUsize,
-    generation: AtomicUsize,
+/// A count of finished work items that threads can wait on.
+///
+/// The training loop numbers every chunk of work in an epoch in order
+/// (phase by phase); a chunk may start once every chunk of the earlier
+/// phases is done, i.e. once the count reaches the index of its phase's
+/// first chunk. Unlike a barrier, nobody waits for a thread that holds no
+/// work: a worker the OS has descheduled only delays the chunk it is
+/// running, if any, and the others take the remaining chunks.
+pub struct CompletionCounter {
+    done: CachePadded<AtomicUsize>,
+    /// Set when a worker panicked: waiters give up instead of waiting for
+    /// work that will never finish.
+    poisoned: AtomicBool,
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
 }
 
-impl SpinBarrier {
-    pub fn new(threads: usize) -> Self {
+/// Keeps a value on cache lines of its own, so that threads hammering it
+/// (an atomic counter) do not slow down reads of its neighbours (false
+/// sharing). 128 bytes: Intel's adjacent-line prefetcher pairs lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct CachePadded<T>(pub T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl Default for CompletionCounter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CompletionCounter {
+    pub fn new() -> Self {
         Self {
-            threads: threads.max(1),
-            arrived: AtomicUsize::new(0),
-            generation: AtomicUsize::new(0),
+            done: CachePadded(AtomicUsize::new(0)),
+            poisoned: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
         }
     }
 
-    /// Blocks until all `threads` have called `wait`. Everything a thread
-    /// wrote before `wait` is visible to every thread after it.
-    pub fn wait(&self) {
-        if self.threads == 1 {
-            return;
+    /// Counts one finished item. Everything the thread wrote before is
+    /// visible to any thread whose [`Self::wait_for`] returns because of
+    /// it. `wake_at` is the count at which waiters should be woken (the
+    /// end of the item's phase).
+    pub fn complete(&self, wake_at: usize) {
+        // SeqCst pairs with the waiter's SeqCst `sleepers` increment and
+        // `done` load: either this sees the sleeper and notifies under the
+        // lock, or the sleeper sees the new count and never sleeps.
+        let now = self.done.fetch_add(1, Ordering::SeqCst) + 1;
+        if now == wake_at && self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_all();
         }
-        let generation = self.generation.load(Ordering::Acquire);
-        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.threads {
-            // Last to arrive: reset the count *before* releasing the others,
-            // so none of them can arrive at the next barrier early.
-            self.arrived.store(0, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            if self.sleepers.load(Ordering::SeqCst) > 0 {
-                let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-                self.wake.notify_all();
-            }
-            return;
+    }
+
+    /// Marks the work as abandoned (a worker panicked) and wakes every
+    /// waiter.
+    pub fn poison(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.notify_all();
+    }
+
+    /// Poisons the counter if the current thread unwinds before the guard
+    /// is dropped normally.
+    pub fn poison_on_panic(&self) -> PoisonOnPanic<'_> {
+        PoisonOnPanic(self)
+    }
+
+    /// Blocks until at least `target` items are done: spins briefly, then
+    /// yields, then sleeps. Returns `false` (at once) if the counter was
+    /// poisoned: the items will never be done.
+    #[must_use]
+    pub fn wait_for(&self, target: usize) -> bool {
+        // Acquire pairs with the completers' RMWs (a release sequence), so
+        // the finished items' writes are visible after this returns.
+        let reached =
+            || self.done.load(Ordering::Acquire) >= target || self.poisoned.load(Ordering::Relaxed);
+        if !reached() {
+            self.block_until(target);
         }
-        let released = || self.generation.load(Ordering::Acquire) != generation;
+        !self.poisoned.load(Ordering::SeqCst)
+    }
+
+    fn block_until(&self, target: usize) {
+        let reached =
+            || self.done.load(Ordering::Acquire) >= target || self.poisoned.load(Ordering::Relaxed);
         let start = Instant::now();
-        'spin: loop {
+        loop {
             // Check the clock only every 64 spins: it costs more than a spin.
             for _ in 0..64 {
-                if released() {
+                if reached() {
                     return;
                 }
                 std::hint::spin_loop();
             }
             if start.elapsed() > SPIN_TIME {
-                break 'spin;
+                break;
             }
         }
         for _ in 0..YIELD_LIMIT {
-            if released() {
+            if reached() {
                 return;
             }
             std::thread::yield_now();
         }
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        // SeqCst pairs with the releaser's SeqCst generation bump and
-        // sleepers load: either it sees us sleeping and notifies under the
-        // lock, or we see the new generation here and never sleep.
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        while self.generation.load(Ordering::SeqCst) == generation {
+        while self.done.load(Ordering::SeqCst) < target && !self.poisoned.load(Ordering::SeqCst) {
             guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
         }
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// See [`CompletionCounter::poison_on_panic`].
+pub struct PoisonOnPanic<'a>(&'a CompletionCounter);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison();
+        }
     }
 }
 
@@ -110,8 +174,9 @@ pub struct SharedSlice<'a, T> {
 // on `get` and `get_mut`; sending or sharing it is sound when T is Send,
 // because every access goes through those unsafe methods.
 unsafe impl<T: Send> Send for SharedSlice<'_, T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for SharedSlice<'_, T> {}
+// SAFETY: as above; `get` hands out `&[T]` to several threads at once, so
+// T must also be Sync.
+unsafe impl<T: Send + Sync> Sync for SharedSlice<'_, T> {}
 
 impl<'a, T> SharedSlice<'a, T> {
     pub fn new(slice: &'a mut [T]) -> Self {
@@ -190,25 +255,46 @@ mod tests {
     }
 
     #[test]
-    fn barrier_orders_phases() {
-        // Each round, every thread adds 1 to a counter, waits, and checks it
-        // sees all of the round's additions; more threads than cores
-        // exercises the yield and park paths.
-        let threads = 6;
-        let barrier = SpinBarrier::new(threads);
-        let counter = AtomicUsize::new(0);
+    fn a_panicking_worker_releases_the_others() {
+        let counter = CompletionCounter::new();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| counter.wait_for(1));
+            let panicker = s.spawn(|| {
+                let _guard = counter.poison_on_panic();
+                panic!("worker failed");
+            });
+            assert!(panicker.join().is_err());
+            assert!(!waiter.join().unwrap(), "the waiter must give up");
+        });
+    }
+
+    #[test]
+    fn completion_counter_orders_phases() {
+        // Phases of `per_phase` items claimed by ticket; an item may run
+        // once every earlier phase is done. Each item checks that the
+        // previous phase's increments are all visible. More threads than
+        // cores exercises the yield and park paths.
+        let (threads, per_phase, phases) = (6, 5, 300);
+        let counter = CompletionCounter::new();
+        let tickets = AtomicUsize::new(0);
+        let sums: Vec<AtomicUsize> = (0..phases).map(|_| AtomicUsize::new(0)).collect();
         std::thread::scope(|s| {
             for _ in 0..threads {
-                s.spawn(|| {
-                    for round in 1..=200 {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        barrier.wait();
-                        assert_eq!(counter.load(Ordering::Relaxed), round * threads);
-                        barrier.wait();
+                s.spawn(|| loop {
+                    let t = tickets.fetch_add(1, Ordering::Relaxed);
+                    let phase = t / per_phase;
+                    if phase >= phases {
+                        return;
                     }
+                    assert!(counter.wait_for(phase * per_phase));
+                    if phase > 0 {
+                        assert_eq!(sums[phase - 1].load(Ordering::Relaxed), per_phase);
+                    }
+                    sums[phase].fetch_add(1, Ordering::Relaxed);
+                    counter.complete((phase + 1) * per_phase);
                 });
             }
         });
-        assert_eq!(counter.load(Ordering::Relaxed), 200 * threads);
+        assert!(sums.iter().all(|s| s.load(Ordering::Relaxed) == per_phase));
     }
 }

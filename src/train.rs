@@ -13,25 +13,31 @@
 //!
 //! # Threads and determinism
 //!
-//! On the fused path, `T` persistent workers (hosted by a rayon pool for the
-//! whole epoch) run each step in two phases separated by a [`SpinBarrier`]:
+//! On the fused path, `W` persistent workers (hosted by a rayon pool for the
+//! whole epoch) share each step's work in two phases:
 //!
-//! 1. forward + softmax-CE: worker t takes rows `split_range(B, T, t)`;
-//! 2. weight gradient + update: worker t takes feature columns
-//!    `split_range(K/16 blocks, T, t)` and updates its columns of W in
-//!    place; worker 0 also updates b and sums the batch loss.
+//! 1. forward + softmax-CE, in chunks of [`ROW_CHUNK`] batch rows;
+//! 2. weight gradient + update, in chunks of [`COL_CHUNK`] feature
+//!    columns, each updating its columns of W in place; chunk 0 also
+//!    updates b and sums the batch loss.
 //!
-//! Each element of every result is computed by one worker with a fixed
-//! sequence of operations (see [`crate::kernels::fused`]), and every
-//! reduction runs in a fixed order, so the final weights are bitwise
-//! identical for any thread count: same seed, same binary, same kernel
-//! path, same bits.
+//! Every chunk of the epoch has a number, in phase order. Workers claim the
+//! next number with an atomic counter and run a chunk once every chunk of
+//! the earlier phases is done ([`CompletionCounter`]). So the split adapts
+//! to whichever worker is running: a worker that the OS deschedules holds
+//! nobody up unless it is inside a chunk.
+//!
+//! Which worker runs a chunk never changes its result: each output element
+//! is computed inside one chunk by a fixed sequence of operations (see
+//! [`crate::kernels::fused`]), and every reduction runs in a fixed order.
+//! So the final weights are bitwise identical for any thread count: same
+//! seed, same binary, same kernel path, same bits.
 //!
 //! The gemm path runs the step on the calling thread with single
 //! `matrixmultiply` calls (whose result does not depend on threads) and
 //! spreads the row gather and softmax-CE over the pool.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
@@ -44,19 +50,18 @@ use crate::kernels::{fused, gemm, sgd, softmax_ce, KernelPath};
 use crate::metrics::{self, Evaluation};
 use crate::model::Model;
 use crate::optim::Sgd;
-use crate::parallel::{split_range, SharedSlice, SpinBarrier};
+use crate::parallel::{split_range, CachePadded, CompletionCounter, SharedSlice};
 
 /// The default `--seed`.
 pub const DEFAULT_SEED: u64 = 42;
 
-/// Columns per call of the fused gradient kernel: small enough that the
-/// C × COLS gradient block stays in L1 before it is applied.
-const GRAD_COLS: usize = 64;
-/// Feature columns are dealt to workers in blocks of this many (one
-/// AVX-512 vector), keeping every worker's columns vector-aligned.
-const COL_BLOCK: usize = 16;
-/// The worker that updates the bias and sums the loss.
-const LEADER: usize = 0;
+/// Batch rows per forward chunk: a multiple of the AVX-512 kernel's 3-row
+/// block, and few enough chunks per step (9 at batch 100) that claiming
+/// them costs little.
+pub const ROW_CHUNK: usize = 12;
+/// Feature columns per gradient chunk: one 64-byte line of each u8 row,
+/// and a C × 64 gradient block that stays in L1 until it is applied.
+pub const COL_CHUNK: usize = 64;
 /// Mixed into the seed for the validation split's own random stream, so
 /// the split does not shift the initialisation or the shuffles.
 const VAL_SPLIT_STREAM: u64 = 0x7661_6c5f_7370_6c74; // "val_splt"
@@ -450,20 +455,24 @@ impl<'a> Trainer<'a> {
             logits: SharedSlice::new(&mut self.ws.logits),
             g: SharedSlice::new(&mut self.ws.g),
             losses: SharedSlice::new(&mut self.ws.losses),
-            barrier: SpinBarrier::new(self.cfg.workers()),
+            tickets: CachePadded(AtomicUsize::new(0)),
+            done: CompletionCounter::new(),
+            loss_sum: AtomicU64::new(0f64.to_bits()),
             failed_step: AtomicUsize::new(0),
             progress,
         };
-        // Pool threads beyond the worker count return at once.
-        let sums = self.pool.broadcast(|b| {
-            if b.index() < ctx.workers {
-                ctx.worker(b.index())
-            } else {
-                0.0
-            }
-        });
+        if ctx.workers == 1 {
+            ctx.worker();
+        } else {
+            // Pool threads beyond the worker count return at once.
+            self.pool.broadcast(|b| {
+                if b.index() < ctx.workers {
+                    ctx.worker()
+                }
+            });
+        }
         match ctx.failed_step.load(Ordering::Relaxed) {
-            0 => Ok(sums[LEADER]),
+            0 => Ok(f64::from_bits(ctx.loss_sum.load(Ordering::Relaxed))),
             step => Err(TrainError::NonFinite { epoch, step }),
         }
     }
@@ -584,6 +593,10 @@ fn split_train_val(n: usize, fraction: f32, seed: u64) -> Result<(Vec<u32>, Vec<
 
 /// Shared state of one fused epoch. The `SharedSlice`s follow the phase
 /// protocol described in [`FusedEpoch::worker`].
+///
+/// Phases are numbered through the epoch: step s has phase 2s (forward,
+/// [`FusedEpoch::forward_chunk`]) and 2s + 1 (gradient,
+/// [`FusedEpoch::gradient_chunk`]).
 struct FusedEpoch<'s> {
     path: KernelPath,
     images: &'s [u8],
@@ -603,120 +616,189 @@ struct FusedEpoch<'s> {
     logits: SharedSlice<'s, f32>,
     g: SharedSlice<'s, f32>,
     losses: SharedSlice<'s, f32>,
-    barrier: SpinBarrier,
+    /// The next chunk number to claim (on its own cache lines: every claim
+    /// writes it).
+    tickets: CachePadded<AtomicUsize>,
+    /// Chunks finished.
+    done: CompletionCounter,
+    /// The epoch's loss sum (f64 bits), updated by gradient chunk 0 of each
+    /// step: the phase order makes those updates sequential.
+    loss_sum: AtomicU64,
     /// 1-based step whose loss was not finite; 0 while all is well.
     failed_step: AtomicUsize,
     progress: &'s (dyn Fn(u64) + Sync),
 }
 
 impl FusedEpoch<'_> {
-    /// Worker `t`'s whole epoch. Returns the epoch's loss sum (meaningful
-    /// on the leader only).
+    fn steps(&self) -> usize {
+        self.order.len().div_ceil(self.batch_size)
+    }
+
+    /// The rows of step `step`'s batch.
+    fn batch(&self, step: usize) -> &[u32] {
+        let start = step * self.batch_size;
+        &self.order[start..(start + self.batch_size).min(self.order.len())]
+    }
+
+    /// Number of chunks in phase `phase` (even: forward, odd: gradient).
+    fn chunks(&self, phase: usize) -> usize {
+        if phase % 2 == 0 {
+            self.batch(phase / 2).len().div_ceil(ROW_CHUNK)
+        } else {
+            self.k.div_ceil(COL_CHUNK)
+        }
+    }
+
+    /// One worker's epoch: claim chunk numbers until the epoch is done.
     ///
-    /// Phase protocol, per step:
-    /// * phase 1: everyone reads `wt` and `bias`; worker t writes only its
-    ///   rows of `logits`, `g` and `losses`;
-    /// * barrier;
-    /// * phase 2: everyone reads `g`; worker t writes only its columns of
-    ///   `wt`; the leader reads `losses` and writes `bias`;
-    /// * barrier.
-    fn worker(&self, t: usize) -> f64 {
-        let (k, c, workers) = (self.k, self.c, self.workers);
-        let blocks = k.div_ceil(COL_BLOCK);
-        let my_blocks = split_range(blocks, workers, t);
-        let my_cols = (my_blocks.start * COL_BLOCK).min(k)..(my_blocks.end * COL_BLOCK).min(k);
-        let mut grad_block = vec![0.0f32; c * GRAD_COLS];
+    /// Phase protocol (what makes the `SharedSlice` accesses sound):
+    /// * a chunk runs only after every chunk of the earlier phases has
+    ///   finished ([`CompletionCounter::wait_for`]), so consecutive phases
+    ///   never overlap, and each phase sees all writes of the earlier ones;
+    /// * forward phase: chunks read `wt` and `bias`; chunk i writes only
+    ///   rows `i·ROW_CHUNK ..` of `logits`, `g` and `losses`;
+    /// * gradient phase: chunks read `g`; chunk j writes only columns
+    ///   `j·COL_CHUNK ..` of `wt` (and its momentum buffer); chunk 0 alone
+    ///   reads `losses` and writes `bias` (and its momentum buffer).
+    fn worker(&self) {
+        let c = self.c;
+        let mut grad_block = vec![0.0f32; c * COL_CHUNK];
         let mut db = vec![0.0f32; c];
-        let mut loss_sum = 0.0f64;
-        let mut done = 0u64;
-
-        for (step, batch) in self.order.chunks(self.batch_size).enumerate() {
-            let b = batch.len();
-            let inv_b = 1.0 / b as f32;
-
-            // Phase 1: forward and softmax-CE for my rows.
-            let my_rows = split_range(b, workers, t);
-            {
-                // SAFETY: phase 1 of the protocol above: wt and bias are
-                // only read in this phase, and my row ranges of logits, g and
-                // losses are disjoint from every other worker's.
-                let (wt, bias, logits, g, losses) = unsafe {
-                    (
-                        self.wt.get(0..c * k),
-                        self.bias.get(0..c),
-                        self.logits.get_mut(my_rows.start * c..my_rows.end * c),
-                        self.g.get_mut(my_rows.start * c..my_rows.end * c),
-                        self.losses.get_mut(my_rows.clone()),
-                    )
-                };
-                let rows = &batch[my_rows.clone()];
-                fused::forward(self.path, self.images, k, rows, wt, bias, U8_SCALE, logits);
-                let label = |i: usize| self.labels.get(rows[i] as usize) as usize;
-                softmax_ce::block(self.path, logits, c, label, inv_b, g, losses);
-            }
-            self.barrier.wait();
-
-            // Phase 2: weight gradient and SGD update for my columns.
-            {
-                let lr = self.schedule.lr(&self.sgd, step);
-                let has_momentum = self.sgd.has_momentum();
-                // SAFETY: phase 2: g is only read in this phase.
-                let g = unsafe { self.g.get(0..b * c) };
-                let mut col = my_cols.start;
-                while col < my_cols.end {
-                    let width = GRAD_COLS.min(my_cols.end - col);
-                    let dw = &mut grad_block[..c * width];
-                    fused::weight_grad(self.path, self.images, k, batch, g, c, col, width, dw);
-                    for cls in 0..c {
-                        let at = cls * k + col;
-                        let span = if has_momentum { at..at + width } else { 0..0 };
-                        // SAFETY: phase 2: columns my_cols of every row of
-                        // wt (and of its momentum buffer) belong to this
-                        // worker alone.
-                        let (w, m) = unsafe {
-                            (
-                                self.wt.get_mut(at..at + width),
-                                self.momentum_wt.get_mut(span),
-                            )
-                        };
-                        // The kernel sums raw u8 pixels: 1/255 is applied here.
-                        self.sgd
-                            .apply(lr, w, &dw[cls * width..(cls + 1) * width], U8_SCALE, m);
-                    }
-                    col += width;
+        let phases = 2 * self.steps();
+        // A panic in a chunk must not leave the other workers waiting for
+        // it forever: they give up, and `broadcast` re-raises the panic.
+        let _poison = self.done.poison_on_panic();
+        // This worker's view of the phase that holds its latest ticket.
+        let (mut phase, mut phase_start, mut phase_len) = (0, 0, self.chunks(0));
+        loop {
+            let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+            while ticket >= phase_start + phase_len {
+                phase += 1;
+                if phase == phases {
+                    return;
                 }
-                if t == LEADER {
-                    // SAFETY: phase 2: only the leader touches bias and
-                    // losses in this phase.
-                    let span = if has_momentum { 0..c } else { 0..0 };
-                    let (bias, losses, m) = unsafe {
-                        (
-                            self.bias.get_mut(0..c),
-                            self.losses.get(0..b),
-                            self.momentum_bias.get_mut(span),
-                        )
-                    };
-                    sgd::bias_grad(g, &mut db);
-                    self.sgd.apply(lr, bias, &db, 1.0, m);
-                    let batch_loss: f64 = losses.iter().map(|&l| l as f64).sum();
-                    if !batch_loss.is_finite() {
-                        self.failed_step.store(step + 1, Ordering::Relaxed);
-                    }
-                    loss_sum += batch_loss;
-                    done += b as u64;
-                    if step % 16 == 15 || done as usize == self.order.len() {
-                        (self.progress)(done);
-                    }
+                phase_start += phase_len;
+                phase_len = self.chunks(phase);
+            }
+            if !self.done.wait_for(phase_start) {
+                return; // another worker panicked
+            }
+            // After a non-finite loss, later steps are skipped but still
+            // counted, so that no worker waits for them forever.
+            let failed = self.failed_step.load(Ordering::Relaxed);
+            let skip = failed != 0 && phase / 2 >= failed;
+            if !skip {
+                let chunk = ticket - phase_start;
+                if phase % 2 == 0 {
+                    self.forward_chunk(phase / 2, chunk);
+                } else {
+                    self.gradient_chunk(phase / 2, chunk, &mut grad_block, &mut db);
                 }
             }
-            self.barrier.wait();
-            // Every worker sees the same flag after the barrier, so all stop
-            // at the same step.
-            if self.failed_step.load(Ordering::Relaxed) != 0 {
-                break;
+            self.done.complete(phase_start + phase_len);
+        }
+    }
+
+    /// Forward pass and softmax-CE for rows `chunk·ROW_CHUNK ..` of step
+    /// `step`'s batch.
+    fn forward_chunk(&self, step: usize, chunk: usize) {
+        let (k, c) = (self.k, self.c);
+        let batch = self.batch(step);
+        let inv_b = 1.0 / batch.len() as f32;
+        let span = chunk * ROW_CHUNK..((chunk + 1) * ROW_CHUNK).min(batch.len());
+        // SAFETY: forward phase of the protocol on `worker`: wt and bias are
+        // only read in this phase, and this chunk's rows of logits, g and
+        // losses belong to it alone.
+        let (wt, bias, logits, g, losses) = unsafe {
+            (
+                self.wt.get(0..c * k),
+                self.bias.get(0..c),
+                self.logits.get_mut(span.start * c..span.end * c),
+                self.g.get_mut(span.start * c..span.end * c),
+                self.losses.get_mut(span.clone()),
+            )
+        };
+        let rows = &batch[span];
+        fused::forward(self.path, self.images, k, rows, wt, bias, U8_SCALE, logits);
+        let label = |i: usize| self.labels.get(rows[i] as usize) as usize;
+        softmax_ce::block(self.path, logits, c, label, inv_b, g, losses);
+    }
+
+    /// Weight gradient and SGD update for columns `chunk·COL_CHUNK ..`;
+    /// chunk 0 also updates the bias and sums the batch loss.
+    fn gradient_chunk(&self, step: usize, chunk: usize, grad_block: &mut [f32], db: &mut [f32]) {
+        let (k, c) = (self.k, self.c);
+        let batch = self.batch(step);
+        let b = batch.len();
+        let lr = self.schedule.lr(&self.sgd, step);
+        let has_momentum = self.sgd.has_momentum();
+        let cols = chunk * COL_CHUNK..((chunk + 1) * COL_CHUNK).min(k);
+        let width = cols.len();
+
+        // Shuffled rows come from DRAM: start loading a share of the next
+        // batch now, while this phase works on rows already in cache.
+        if step + 1 < self.steps() {
+            let next = self.batch(step + 1);
+            let share = split_range(next.len(), self.chunks(2 * step + 1), chunk);
+            fused::prefetch_rows(self.images, k, &next[share]);
+        }
+
+        // SAFETY: gradient phase: g is only read in this phase.
+        let g = unsafe { self.g.get(0..b * c) };
+        let dw = &mut grad_block[..c * width];
+        fused::weight_grad(
+            self.path,
+            self.images,
+            k,
+            batch,
+            g,
+            c,
+            cols.start,
+            width,
+            dw,
+        );
+        for cls in 0..c {
+            let at = cls * k + cols.start;
+            let mspan = if has_momentum { at..at + width } else { 0..0 };
+            // SAFETY: gradient phase: these columns of wt (and of its
+            // momentum buffer) belong to this chunk alone.
+            let (w, m) = unsafe {
+                (
+                    self.wt.get_mut(at..at + width),
+                    self.momentum_wt.get_mut(mspan),
+                )
+            };
+            // The kernel sums raw u8 pixels: 1/255 is applied here.
+            self.sgd
+                .apply(lr, w, &dw[cls * width..(cls + 1) * width], U8_SCALE, m);
+        }
+
+        if chunk == 0 {
+            let mspan = if has_momentum { 0..c } else { 0..0 };
+            // SAFETY: gradient phase: only chunk 0 touches bias, its
+            // momentum buffer and losses.
+            let (bias, losses, m) = unsafe {
+                (
+                    self.bias.get_mut(0..c),
+                    self.losses.get(0..b),
+                    self.momentum_bias.get_mut(mspan),
+                )
+            };
+            sgd::bias_grad(g, db);
+            self.sgd.apply(lr, bias, db, 1.0, m);
+            let batch_loss: f64 = losses.iter().map(|&l| l as f64).sum();
+            if !batch_loss.is_finite() {
+                self.failed_step.store(step + 1, Ordering::Relaxed);
+            }
+            // Sequential across steps (phase order), so a plain
+            // load-add-store is exact and ordered.
+            let sum = f64::from_bits(self.loss_sum.load(Ordering::Relaxed)) + batch_loss;
+            self.loss_sum.store(sum.to_bits(), Ordering::Relaxed);
+            let done = ((step + 1) * self.batch_size).min(self.order.len()) as u64;
+            if step % 16 == 15 || step + 1 == self.steps() {
+                (self.progress)(done);
             }
         }
-        loss_sum
     }
 }
 
@@ -741,7 +823,7 @@ pub fn train(
 ) -> Result<(Model, Vec<EpochReport>), TrainError> {
     let epochs = cfg.epochs;
     let mut trainer = Trainer::new(data, cfg)?;
-    let mut reports = Vec::with_capacity(epochs);
+    let mut reports = Vec::with_capacity(epochs.min(1024));
     for _ in 0..epochs {
         let report = trainer.run_epoch(progress)?;
         on_epoch(&report);

@@ -8,6 +8,7 @@ mod common;
 use common::{random_f32, random_u8};
 use idx_softmax::dataset::U8_SCALE;
 use idx_softmax::kernels::{fused, gemm, reference, sgd, softmax_ce, KernelPath};
+use idx_softmax::optim::Sgd;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -295,7 +296,7 @@ fn bias_grad_and_update() {
     assert_eq!(db, [5.0, 7.0, 9.0]);
     assert_eq!(reference::bias_grad(&to_f64(&g), 3), vec![5.0, 7.0, 9.0]);
     let mut p = [1.0f32, 1.0, 1.0];
-    sgd::update(&mut p, &db, 0.5);
+    Sgd::plain(0.5).apply(0.5, &mut p, &db, 1.0, &mut []);
     assert_eq!(p, [-1.5, -2.5, -3.5]);
 }
 

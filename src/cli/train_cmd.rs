@@ -126,7 +126,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let progress = |done: u64| bar.set_position(epoch_base.load(Ordering::Relaxed) + done);
     let steps_per_epoch = trainer.train_samples().div_ceil(cfg.batch_size);
     let mut log = MetricsLog::new(args.metrics_json.clone(), start_epoch);
-    let mut epochs: Vec<(EpochReport, f32)> = Vec::with_capacity(cfg.epochs - start_epoch);
+    let mut epochs: Vec<(EpochReport, f32)> =
+        Vec::with_capacity((cfg.epochs - start_epoch).min(1024));
     while trainer.epochs_done() < cfg.epochs {
         let report = trainer
             .run_epoch(&progress)

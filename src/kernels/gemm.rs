@@ -15,9 +15,10 @@
 /// If a slice length disagrees with B, K and C.
 pub fn forward(x: &[f32], wt: &[f32], bias: &[f32], logits: &mut [f32], b: usize, k: usize) {
     let c = bias.len();
-    assert_eq!(x.len(), b * k, "x must be B × K");
-    assert_eq!(wt.len(), c * k, "wt must be C × K");
-    assert_eq!(logits.len(), b * c, "logits must be B × C");
+    // Checked products: a wrapped size must not pass for a small one.
+    assert_eq!(Some(x.len()), b.checked_mul(k), "x must be B × K");
+    assert_eq!(Some(wt.len()), c.checked_mul(k), "wt must be C × K");
+    assert_eq!(Some(logits.len()), b.checked_mul(c), "logits must be B × C");
     for row in logits.chunks_exact_mut(c.max(1)) {
         row.copy_from_slice(bias);
     }
@@ -55,9 +56,10 @@ pub fn forward(x: &[f32], wt: &[f32], bias: &[f32], logits: &mut [f32], b: usize
 /// # Panics
 /// If a slice length disagrees with B, K and C.
 pub fn weight_grad(x: &[f32], g: &[f32], dwt: &mut [f32], b: usize, k: usize, c: usize) {
-    assert_eq!(x.len(), b * k, "x must be B × K");
-    assert_eq!(g.len(), b * c, "g must be B × C");
-    assert_eq!(dwt.len(), c * k, "dwt must be C × K");
+    // Checked products: a wrapped size must not pass for a small one.
+    assert_eq!(Some(x.len()), b.checked_mul(k), "x must be B × K");
+    assert_eq!(Some(g.len()), b.checked_mul(c), "g must be B × C");
+    assert_eq!(Some(dwt.len()), c.checked_mul(k), "dwt must be C × K");
     if b == 0 {
         dwt.fill(0.0);
         return;

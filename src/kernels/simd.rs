@@ -136,7 +136,8 @@ mod x86 {
         }
     }
 
-    /// AVX-512F: sixteen lanes in a `__m512`.
+    /// AVX-512F: sixteen lanes in a `__m512`. (AVX-512F implies AVX2 and
+    /// FMA, so it may use [`Avx2`]'s methods.)
     #[derive(Clone, Copy)]
     pub(crate) struct Avx512(__m512);
 
@@ -173,7 +174,14 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn reduce_sum(self) -> f32 {
-            unsafe { _mm512_reduce_add_ps(self.0) }
+            // An explicit tree (not `_mm512_reduce_add_ps`, whose order is
+            // the library's choice), so the bits cannot change with the
+            // toolchain: halves, then the AVX2 tree.
+            unsafe {
+                let lo = _mm512_castps512_ps256(self.0);
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self.0)));
+                Avx2(_mm256_add_ps(lo, hi)).reduce_sum()
+            }
         }
     }
 }

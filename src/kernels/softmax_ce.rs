@@ -88,7 +88,8 @@ pub fn exp_neg(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4; // ln 2 split so that n·LN2_HI is exact
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer
-    let x = x.max(-87.3);
+                                     // A select rather than f32::max, so that NaN passes through.
+    let x = if x < -87.3 { -87.3 } else { x };
     let n = (x * LOG2E + ROUND) - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     // Taylor/minimax coefficients for e^r on |r| ≤ ln2/2.
