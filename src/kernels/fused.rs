@@ -7,12 +7,17 @@
 //! registers:
 //!
 //! * [`forward`]: `logits[r][c] = scale · Σ_k x_r[k]·wt[c][k] + bias[c]`.
-//!   Vectorised along k; a block of `R` rows × `GROUP` classes of
-//!   accumulators (2 × 10 = 20 zmm registers on AVX-512) shares each weight
-//!   load across rows.
+//!   Vectorised along k; a block of `R` rows × `FG` classes of accumulators
+//!   (3 × 5 = 15 zmm registers on AVX-512) shares each weight load across
+//!   rows.
 //! * [`weight_grad`]: `out[c][j] = Σ_b x_b[k0+j] · g[b][c]` for a block of
-//!   feature columns. Vectorised along j; `NV` vectors × `GROUP` classes of
-//!   accumulators share each broadcast of `g[b][c]` across columns.
+//!   feature columns. Vectorised along j; `NV` vectors × `GG` classes of
+//!   accumulators (4 × 5 = 20 zmm registers on AVX-512: 64 columns, one
+//!   cache line of each row) share each broadcast of `g[b][c]` across
+//!   columns.
+//!
+//! The block shapes per ISA are in the entry points below; the `tuning`
+//! tests at the end of this file measured them.
 //!
 //! Letters as in [`crate::kernels`]: B rows, K features, C classes.
 //!
@@ -32,8 +37,9 @@ use super::dispatch::KernelPath;
 use super::simd::{Avx2, Avx512};
 use super::simd::{Portable, Vector};
 
-/// Classes per accumulator block. Ten fits MNIST exactly; other class counts
-/// run in blocks of ten and then one class at a time.
+/// Classes per accumulator block on the portable path. Ten fits MNIST
+/// exactly; any class count runs in blocks of the kernel's group size and
+/// then one class at a time.
 const GROUP: usize = 10;
 /// Widest vector in lanes (for the zero-padded tail buffers).
 const MAX_LANES: usize = 16;
