@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Usage: perf/thread_sweep.py [--threads 1 2 4 8 16] [--runs N] [--batch-size B]
                             [--kernel K] [--data-dir DIR] [--bin PATH] [--json-out FILE]
+                            [--oversubscribe]
 
 Runs `idx-softmax --json --threads T` for every T in the list, N times each,
 INTERLEAVED (each round runs every thread count once, the order rotating from
@@ -42,6 +43,8 @@ def main():
     ap.add_argument("--data-dir", default=None, help="default: bundled MNIST")
     ap.add_argument("--bin", default=bl.default_binary(), help="the idx-softmax binary")
     ap.add_argument("--json-out", default=None, help="write every run and the summary here")
+    ap.add_argument("--oversubscribe", action="store_true",
+                    help="pass --oversubscribe: run exactly T workers even beyond the CPUs")
     args = ap.parse_args()
     if args.runs < 1 or args.warmup < 0 or any(t < 1 for t in args.threads):
         ap.error("--runs and every thread count must be >= 1, --warmup >= 0")
@@ -53,6 +56,8 @@ def main():
                       ("--kernel", args.kernel), ("--data-dir", args.data_dir)):
         if val is not None:
             extra += [flag, str(val)]
+    if args.oversubscribe:
+        extra.append("--oversubscribe")
 
     def cmd(t):
         return [binary, "--json", "--threads", str(t)] + extra
