@@ -226,7 +226,9 @@ impl<'a> Trainer<'a> {
         if let Some(cores) = pinning_plan(&cfg) {
             builder = builder.start_handler(move |i| {
                 // Best effort: a refused request leaves the thread unpinned.
-                let _ = core_affinity::set_for_current(cores[i]);
+                if let Some(&core) = cores.get(i) {
+                    let _ = core_affinity::set_for_current(core);
+                }
             });
         }
         let pool = builder.build().map_err(|e| {
@@ -567,8 +569,9 @@ impl SchedulePosition {
     }
 }
 
-/// One CPU per pool thread, when there are at least as many CPUs (in this
-/// process's affinity mask) as threads and `IDX_SOFTMAX_NO_PIN` is unset.
+/// The CPU for each of the first `min(threads, CPUs)` pool threads (the
+/// ones that run the fused workers), unless `IDX_SOFTMAX_NO_PIN` is set.
+/// Threads beyond the CPU count stay unpinned.
 ///
 /// Why: an epoch lasts ~15 ms, shorter than the OS takes to notice that
 /// two freshly woken workers share one CPU while another sits idle; on the
@@ -579,7 +582,7 @@ fn pinning_plan(cfg: &TrainConfig) -> Option<Vec<core_affinity::CoreId>> {
         return None;
     }
     let cores = core_affinity::get_core_ids()?;
-    (cores.len() >= cfg.threads).then(|| cores[..cfg.threads].to_vec())
+    (cores.len() >= 2).then_some(cores)
 }
 
 /// Environment variable that turns CPU pinning of the pool threads off.
