@@ -3,15 +3,19 @@
 //!
 //! The modules follow the data flow:
 //!
-//! * [`idx`]: the IDX format, a pure parser (bytes in, validated view out);
-//! * [`dataset`]: finding, decompressing (cached) and memory-mapping the
+//! * [`idx`] — the IDX format, a pure parser (bytes in, validated view out);
+//! * [`dataset`] — finding, decompressing (cached) and memory-mapping the
 //!   four files of a dataset, validated together;
-//! * [`kernels`]: the numeric kernels (fused u8 SIMD, sgemm, softmax-CE,
-//!   SGD) with run-time ISA dispatch and naive f64 references;
-//! * [`model`]: the linear layer and its initialisation;
-//! * [`train`]: the training loop;
-//! * [`metrics`]: evaluation;
-//! * [`parallel`]: the barrier and shared-slice protocol the loop uses.
+//! * [`kernels`] — the numeric kernels (fused u8 SIMD, sgemm, softmax-CE,
+//!   bias gradient) with run-time ISA dispatch and naive f64 references;
+//! * [`model`] — the linear layer and its initialisation;
+//! * [`optim`] — SGD with momentum, weight decay and schedules;
+//! * [`train`] — the training loop;
+//! * [`metrics`] — evaluation;
+//! * [`parallel`] — the completion counter and shared-slice protocol the
+//!   loop's workers use;
+//! * [`checkpoint`], [`image`], [`fsutil`] — safetensors checkpoints, PNG and
+//!   PGM images, atomic file writes.
 //!
 //! ```no_run
 //! use idx_softmax::{dataset::{Dataset, LoadOptions}, train::{train, TrainConfig}};

@@ -373,6 +373,10 @@ impl<'a> Trainer<'a> {
 
     /// Runs one epoch. `progress(samples_done)` is called now and then from
     /// a worker thread.
+    ///
+    /// After an error the trainer is spent: its model holds the diverged
+    /// weights and its RNG has moved past the epoch's shuffle, so neither
+    /// [`Self::state`] nor another epoch continues the run faithfully.
     pub fn train_epoch(
         &mut self,
         progress: &(dyn Fn(u64) + Sync),
@@ -668,7 +672,7 @@ impl FusedEpoch<'_> {
 
     /// Number of chunks in phase `phase` (even: forward, odd: gradient).
     fn chunks(&self, phase: usize) -> usize {
-        if phase % 2 == 0 {
+        if phase.is_multiple_of(2) {
             self.batch(phase / 2).len().div_ceil(ROW_CHUNK)
         } else {
             self.k.div_ceil(COL_CHUNK)

@@ -32,6 +32,11 @@
 //! sequence too: scalar after the reduction in the forward pass, a
 //! zero-padded vector in the gradient.
 
+// The register blocks index fixed-size accumulator arrays with loop
+// counters on purpose: the loops unroll completely and the arrays live in
+// registers; iterator chains obscure that.
+#![allow(clippy::needless_range_loop)]
+
 use super::dispatch::KernelPath;
 #[cfg(target_arch = "x86_64")]
 use super::simd::{Avx2, Avx512};
@@ -610,7 +615,7 @@ mod tuning {
                 s ^= s << 13;
                 s ^= s >> 7;
                 s ^= s << 17;
-                if (7..22).contains(&(i % 28)) && s % 3 != 0 {
+                if (7..22).contains(&(i % 28)) && !s.is_multiple_of(3) {
                     s as u8
                 } else {
                     0

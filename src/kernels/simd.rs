@@ -68,8 +68,8 @@ impl Vector for Portable {
     #[inline(always)]
     unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
         let mut out = acc.0;
-        for i in 0..8 {
-            out[i] += a.0[i] * b.0[i];
+        for ((o, x), y) in out.iter_mut().zip(a.0).zip(b.0) {
+            *o += x * y;
         }
         Portable(out)
     }
