@@ -6,8 +6,8 @@
 //! phases, 600 steps an epoch. Waiting that puts threads to sleep at once
 //! costs tens of µs per wake-up, more than the work; waiting that only
 //! spins starves the workers when there are more threads than cores. So
-//! [`CompletionCounter::wait_for`] spins for a few µs, then yields the CPU,
-//! then parks.
+//! [`CompletionCounter::wait_for`] spins for up to 20 µs, then yields the
+//! CPU, then parks.
 
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -16,7 +16,8 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a waiter spins before it starts yielding: longer than the
-/// imbalance of a normal phase (a few µs), far shorter than a phase.
+/// imbalance at the end of a normal phase (a chunk, a few µs), shorter than
+/// the wake-up from a park it avoids (tens of µs).
 const SPIN_TIME: Duration = Duration::from_micros(20);
 /// `yield_now` calls before parking: lets a core shared with other work
 /// run the thread we are waiting for.
@@ -28,13 +29,20 @@ const YIELD_LIMIT: u32 = 32;
 /// (phase by phase); a chunk may start once every chunk of the earlier
 /// phases is done, i.e. once the count reaches the index of its phase's
 /// first chunk. Unlike a barrier, nobody waits for a thread that holds no
-/// work: a worker the OS has descheduled only delays the chunk it is
-/// running, if any, and the others take the remaining chunks.
+/// work: a worker the OS has descheduled delays the end of a phase only if
+/// it is inside one of the phase's chunks; the others take the remaining
+/// chunks.
+///
+/// The rule that makes waking work: every `wait_for` target must be a
+/// `wake_at` value that some [`Self::complete`] call reaches (the end of
+/// a phase), since a sleeping waiter is woken only then, or by
+/// [`Self::abandon`].
 pub struct CompletionCounter {
     done: CachePadded<AtomicUsize>,
-    /// Set when a worker panicked: waiters give up instead of waiting for
-    /// work that will never finish.
-    poisoned: AtomicBool,
+    /// Set when the work was abandoned (a worker panicked, or training
+    /// diverged): waiters give up instead of waiting for work that will
+    /// never finish.
+    abandoned: AtomicBool,
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
@@ -64,7 +72,7 @@ impl CompletionCounter {
     pub fn new() -> Self {
         Self {
             done: CachePadded(AtomicUsize::new(0)),
-            poisoned: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
@@ -86,38 +94,40 @@ impl CompletionCounter {
         }
     }
 
-    /// Marks the work as abandoned (a worker panicked) and wakes every
-    /// waiter.
-    pub fn poison(&self) {
-        self.poisoned.store(true, Ordering::SeqCst);
+    /// Marks the work as abandoned (a worker panicked, or the result is
+    /// already known to be an error) and wakes every waiter.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.wake.notify_all();
     }
 
-    /// Poisons the counter if the current thread unwinds before the guard
-    /// is dropped normally.
-    pub fn poison_on_panic(&self) -> PoisonOnPanic<'_> {
-        PoisonOnPanic(self)
+    /// Abandons the work if the current thread unwinds before the guard is
+    /// dropped normally.
+    pub fn abandon_on_panic(&self) -> AbandonOnPanic<'_> {
+        AbandonOnPanic(self)
     }
 
     /// Blocks until at least `target` items are done: spins briefly, then
-    /// yields, then sleeps. Returns `false` (at once) if the counter was
-    /// poisoned: the items will never be done.
+    /// yields, then sleeps. Returns `false` (at once) if the work was
+    /// abandoned: the items will never be done.
     #[must_use]
     pub fn wait_for(&self, target: usize) -> bool {
         // Acquire pairs with the completers' RMWs (a release sequence), so
         // the finished items' writes are visible after this returns.
-        let reached =
-            || self.done.load(Ordering::Acquire) >= target || self.poisoned.load(Ordering::Relaxed);
+        let reached = || {
+            self.done.load(Ordering::Acquire) >= target || self.abandoned.load(Ordering::Relaxed)
+        };
         if !reached() {
             self.block_until(target);
         }
-        !self.poisoned.load(Ordering::SeqCst)
+        !self.abandoned.load(Ordering::SeqCst)
     }
 
     fn block_until(&self, target: usize) {
-        let reached =
-            || self.done.load(Ordering::Acquire) >= target || self.poisoned.load(Ordering::Relaxed);
+        let reached = || {
+            self.done.load(Ordering::Acquire) >= target || self.abandoned.load(Ordering::Relaxed)
+        };
         let start = Instant::now();
         loop {
             // Check the clock only every 64 spins: it costs more than a spin.
@@ -139,26 +149,26 @@ impl CompletionCounter {
         }
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        while self.done.load(Ordering::SeqCst) < target && !self.poisoned.load(Ordering::SeqCst) {
+        while self.done.load(Ordering::SeqCst) < target && !self.abandoned.load(Ordering::SeqCst) {
             guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
         }
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// See [`CompletionCounter::poison_on_panic`].
-pub struct PoisonOnPanic<'a>(&'a CompletionCounter);
+/// See [`CompletionCounter::abandon_on_panic`].
+pub struct AbandonOnPanic<'a>(&'a CompletionCounter);
 
-impl Drop for PoisonOnPanic<'_> {
+impl Drop for AbandonOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.poison();
+            self.0.abandon();
         }
     }
 }
 
 /// A mutable slice that several threads access through disjoint ranges,
-/// with phases separated by a barrier.
+/// with phases ordered by a [`CompletionCounter`].
 ///
 /// Rust's borrows cannot express "everyone reads all of it in phase 1, each
 /// thread writes its own part in phase 2"; this type states that protocol
@@ -260,7 +270,7 @@ mod tests {
         std::thread::scope(|s| {
             let waiter = s.spawn(|| counter.wait_for(1));
             let panicker = s.spawn(|| {
-                let _guard = counter.poison_on_panic();
+                let _guard = counter.abandon_on_panic();
                 panic!("worker failed");
             });
             assert!(panicker.join().is_err());

@@ -13,8 +13,9 @@
 //!
 //! # Threads and determinism
 //!
-//! On the fused path, `W` persistent workers (hosted by a rayon pool for the
-//! whole epoch) share each step's work in two phases:
+//! On the fused path, `min(threads, CPUs)` persistent workers (hosted by
+//! the rayon pool for the whole epoch; one worker runs on the calling
+//! thread) share each step's work in two phases:
 //!
 //! 1. forward + softmax-CE, in chunks of [`ROW_CHUNK`] batch rows;
 //! 2. weight gradient + update, in chunks of [`COL_CHUNK`] feature
@@ -84,9 +85,10 @@ pub struct TrainConfig {
     pub threads: usize,
     pub kernel: KernelPath,
     /// Run exactly `threads` fused workers even when that is more than the
-    /// CPUs available. Off by default: oversubscribed workers only wait on
-    /// each other at the barriers. The determinism tests turn it on to
-    /// exercise every worker count on any machine.
+    /// CPUs available. Off by default: an oversubscribed worker that the OS
+    /// deschedules inside a chunk holds up the end of its phase, and
+    /// waiting workers take CPU time from it. The determinism tests turn it
+    /// on to exercise every worker count on any machine.
     pub oversubscribe: bool,
 }
 
@@ -574,8 +576,10 @@ impl SchedulePosition {
 }
 
 /// The CPU for each of the first `min(threads, CPUs)` pool threads (the
-/// ones that run the fused workers), unless `IDX_SOFTMAX_NO_PIN` is set.
-/// Threads beyond the CPU count stay unpinned.
+/// ones that run the fused workers), when those workers occupy every CPU
+/// this process may use and `IDX_SOFTMAX_NO_PIN` is unset. Threads beyond
+/// the CPU count stay unpinned. With fewer workers than CPUs nothing is
+/// pinned: concurrent runs would otherwise all pile onto the first CPUs.
 ///
 /// Why: an epoch lasts ~15 ms, shorter than the OS takes to notice that
 /// two freshly woken workers share one CPU while another sits idle; on the
@@ -586,7 +590,7 @@ fn pinning_plan(cfg: &TrainConfig) -> Option<Vec<core_affinity::CoreId>> {
         return None;
     }
     let cores = core_affinity::get_core_ids()?;
-    (cores.len() >= 2).then_some(cores)
+    (cores.len() >= 2 && cfg.threads >= cores.len()).then_some(cores)
 }
 
 /// Environment variable that turns CPU pinning of the pool threads off.
@@ -697,33 +701,28 @@ impl FusedEpoch<'_> {
         let phases = 2 * self.steps();
         // A panic in a chunk must not leave the other workers waiting for
         // it forever: they give up, and `broadcast` re-raises the panic.
-        let _poison = self.done.poison_on_panic();
+        let _abandon = self.done.abandon_on_panic();
         // This worker's view of the phase that holds its latest ticket.
         let (mut phase, mut phase_start, mut phase_len) = (0, 0, self.chunks(0));
         loop {
             let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
             while ticket >= phase_start + phase_len {
                 phase += 1;
-                if phase == phases {
+                if phase >= phases {
                     return;
                 }
                 phase_start += phase_len;
                 phase_len = self.chunks(phase);
             }
             if !self.done.wait_for(phase_start) {
-                return; // another worker panicked
+                // Abandoned: another worker panicked, or the loss diverged.
+                return;
             }
-            // After a non-finite loss, later steps are skipped but still
-            // counted, so that no worker waits for them forever.
-            let failed = self.failed_step.load(Ordering::Relaxed);
-            let skip = failed != 0 && phase / 2 >= failed;
-            if !skip {
-                let chunk = ticket - phase_start;
-                if phase % 2 == 0 {
-                    self.forward_chunk(phase / 2, chunk);
-                } else {
-                    self.gradient_chunk(phase / 2, chunk, &mut grad_block, &mut db);
-                }
+            let chunk = ticket - phase_start;
+            if phase.is_multiple_of(2) {
+                self.forward_chunk(phase / 2, chunk);
+            } else {
+                self.gradient_chunk(phase / 2, chunk, &mut grad_block, &mut db);
             }
             self.done.complete(phase_start + phase_len);
         }
@@ -818,7 +817,11 @@ impl FusedEpoch<'_> {
             self.sgd.apply(lr, bias, db, 1.0, m);
             let batch_loss: f64 = losses.iter().map(|&l| l as f64).sum();
             if !batch_loss.is_finite() {
-                self.failed_step.store(step + 1, Ordering::Relaxed);
+                // Stop here: the chunks of this phase still running finish,
+                // and every worker returns instead of starting the next one.
+                self.failed_step.store(step + 1, Ordering::SeqCst);
+                self.done.abandon();
+                return;
             }
             // Sequential across steps (phase order), so a plain
             // load-add-store is exact and ordered.
