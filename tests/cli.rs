@@ -2,33 +2,19 @@
 //! `error: ...` naming the file for a bad dataset, 0 for a tiny valid one.
 //! Every run points the gzip cache at a temporary directory.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::{file, labels_u8, NAMES};
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use idx_softmax::idx::{self, ElementType, IdxHeader};
+use idx_softmax::idx::ElementType;
 
 const BIN: &str = env!("CARGO_BIN_EXE_idx-softmax");
-
-const NAMES: [&str; 4] = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-];
-
-fn file(ty: ElementType, dims: &[usize], values: &[f64]) -> Vec<u8> {
-    idx::write(
-        &IdxHeader {
-            element_type: ty,
-            dims: dims.to_vec(),
-        },
-        &idx::encode_f64(ty, values),
-    )
-}
 
 /// 4×4 u8 images; class `c` lights up row `c`.
 fn images_for(labels: &[u32]) -> Vec<u8> {
@@ -45,11 +31,6 @@ fn images_for(labels: &[u32]) -> Vec<u8> {
         }
     }
     file(ElementType::U8, &[labels.len(), 4, 4], &px)
-}
-
-fn labels_u8(labels: &[u32]) -> Vec<u8> {
-    let v: Vec<f64> = labels.iter().map(|&l| l as f64).collect();
-    file(ElementType::U8, &[labels.len()], &v)
 }
 
 /// 20 training and 10 test images of 4×4 pixels, 3 classes, in

@@ -2,30 +2,16 @@
 //! each other, and the gzip cache (atomic writes, reuse, rebuild, fallback).
 //! Every cache lives in a temporary directory.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use common::{file, labels_u8, NAMES};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use idx_softmax::dataset::{DataError, Dataset, GzCache, LoadOptions, MAX_CLASSES, MAX_WEIGHTS};
-use idx_softmax::idx::{self, ElementType, IdxHeader};
-
-const NAMES: [&str; 4] = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-];
-
-fn file(ty: ElementType, dims: &[usize], values: &[f64]) -> Vec<u8> {
-    idx::write(
-        &IdxHeader {
-            element_type: ty,
-            dims: dims.to_vec(),
-        },
-        &idx::encode_f64(ty, values),
-    )
-}
+use idx_softmax::idx::ElementType;
 
 /// `labels.len()` 4×4 u8 images; class `c` lights up row `c`.
 fn images_for(labels: &[u32]) -> Vec<u8> {
@@ -39,11 +25,6 @@ fn images_for(labels: &[u32]) -> Vec<u8> {
         }
     }
     file(ElementType::U8, &[labels.len(), 4, 4], &px)
-}
-
-fn labels_u8(labels: &[u32]) -> Vec<u8> {
-    let v: Vec<f64> = labels.iter().map(|&l| l as f64).collect();
-    file(ElementType::U8, &[labels.len()], &v)
 }
 
 /// The four files, in `NAMES` order.

@@ -106,3 +106,29 @@ pub fn random_u8(rng: &mut impl Rng, n: usize) -> Vec<u8> {
 pub fn random_f32(rng: &mut impl Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-scale..scale)).collect()
 }
+
+/// The four files of a dataset, in the order train images, train labels,
+/// test images, test labels.
+pub const NAMES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+/// A complete IDX file of type `ty` holding `values`.
+pub fn file(ty: ElementType, dims: &[usize], values: &[f64]) -> Vec<u8> {
+    idx::write(
+        &IdxHeader {
+            element_type: ty,
+            dims: dims.to_vec(),
+        },
+        &idx::encode_f64(ty, values),
+    )
+}
+
+/// A 1-D u8 label file.
+pub fn labels_u8(labels: &[u32]) -> Vec<u8> {
+    let v: Vec<f64> = labels.iter().map(|&l| l as f64).collect();
+    file(ElementType::U8, &[labels.len()], &v)
+}
