@@ -573,7 +573,8 @@ unsafe fn store_group<V: Vector, const NV: usize, const G: usize>(
 /// interleaved so machine noise hits every variant alike, and prints the
 /// median GFLOP/s of each. On the development machine (AMD EPYC Zen 4) the
 /// winners were 3 rows × 5 classes for the AVX-512 forward pass and
-/// 4 vectors × 5 classes for its gradient; blocks of 20+ accumulators spilled.
+/// 4 vectors × 5 classes for its gradient; the 2 × 10 and 4 × 5 forward
+/// blocks made LLVM spill accumulators to the stack.
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tuning {
     use super::*;
