@@ -376,7 +376,7 @@ fn four_kilobytes_claiming_four_billion_images_fail_fast_and_small() {
         "truncated: expected 3136000000016 bytes (16-byte header + 4000000000×28×28 u8), found 4096"
     );
     assert!(largest < 1024, "largest allocation {largest} bytes");
-    assert!(took < Duration::from_millis(100), "took {took:?}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
 }
 
 /// Inputs the fuzzer or the property tests once found interesting; kept
@@ -575,7 +575,7 @@ fn gzip_claiming_a_huge_payload_fails_before_decompressing() {
         "{msg}"
     );
     assert!(largest < 1 << 20, "largest allocation {largest} bytes");
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     assert!(listing(cache.path()).is_empty());
 }
 
@@ -604,7 +604,7 @@ fn huge_claim_on_disk_fails_fast_and_small() {
         "{err:?}"
     );
     assert!(largest < 1 << 16, "largest allocation {largest} bytes");
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 #[test]
