@@ -38,11 +38,6 @@ impl Model {
         }
     }
 
-    /// W[k][c].
-    pub fn weight(&self, k: usize, c: usize) -> f32 {
-        self.wt[c * self.features + k]
-    }
-
     /// Hex SHA-256 of `wt` then `bias`, as little-endian f32 bytes: equal
     /// digests mean bitwise-equal models.
     pub fn digest(&self) -> String {

@@ -2,6 +2,9 @@
 //! writes, and interoperability with the Python reference implementation.
 
 use std::collections::{BTreeMap, HashMap};
+mod common;
+
+use common::assert_one_line;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,18 +55,6 @@ fn listing(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// Asserts the message is one line and names the file.
-fn assert_one_line(e: &CheckpointError, path: &Path) -> String {
-    let msg = e.to_string();
-    assert!(!msg.contains('\n'), "multi-line message: {msg}");
-    assert!(
-        msg.starts_with(&path.display().to_string()),
-        "message does not name {}: {msg}",
-        path.display()
-    );
-    msg
 }
 
 /// Writes raw safetensors bytes made by the reference crate.

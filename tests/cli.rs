@@ -4,14 +4,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{file, labels_u8, NAMES};
-use flate2::write::GzEncoder;
-use flate2::Compression;
+use common::{file, gzip, labels_u8, NAMES};
 use idx_softmax::idx::ElementType;
 
 const BIN: &str = env!("CARGO_BIN_EXE_idx-softmax");
@@ -44,12 +41,6 @@ fn tiny() -> [Vec<u8>; 4] {
         images_for(&test),
         labels_u8(&test),
     ]
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
 }
 
 /// A data directory and a cache directory, both temporary.

@@ -4,12 +4,9 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::{file, labels_u8, NAMES};
-use flate2::write::GzEncoder;
-use flate2::Compression;
+use common::{file, gzip, labels_u8, NAMES};
 use idx_softmax::dataset::{DataError, Dataset, GzCache, LoadOptions, MAX_CLASSES, MAX_WEIGHTS};
 use idx_softmax::idx::ElementType;
 
@@ -40,12 +37,6 @@ fn tiny() -> Files {
         images_for(&test),
         labels_u8(&test),
     ])
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
 }
 
 /// Writes the files into `dir` under the standard names; returns the paths.

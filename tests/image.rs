@@ -1,5 +1,8 @@
 //! Image input (PNG, PGM) and output (grayscale PNG, weight pictures).
 
+mod common;
+
+use common::assert_one_line;
 use std::fs;
 use std::path::Path;
 
@@ -40,23 +43,11 @@ fn encode_png(
     out
 }
 
-/// Asserts the message is one line and names the file; returns it.
-fn message(e: &ImageError, path: &Path) -> String {
-    let msg = e.to_string();
-    assert!(!msg.contains('\n'), "multi-line message: {msg}");
-    assert!(
-        msg.starts_with(&path.display().to_string()),
-        "message does not name {}: {msg}",
-        path.display()
-    );
-    msg
-}
-
 fn read_err(dir: &Path, name: &str, bytes: &[u8]) -> (ImageError, String) {
     let path = dir.join(name);
     fs::write(&path, bytes).unwrap();
     let e = read_gray(&path).expect_err("expected an error");
-    let msg = message(&e, &path);
+    let msg = assert_one_line(&e, &path);
     (e, msg)
 }
 
@@ -265,7 +256,7 @@ fn other_formats_are_rejected_with_the_accepted_list() {
     let missing = dir.path().join("missing.png");
     let e = read_gray(&missing).unwrap_err();
     assert!(matches!(e, ImageError::Io { .. }), "{e}");
-    message(&e, &missing);
+    assert_one_line(&e, &missing);
 }
 
 #[test]
@@ -372,7 +363,7 @@ fn prefixes_and_flipped_bytes_never_panic() {
             fs::write(&probe, &full[..len]).unwrap();
             match read_gray(&probe) {
                 Err(e) => {
-                    message(&e, &probe);
+                    assert_one_line(&e, &probe);
                 }
                 Ok(got) => {
                     assert!(len >= full.len() - optional, "a {len}-byte prefix was read");
@@ -410,7 +401,7 @@ fn writing_validates_and_is_atomic() {
     ] {
         let e = write_gray_png(&path, &bad).unwrap_err();
         assert!(matches!(e, ImageError::InvalidInput { .. }), "{e}");
-        message(&e, &path);
+        assert_one_line(&e, &path);
     }
     assert_eq!(fs::read(&path).unwrap(), b"old");
     let nowhere = dir.path().join("no/dir/x.png");
@@ -528,7 +519,7 @@ fn weights_picture_rejects_bad_shapes() {
     for (h, w) in [(28, 27), (784, 0), (0, 0), (usize::MAX, 2)] {
         let e = weights_png(&m, h, w, &path).unwrap_err();
         assert!(matches!(e, ImageError::InvalidInput { .. }), "{e}");
-        assert!(message(&e, &path).contains("784 features"), "{e}");
+        assert!(assert_one_line(&e, &path).contains("784 features"), "{e}");
     }
     for scale in [0, 65] {
         assert!(render_weights(&m, 28, 28, scale, &path).is_err());

@@ -56,14 +56,7 @@ fn fused_forward_matches_reference() {
                 let mut logits = vec![f32::NAN; rows.len() * c];
                 fused::forward(path, &images, k, &rows, &wt, &bias, U8_SCALE, &mut logits);
 
-                let x: Vec<f64> = rows
-                    .iter()
-                    .flat_map(|&r| {
-                        images[r as usize * k..(r as usize + 1) * k]
-                            .iter()
-                            .map(|&v| v as f64 / 255.0)
-                    })
-                    .collect();
+                let x = common::gather_f64(&images, k, &rows, 1.0 / 255.0);
                 let want = reference::forward(&x, &to_f64(&wt), &to_f64(&bias), rows.len(), k);
                 let absw: Vec<f64> = to_f64(&wt).iter().map(|w| w.abs()).collect();
                 let scale = reference::forward(&x, &absw, &vec![0.0; c], rows.len(), k);
@@ -95,14 +88,7 @@ fn fused_weight_grad_matches_reference() {
                 let mut out = vec![f32::NAN; c * width];
                 fused::weight_grad(path, &images, k, &rows, &g, c, k0, width, &mut out);
 
-                let x: Vec<f64> = rows
-                    .iter()
-                    .flat_map(|&r| {
-                        images[r as usize * k..(r as usize + 1) * k]
-                            .iter()
-                            .map(|&v| v as f64)
-                    })
-                    .collect();
+                let x = common::gather_f64(&images, k, &rows, 1.0);
                 let full = reference::weight_grad(&x, &to_f64(&g), b, k, c);
                 let absg: Vec<f64> = g.iter().map(|v| v.abs() as f64).collect();
                 let full_scale = reference::weight_grad(&x, &absg, b, k, c);

@@ -161,14 +161,7 @@ fn epochs_match_f64_reference_loop() {
         for epoch in 0..epochs {
             order.shuffle(&mut rng);
             for (step, batch) in order.chunks(bs).enumerate() {
-                let x: Vec<f64> = batch
-                    .iter()
-                    .flat_map(|&r| {
-                        images[r as usize * k..(r as usize + 1) * k]
-                            .iter()
-                            .map(|&v| v as f64 / 255.0)
-                    })
-                    .collect();
+                let x = common::gather_f64(images, k, batch, 1.0 / 255.0);
                 let y: Vec<usize> = batch.iter().map(|&r| labels[r as usize] as usize).collect();
                 let logits =
                     reference::forward(&x, &params[..c * k], &params[c * k..], batch.len(), k);

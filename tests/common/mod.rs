@@ -132,3 +132,35 @@ pub fn labels_u8(labels: &[u32]) -> Vec<u8> {
     let v: Vec<f64> = labels.iter().map(|&l| l as f64).collect();
     file(ElementType::U8, &[labels.len()], &v)
 }
+
+/// `bytes` gzip-compressed.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// Rows `rows` of the row-major `n × k` u8 matrix `images`, gathered in
+/// order as f64 and multiplied by `scale`: the input of the f64 references.
+pub fn gather_f64(images: &[u8], k: usize, rows: &[u32], scale: f64) -> Vec<f64> {
+    rows.iter()
+        .flat_map(|&r| {
+            images[r as usize * k..(r as usize + 1) * k]
+                .iter()
+                .map(move |&v| v as f64 * scale)
+        })
+        .collect()
+}
+
+/// Asserts an error message is one line and starts with `path`; returns it.
+pub fn assert_one_line(e: &impl std::fmt::Display, path: &Path) -> String {
+    let msg = e.to_string();
+    assert!(!msg.contains('\n'), "multi-line message: {msg}");
+    assert!(
+        msg.starts_with(&path.display().to_string()),
+        "message does not name {}: {msg}",
+        path.display()
+    );
+    msg
+}
