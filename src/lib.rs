@@ -14,8 +14,13 @@
 //! * [`metrics`] — evaluation;
 //! * [`parallel`] — the completion counter and shared-slice protocol the
 //!   loop's workers use;
-//! * [`checkpoint`], [`image`], [`fsutil`] — safetensors checkpoints, PNG and
-//!   PGM images, atomic file writes.
+//! * [`checkpoint`], [`image`], [`fsutil`] — safetensors checkpoints, image
+//!   decoding (PNG, JPEG, BMP, PNM, TIFF, WebP) and writing, atomic file
+//!   writes;
+//! * [`preprocess`], [`infer`] — a user's picture made into the model's
+//!   input as MNIST was made, and the model's outputs for it;
+//! * [`plot`], [`labels`] — training curves and confusion heat maps, class
+//!   names.
 //!
 //! ```no_run
 //! use idx_softmax::{dataset::{Dataset, LoadOptions}, train::{train, TrainConfig}};
@@ -30,11 +35,14 @@ pub mod dataset;
 pub mod fsutil;
 pub mod idx;
 pub mod image;
+pub mod infer;
 pub mod kernels;
+pub mod labels;
 pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod parallel;
+pub mod preprocess;
 pub mod train;
 
 /// The bundled MNIST directory, as seen from this crate's source tree.

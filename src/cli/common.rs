@@ -6,13 +6,17 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use idx_softmax::checkpoint::Checkpoint;
 use idx_softmax::dataset::{find_file, Dataset, GzCache, IdxFile, LoadOptions, Split};
+use idx_softmax::labels;
 use idx_softmax::model::Model;
 use idx_softmax::train::TrainConfig;
 
 use super::args::DataArgs;
 
-/// `--data-dir`, else the bundled MNIST.
+/// `--data-dir` (or `$IDX_SOFTMAX_DATA_DIR`), else the bundled MNIST: the
+/// source tree's `data/mnist` (a path compiled into the binary), else
+/// `data/mnist` under the current directory.
 pub fn data_dir(args: &DataArgs) -> PathBuf {
     if let Some(d) = &args.data_dir {
         return d.clone();
@@ -22,6 +26,35 @@ pub fn data_dir(args: &DataArgs) -> PathBuf {
         bundled
     } else {
         PathBuf::from("data/mnist")
+    }
+}
+
+/// Fails, saying what to do, when no `--data-dir` was given and the bundled
+/// MNIST is gone (an installed binary whose source tree was removed).
+pub fn check_data_dir(args: &DataArgs, dir: &Path) -> Result<()> {
+    if args.data_dir.is_none() && !dir.is_dir() {
+        bail!(
+            "the bundled MNIST is not at {} (this binary was built from a source tree that is gone) nor at {}: pass --data-dir DIR or set IDX_SOFTMAX_DATA_DIR to a directory holding the four IDX files",
+            idx_softmax::BUNDLED_MNIST,
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The class names for a model of `ck`: `--labels`, else the checkpoint's,
+/// else a `labels.txt` beside the IDX files, else none.
+pub fn class_names(flag: Option<&Path>, ck: &Checkpoint, data: &DataArgs) -> Result<Vec<String>> {
+    let classes = ck.model.classes;
+    if let Some(path) = flag {
+        return Ok(labels::read(path, classes)?);
+    }
+    if let Some(names) = super::run_file::recorded_names(ck) {
+        return Ok(names);
+    }
+    match labels::beside(&data_dir(data)) {
+        Some(path) => Ok(labels::read(&path, classes)?),
+        None => Ok(Vec::new()),
     }
 }
 
@@ -43,6 +76,7 @@ pub struct Loaded<T> {
 /// Loads the whole dataset (both splits).
 pub fn load_dataset(args: &DataArgs, classes: Option<usize>) -> Result<Loaded<Dataset>> {
     let dir = data_dir(args);
+    check_data_dir(args, &dir)?;
     let opts = LoadOptions {
         cache: cache(args),
         classes,
@@ -60,6 +94,7 @@ pub fn load_dataset(args: &DataArgs, classes: Option<usize>) -> Result<Loaded<Da
 /// test label must be below it.
 pub fn load_test_split(args: &DataArgs, classes: usize) -> Result<Loaded<Split>> {
     let dir = data_dir(args);
+    check_data_dir(args, &dir)?;
     let start = Instant::now();
     match std::fs::metadata(&dir) {
         Ok(m) if m.is_dir() => {}

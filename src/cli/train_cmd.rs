@@ -17,7 +17,9 @@ use serde_json::json;
 use idx_softmax::dataset::Dataset;
 use idx_softmax::image;
 use idx_softmax::kernels::KernelPath;
+use idx_softmax::labels;
 use idx_softmax::optim::{Schedule, Sgd};
+use idx_softmax::preprocess;
 use idx_softmax::train::{EpochReport, TrainConfig, Trainer};
 
 use super::args::TrainArgs;
@@ -105,6 +107,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let start_epoch = trainer.epochs_done();
     let mut meta = run_meta(&plan, data, data_dir, effective_kernel);
+    meta.class_names = class_names(args.labels.as_deref(), data_dir, data.classes)?;
 
     if !args.json {
         print_header(
@@ -303,6 +306,23 @@ fn run_meta(plan: &Plan, data: &Dataset, data_dir: &Path, kernel: KernelPath) ->
         train_samples: data.train.len(),
         test_samples: data.test.len(),
         data_dir: data_dir.display().to_string(),
+        class_names: Vec::new(),
+        input_background: match (data.train.images.as_u8(), data.train.images.sample_shape()) {
+            (Some(px), &[h, w]) => Some(preprocess::typical_background(px, h, w, 2000)),
+            _ => None,
+        },
+    }
+}
+
+/// The class names: `--labels`, else a `labels.txt` beside the data, else
+/// none.
+pub fn class_names(flag: Option<&Path>, data_dir: &Path, classes: usize) -> Result<Vec<String>> {
+    match flag
+        .map(Path::to_path_buf)
+        .or_else(|| labels::beside(data_dir))
+    {
+        Some(path) => Ok(labels::read(&path, classes)?),
+        None => Ok(Vec::new()),
     }
 }
 
