@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod parallel;
+pub mod plot;
 pub mod preprocess;
 pub mod train;
 

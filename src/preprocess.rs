@@ -444,7 +444,9 @@ mod tests {
         let p = prepare(&img, 28, 28, &Options::default()).unwrap();
         assert!(p.inverted && p.normalised && !p.empty);
         let px = &p.image.pixels;
-        // 30x10 fits 20 wide: 20x7 (6.67 rounded), centred at (14, 14).
+        // 30x10 fits 20 wide: 20x7 (6.67 rounded), its centre of mass
+        // (9.5, 3 in pixel indices) moved to (14, 14): x 5..=24 (4.5 rounds
+        // up), y 11..=17.
         let lit: Vec<(usize, usize)> = (0..28 * 28)
             .filter(|&i| px[i] > 0)
             .map(|i| (i % 28, i / 28))
@@ -453,7 +455,7 @@ mod tests {
         let ys: Vec<usize> = lit.iter().map(|p| p.1).collect();
         assert_eq!(
             (*xs.iter().min().unwrap(), *xs.iter().max().unwrap()),
-            (4, 23)
+            (5, 24)
         );
         assert_eq!(
             (*ys.iter().min().unwrap(), *ys.iter().max().unwrap()),

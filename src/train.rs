@@ -598,8 +598,13 @@ pub const NO_PIN_ENV: &str = "IDX_SOFTMAX_NO_PIN";
 
 /// Splits `0..n` into training and validation indices, both sorted. The
 /// validation rows are a seeded random `fraction` of the set, drawn from a
-/// stream of their own.
-fn split_train_val(n: usize, fraction: f32, seed: u64) -> Result<(Vec<u32>, Vec<u32>), TrainError> {
+/// stream of their own. Public so that `eval --split val` draws the same
+/// rows again from a checkpoint's seed.
+pub fn split_train_val(
+    n: usize,
+    fraction: f32,
+    seed: u64,
+) -> Result<(Vec<u32>, Vec<u32>), TrainError> {
     let n_val = (n as f64 * fraction as f64).round() as usize;
     if n_val == 0 {
         if fraction > 0.0 {

@@ -77,22 +77,35 @@ fn ratio(v: f64) -> String {
     }
 }
 
-/// Per-class precision, recall and support, one row per class.
-pub fn per_class_table(ev: &Evaluation) -> String {
+/// Per-class precision, recall, F1 (`f1`, one per class) and support, one
+/// row per class, named by `names` when there is one per class.
+pub fn per_class_table(ev: &Evaluation, f1: &[f64], names: &[String]) -> String {
     let c = ev.classes;
-    let width = c.saturating_sub(1).to_string().len().max("class".len());
+    let label = |class: usize| match names.get(class) {
+        Some(n) if names.len() == c => format!("{class} {n}"),
+        _ => class.to_string(),
+    };
+    let width = (0..c)
+        .map(|k| label(k).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("class".len());
     let support_w = ev.total.to_string().len().max("support".len());
     let mut s = format!(
-        "{:>width$}  precision  recall  {:>support_w$}\n",
+        "{:<width$}  precision  recall      f1  {:>support_w$}\n",
         "class", "support"
     );
     for class in 0..c {
         let support: u64 = ev.confusion[class * c..(class + 1) * c].iter().sum();
+        let name = label(class);
+        let pad = width - name.chars().count();
         let _ = writeln!(
             s,
-            "{class:>width$}  {:>9}  {:>6}  {support:>support_w$}",
+            "{name}{:pad$}  {:>9}  {:>6}  {:>6}  {support:>support_w$}",
+            "",
             ratio(ev.precision(class)),
             ratio(ev.recall(class)),
+            ratio(f1.get(class).copied().unwrap_or(f64::NAN)),
         );
     }
     s
@@ -172,10 +185,22 @@ mod tests {
         assert_eq!(lines.len(), 4);
         assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{t}");
         assert_eq!(lines[1], "        0 5 1 0");
-        let p = per_class_table(&ev());
+        let f1 = idx_softmax::metrics::f1_scores(&ev()).per_class;
+        let p = per_class_table(&ev(), &f1, &[]);
         let lines: Vec<&str> = p.lines().collect();
         assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{p}");
         assert!(lines[3].contains('-'), "{p}");
+        let names = ["cat".to_string(), "dog".into(), "T-shirt/top".into()];
+        let p = per_class_table(&ev(), &f1, &names);
+        let lines: Vec<&str> = p.lines().collect();
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.chars().count() == lines[0].chars().count()),
+            "{p}"
+        );
+        assert!(lines[3].starts_with("2 T-shirt/top  "), "{p}");
+        assert!(lines[1].contains("0.7692"), "{p}");
     }
 
     #[test]

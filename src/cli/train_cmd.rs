@@ -18,9 +18,11 @@ use idx_softmax::dataset::Dataset;
 use idx_softmax::image;
 use idx_softmax::kernels::KernelPath;
 use idx_softmax::labels;
+use idx_softmax::metrics;
 use idx_softmax::optim::{Schedule, Sgd};
+use idx_softmax::plot;
 use idx_softmax::preprocess;
-use idx_softmax::train::{EpochReport, TrainConfig, Trainer};
+use idx_softmax::train::{split_train_val, EpochReport, TrainConfig, Trainer};
 
 use super::args::TrainArgs;
 use super::common::{
@@ -37,6 +39,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ("--save", &args.save),
         ("--weights-png", &args.weights_png),
         ("--metrics-json", &args.metrics_json),
+        ("--plot", &args.plot),
     ] {
         if let Some(p) = path {
             check_output(p, flag)?;
@@ -131,6 +134,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut log = MetricsLog::new(args.metrics_json.clone(), start_epoch);
     let mut epochs: Vec<(EpochReport, f32)> =
         Vec::with_capacity((cfg.epochs - start_epoch).min(1024));
+    // The rows trained on, for the plot's training accuracy.
+    let plot_rows = match &args.plot {
+        Some(_) => Some(split_train_val(data.train.len(), cfg.val_split, cfg.seed)?.0),
+        None => None,
+    };
+    let mut curve: Vec<plot::EpochPoint> = Vec::new();
     while trainer.epochs_done() < cfg.epochs {
         let report = trainer
             .run_epoch(&progress)
@@ -145,6 +154,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if let Some(path) = &args.save {
             meta.epochs_done = stats.epoch;
             run_file::save(path, &trainer.state(), &meta, &results(&report))?;
+        }
+        if let (Some(path), Some(rows)) = (&args.plot, &plot_rows) {
+            let train =
+                metrics::evaluate_rows(trainer.model(), &data.train, effective_kernel, rows);
+            curve.push(plot::EpochPoint {
+                epoch: stats.epoch,
+                train_loss: stats.train_loss,
+                train_accuracy: Some(train.accuracy),
+                val_loss: report.validation.as_ref().map(|v| v.loss),
+                val_accuracy: report.validation.as_ref().map(|v| v.accuracy),
+                test_loss: report.test.loss,
+                test_accuracy: report.test.accuracy,
+            });
+            plot::training_curves(path, &curve)?;
         }
         epochs.push((report, lr));
     }
@@ -203,6 +226,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             ("saved", &args.save),
             ("resumed_from", &resumed_from),
             ("metrics_json", &args.metrics_json),
+            ("plot", &args.plot),
         ] {
             if let Some(p) = path {
                 out[key] = json!(p.display().to_string());
@@ -227,6 +251,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         if let Some(path) = &args.metrics_json {
             println!("metrics  {}", path.display());
+        }
+        if let Some(path) = &args.plot {
+            let (w, h) = plot::CURVES_SIZE;
+            println!("plot     {} ({w}x{h} pixels)", path.display());
         }
         if let Some((path, size)) = picture {
             println!(
