@@ -29,7 +29,7 @@ use super::common::{
     check_output, f32_as_printed, image_shape, load_dataset, rss_anon_kb, threads,
 };
 use super::metrics_log::MetricsLog;
-use super::report::{epoch_json, epoch_line, progress_bar};
+use super::report::{epoch_json, epoch_line, Progress};
 use super::run_file::{self, Results, RunMeta};
 use super::settings::{self, explicit_kernel, Plan};
 
@@ -127,7 +127,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
 
     let n_train = trainer.train_samples() as u64;
-    let bar = progress_bar((cfg.epochs - start_epoch) as u64 * n_train);
+    let bar = Progress::new(
+        (cfg.epochs - start_epoch) as u64 * n_train,
+        start_epoch,
+        cfg.epochs,
+    );
     let epoch_base = AtomicU64::new(0);
     let progress = |done: u64| bar.set_position(epoch_base.load(Ordering::Relaxed) + done);
     let steps_per_epoch = trainer.train_samples().div_ceil(cfg.batch_size);
@@ -146,6 +150,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .with_context(|| format!("training on {}", data_dir.display()))?;
         let stats = report.stats;
         epoch_base.fetch_add(n_train, Ordering::Relaxed);
+        bar.epoch_done(stats.epoch, stats.train_loss);
         let lr = lr_at_end(&cfg.sgd, stats.epoch, steps_per_epoch, cfg.epochs);
         if !args.json {
             bar.suspend(|| println!("{}", epoch_line(&report, cfg.epochs)));
