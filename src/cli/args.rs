@@ -235,8 +235,13 @@ pub struct PredictArgs {
     #[arg(value_name = "IMAGE|DIR|-", required_unless_present = "test_index")]
     pub images: Vec<PathBuf>,
     /// Predict test-set sample N (0-based) instead of an image file; may be
-    /// repeated.
-    #[arg(long, value_name = "N")]
+    /// repeated (the variable takes a comma-separated list) [default: none].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "IDX_SOFTMAX_TEST_INDEX",
+        value_delimiter = ','
+    )]
     pub test_index: Vec<usize>,
     /// How many of the most probable classes to print.
     #[arg(long, default_value_t = 3, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_TOP")]
@@ -344,6 +349,43 @@ mod tests {
     #[test]
     fn command_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// `--help` shows, for every flag of every command, its default and its
+    /// environment variable.
+    #[test]
+    fn every_flag_documents_its_default_and_variable() {
+        fn check(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_positional() || id == "help" || id == "version" {
+                    continue;
+                }
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let env = arg
+                    .get_env()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .or_else(|| {
+                        help.split("[env: ")
+                            .nth(1)
+                            .map(|r| r.split(']').next().unwrap_or("").to_owned())
+                    });
+                let env = env.unwrap_or_else(|| panic!("{path} --{id}: no environment variable"));
+                assert!(env.starts_with("IDX_SOFTMAX_"), "{path} --{id}: {env}");
+                let want = format!("IDX_SOFTMAX_{}", id.to_ascii_uppercase());
+                assert_eq!(env, want, "{path} --{id}");
+                assert!(
+                    arg.is_required_set()
+                        || !arg.get_default_values().is_empty()
+                        || help.contains("[default: "),
+                    "{path} --{id}: no default shown"
+                );
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&Cli::command(), "idx-softmax");
     }
 
     #[test]

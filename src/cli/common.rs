@@ -211,6 +211,24 @@ mod tests {
     }
 
     #[test]
+    fn missing_bundled_data_says_what_to_do() {
+        let args = DataArgs::default();
+        let e = check_data_dir(&args, Path::new("/nonexistent/data/mnist")).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--data-dir") && msg.contains("IDX_SOFTMAX_DATA_DIR"),
+            "{msg}"
+        );
+        assert!(msg.contains(idx_softmax::BUNDLED_MNIST), "{msg}");
+        // With --data-dir, the loader's own error names the directory.
+        let args = DataArgs {
+            data_dir: Some("/nonexistent".into()),
+            cache_dir: None,
+        };
+        assert!(check_data_dir(&args, Path::new("/nonexistent")).is_ok());
+    }
+
+    #[test]
     fn shapes_for_pictures() {
         assert_eq!(image_shape(&[28, 28], Path::new("d")).unwrap(), (28, 28));
         assert!(image_shape(&[784], Path::new("d")).is_err());

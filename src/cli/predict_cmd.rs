@@ -13,7 +13,8 @@
 //!
 //! Each input is classified and printed on its own: a bad file gets its own
 //! one-line `error:` on stderr, the others are still classified, and the
-//! exit status is 1 if any failed.
+//! exit status is 1 if any failed (after a last line counting the
+//! failures; a single input's failure is just its own line).
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -115,14 +116,23 @@ pub fn run(args: PredictArgs) -> Result<()> {
     };
 
     let mut inputs = Vec::new();
+    let mut unlisted = Vec::new();
     for arg in &args.images {
         match expand(arg) {
             Ok(found) => inputs.extend(found),
-            Err(e) => {
-                total += 1;
-                fail(e)
-            }
+            Err(e) => unlisted.push(e),
         }
+    }
+    // A single input's failure is the command's one error line.
+    let single = inputs.len() + unlisted.len() + args.test_index.len() == 1;
+    if single {
+        if let Some(e) = unlisted.pop() {
+            return Err(e);
+        }
+    }
+    for e in unlisted {
+        total += 1;
+        fail(e);
     }
     for input in inputs {
         total += 1;
@@ -148,6 +158,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         });
         match result {
             Ok(p) => writeln!(out, "{}", printer.render(&p))?,
+            Err(e) if single => return Err(e),
             Err(e) => fail(e),
         }
     }
