@@ -161,8 +161,9 @@ pub enum ImageError {
     /// Larger than [`MAX_DIM`] a side or [`MAX_PIXELS`] in all, or needing
     /// more than [`MAX_ALLOC`] bytes to decode.
     #[error(
-        "{}: the image is {width}x{height}; the limit is {MAX_DIM} pixels a side and {} megapixels in all",
+        "{}: the image is {width}x{height} ({:.1} megapixels); the limit is {} megapixels and {MAX_DIM} pixels a side",
         path.display(),
+        *width as f64 * *height as f64 / 1e6,
         MAX_PIXELS / 1_000_000
     )]
     TooLarge {
