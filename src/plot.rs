@@ -180,8 +180,14 @@ fn curves<DB: DrawingBackend>(
     ];
     let first = points.iter().map(|p| p.epoch).min().unwrap_or(1) as f64;
     let last = points.iter().map(|p| p.epoch).max().unwrap_or(1) as f64;
-    panel(&left, "loss", "cross-entropy", &loss, first, last)?;
-    panel(&right, "accuracy", "accuracy", &accuracy, first, last)?;
+    // Losses fall and accuracies rise: keep each legend where its curves
+    // are not.
+    let (up, down) = (
+        SeriesLabelPosition::UpperRight,
+        SeriesLabelPosition::LowerRight,
+    );
+    panel(&left, "loss", "cross-entropy", &loss, first, last, up)?;
+    panel(&right, "accuracy", "accuracy", &accuracy, first, last, down)?;
     Ok(())
 }
 
@@ -192,6 +198,7 @@ fn panel<DB: DrawingBackend>(
     series: &[Series],
     first: f64,
     last: f64,
+    legend: SeriesLabelPosition,
 ) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let values = series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
@@ -251,7 +258,7 @@ fn panel<DB: DrawingBackend>(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font((FAMILY, 14))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend)
         .draw()
         .map_err(e)?;
     Ok(())
