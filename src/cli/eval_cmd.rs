@@ -33,7 +33,9 @@ use super::report::{confusion_table, evaluation_json, per_class_table};
 use super::run_file::recorded_kernel;
 use super::settings::explicit_kernel;
 
-/// The samples evaluated.
+/// The samples evaluated. (One per process: the variants' sizes do not
+/// matter.)
+#[allow(clippy::large_enum_variant)]
 enum Samples {
     Test(Loaded<Split>),
     /// The training file and the rows of it taken.

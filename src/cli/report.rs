@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn rates_read_as_people_write_them() {
-        assert_eq!(humane_rate(2_310_601.6229), "2.3M samples/s");
+        assert_eq!(humane_rate(2_310_601.622_9), "2.3M samples/s");
         assert_eq!(humane_rate(950.4), "950 samples/s");
         assert_eq!(humane_rate(12_345.0), "12.3k samples/s");
         assert_eq!(humane_rate(456_789.0), "457k samples/s");
