@@ -285,6 +285,74 @@ fn labels_directories_stdin_csv_and_the_preprocessed_images() {
     assert_eq!(v["inverted"], false);
 }
 
+/// A model of another input size (20 × 20 here) gets the same
+/// preprocessing at its size; a pipe is read like a file.
+#[test]
+fn other_input_sizes_and_pipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    common::write_synthetic(&data, 300, 50, 20, 20, 3, 4);
+    let model = dir.path().join("m.safetensors").display().to_string();
+    ok(&[
+        "--data-dir",
+        &data.display().to_string(),
+        "--save",
+        &model,
+        "--json",
+    ]);
+    let (img, _) = digit(0);
+    let big = big_black_on_white(&img);
+    let path = dir.path().join("big.png");
+    image::write_gray_png(&path, &big).unwrap();
+    let seen = dir.path().join("seen");
+    let v = &json_lines(&ok(&[
+        "predict",
+        "--model",
+        &model,
+        "--json",
+        "--save-preprocessed",
+        &seen.display().to_string(),
+        &path.display().to_string(),
+    ]))[0];
+    assert_eq!(v["preprocess"], "mnist");
+    let saved = image::read_gray(&seen.join("big.png")).unwrap();
+    assert_eq!((saved.width, saved.height), (20, 20));
+    // The digit's box fits round(20 * 20/28) = 14 pixels.
+    let rows = (0..20)
+        .filter(|&y| saved.pixels[y * 20..(y + 1) * 20].iter().any(|&p| p > 0))
+        .count();
+    assert!((13..=15).contains(&rows), "{rows} rows lit");
+
+    // A named pipe, as `<(cat big.png)` gives.
+    let fifo = dir.path().join("pipe");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&path).unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, bytes).unwrap())
+    };
+    let v = &json_lines(&ok(&[
+        "predict",
+        "--model",
+        &model,
+        "--json",
+        &fifo.display().to_string(),
+    ]))[0];
+    writer.join().unwrap();
+    assert_eq!(
+        v["predicted"],
+        json_lines(&ok(&[
+            "predict",
+            "--model",
+            &model,
+            "--json",
+            &path.display().to_string()
+        ]))[0]["predicted"]
+    );
+}
+
 #[test]
 fn eval_reports_f1_top_k_and_every_split() {
     let fx = Data::new();

@@ -37,7 +37,7 @@ use super::run_file::{recorded_background, recorded_kernel, recorded_shape};
 use super::settings::explicit_kernel;
 
 /// Largest image read from standard input.
-const MAX_STDIN_BYTES: u64 = 256 << 20;
+const MAX_STDIN_BYTES: u64 = image::MAX_STREAM_BYTES;
 /// File name extensions taken from a directory (case-insensitive).
 pub const IMAGE_EXTENSIONS: &[&str] = &[
     "png", "jpg", "jpeg", "bmp", "pgm", "pnm", "ppm", "pbm", "pam", "tif", "tiff", "webp",
