@@ -85,26 +85,6 @@ impl Sgd {
         }
     }
 
-    /// Checks the values a user can get wrong.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(format!("lr must be finite and > 0, got {}", self.lr));
-        }
-        if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
-            return Err(format!("momentum must be in [0, 1), got {}", self.momentum));
-        }
-        if self.nesterov && self.momentum == 0.0 {
-            return Err("nesterov needs a momentum > 0".into());
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(format!(
-                "weight decay must be finite and ≥ 0, got {}",
-                self.weight_decay
-            ));
-        }
-        Ok(())
-    }
-
     /// Whether momentum buffers are needed.
     pub fn has_momentum(&self) -> bool {
         self.momentum != 0.0

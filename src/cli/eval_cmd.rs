@@ -12,14 +12,13 @@ use serde_json::json;
 
 use idx_softmax::checkpoint;
 use idx_softmax::image;
-use idx_softmax::kernels::KernelPath;
 use idx_softmax::metrics;
 
 use super::args::EvalArgs;
-use super::common::{check_features, check_output, image_shape, load_test_split, pool, threads};
+use super::common::{
+    check_features, check_output, image_shape, inference_kernel, load_test_split, pool, threads,
+};
 use super::report::{confusion_table, evaluation_json, per_class_table};
-use super::run_file::recorded_kernel;
-use super::settings::explicit_kernel;
 
 /// Runs `eval` with `args`.
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -27,8 +26,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         check_output(p, "--weights-png")?;
     }
     let ck = checkpoint::load(&args.model)?;
-    let model = &ck.model;
-    let loaded = load_test_split(&args.data, model.classes)?;
+    let model = &ck.network;
+    let loaded = load_test_split(&args.data, model.classes())?;
     let split = &loaded.data;
     check_features(model, &args.model, split)?;
     let picture_shape = match &args.weights_png {
@@ -38,19 +37,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
         )?),
         None => None,
     };
-    let kernel = match explicit_kernel(args.compute.kernel)? {
-        Some(k) => k,
-        None => recorded_kernel(&ck).unwrap_or_else(KernelPath::best),
-    };
-    let kernel = if split.images.as_u8().is_some() {
-        kernel
-    } else {
-        KernelPath::Gemm
-    };
+    let samples = split.samples(model.classes())?;
+    let kernel = inference_kernel(args.compute.kernel, &ck, samples.as_u8().is_some())?;
     let threads = threads(args.compute.threads);
     let pool = pool(threads)?;
     let start = Instant::now();
-    let ev = pool.install(|| metrics::evaluate(model, split, kernel));
+    let ev = pool.install(|| metrics::evaluate(model, &samples, kernel));
     let eval_seconds = start.elapsed().as_secs_f64();
 
     let picture = match (&args.weights_png, picture_shape) {
@@ -64,8 +56,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         out["test_loss"] = json!(ev.loss);
         out["model"] = json!(args.model.display().to_string());
         out["data_dir"] = json!(loaded.dir.display().to_string());
-        out["classes"] = json!(model.classes);
-        out["features"] = json!(model.features);
+        out["classes"] = json!(model.classes());
+        out["features"] = json!(model.features());
+        out["layers"] = json!(model.describe());
         out["kernel"] = json!(kernel.name());
         out["threads"] = json!(threads);
         out["load_seconds"] = json!(loaded.seconds);
@@ -88,12 +81,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Some(e) => format!("; trained {e} epoch(s)"),
         None => String::new(),
     };
-    println!(
-        "model    {} ({} features × {} classes{trained})",
-        args.model.display(),
-        model.features,
-        model.classes
-    );
+    let shape = if model.is_linear() {
+        format!(
+            "{} features × {} classes",
+            model.features(),
+            model.classes()
+        )
+    } else {
+        format!("network {}, ReLU", model.describe())
+    };
+    println!("model    {} ({shape}{trained})", args.model.display());
     println!(
         "data     {} ({} test samples; loaded in {:.3} s)",
         loaded.dir.display(),

@@ -5,7 +5,7 @@
 //! (u8 × [`idx_softmax::dataset::U8_SCALE`], via
 //! [`idx_softmax::image::GrayImage::features`]) and go through the gemm
 //! forward pass. `--test-index N` runs test sample N through the
-//! evaluation's own forward pass (`metrics::logits_of_rows`, on the kernel
+//! evaluation's own forward pass (`Network::forward_rows`, on the kernel
 //! path eval would use), so its answer is the one `eval` counts. The two
 //! agree to float rounding; with `--kernel gemm`, bit for bit.
 //!
@@ -19,15 +19,10 @@ use serde_json::{json, Value};
 
 use idx_softmax::checkpoint::{self, Checkpoint};
 use idx_softmax::image::{self, GrayImage};
-use idx_softmax::kernels::{gemm, KernelPath};
-use idx_softmax::metrics;
-use idx_softmax::model::Model;
+use idx_softmax::run_record::recorded_shape;
 
 use super::args::PredictArgs;
-use super::common::{check_features, load_test_split, pool, threads};
-use super::run_file::recorded_kernel;
-use super::run_file::recorded_shape;
-use super::settings::explicit_kernel;
+use super::common::{check_features, inference_kernel, load_test_split, pool, threads};
 
 /// Where a prediction's input came from.
 enum Source {
@@ -44,7 +39,7 @@ struct Prediction {
 /// Runs `predict` with `args`.
 pub fn run(args: PredictArgs) -> Result<()> {
     let ck = checkpoint::load(&args.model)?;
-    let model = &ck.model;
+    let model = &ck.network;
     let mut predictions = Vec::new();
 
     let images = args
@@ -54,8 +49,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     for (path, img) in args.images.iter().zip(&images) {
         let x = img.features();
-        let mut logits = vec![0.0; model.classes];
-        gemm::forward(&x, &model.wt, &model.bias, &mut logits, 1, model.features);
+        let mut logits = vec![0.0; model.classes()];
+        model.forward_f32(&x, 1, &mut Vec::new(), &mut logits);
         predictions.push(Prediction {
             source: Source::Image(path.clone()),
             logits,
@@ -66,7 +61,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         predictions.extend(predict_test(&args, &ck)?);
     }
 
-    let top = (args.top as usize).min(model.classes);
+    let top = (args.top as usize).min(model.classes());
     for p in &predictions {
         let probs = softmax(&p.logits);
         let ranked = ranked(&probs);
@@ -84,7 +79,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
 /// the model's feature count in any case.
 fn read_input(path: &Path, ck: &Checkpoint, model_path: &Path) -> Result<GrayImage> {
     let img = image::read_gray(path)?;
-    let k = ck.model.features;
+    let k = ck.network.features();
     let (w, h) = (img.width, img.height);
     match recorded_shape(ck).as_deref() {
         Some(&[mh, mw]) if mh * mw == k && (h, w) != (mh, mw) => bail!(
@@ -104,8 +99,8 @@ fn read_input(path: &Path, ck: &Checkpoint, model_path: &Path) -> Result<GrayIma
 
 /// The logits of the `--test-index` samples, computed as `eval` does.
 fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> {
-    let model: &Model = &ck.model;
-    let loaded = load_test_split(&args.data, model.classes)?;
+    let model = &ck.network;
+    let loaded = load_test_split(&args.data, model.classes())?;
     let split = &loaded.data;
     check_features(model, &args.model, split)?;
     if let Some(&bad) = args.test_index.iter().find(|&&i| i >= split.len()) {
@@ -116,16 +111,14 @@ fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> 
             split.len()
         );
     }
-    let kernel = match explicit_kernel(args.compute.kernel)? {
-        Some(k) => k,
-        None => recorded_kernel(ck).unwrap_or_else(KernelPath::best),
-    };
+    let samples = split.samples(model.classes())?;
+    let kernel = inference_kernel(args.compute.kernel, ck, samples.as_u8().is_some())?;
     let rows: Vec<u32> = args.test_index.iter().map(|&i| i as u32).collect();
-    let c = model.classes;
+    let c = model.classes();
     let mut logits = vec![0.0f32; rows.len() * c];
     let mut xbuf = Vec::new();
     pool(threads(args.compute.threads))?
-        .install(|| metrics::logits_of_rows(model, split, kernel, &rows, &mut xbuf, &mut logits));
+        .install(|| model.forward_rows(&samples, &rows, kernel, &mut xbuf, &mut logits));
     let labels = &split.labels;
     Ok(args
         .test_index
