@@ -176,38 +176,27 @@ impl TrainConfig {
     }
 
     /// The kernel path that runs for this network on `samples`: the fused
-    /// kernels serve softmax regression on u8 samples; everything else
-    /// (an MLP, or f32 samples) runs on `gemm`. An explicitly requested
+    /// kernels serve u8 samples (softmax regression entirely; an MLP's
+    /// first layer); f32 samples run on `gemm`. An explicitly requested
     /// fused path that cannot serve the run is an error, not a silent
     /// substitution.
     pub fn kernel_for(&self, samples: &Samples<'_>) -> Result<KernelPath, ConfigError> {
-        kernel_for(
-            self.kernel,
-            self.hidden.is_empty(),
-            samples.as_u8().is_some(),
-        )
+        kernel_for(self.kernel, samples.as_u8().is_some())
     }
 }
 
 /// The rule behind [`TrainConfig::kernel_for`], for callers (evaluation,
-/// prediction) that know only the network and the sample type.
+/// prediction) that know only the sample type.
 pub fn kernel_for(
     requested: Option<KernelPath>,
-    linear: bool,
     u8_samples: bool,
 ) -> Result<KernelPath, ConfigError> {
-    let fusable = linear && u8_samples;
     match requested {
-        None if fusable => Ok(KernelPath::best()),
+        None if u8_samples => Ok(KernelPath::best()),
         None => Ok(KernelPath::Gemm),
-        Some(k) if !k.is_fused() || fusable => Ok(k),
+        Some(k) if !k.is_fused() || u8_samples => Ok(k),
         Some(k) => err(format!(
-            "--kernel {k} runs softmax regression on u8 pixels only; {} runs on --kernel gemm",
-            if linear {
-                "f32 data"
-            } else {
-                "a network with hidden layers"
-            }
+            "--kernel {k} reads u8 pixels only; f32 data runs on --kernel gemm"
         )),
     }
 }

@@ -281,11 +281,6 @@ impl GzCache {
         Self { dirs }
     }
 
-    /// The directories tried, in order.
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.dirs
-    }
-
     /// Returns the path of a valid raw copy of the gzip file `gz`, building
     /// it if needed.
     pub fn decompressed(&self, gz: &Path) -> Result<PathBuf, DataError> {

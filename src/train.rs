@@ -301,8 +301,11 @@ impl<'a> Trainer<'a> {
         let (k, c) = (self.network.features(), self.network.classes());
         let batch = self.cfg.batch_size.min(self.order.len());
         let workers = self.cfg.workers();
-        // The gemm plan's layout; the values live in the buffer below.
-        let layout = (!self.kernel.is_fused()).then(|| self.network.clone());
+        // The fused plan serves softmax regression on u8 samples; the gemm
+        // plan everything else, and needs the layout (the values live in
+        // the buffer below).
+        let fused_softmax = self.kernel.is_fused() && self.network.is_linear();
+        let layout = (!fused_softmax).then(|| self.network.clone());
         let ctx = EpochCtx::new(
             self.train,
             &self.order,
@@ -321,7 +324,7 @@ impl<'a> Trainer<'a> {
             }
             Some(layout) => {
                 let mut bufs = GemmBuffers::new(batch, layout.sizes());
-                let plan = GemmStep::new(&ctx, layout, &mut bufs);
+                let plan = GemmStep::new(&ctx, layout, self.kernel, &mut bufs);
                 phased::run(&plan, workers, &self.pool);
             }
         }

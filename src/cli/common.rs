@@ -108,21 +108,19 @@ pub fn check_features(network: &Network, model_path: &Path, split: &Split) -> Re
 /// The kernel path `eval` and `predict` run `ck`'s network on, for u8 (or
 /// not) samples: `--kernel` or `$IDX_SOFTMAX_KERNEL` if given (checked by
 /// the library's rule), else the one that trained it where it serves, else
-/// the best one for the network and data.
+/// the best one for the data.
 pub fn inference_kernel(
     flag: Option<KernelPath>,
     ck: &Checkpoint,
     u8_samples: bool,
 ) -> Result<KernelPath> {
-    let linear = ck.network.is_linear();
     if let Some(k) = super::settings::explicit_kernel(flag)? {
-        return Ok(config::kernel_for(Some(k), linear, u8_samples)?);
+        return Ok(config::kernel_for(Some(k), u8_samples)?);
     }
-    let recorded =
-        recorded_kernel(ck).and_then(|k| config::kernel_for(Some(k), linear, u8_samples).ok());
+    let recorded = recorded_kernel(ck).and_then(|k| config::kernel_for(Some(k), u8_samples).ok());
     match recorded {
         Some(k) => Ok(k),
-        None => Ok(config::kernel_for(None, linear, u8_samples)?),
+        None => Ok(config::kernel_for(None, u8_samples)?),
     }
 }
 

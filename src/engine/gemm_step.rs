@@ -1,5 +1,10 @@
-//! Any network, on u8 or f32 samples, through sgemm: MLPs, and softmax
-//! regression on the `gemm` path.
+//! Any network, on u8 or f32 samples: MLPs, and softmax regression on the
+//! `gemm` path. The layers' products go through sgemm, except the first
+//! layer's on u8 samples with a fused kernel path: there the forward
+//! product and the weight gradient read the u8 rows in place with the
+//! fused SIMD kernels ([`crate::kernels::fused`]), as softmax regression
+//! does, with no gather, no conversion and no packing of the 784-wide
+//! operands.
 //!
 //! For a network of sizes `[s0 = K, s1, …, sL = C]`, with activations
 //! `A_0 = X` (the batch as f32), `A_l = relu(A_{l−1}·W_lᵀ + b_l)` and
@@ -19,7 +24,7 @@
 //! Every output element is computed inside one chunk, whose shape depends
 //! only on the step, so the bits never depend on the worker count.
 
-use crate::kernels::{bias_grad, softmax_ce, KernelPath};
+use crate::kernels::{bias_grad, fused, softmax_ce, KernelPath};
 use crate::nn::{relu_backward, Linear, Network};
 use crate::parallel::SharedSlice;
 
@@ -57,6 +62,8 @@ impl GemmBuffers {
 pub struct GemmStep<'s> {
     ctx: &'s EpochCtx<'s>,
     net: &'s Network,
+    /// The fused path and the u8 rows, when the first layer runs fused.
+    fused: Option<(KernelPath, &'s [u8])>,
     linears: Vec<Linear>,
     /// The buffer capacity in rows.
     rows_cap: usize,
@@ -71,9 +78,21 @@ pub struct GemmStep<'s> {
 
 impl<'s> GemmStep<'s> {
     /// A plan for `net` (whose parameters the context's buffer holds; `net`
-    /// supplies only the layout) with buffers for batches up to
+    /// supplies only the layout) on `path`, with buffers for batches up to
     /// `batch_size` rows.
-    pub fn new(ctx: &'s EpochCtx<'s>, net: &'s Network, bufs: &'s mut GemmBuffers) -> Self {
+    ///
+    /// # Panics
+    /// If `path` is fused but the samples are not u8.
+    pub fn new(
+        ctx: &'s EpochCtx<'s>,
+        net: &'s Network,
+        path: KernelPath,
+        bufs: &'s mut GemmBuffers,
+    ) -> Self {
+        let fused = path.is_fused().then(|| {
+            let images = ctx.samples.as_u8().expect("a fused path needs u8 samples");
+            (path, images)
+        });
         let sizes = net.sizes();
         let rows_cap = ctx.batch_size.min(ctx.order.len());
         let mut offsets = Vec::with_capacity(sizes.len());
@@ -102,6 +121,7 @@ impl<'s> GemmStep<'s> {
         Self {
             ctx,
             net,
+            fused,
             linears,
             rows_cap,
             offsets,
@@ -133,13 +153,16 @@ impl<'s> GemmStep<'s> {
         // this phase.
         let params = unsafe { self.ctx.params.get(0..self.ctx.params.len()) };
 
-        // A_0: the rows as f32.
-        // SAFETY: rows phase: rows `r` of every layer's activations,
-        // gradients and losses belong to this chunk alone.
-        let x = unsafe { self.acts.get_mut(self.span(0, r.clone())) };
+        let rows = &batch[r.clone()];
         let k = self.net.features();
-        for (row, &i) in x.chunks_exact_mut(k).zip(&batch[r.clone()]) {
-            self.ctx.samples.row_into_f32(i as usize, row);
+        // A_0: the rows as f32, unless the first layer reads them as u8.
+        if self.fused.is_none() {
+            // SAFETY: rows phase: rows `r` of every layer's activations,
+            // gradients and losses belong to this chunk alone.
+            let x = unsafe { self.acts.get_mut(self.span(0, r.clone())) };
+            for (row, &i) in x.chunks_exact_mut(k).zip(rows) {
+                self.ctx.samples.row_into_f32(i as usize, row);
+            }
         }
         // Forward.
         for (l, lin) in self.linears.iter().enumerate() {
@@ -150,7 +173,14 @@ impl<'s> GemmStep<'s> {
                     self.acts.get_mut(self.span(l + 1, r.clone())),
                 )
             };
-            lin.forward(out, inp, params, store, n);
+            match self.fused {
+                Some((path, images)) if l == 0 => {
+                    let (w, b) = lin.tensors(params, store);
+                    let scale = self.ctx.samples.scale();
+                    fused::forward(path, images, k, rows, w, b, scale, out);
+                }
+                _ => lin.forward(out, inp, params, store, n),
+            }
             if l + 1 < depth {
                 crate::nn::relu_forward(out);
             }
@@ -164,7 +194,6 @@ impl<'s> GemmStep<'s> {
                 self.losses.get_mut(r.clone()),
             )
         };
-        let rows = &batch[r.clone()];
         let label = |i: usize| self.ctx.samples.label(rows[i] as usize) as usize;
         // The portable exponential: the same bits on every CPU.
         softmax_ce::block(KernelPath::Portable, logits, c, label, inv_b, g, losses);
@@ -204,15 +233,41 @@ impl<'s> GemmStep<'s> {
             )
         };
         let dw = &mut s.dw[..lin.outputs * width];
-        lin.weight_grad_cols(dw, g_out, a_in, b, cols.start, width);
+        let batch = self.ctx.batch(step);
+        // The fused kernel sums raw u8 pixels: their scale comes in the update.
+        let grad_scale = match self.fused {
+            Some((path, images)) if l == 0 => {
+                let k = self.net.features();
+                fused::weight_grad(
+                    path,
+                    images,
+                    k,
+                    batch,
+                    g_out,
+                    lin.outputs,
+                    cols.start,
+                    width,
+                    dw,
+                );
+                self.ctx.samples.scale()
+            }
+            _ => {
+                lin.weight_grad_cols(dw, g_out, a_in, b, cols.start, width);
+                1.0
+            }
+        };
         let w0 = store.tensors()[lin.weight].offset;
         for o in 0..lin.outputs {
             let at = w0 + o * lin.inputs + cols.start;
             // SAFETY: columns phase: these columns of W_l (and of its
             // momentum) belong to this chunk alone; nothing reads W.
             unsafe {
-                self.ctx
-                    .update(lr, at..at + width, &dw[o * width..(o + 1) * width], 1.0)
+                self.ctx.update(
+                    lr,
+                    at..at + width,
+                    &dw[o * width..(o + 1) * width],
+                    grad_scale,
+                )
             };
         }
         if j == 0 {

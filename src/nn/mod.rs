@@ -102,10 +102,10 @@ pub fn relu_forward(x: &mut [f32]) {
 /// ReLU's backward, in place: `d[i] = 0` where the forward output
 /// `out[i]` was not positive.
 pub fn relu_backward(d: &mut [f32], out: &[f32]) {
+    // A select, not a branch: the compiler turns it into a vector blend
+    // (the branch compiled to a conditional store per element).
     for (g, &o) in d.iter_mut().zip(out) {
-        if o <= 0.0 {
-            *g = 0.0;
-        }
+        *g = if o > 0.0 { *g } else { 0.0 };
     }
 }
 
@@ -312,10 +312,10 @@ impl Network {
 
     /// The logits (`rows.len()` × C) of samples `rows`.
     ///
-    /// Softmax regression on u8 samples with a fused `path` reads the rows
-    /// in place, exactly as the fused training step does; everything else
-    /// gathers the rows to f32 and runs the layers' forward passes. `ws`
-    /// is scratch, grown as needed.
+    /// On u8 samples with a fused `path`, the first layer reads the rows in
+    /// place with the fused kernel, exactly as the training step does;
+    /// otherwise the rows are gathered to f32 first. The other layers run
+    /// their forward passes. `ws` is scratch, grown as needed.
     pub fn forward_rows(
         &self,
         samples: &Samples<'_>,
@@ -324,40 +324,60 @@ impl Network {
         ws: &mut Vec<f32>,
         out: &mut [f32],
     ) {
-        let (k, c) = (self.features(), self.classes());
+        let k = self.features();
         assert_eq!(samples.features(), k, "forward_rows: feature count");
-        assert_eq!(out.len(), rows.len() * c, "forward_rows: output length");
-        if let (true, Some(images), true) = (self.is_linear(), samples.as_u8(), path.is_fused()) {
+        assert_eq!(
+            out.len(),
+            rows.len() * self.classes(),
+            "forward_rows: output length"
+        );
+        let n = rows.len();
+        if let (Some(images), true) = (samples.as_u8(), path.is_fused()) {
             let (w, b) = (self.params.get(0), self.params.get(1));
-            fused::forward(path, images, k, rows, w, b, samples.scale(), out);
+            if self.is_linear() {
+                fused::forward(path, images, k, rows, w, b, samples.scale(), out);
+                return;
+            }
+            let mut h = std::mem::take(ws);
+            h.resize(n * self.sizes[1], 0.0);
+            fused::forward(path, images, k, rows, w, b, samples.scale(), &mut h);
+            relu_forward(&mut h);
+            self.forward_from(1, &h, n, &mut Vec::new(), out);
+            *ws = h;
             return;
         }
-        let n = rows.len();
         let mut x = std::mem::take(ws);
         x.resize(n * k, 0.0);
         for (row, &r) in x.chunks_exact_mut(k).zip(rows) {
             samples.row_into_f32(r as usize, row);
         }
-        let mut scratch = Vec::new();
-        self.forward_f32(&x, n, &mut scratch, out);
+        self.forward_from(0, &x, n, &mut Vec::new(), out);
         *ws = x;
     }
 
     /// The logits (n × C) of `n` rows of f32 inputs `x` (n × K), through
     /// every layer's forward pass. `ws` is scratch, grown as needed.
     pub fn forward_f32(&self, x: &[f32], n: usize, ws: &mut Vec<f32>, out: &mut [f32]) {
-        let k = self.features();
-        assert_eq!(x.len(), n * k, "forward_f32: input length");
-        assert_eq!(out.len(), n * self.classes(), "forward_f32: output length");
+        assert_eq!(x.len(), n * self.features(), "forward_f32: input length");
+        self.forward_from(0, x, n, ws, out);
+    }
+
+    /// The logits of `n` rows given the input `x` of linear layer `first`
+    /// (after the ReLU before it).
+    fn forward_from(&self, first: usize, x: &[f32], n: usize, ws: &mut Vec<f32>, out: &mut [f32]) {
+        assert_eq!(out.len(), n * self.classes(), "forward: output length");
         let p = self.params.data();
-        let hidden = self.hidden();
-        let widest = hidden.iter().max().copied().unwrap_or(0);
+        let widest = self.hidden().iter().max().copied().unwrap_or(0);
         ws.resize(2 * n * widest, 0.0);
         let (mut cur, mut next) = ws.split_at_mut(n * widest);
         let linears: Vec<Linear> = self.linears().collect();
         let last = linears.len() - 1;
-        for (i, lin) in linears.iter().enumerate() {
-            let inp: &[f32] = if i == 0 { x } else { &cur[..n * lin.inputs] };
+        for (i, lin) in linears.iter().enumerate().skip(first) {
+            let inp: &[f32] = if i == first {
+                x
+            } else {
+                &cur[..n * lin.inputs]
+            };
             if i == last {
                 lin.forward(out, inp, p, &self.params, n);
             } else {
