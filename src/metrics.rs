@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::KernelPath;
+use crate::kernels::{softmax_ce, KernelPath};
 use crate::nn::Network;
 use crate::samples::Samples;
 
@@ -52,8 +52,7 @@ pub fn row_loss_and_argmax(z: &[f32], label: usize) -> (f64, usize) {
             m = v;
         }
     }
-    let s: f64 = z.iter().map(|&v| ((v - m) as f64).exp()).sum();
-    (m as f64 + s.ln() - z[label] as f64, best)
+    (softmax_ce::log_sum_exp(z) - z[label] as f64, best)
 }
 
 /// Evaluates `net` on all of `samples`, in parallel on the current rayon
