@@ -226,3 +226,92 @@ pub fn network_sizes(
     Network::check_sizes(&sizes).map_err(|e| ConfigError(e.0))?;
     Ok(sizes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_rule_names_its_flag() {
+        let cases: [(Result<(), ConfigError>, &str); 9] = [
+            (check_lr(0.0), "--lr"),
+            (check_lr(f32::NAN), "--lr"),
+            (check_momentum(1.0), "--momentum"),
+            (check_weight_decay(-1.0), "--weight-decay"),
+            (check_val_split(1.0), "--val-split"),
+            (check_nesterov(true, 0.0), "--nesterov"),
+            (check_hidden(0), "--hidden"),
+            (check_threads(0), "--threads"),
+            (check_threads(MAX_THREADS + 1), "--threads"),
+        ];
+        for (r, flag) in cases {
+            let e = r.unwrap_err().to_string();
+            assert!(e.starts_with(flag), "{e:?} should name {flag}");
+        }
+        assert!(check_lr(0.1).is_ok() && check_momentum(0.0).is_ok() && check_hidden(1).is_ok());
+    }
+
+    #[test]
+    fn validate_covers_the_whole_config() {
+        assert!(TrainConfig::default().validate().is_ok());
+        let bad = [
+            TrainConfig {
+                epochs: 0,
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                batch_size: 0,
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                hidden: vec![16, 0],
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                val_split: -0.5,
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                sgd: Sgd {
+                    nesterov: true,
+                    ..Sgd::plain(0.1)
+                },
+                ..TrainConfig::default()
+            },
+        ];
+        for cfg in bad {
+            assert!(cfg.validate().is_err(), "{cfg:?} passed");
+        }
+    }
+
+    #[test]
+    fn the_kernel_rule() {
+        assert_eq!(kernel_for(None, true), Ok(KernelPath::best()));
+        assert_eq!(kernel_for(None, false), Ok(KernelPath::Gemm));
+        assert_eq!(
+            kernel_for(Some(KernelPath::Gemm), true),
+            Ok(KernelPath::Gemm)
+        );
+        assert_eq!(
+            kernel_for(Some(KernelPath::Portable), true),
+            Ok(KernelPath::Portable)
+        );
+        let e = kernel_for(Some(KernelPath::Portable), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--kernel portable") && e.contains("gemm"), "{e}");
+    }
+
+    #[test]
+    fn sizes_put_the_hidden_layers_between() {
+        let cfg = TrainConfig {
+            hidden: vec![512, 256],
+            ..TrainConfig::default()
+        };
+        assert_eq!(cfg.sizes(784, 10), [784, 512, 256, 10]);
+        assert_eq!(
+            network_sizes(&TrainConfig::default(), 784, 10).unwrap(),
+            [784, 10]
+        );
+    }
+}

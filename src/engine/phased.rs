@@ -126,3 +126,152 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::Mutex;
+
+    /// Records every chunk run, and checks the ordering contract as it goes:
+    /// when a chunk starts, every chunk of every earlier phase has finished.
+    struct Recorder {
+        steps: usize,
+        phases: usize,
+        /// Chunk counts per (step, phase), varied to catch index slips.
+        counts: Vec<usize>,
+        runs: Vec<AtomicU32>,
+        finished: Vec<AtomicU32>,
+        violations: Mutex<Vec<String>>,
+        abandon_at: Option<(usize, usize, usize)>,
+    }
+
+    impl Recorder {
+        fn new(steps: usize, phases: usize, abandon_at: Option<(usize, usize, usize)>) -> Self {
+            let counts: Vec<usize> = (0..steps * phases).map(|p| 1 + (p * 7) % 5).collect();
+            let total: usize = counts.iter().sum();
+            Self {
+                steps,
+                phases,
+                runs: (0..total).map(|_| AtomicU32::new(0)).collect(),
+                finished: (0..steps * phases).map(|_| AtomicU32::new(0)).collect(),
+                counts,
+                violations: Mutex::new(Vec::new()),
+                abandon_at,
+            }
+        }
+
+        fn index(&self, step: usize, phase: usize, chunk: usize) -> usize {
+            let p = step * self.phases + phase;
+            self.counts[..p].iter().sum::<usize>() + chunk
+        }
+    }
+
+    impl StepPlan for Recorder {
+        type Scratch = ();
+        fn scratch(&self) {}
+        fn steps(&self) -> usize {
+            self.steps
+        }
+        fn phases(&self) -> usize {
+            self.phases
+        }
+        fn chunks(&self, step: usize, phase: usize) -> usize {
+            self.counts[step * self.phases + phase]
+        }
+        fn run(&self, step: usize, phase: usize, chunk: usize, _: &mut ()) -> Flow {
+            let p = step * self.phases + phase;
+            for earlier in 0..p {
+                let done = self.finished[earlier].load(Ordering::SeqCst) as usize;
+                if done != self.counts[earlier] {
+                    self.violations.lock().unwrap().push(format!(
+                        "({step},{phase},{chunk}) started with phase {earlier} at {done}/{}",
+                        self.counts[earlier]
+                    ));
+                }
+            }
+            // Give other workers a chance to run into an ordering bug.
+            std::thread::yield_now();
+            self.runs[self.index(step, phase, chunk)].fetch_add(1, Ordering::SeqCst);
+            self.finished[p].fetch_add(1, Ordering::SeqCst);
+            if self.abandon_at == Some((step, phase, chunk)) {
+                Flow::Abandon
+            } else {
+                Flow::Continue
+            }
+        }
+    }
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn every_chunk_runs_once_in_phase_order() {
+        for workers in [1, 2, 3, 5, 8] {
+            let plan = Recorder::new(40, 3, None);
+            assert!(run(&plan, workers, &pool(workers)));
+            let v = plan.violations.lock().unwrap();
+            assert!(
+                v.is_empty(),
+                "{workers} workers: {:?}",
+                &v[..v.len().min(3)]
+            );
+            for (i, r) in plan.runs.iter().enumerate() {
+                assert_eq!(r.load(Ordering::SeqCst), 1, "{workers} workers: chunk {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn abandon_stops_later_phases() {
+        for workers in [1, 2, 4] {
+            let plan = Recorder::new(10, 2, Some((3, 1, 0)));
+            assert!(!run(&plan, workers, &pool(workers)));
+            // Nothing of step 4 or later ran.
+            let first_later = plan.index(4, 0, 0);
+            assert!(
+                plan.runs[first_later..]
+                    .iter()
+                    .all(|r| r.load(Ordering::SeqCst) == 0),
+                "{workers} workers ran chunks after the abandon"
+            );
+            assert_eq!(plan.runs[plan.index(3, 1, 0)].load(Ordering::SeqCst), 1);
+        }
+    }
+
+    struct Panics;
+    impl StepPlan for Panics {
+        type Scratch = ();
+        fn scratch(&self) {}
+        fn steps(&self) -> usize {
+            50
+        }
+        fn phases(&self) -> usize {
+            2
+        }
+        fn chunks(&self, _: usize, _: usize) -> usize {
+            3
+        }
+        fn run(&self, step: usize, _: usize, chunk: usize, _: &mut ()) -> Flow {
+            if step == 7 && chunk == 1 {
+                panic!("chunk failure");
+            }
+            Flow::Continue
+        }
+    }
+
+    #[test]
+    fn a_panicking_chunk_reaches_the_caller_and_nobody_hangs() {
+        for workers in [1, 2, 4] {
+            let pool = pool(workers);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(&Panics, workers, &pool)
+            }));
+            assert!(r.is_err(), "{workers} workers: the panic was swallowed");
+        }
+    }
+}
