@@ -34,6 +34,8 @@ fn main() {
         &LoadOptions::default(),
     )
     .expect("MNIST");
+    let train_set = data.train.samples(data.classes).expect("train samples");
+    let test_set = data.test.samples(data.classes).expect("test samples");
 
     let variants: Vec<(usize, KernelPath)> = kernels
         .iter()
@@ -44,11 +46,11 @@ fn main() {
         .map(|&(t, k)| {
             let cfg = TrainConfig {
                 threads: t,
-                kernel: k,
+                kernel: Some(k),
                 batch_size: batch,
                 ..TrainConfig::default()
             };
-            Trainer::new(&data, cfg).unwrap()
+            Trainer::new(&train_set, None, cfg).unwrap()
         })
         .collect();
     let mut times = vec![Vec::new(); variants.len()];
@@ -58,7 +60,7 @@ fn main() {
         for (i, tr) in trainers.iter_mut().enumerate() {
             let s = tr.train_epoch(&|_| {}).unwrap();
             let t0 = std::time::Instant::now();
-            let e = tr.evaluate(&data.test);
+            let e = tr.evaluate(&test_set);
             let et = t0.elapsed().as_secs_f64();
             if round > 0 {
                 times[i].push(s.seconds);

@@ -1,16 +1,21 @@
-//! Checkpoints: a [`Model`] (plus optional extra tensors and string metadata)
+//! Checkpoints: a [`Network`] (plus optional extra tensors and string metadata)
 //! in a [safetensors](https://huggingface.co/docs/safetensors) file.
 //!
 //! # Format
 //!
-//! The file follows PyTorch's `nn.Linear` convention, so
-//! `safetensors.numpy.load_file` / `safetensors.torch.load_file` read it and
-//! `nn.Linear.load_state_dict` accepts it:
+//! The file follows PyTorch's conventions, so `safetensors.numpy.load_file`
+//! / `safetensors.torch.load_file` read it and `load_state_dict` accepts
+//! it. Softmax regression is one `nn.Linear`:
 //!
 //! | tensor   | dtype | shape                 |
 //! |----------|-------|-----------------------|
 //! | `weight` | F32   | `[classes, features]` |
 //! | `bias`   | F32   | `[classes]`           |
+//!
+//! An MLP is an `nn.Sequential(Linear, ReLU, Linear, …)`: `0.weight`
+//! `[H1, features]`, `0.bias` `[H1]`, `2.weight` `[H2, H1]`, …, the ReLUs
+//! at the odd indices holding no tensors. The metadata key [`LAYERS_KEY`]
+//! records the sizes (`784-256-10`).
 //!
 //! Any other tensors (for example optimizer state such as `momentum.weight`)
 //! are the caller's, stored as F32 with the shapes it gives. The header's
@@ -36,15 +41,15 @@
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
-//! use idx_softmax::{checkpoint, model::Model};
-//! # let model = Model { features: 2, classes: 1, wt: vec![0.5, -0.5], bias: vec![0.0] };
+//! use idx_softmax::{checkpoint, nn::Network};
+//! let model = Network::zeros(&[2, 3])?;
 //! let mut meta = BTreeMap::new();
 //! meta.insert("epochs".to_string(), "5".to_string());
 //! checkpoint::save("model.safetensors".as_ref(), &model, &[], &meta)?;
 //! let ckpt = checkpoint::load("model.safetensors".as_ref())?;
-//! assert_eq!(ckpt.model, model);
+//! assert_eq!(ckpt.network, model);
 //! assert_eq!(ckpt.metadata["epochs"], "5");
-//! # Ok::<(), checkpoint::CheckpointError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::collections::BTreeMap;
@@ -56,7 +61,7 @@ use safetensors::tensor::{Dtype, Metadata};
 use serde_json::{json, Map, Value};
 
 use crate::fsutil::write_atomic;
-use crate::model::Model;
+use crate::nn::Network;
 
 /// The value of [`FORMAT_KEY`] in the files this version writes.
 pub const FORMAT: &str = "idx-softmax/1";
@@ -68,6 +73,9 @@ pub const VERSION_KEY: &str = "crate_version";
 pub const WEIGHT: &str = "weight";
 /// Name of the `[classes]` bias tensor (`nn.Linear.bias`).
 pub const BIAS: &str = "bias";
+/// Metadata key holding the network's sizes, e.g. `784-256-10`, set by
+/// [`save`] and checked by [`load`] when present.
+pub const LAYERS_KEY: &str = "layers";
 /// Largest header accepted (or written), in bytes: the limit of the
 /// reference safetensors implementation.
 pub const MAX_HEADER_LEN: u64 = 100_000_000;
@@ -94,8 +102,8 @@ pub type ExtraTensor<'a> = (&'a str, &'a [usize], &'a [f32]);
 /// The content of a checkpoint file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
-    /// The linear layer, from `weight` and `bias`.
-    pub model: Model,
+    /// The network, from `weight`/`bias` or `0.weight`, `0.bias`, ….
+    pub network: Network,
     /// Every other tensor, by name.
     pub extra: BTreeMap<String, Tensor>,
     /// The header's `__metadata__` (empty if the file has none), including
@@ -162,28 +170,27 @@ pub enum CheckpointError {
     InvalidInput { path: PathBuf, reason: String },
 }
 
-/// Saves `model`, the `extra` tensors and `metadata` to `path`, atomically (see
+/// Saves `network`, the `extra` tensors and `metadata` to `path`, atomically (see
 /// [`write_atomic`]): on failure `path` is left as it was.
 ///
-/// [`FORMAT_KEY`] and [`VERSION_KEY`] are always set, replacing any values
-/// the caller gave for them.
+/// [`FORMAT_KEY`], [`VERSION_KEY`] and [`LAYERS_KEY`] are always set,
+/// replacing any values the caller gave for them.
 ///
-/// Refused, before anything is written: a model whose `wt`/`bias` lengths do
-/// not match `classes × features`/`classes`, or with zero classes or
-/// features; non-finite values in any tensor (a diverged model would be
-/// unloadable); extra tensors named `weight`, `bias`, `__metadata__` or the
-/// empty string, named twice, or whose data length is not the product of
+/// Refused, before anything is written: non-finite values in any tensor (a
+/// diverged network would be unloadable); extra tensors named like one of
+/// the network's, `__metadata__` or the empty string, named twice, or whose data length is not the product of
 /// their shape; a header over [`MAX_HEADER_LEN`].
 pub fn save(
     path: &Path,
-    model: &Model,
+    network: &Network,
     extra: &[ExtraTensor<'_>],
     metadata: &BTreeMap<String, String>,
 ) -> Result<(), CheckpointError> {
-    let bytes = encode(model, extra, metadata).map_err(|reason| CheckpointError::InvalidInput {
-        path: path.to_owned(),
-        reason,
-    })?;
+    let bytes =
+        encode(network, extra, metadata).map_err(|reason| CheckpointError::InvalidInput {
+            path: path.to_owned(),
+            reason,
+        })?;
     write_atomic(path, |f| f.write_all(&bytes)).map_err(|error| CheckpointError::Io {
         path: path.to_owned(),
         error,
@@ -207,48 +214,27 @@ struct Outgoing<'a> {
 
 /// Serialises a checkpoint; the error is a reason for [`CheckpointError::InvalidInput`].
 fn encode(
-    model: &Model,
+    network: &Network,
     extra: &[ExtraTensor<'_>],
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, String> {
-    let (c, k) = (model.classes, model.features);
-    if c == 0 || k == 0 {
-        return Err(format!(
-            "the model has {c} classes and {k} features; both must be at least 1"
-        ));
-    }
-    if c.checked_mul(k) != Some(model.wt.len()) {
-        return Err(format!(
-            "the model's weight holds {} values, not classes x features = {c} x {k}",
-            model.wt.len()
-        ));
-    }
-    if model.bias.len() != c {
-        return Err(format!(
-            "the model's bias holds {} values, not classes = {c}",
-            model.bias.len()
-        ));
-    }
-
-    let mut tensors = vec![
-        Outgoing {
-            name: WEIGHT,
-            shape: vec![c, k],
-            data: &model.wt,
-        },
-        Outgoing {
-            name: BIAS,
-            shape: vec![c],
-            data: &model.bias,
-        },
-    ];
+    let params = network.params();
+    let mut tensors: Vec<Outgoing<'_>> = params
+        .tensors()
+        .iter()
+        .map(|t| Outgoing {
+            name: &t.name,
+            shape: t.shape.clone(),
+            data: &params.data()[t.range()],
+        })
+        .collect();
     for &(name, shape, data) in extra {
         if name.is_empty() || name == METADATA_KEY {
             return Err(format!("{name:?} is not a valid tensor name"));
         }
         if tensors.iter().any(|t| t.name == name) {
-            return Err(if name == WEIGHT || name == BIAS {
-                format!("extra tensor {name:?} would replace the model's own")
+            return Err(if params.find(name).is_some() {
+                format!("extra tensor {name:?} would replace the network's own")
             } else {
                 format!("extra tensor {name:?} is given twice")
             });
@@ -284,6 +270,7 @@ fn encode(
         .collect();
     meta.insert(FORMAT_KEY.into(), FORMAT.into());
     meta.insert(VERSION_KEY.into(), env!("CARGO_PKG_VERSION").into());
+    meta.insert(LAYERS_KEY.into(), network.describe().into());
     let mut entries: Vec<(String, Value)> = vec![(METADATA_KEY.into(), sorted(meta))];
     let mut offset = 0usize;
     for t in &tensors {
@@ -488,56 +475,134 @@ fn decode(path: &Path, metadata: &Metadata, data: &[u8]) -> Result<Checkpoint, C
         );
     }
 
-    let mut take = |name: &str| {
-        tensors
-            .remove(name)
-            .ok_or_else(|| CheckpointError::MissingTensor {
+    let network = network_from(path, &mut tensors, &infos)?;
+    if let Some(recorded) = meta.get(LAYERS_KEY) {
+        if *recorded != network.describe() {
+            return Err(CheckpointError::WrongShape {
                 path: path.to_owned(),
-                name: name.to_owned(),
-                found: if infos.is_empty() {
-                    "no tensors".to_owned()
-                } else {
-                    let names: Vec<String> = infos.keys().map(|n| format!("{n:?}")).collect();
-                    format!("tensors {}", names.join(", "))
-                },
-            })
-    };
-    let weight = take(WEIGHT)?;
-    let bias = take(BIAS)?;
+                name: LAYERS_KEY.to_owned(),
+                reason: format!(
+                    "(metadata) says the network is {recorded}, but the tensors make {}",
+                    network.describe()
+                ),
+            });
+        }
+    }
+    Ok(Checkpoint {
+        network,
+        extra: tensors,
+        metadata: meta,
+    })
+}
+
+/// Takes the network's tensors out of `tensors`: `weight`/`bias`
+/// (softmax regression), or `0.weight`, `0.bias`, `2.weight`, … (an
+/// `nn.Sequential` of Linear and ReLU layers). What remains is extra.
+fn network_from(
+    path: &Path,
+    tensors: &mut BTreeMap<String, Tensor>,
+    infos: &BTreeMap<String, &safetensors::tensor::TensorInfo>,
+) -> Result<Network, CheckpointError> {
     let shape_err = |name: &str, reason: String| CheckpointError::WrongShape {
         path: path.to_owned(),
         name: name.to_owned(),
         reason,
     };
-    let (classes, features) = match weight.shape[..] {
-        [c, k] if c > 0 && k > 0 => (c, k),
-        _ => {
-            return Err(shape_err(
-                WEIGHT,
-                format!(
-                    "has shape {:?}; expected [classes, features], both at least 1",
-                    weight.shape
-                ),
-            ))
+    let names: Vec<(String, String)> =
+        if tensors.contains_key(WEIGHT) || !tensors.contains_key("0.weight") {
+            vec![(WEIGHT.to_owned(), BIAS.to_owned())]
+        } else {
+            (0..)
+                .step_by(2)
+                .map(|i| (format!("{i}.weight"), format!("{i}.bias")))
+                .take_while(|(w, _)| tensors.contains_key(w))
+                .collect()
+        };
+    let mut sizes = Vec::with_capacity(names.len() + 1);
+    let mut params = Vec::with_capacity(names.len() * 2);
+    for (w_name, b_name) in &names {
+        let mut take = |name: &str| {
+            tensors
+                .remove(name)
+                .ok_or_else(|| CheckpointError::MissingTensor {
+                    path: path.to_owned(),
+                    name: name.to_owned(),
+                    found: if infos.is_empty() {
+                        "no tensors".to_owned()
+                    } else {
+                        let names: Vec<String> = infos.keys().map(|n| format!("{n:?}")).collect();
+                        format!("tensors {}", names.join(", "))
+                    },
+                })
+        };
+        let weight = take(w_name)?;
+        let bias = take(b_name)?;
+        let (out, inp) = match weight.shape[..] {
+            [o, i] if o > 0 && i > 0 => (o, i),
+            _ => {
+                return Err(shape_err(
+                    w_name,
+                    format!(
+                        "has shape {:?}; expected [outputs, inputs], both at least 1",
+                        weight.shape
+                    ),
+                ))
+            }
+        };
+        match sizes.last() {
+            None => sizes.push(inp),
+            Some(&prev) if prev != inp => {
+                return Err(shape_err(
+                    w_name,
+                    format!(
+                        "has shape {:?}: its {inp} inputs do not match the {prev} outputs of the layer before",
+                        weight.shape
+                    ),
+                ))
+            }
+            Some(_) => {}
         }
-    };
-    if bias.shape != [classes] {
+        if bias.shape != [out] {
+            return Err(shape_err(
+                b_name,
+                format!(
+                    "has shape {:?}; expected [{out}] to match {w_name:?} [{out}, {inp}]",
+                    bias.shape
+                ),
+            ));
+        }
+        sizes.push(out);
+        params.push(weight.data);
+        params.push(bias.data);
+    }
+    if let Some(stray) = tensors.keys().find(|n| is_layer_param(n)) {
         return Err(shape_err(
-            BIAS,
+            stray,
             format!(
-                "has shape {:?}; expected [{classes}] to match \"weight\" [{classes}, {features}]",
-                bias.shape
+                "is not part of the layer sequence {} (layers are numbered 0, 2, 4, …; ReLUs take the odd indices)",
+                names.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join(", ")
             ),
         ));
     }
-    Ok(Checkpoint {
-        model: Model {
-            features,
-            classes,
-            wt: weight.data,
-            bias: bias.data,
-        },
-        extra: tensors,
-        metadata: meta,
-    })
+    let mut network = Network::zeros(&sizes).map_err(|e| shape_err(&names[0].0, e.0))?;
+    let store = network.params_mut();
+    for (i, data) in params.into_iter().enumerate() {
+        store.get_mut(i).copy_from_slice(&data);
+    }
+    Ok(network)
+}
+
+/// `weight`, `bias`, `3.weight`…: a name the network's tensors use.
+fn is_layer_param(name: &str) -> bool {
+    if name == WEIGHT || name == BIAS {
+        return true;
+    }
+    match name.split_once('.') {
+        Some((i, rest)) => {
+            !i.is_empty()
+                && i.bytes().all(|b| b.is_ascii_digit())
+                && (rest == WEIGHT || rest == BIAS)
+        }
+        None => false,
+    }
 }

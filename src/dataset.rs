@@ -47,10 +47,10 @@ use memmap2::{Mmap, MmapOptions};
 use sha2::{Digest, Sha256};
 
 use crate::idx::{self, ElementType, IdxError, IdxHeader, MAX_HEADER_LEN};
+use crate::samples::{LabelValues as SampleLabels, Pixels, Samples};
+use std::borrow::Cow;
 
-/// Pixels stored as u8 are scaled by this factor to [0, 1], as torchvision's
-/// `ToTensor` does.
-pub const U8_SCALE: f32 = 1.0 / 255.0;
+pub use crate::pixels::U8_SCALE;
 
 /// Environment variable naming the decompression cache directory.
 pub const CACHE_ENV: &str = "IDX_SOFTMAX_CACHE_DIR";
@@ -279,11 +279,6 @@ impl GzCache {
         }
         dirs.push(std::env::temp_dir().join("idx-softmax-cache"));
         Self { dirs }
-    }
-
-    /// The directories tried, in order.
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.dirs
     }
 
     /// Returns the path of a valid raw copy of the gzip file `gz`, building
@@ -613,9 +608,7 @@ impl Images {
         assert_eq!(out.len(), f, "row_into_f32: output length");
         let payload = self.file.payload();
         match self.element_type() {
-            ElementType::U8 => {
-                crate::kernels::convert::u8_to_f32(&payload[i * f..(i + 1) * f], out)
-            }
+            ElementType::U8 => crate::pixels::u8_to_f32(&payload[i * f..(i + 1) * f], out),
             ElementType::F32 => {
                 for (o, b) in out
                     .iter_mut()
@@ -1009,5 +1002,34 @@ impl Split {
             ));
         }
         Ok(Self { images, labels })
+    }
+
+    /// The split as the engine's input, over the mapping: u8 pixels and u8
+    /// labels are borrowed; f32/f64 pixels and wider labels (big-endian on
+    /// disk) are decoded once. `classes` bounds the labels.
+    pub fn samples(&self, classes: usize) -> Result<Samples<'_>, DataError> {
+        let k = self.images.features();
+        let pixels = match self.images.as_u8() {
+            Some(p) => Pixels::U8(p),
+            None => {
+                let mut v = vec![0.0f32; self.len() * k];
+                for (i, row) in v.chunks_exact_mut(k).enumerate() {
+                    self.images.row_into_f32(i, row);
+                }
+                Pixels::F32(Cow::Owned(v))
+            }
+        };
+        let labels = match &self.labels.values {
+            LabelValues::Mapped(file) => SampleLabels::U8(file.payload()),
+            LabelValues::Decoded(v) => SampleLabels::U32(Cow::Borrowed(v)),
+        };
+        Samples::new(
+            pixels,
+            labels,
+            k,
+            classes,
+            self.images.sample_shape().to_vec(),
+        )
+        .map_err(|e| invalid(self.images.path(), e.to_string()))
     }
 }

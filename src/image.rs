@@ -37,7 +37,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Cursor, Read, Seek, SeekFrom,
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::write_atomic;
-use crate::model::Model;
+use crate::nn::Network;
 
 /// Largest width or height decoded.
 pub const MAX_DIM: usize = 16384;
@@ -480,9 +480,10 @@ pub fn diverging(t: f32) -> [u8; 3] {
     end.map(|e| (255.0 + (f32::from(e) - 255.0) * a).round() as u8)
 }
 
-/// Draws the model's weight templates: row `c` of `wt` (class `c`) reshaped
-/// to `height × width`, in class order, left to right, at most
-/// [`WEIGHTS_PER_ROW`] per row, each template pixel drawn as a
+/// Draws weight templates: row `c` of `wt` (`templates` rows: a class, or
+/// a hidden unit) reshaped to `height × width`, in order, left to right, in
+/// one row of up to [`WEIGHTS_PER_ROW`], or a near-square grid of
+/// `⌈√templates⌉` columns beyond that, each template pixel drawn as a
 /// `scale × scale` block, with a gap one template pixel wide (`scale` output
 /// pixels) of [`GAP_RGB`] between templates.
 ///
@@ -493,7 +494,7 @@ pub fn diverging(t: f32) -> [u8; 3] {
 ///
 /// The image is `cols × width × scale + (cols − 1) × scale` pixels wide
 /// and `rows × height × scale + (rows − 1) × scale` high, with
-/// `cols = min(classes, WEIGHTS_PER_ROW)` and `rows = ⌈classes / cols⌉`:
+/// `cols` as above and `rows = ⌈templates / cols⌉`:
 /// 1156 × 112 for MNIST's 10 templates of 28 × 28 at scale 4.
 ///
 /// `path` only names the destination in errors. Fails if `height × width`
@@ -501,7 +502,8 @@ pub fn diverging(t: f32) -> [u8; 3] {
 /// model is inconsistent or holds non-finite weights, or the picture would
 /// be more than `4 × MAX_DIM` (65536) pixels wide or high.
 pub fn render_weights(
-    model: &Model,
+    wt: &[f32],
+    templates: usize,
     height: usize,
     width: usize,
     scale: usize,
@@ -511,30 +513,37 @@ pub fn render_weights(
         path: path.to_owned(),
         reason,
     };
-    let (c, k) = (model.classes, model.features);
+    let c = templates;
+    let k = if c == 0 { 0 } else { wt.len() / c };
     if height.checked_mul(width) != Some(k) || k == 0 {
         return Err(invalid(format!(
             "the model has {k} features, which is not {height} x {width}"
         )));
     }
-    if c == 0 || c.checked_mul(k) != Some(model.wt.len()) {
+    if c == 0 || c.checked_mul(k) != Some(wt.len()) {
         return Err(invalid(format!(
-            "the model's weight holds {} values, not classes x features = {c} x {k}",
-            model.wt.len()
+            "the weight holds {} values, not templates x features = {c} x {k}",
+            wt.len()
         )));
     }
     if !(1..=MAX_SCALE).contains(&scale) {
         return Err(invalid(format!("scale {scale} is outside 1..={MAX_SCALE}")));
     }
-    if let Some(i) = model.wt.iter().position(|v| !v.is_finite()) {
+    if let Some(i) = wt.iter().position(|v| !v.is_finite()) {
         return Err(invalid(format!(
-            "weight {} of class {} is {}",
+            "weight {} of template {} is {}",
             i % k,
             i / k,
-            model.wt[i]
+            wt[i]
         )));
     }
-    let cols = c.min(WEIGHTS_PER_ROW);
+    // A row of up to ten templates (softmax regression's classes), or a
+    // near-square grid for an MLP's hundreds of hidden units.
+    let cols = if c <= WEIGHTS_PER_ROW {
+        c
+    } else {
+        (c as f64).sqrt().ceil() as usize
+    };
     let rows = c.div_ceil(cols);
     let extent = |n: usize, len: usize| {
         n.checked_mul(len)?
@@ -551,7 +560,7 @@ pub fn render_weights(
         }
     };
     let mut pixels = GAP_RGB.repeat(out_w * out_h);
-    for (class, template) in model.wt.chunks_exact(k).enumerate() {
+    for (class, template) in wt.chunks_exact(k).enumerate() {
         let m = template.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let x0 = (class % cols) * (width + 1) * scale;
         let y0 = (class / cols) * (height + 1) * scale;
@@ -575,16 +584,25 @@ pub fn render_weights(
     })
 }
 
-/// Draws the model's weight templates as [`render_weights`] does at
-/// [`WEIGHTS_SCALE`] and writes them to `path` as an RGB PNG, atomically.
-/// Returns the picture's size.
+/// Draws the network's first-layer weight templates (one per class for
+/// softmax regression, one per hidden unit for an MLP) as
+/// [`render_weights`] does at [`WEIGHTS_SCALE`] and writes them to `path`
+/// as an RGB PNG, atomically. Returns the picture's size.
 pub fn weights_png(
-    model: &Model,
+    network: &Network,
     height: usize,
     width: usize,
     path: &Path,
 ) -> Result<Size, ImageError> {
-    let image = render_weights(model, height, width, WEIGHTS_SCALE, path)?;
+    let templates = network.sizes()[1];
+    let image = render_weights(
+        network.params().get(0),
+        templates,
+        height,
+        width,
+        WEIGHTS_SCALE,
+        path,
+    )?;
     write_rgb_png(path, &image)?;
     Ok(Size {
         width: image.width,

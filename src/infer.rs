@@ -1,26 +1,18 @@
-//! A model's outputs for one input: the one place that computes them, so a
-//! different model type changes only [`logits`].
+//! A network's outputs for one input: the one place that computes them, so
+//! a different network type changes only [`logits`].
 
-use crate::kernels::gemm;
-use crate::model::Model;
+use crate::nn::Network;
 
-/// The model's logits for one input of `model.features` features (scaled
-/// as the training data is: u8 × [`crate::dataset::U8_SCALE`]).
+/// The network's logits for one input of `net.features()` features (scaled
+/// as the training data is: u8 × [`crate::pixels::U8_SCALE`]).
 ///
 /// # Panics
 ///
-/// If `features.len()` is not the model's feature count.
-pub fn logits(model: &Model, features: &[f32]) -> Vec<f32> {
-    assert_eq!(features.len(), model.features, "feature count");
-    let mut out = vec![0.0; model.classes];
-    gemm::forward(
-        features,
-        &model.wt,
-        &model.bias,
-        &mut out,
-        1,
-        model.features,
-    );
+/// If `features.len()` is not the network's feature count.
+pub fn logits(net: &Network, features: &[f32]) -> Vec<f32> {
+    assert_eq!(features.len(), net.features(), "feature count");
+    let mut out = vec![0.0; net.classes()];
+    net.forward_f32(features, 1, &mut Vec::new(), &mut out);
     out
 }
 
@@ -53,13 +45,13 @@ mod tests {
     }
 
     #[test]
-    fn logits_are_x_w_plus_b() {
-        let m = Model {
-            features: 2,
-            classes: 2,
-            wt: vec![1.0, 2.0, -1.0, 0.5],
-            bias: vec![0.25, 0.0],
-        };
-        assert_eq!(logits(&m, &[1.0, 1.0]), [3.25, -0.5]);
+    fn logits_are_the_networks_forward_pass() {
+        use rand::SeedableRng;
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
+        let net = Network::init(&[4, 3, 2], &mut rng).unwrap();
+        let x = [0.5, -1.0, 0.25, 2.0];
+        let mut want = vec![0.0; 2];
+        net.forward_f32(&x, 1, &mut Vec::new(), &mut want);
+        assert_eq!(logits(&net, &x), want);
     }
 }

@@ -1,37 +1,44 @@
-//! Softmax (multinomial logistic) regression on IDX image datasets,
-//! trained with minibatch SGD by SIMD, multithreaded CPU kernels.
+//! Softmax regression and small neural networks (MLPs with ReLU) on IDX
+//! image datasets, trained with minibatch SGD by SIMD, multithreaded CPU
+//! kernels.
 //!
 //! The modules follow the data flow:
 //!
-//! * [`idx`] — the IDX format, a pure parser (bytes in, validated view out);
-//! * [`dataset`] — finding, decompressing (cached) and memory-mapping the
-//!   four files of a dataset, validated together;
-//! * [`kernels`] — the numeric kernels (fused u8 SIMD, sgemm, softmax-CE,
-//!   bias gradient) with run-time ISA dispatch and naive f64 references;
-//! * [`model`] — the linear layer and its initialisation;
-//! * [`optim`] — SGD with momentum, weight decay and schedules;
-//! * [`train`] — the training loop;
-//! * [`metrics`] — evaluation;
-//! * [`parallel`] — the completion counter and shared-slice protocol the
-//!   loop's workers use;
-//! * [`checkpoint`], [`image`], [`fsutil`] — safetensors checkpoints, image
-//!   decoding (PNG, JPEG, BMP, PNM, TIFF, WebP) and writing, atomic file
-//!   writes;
-//! * [`preprocess`], [`infer`] — a user's picture made into the model's
-//!   input as MNIST was made, and the model's outputs for it;
-//! * [`plot`], [`labels`] — training curves and confusion heat maps, class
+//! * data: [`idx`] (the IDX format, a pure parser), [`dataset`] (finding,
+//!   decompressing and memory-mapping the four files of a dataset),
+//!   [`samples`] (the engine's only input: borrowed u8 or f32 rows plus
+//!   labels, from the mapping or from NumPy) and [`pixels`] (the u8
+//!   scaling);
+//! * [`kernels`]: fused u8 SIMD, sgemm, softmax-CE, with run-time ISA
+//!   dispatch and naive f64 references;
+//! * [`nn`]: the network, its layers and its flat parameter store;
+//! * [`optim`]: SGD with momentum, weight decay and schedules;
+//! * [`config`]: the run configuration and every rule about it;
+//! * [`engine`]: one epoch's step plans and the scheduler that runs them;
+//!   [`parallel`]: the completion counter and shared-slice protocol under it;
+//! * [`train`]: the training loop (epochs, shuffles, split, resume);
+//! * [`metrics`]: evaluation of any network on any samples;
+//! * [`checkpoint`], [`run_record`]: safetensors files and the run
+//!   metadata they carry; [`image`], [`fsutil`]: image decoding (PNG,
+//!   JPEG, BMP, PNM, TIFF, WebP) and writing, atomic writes;
+//! * [`preprocess`], [`infer`]: a user's picture made into the network's
+//!   input as MNIST was made, and the network's outputs for it;
+//! * [`plot`], [`labels`]: training curves and confusion heat maps, class
 //!   names.
 //!
 //! ```no_run
 //! use idx_softmax::{dataset::{Dataset, LoadOptions}, train::{train, TrainConfig}};
 //! let data = Dataset::load("data/mnist".as_ref(), &LoadOptions::default())?;
-//! let (model, reports) = train(&data, TrainConfig::default(), &|_| {}, |_| {})?;
-//! println!("test accuracy {:.4}", reports.last().unwrap().test.accuracy);
+//! let (train_set, test_set) = (data.train.samples(data.classes)?, data.test.samples(data.classes)?);
+//! let (net, reports) = train(&train_set, Some(&test_set), TrainConfig::default(), &|_| {}, |_| {})?;
+//! println!("test accuracy {:.4}", reports.last().unwrap().test.as_ref().unwrap().accuracy);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 pub mod checkpoint;
+pub mod config;
 pub mod dataset;
+pub mod engine;
 pub mod fsutil;
 pub mod idx;
 pub mod image;
@@ -39,11 +46,14 @@ pub mod infer;
 pub mod kernels;
 pub mod labels;
 pub mod metrics;
-pub mod model;
+pub mod nn;
 pub mod optim;
 pub mod parallel;
+pub mod pixels;
 pub mod plot;
 pub mod preprocess;
+pub mod run_record;
+pub mod samples;
 pub mod train;
 
 /// The bundled MNIST directory, as seen from this crate's source tree.

@@ -2,9 +2,9 @@
 
 use rayon::prelude::*;
 
-use crate::dataset::{Split, U8_SCALE};
-use crate::kernels::{fused, gemm, KernelPath};
-use crate::model::Model;
+use crate::kernels::{softmax_ce, KernelPath};
+use crate::nn::Network;
+use crate::samples::Samples;
 
 /// Rows per evaluation task: fixed, so the order in which losses are summed
 /// never depends on the thread count.
@@ -52,49 +52,27 @@ pub fn row_loss_and_argmax(z: &[f32], label: usize) -> (f64, usize) {
             m = v;
         }
     }
-    let s: f64 = z.iter().map(|&v| ((v - m) as f64).exp()).sum();
-    (m as f64 + s.ln() - z[label] as f64, best)
+    (softmax_ce::log_sum_exp(z) - z[label] as f64, best)
 }
 
-/// Logits of the given rows of `split`, computed with `path` (the gemm
-/// path gathers into `xbuf` first). u8 images on a fused path are read in
-/// place.
-pub fn logits_of_rows(
-    model: &Model,
-    split: &Split,
-    path: KernelPath,
-    rows: &[u32],
-    xbuf: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    let k = model.features;
-    match split.images.as_u8() {
-        Some(images) if path.is_fused() => {
-            fused::forward(path, images, k, rows, &model.wt, &model.bias, U8_SCALE, out)
-        }
-        _ => {
-            xbuf.resize(rows.len() * k, 0.0);
-            for (x, &r) in xbuf.chunks_exact_mut(k).zip(rows) {
-                split.images.row_into_f32(r as usize, x);
-            }
-            gemm::forward(xbuf, &model.wt, &model.bias, out, rows.len(), k);
-        }
-    }
-}
-
-/// Evaluates `model` on all of `split`, in parallel on the current rayon
+/// Evaluates `net` on all of `samples`, in parallel on the current rayon
 /// pool.
-pub fn evaluate(model: &Model, split: &Split, path: KernelPath) -> Evaluation {
-    let n = split.len();
-    evaluate_chunks(model, split, path, n, |chunk, rows| {
+pub fn evaluate(net: &Network, samples: &Samples<'_>, path: KernelPath) -> Evaluation {
+    let n = samples.len();
+    evaluate_chunks(net, samples, path, n, |chunk, rows| {
         let r0 = chunk * EVAL_ROWS;
         rows.extend(r0 as u32..(r0 + EVAL_ROWS).min(n) as u32);
     })
 }
 
-/// Evaluates `model` on the samples `rows` of `split`.
-pub fn evaluate_rows(model: &Model, split: &Split, path: KernelPath, rows: &[u32]) -> Evaluation {
-    evaluate_chunks(model, split, path, rows.len(), |chunk, out| {
+/// Evaluates `net` on the samples `rows` of `samples`.
+pub fn evaluate_rows(
+    net: &Network,
+    samples: &Samples<'_>,
+    path: KernelPath,
+    rows: &[u32],
+) -> Evaluation {
+    evaluate_chunks(net, samples, path, rows.len(), |chunk, out| {
         out.extend_from_slice(&rows[chunk * EVAL_ROWS..((chunk + 1) * EVAL_ROWS).min(rows.len())]);
     })
 }
@@ -102,14 +80,13 @@ pub fn evaluate_rows(model: &Model, split: &Split, path: KernelPath, rows: &[u32
 /// The shared engine of the two above: `n` samples in chunks of
 /// [`EVAL_ROWS`], `fill(chunk, rows)` listing each chunk's sample indices.
 fn evaluate_chunks(
-    model: &Model,
-    split: &Split,
+    net: &Network,
+    samples: &Samples<'_>,
     path: KernelPath,
     n: usize,
     fill: impl Fn(usize, &mut Vec<u32>) + Sync,
 ) -> Evaluation {
-    let c = model.classes;
-    let labels = &split.labels;
+    let c = net.classes();
     // Each chunk returns its loss sum and its (label, prediction) pairs:
     // O(rows) memory, where a per-chunk confusion matrix would be O(C²).
     let chunks: Vec<(f64, Vec<(u32, u32)>)> = (0..n.div_ceil(EVAL_ROWS))
@@ -120,11 +97,11 @@ fn evaluate_chunks(
                 rows.clear();
                 fill(chunk, rows);
                 logits.resize(rows.len() * c, 0.0);
-                logits_of_rows(model, split, path, rows, xbuf, logits);
+                net.forward_rows(samples, rows, path, xbuf, logits);
                 let mut loss = 0.0;
                 let mut pairs = Vec::with_capacity(rows.len());
                 for (z, &r) in logits.chunks_exact(c).zip(rows.iter()) {
-                    let label = labels.get(r as usize);
+                    let label = samples.label(r as usize);
                     let (l, predicted) = row_loss_and_argmax(z, label as usize);
                     loss += l;
                     pairs.push((label, predicted as u32));

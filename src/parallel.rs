@@ -102,6 +102,11 @@ impl CompletionCounter {
         self.wake.notify_all();
     }
 
+    /// Whether [`Self::abandon`] was called.
+    pub fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
     /// Abandons the work if the current thread unwinds before the guard is
     /// dropped normally.
     pub fn abandon_on_panic(&self) -> AbandonOnPanic<'_> {

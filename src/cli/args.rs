@@ -10,12 +10,13 @@ use std::path::PathBuf;
 
 use clap::{value_parser, Args, Parser, Subcommand, ValueEnum};
 
+use idx_softmax::config;
 use idx_softmax::kernels::KernelPath;
 use idx_softmax::optim::Schedule;
 use idx_softmax::preprocess::Mode;
 
-/// Train softmax regression on an IDX image dataset (MNIST by default), and
-/// use the trained model.
+/// Train softmax regression or an MLP on an IDX image dataset (MNIST by
+/// default), and use the trained model.
 ///
 /// Without a subcommand, trains (the flags of `train` work at the top level).
 #[derive(Parser, Debug)]
@@ -105,6 +106,11 @@ pub struct TrainArgs {
     /// split [default: 42].
     #[arg(long, env = "IDX_SOFTMAX_SEED")]
     pub seed: Option<u64>,
+    /// Add a hidden layer of N ReLU units; repeat for more layers
+    /// (`--hidden 512 --hidden 256` is 784→512→256→10; the variable takes
+    /// a comma-separated list) [default: none (softmax regression)].
+    #[arg(long, value_name = "N", value_parser = parse_hidden, env = "IDX_SOFTMAX_HIDDEN", value_delimiter = ',')]
+    pub hidden: Vec<usize>,
     #[command(flatten)]
     pub data: DataArgs,
     /// Number of classes, 2 to 65536 [default: the largest training label +
@@ -118,8 +124,9 @@ pub struct TrainArgs {
     /// weights are bitwise identical either way) [default: off].
     #[arg(long, env = "IDX_SOFTMAX_OVERSUBSCRIBE")]
     pub oversubscribe: bool,
-    /// Save the model (safetensors: weight [classes, features], bias
-    /// [classes], f32; momentum buffers; the run's settings as metadata),
+    /// Save the model (safetensors, f32: weight [classes, features] and
+    /// bias [classes], or 0.weight, 0.bias, 2.weight, … for an MLP as in
+    /// nn.Sequential; momentum buffers; the run's settings as metadata),
     /// rewritten atomically after every epoch [default: not saved].
     #[arg(
         long,
@@ -138,8 +145,9 @@ pub struct TrainArgs {
         env = "IDX_SOFTMAX_RESUME"
     )]
     pub resume: Option<PathBuf>,
-    /// Write the weight templates (one per class, red > 0, blue < 0) as a
-    /// PNG at the end; needs 2-D samples [default: none].
+    /// Write the first layer's weight templates (one per class, or per
+    /// hidden unit; red > 0, blue < 0) as a PNG at the end; needs 2-D
+    /// samples [default: none].
     #[arg(
         long,
         value_name = "FILE",
@@ -292,47 +300,44 @@ pub fn parse_preprocess(s: &str) -> Result<Mode, String> {
 
 /// `--lr`: finite and > 0.
 pub fn parse_lr(s: &str) -> Result<f32, String> {
-    let lr = parse_f32(s)?;
-    if lr.is_finite() && lr > 0.0 {
-        Ok(lr)
-    } else {
-        Err(format!("must be finite and > 0, got {s}"))
-    }
+    checked(s, config::check_lr)
 }
 
 /// `--momentum`: in [0, 1).
 pub fn parse_momentum(s: &str) -> Result<f32, String> {
-    let m = parse_f32(s)?;
-    if m.is_finite() && (0.0..1.0).contains(&m) {
-        Ok(m)
-    } else {
-        Err(format!("must be in [0, 1), got {s}"))
-    }
+    checked(s, config::check_momentum)
 }
 
 /// `--weight-decay`: finite and ≥ 0.
 pub fn parse_weight_decay(s: &str) -> Result<f32, String> {
-    let wd = parse_f32(s)?;
-    if wd.is_finite() && wd >= 0.0 {
-        Ok(wd)
-    } else {
-        Err(format!("must be finite and >= 0, got {s}"))
-    }
+    checked(s, config::check_weight_decay)
 }
 
 /// `--val-split`: in [0, 1).
 pub fn parse_val_split(s: &str) -> Result<f32, String> {
-    let f = parse_f32(s)?;
-    if f.is_finite() && (0.0..1.0).contains(&f) {
-        Ok(f)
-    } else {
-        Err(format!("must be in [0, 1), got {s}"))
-    }
+    checked(s, config::check_val_split)
+}
+
+/// `--hidden`: a width in 1..=MAX_WIDTH.
+pub fn parse_hidden(s: &str) -> Result<usize, String> {
+    let w: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
+    config::check_hidden(w).map_err(|e| e.0)?;
+    Ok(w)
 }
 
 /// `--schedule`: `constant`, `cosine` or `step:EVERY:GAMMA`.
 pub fn parse_schedule(s: &str) -> Result<Schedule, String> {
     s.parse()
+}
+
+/// A number, checked by the library's rule for its flag.
+fn checked(s: &str, rule: fn(f32) -> Result<(), config::ConfigError>) -> Result<f32, String> {
+    let v = parse_f32(s)?;
+    rule(v).map_err(|e| e.0)?;
+    Ok(v)
 }
 
 fn parse_f32(s: &str) -> Result<f32, String> {

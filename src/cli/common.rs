@@ -7,9 +7,12 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use idx_softmax::checkpoint::Checkpoint;
+use idx_softmax::config;
 use idx_softmax::dataset::{find_file, Dataset, GzCache, IdxFile, LoadOptions, Split};
+use idx_softmax::kernels::KernelPath;
 use idx_softmax::labels;
-use idx_softmax::model::Model;
+use idx_softmax::nn::Network;
+use idx_softmax::run_record::{recorded_kernel, shape_string};
 use idx_softmax::train::TrainConfig;
 
 use super::args::DataArgs;
@@ -45,11 +48,11 @@ pub fn check_data_dir(args: &DataArgs, dir: &Path) -> Result<()> {
 /// The class names for a model of `ck`: `--labels`, else the checkpoint's,
 /// else a `labels.txt` beside the IDX files, else none.
 pub fn class_names(flag: Option<&Path>, ck: &Checkpoint, data: &DataArgs) -> Result<Vec<String>> {
-    let classes = ck.model.classes;
+    let classes = ck.network.classes();
     if let Some(path) = flag {
         return Ok(labels::read(path, classes)?);
     }
-    if let Some(names) = super::run_file::recorded_names(ck) {
+    if let Some(names) = idx_softmax::run_record::recorded_names(ck) {
         return Ok(names);
     }
     match labels::beside(&data_dir(data)) {
@@ -121,19 +124,38 @@ pub fn load_test_split(args: &DataArgs, classes: usize) -> Result<Loaded<Split>>
     })
 }
 
-/// Checks that `model` takes the samples of `split` (same feature count).
-pub fn check_features(model: &Model, model_path: &Path, split: &Split) -> Result<()> {
+/// Checks that `network` takes the samples of `split` (same feature count).
+pub fn check_features(network: &Network, model_path: &Path, split: &Split) -> Result<()> {
     let k = split.images.features();
-    if model.features != k {
+    if network.features() != k {
         bail!(
             "{}: the model takes {} features, but {} holds samples of {} ({k} features)",
             model_path.display(),
-            model.features,
+            network.features(),
             split.images.path().display(),
-            super::run_file::shape_string(split.images.sample_shape())
+            shape_string(split.images.sample_shape())
         );
     }
     Ok(())
+}
+
+/// The kernel path `eval` and `predict` run `ck`'s network on, for u8 (or
+/// not) samples: `--kernel` or `$IDX_SOFTMAX_KERNEL` if given (checked by
+/// the library's rule), else the one that trained it where it serves, else
+/// the best one for the data.
+pub fn inference_kernel(
+    flag: Option<KernelPath>,
+    ck: &Checkpoint,
+    u8_samples: bool,
+) -> Result<KernelPath> {
+    if let Some(k) = super::settings::explicit_kernel(flag)? {
+        return Ok(config::kernel_for(Some(k), u8_samples)?);
+    }
+    let recorded = recorded_kernel(ck).and_then(|k| config::kernel_for(Some(k), u8_samples).ok());
+    match recorded {
+        Some(k) => Ok(k),
+        None => Ok(config::kernel_for(None, u8_samples)?),
+    }
 }
 
 /// `--threads`, else the number of CPUs.
@@ -177,7 +199,7 @@ pub fn image_shape(shape: &[usize], what: &Path) -> Result<(usize, usize)> {
         _ => bail!(
             "--weights-png needs 2-D samples (height x width), but {} holds samples of shape {}",
             what.display(),
-            super::run_file::shape_string(shape)
+            shape_string(shape)
         ),
     }
 }

@@ -19,19 +19,16 @@ use serde_json::json;
 use idx_softmax::checkpoint::{self, Checkpoint};
 use idx_softmax::dataset::{Dataset, Split};
 use idx_softmax::image;
-use idx_softmax::kernels::KernelPath;
 use idx_softmax::metrics;
 use idx_softmax::plot;
 use idx_softmax::train::split_train_val;
 
 use super::args::{EvalArgs, SplitArg};
 use super::common::{
-    check_features, check_output, class_names, image_shape, load_dataset, load_test_split, pool,
-    threads, Loaded,
+    check_features, check_output, class_names, image_shape, inference_kernel, load_dataset,
+    load_test_split, pool, threads, Loaded,
 };
 use super::report::{confusion_table, evaluation_json, per_class_table};
-use super::run_file::recorded_kernel;
-use super::settings::explicit_kernel;
 
 /// The samples evaluated. (One per process: the variants' sizes do not
 /// matter.)
@@ -79,7 +76,7 @@ fn split_name(s: SplitArg) -> &'static str {
 
 /// Loads the samples `--split` names.
 fn load_samples(args: &EvalArgs, ck: &Checkpoint) -> Result<Samples> {
-    let classes = ck.model.classes;
+    let classes = ck.network.classes();
     if args.split == SplitArg::Test {
         return Ok(Samples::Test(load_test_split(&args.data, classes)?));
     }
@@ -134,7 +131,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     }
     let ck = checkpoint::load(&args.model)?;
-    let model = &ck.model;
+    let model = &ck.network;
     let names = class_names(args.labels.as_deref(), &ck, &args.data)?;
     let samples = load_samples(&args, &ck)?;
     let split = samples.split();
@@ -146,21 +143,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
         )?),
         None => None,
     };
-    let kernel = match explicit_kernel(args.compute.kernel)? {
-        Some(k) => k,
-        None => recorded_kernel(&ck).unwrap_or_else(KernelPath::best),
-    };
-    let kernel = if split.images.as_u8().is_some() {
-        kernel
-    } else {
-        KernelPath::Gemm
-    };
+    let set = split.samples(model.classes())?;
+    let kernel = inference_kernel(args.compute.kernel, &ck, set.as_u8().is_some())?;
     let threads = threads(args.compute.threads);
     let pool = pool(threads)?;
     let start = Instant::now();
     let ev = pool.install(|| match samples.rows() {
-        None => metrics::evaluate(model, split, kernel),
-        Some(rows) => metrics::evaluate_rows(model, split, kernel, rows),
+        None => metrics::evaluate(model, &set, kernel),
+        Some(rows) => metrics::evaluate_rows(model, &set, kernel, rows),
     });
     let all: Vec<u32>;
     let rows = match samples.rows() {
@@ -170,14 +160,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
             &all
         }
     };
-    let top_k = (args.top_k as usize).min(model.classes);
-    let c = model.classes;
+    let top_k = (args.top_k as usize).min(model.classes());
+    let c = model.classes();
     let logits: Vec<f32> = pool.install(|| {
         rows.par_chunks(1000)
             .map(|chunk| {
                 let mut out = vec![0.0f32; chunk.len() * c];
-                let mut xbuf = Vec::new();
-                metrics::logits_of_rows(model, split, kernel, chunk, &mut xbuf, &mut out);
+                model.forward_rows(&set, chunk, kernel, &mut Vec::new(), &mut out);
                 out
             })
             .collect::<Vec<_>>()
@@ -228,8 +217,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         out["model"] = json!(args.model.display().to_string());
         out["data_dir"] = json!(samples.dir().display().to_string());
-        out["classes"] = json!(model.classes);
-        out["features"] = json!(model.features);
+        out["classes"] = json!(model.classes());
+        out["features"] = json!(model.features());
+        out["layers"] = json!(model.describe());
         out["kernel"] = json!(kernel.name());
         out["threads"] = json!(threads);
         out["load_seconds"] = json!(samples.seconds());
@@ -255,12 +245,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Some(e) => format!("; trained {e} epoch(s)"),
         None => String::new(),
     };
-    println!(
-        "model    {} ({} features × {} classes{trained})",
-        args.model.display(),
-        model.features,
-        model.classes
-    );
+    let shape = if model.is_linear() {
+        format!(
+            "{} features × {} classes",
+            model.features(),
+            model.classes()
+        )
+    } else {
+        format!("network {}, ReLU", model.describe())
+    };
+    println!("model    {} ({shape}{trained})", args.model.display());
     println!(
         "data     {} ({} {which} samples; loaded in {:.3} s)",
         samples.dir().display(),

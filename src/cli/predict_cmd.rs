@@ -7,7 +7,7 @@
 //! and the MNIST normalisation unless it is already the model's size and
 //! polarity), and goes through [`idx_softmax::infer::logits`].
 //! `--test-index N` runs test sample N through the evaluation's own forward
-//! pass (`metrics::logits_of_rows`, on the kernel path eval would use), so
+//! pass (`Network::forward_rows`, on the kernel path eval would use), so
 //! its answer is the one `eval` counts. The two agree to float rounding;
 //! with `--kernel gemm`, bit for bit.
 //!
@@ -26,15 +26,14 @@ use serde_json::{json, Value};
 use idx_softmax::checkpoint::{self, Checkpoint};
 use idx_softmax::image::{self, GrayImage};
 use idx_softmax::infer;
-use idx_softmax::kernels::KernelPath;
-use idx_softmax::metrics;
-use idx_softmax::model::Model;
+use idx_softmax::nn::Network;
 use idx_softmax::preprocess::{self, Mode, Options, Prepared};
+use idx_softmax::run_record::{recorded_background, recorded_shape};
 
 use super::args::PredictArgs;
-use super::common::{check_features, class_names, load_test_split, pool, threads};
-use super::run_file::{recorded_background, recorded_kernel, recorded_shape};
-use super::settings::explicit_kernel;
+use super::common::{
+    check_features, class_names, inference_kernel, load_test_split, pool, threads,
+};
 
 /// Largest image read from standard input.
 const MAX_STDIN_BYTES: u64 = image::MAX_STREAM_BYTES;
@@ -81,7 +80,7 @@ struct Printer<'a> {
 /// Runs `predict` with `args`.
 pub fn run(args: PredictArgs) -> Result<()> {
     let ck = checkpoint::load(&args.model)?;
-    let model = &ck.model;
+    let model = &ck.network;
     let names = class_names(args.labels.as_deref(), &ck, &args.data)?;
     if let Some(dir) = &args.save_preprocessed {
         std::fs::create_dir_all(dir)
@@ -91,12 +90,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
         json: args.json,
         csv: args.csv,
         probs: args.probs,
-        top: (args.top as usize).min(model.classes),
+        top: (args.top as usize).min(model.classes()),
         names: &names,
     };
     let mut out = std::io::stdout().lock();
     if args.csv {
-        writeln!(out, "{}", printer.csv_header(model.classes))?;
+        writeln!(out, "{}", printer.csv_header(model.classes()))?;
     }
     let opts = Options {
         mode: args.preprocess.unwrap_or(Mode::Auto),
@@ -107,7 +106,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         },
         background: recorded_background(&ck).unwrap_or(0.0),
     };
-    let shape = preprocess::input_shape(recorded_shape(&ck).as_deref(), model.features);
+    let shape = preprocess::input_shape(recorded_shape(&ck).as_deref(), model.features());
     let mut used_names = HashSet::new();
     let (mut failed, mut total) = (0usize, 0usize);
     let mut fail = |e: anyhow::Error| {
@@ -234,7 +233,7 @@ fn expand(arg: &Path) -> Result<Vec<Input>> {
 /// Decodes and prepares one input; returns its display name too.
 fn classify(
     input: &Input,
-    model: &Model,
+    model: &Network,
     shape: Option<(usize, usize)>,
     opts: &Options,
     model_path: &Path,
@@ -262,7 +261,7 @@ fn classify(
         bail!(
             "{name}: the model {} takes {} features, not a 2-D image",
             model_path.display(),
-            model.features
+            model.features()
         );
     };
     let prepared = preprocess::prepare(&decoded, h, w, opts)
@@ -295,7 +294,7 @@ fn save_preprocessed(
 
 /// Test sample `index` as an image, for `--save-preprocessed`.
 fn test_image(args: &PredictArgs, ck: &Checkpoint, index: usize) -> Result<Option<GrayImage>> {
-    let loaded = load_test_split(&args.data, ck.model.classes)?;
+    let loaded = load_test_split(&args.data, ck.network.classes())?;
     let images = &loaded.data.images;
     let (Some(px), &[h, w]) = (images.as_u8(), images.sample_shape()) else {
         return Ok(None);
@@ -310,8 +309,8 @@ fn test_image(args: &PredictArgs, ck: &Checkpoint, index: usize) -> Result<Optio
 
 /// The logits of the `--test-index` samples, computed as `eval` does.
 fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> {
-    let model: &Model = &ck.model;
-    let loaded = load_test_split(&args.data, model.classes)?;
+    let model = &ck.network;
+    let loaded = load_test_split(&args.data, model.classes())?;
     let split = &loaded.data;
     check_features(model, &args.model, split)?;
     if let Some(&bad) = args.test_index.iter().find(|&&i| i >= split.len()) {
@@ -322,16 +321,14 @@ fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> 
             split.len()
         );
     }
-    let kernel = match explicit_kernel(args.compute.kernel)? {
-        Some(k) => k,
-        None => recorded_kernel(ck).unwrap_or_else(KernelPath::best),
-    };
+    let samples = split.samples(model.classes())?;
+    let kernel = inference_kernel(args.compute.kernel, ck, samples.as_u8().is_some())?;
     let rows: Vec<u32> = args.test_index.iter().map(|&i| i as u32).collect();
-    let c = model.classes;
+    let c = model.classes();
     let mut logits = vec![0.0f32; rows.len() * c];
     let mut xbuf = Vec::new();
     pool(threads(args.compute.threads))?
-        .install(|| metrics::logits_of_rows(model, split, kernel, &rows, &mut xbuf, &mut logits));
+        .install(|| model.forward_rows(&samples, &rows, kernel, &mut xbuf, &mut logits));
     let labels = &split.labels;
     Ok(args
         .test_index

@@ -105,13 +105,15 @@ pub fn epoch_json(r: &EpochReport, lr: f32) -> Value {
     let mut v = json!({
         "epoch": r.stats.epoch,
         "train_loss": r.stats.train_loss,
-        "test_loss": r.test.loss,
-        "test_accuracy": r.test.accuracy,
         "lr": f32_as_printed(lr),
         "seconds": r.stats.seconds,
         "eval_seconds": r.eval_seconds,
         "samples_per_second": r.stats.samples_per_second(),
     });
+    if let Some(test) = &r.test {
+        v["test_loss"] = json!(test.loss);
+        v["test_accuracy"] = json!(test.accuracy);
+    }
     if let Some(val) = &r.validation {
         v["val_loss"] = json!(val.loss);
         v["val_accuracy"] = json!(val.accuracy);
@@ -122,9 +124,16 @@ pub fn epoch_json(r: &EpochReport, lr: f32) -> Value {
 /// One epoch as a line of the human report.
 pub fn epoch_line(r: &EpochReport, epochs: usize) -> String {
     let mut s = format!(
-        "epoch {}/{}  train loss {:.4}  test loss {:.4}  test accuracy {:.4}",
-        r.stats.epoch, epochs, r.stats.train_loss, r.test.loss, r.test.accuracy
+        "epoch {}/{}  train loss {:.4}",
+        r.stats.epoch, epochs, r.stats.train_loss
     );
+    if let Some(test) = &r.test {
+        let _ = write!(
+            s,
+            "  test loss {:.4}  test accuracy {:.4}",
+            test.loss, test.accuracy
+        );
+    }
     if let Some(val) = &r.validation {
         let _ = write!(
             s,

@@ -19,28 +19,13 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
+use idx_softmax::config::{ConfigError, TrainConfig};
 use idx_softmax::kernels::KernelPath;
 use idx_softmax::optim::{Schedule, Sgd};
+use idx_softmax::run_record::RunMeta;
 use idx_softmax::train::DEFAULT_SEED;
 
 use super::args::TrainArgs;
-use super::run_file::RunMeta;
-
-/// The settings of a training run, before the data is loaded.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Plan {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub sgd: Sgd,
-    pub seed: u64,
-    pub val_split: f32,
-    /// The kernel asked for (`--kernel`, `$IDX_SOFTMAX_KERNEL`, the
-    /// checkpoint's, or the best); [`check_kernel`] checks it against a
-    /// checkpoint once the data is known.
-    pub kernel: KernelPath,
-    /// Number of classes, when given or recorded.
-    pub classes: Option<usize>,
-}
 
 /// `--kernel`, else `$IDX_SOFTMAX_KERNEL`, if either is set.
 pub fn explicit_kernel(flag: Option<KernelPath>) -> Result<Option<KernelPath>> {
@@ -50,34 +35,41 @@ pub fn explicit_kernel(flag: Option<KernelPath>) -> Result<Option<KernelPath>> {
     }
 }
 
-/// Settings for a fresh run on `kernel`. Errs (a usage error) when
-/// `--nesterov` comes without a momentum.
-pub fn fresh(args: &TrainArgs, kernel: KernelPath) -> Result<Plan, String> {
-    let sgd = Sgd {
-        lr: args.lr.unwrap_or(0.1),
-        momentum: args.momentum.unwrap_or(0.0),
-        nesterov: args.nesterov,
-        weight_decay: args.weight_decay.unwrap_or(0.0),
-        schedule: args.schedule.unwrap_or(Schedule::Constant),
-    };
-    if sgd.nesterov && !sgd.has_momentum() {
-        return Err("--nesterov needs --momentum > 0".into());
-    }
-    sgd.validate()?;
-    Ok(Plan {
+/// The run's configuration (threads as given or every CPU) and the class
+/// count, when given, for a fresh run asking for `kernel`. Errs (a usage
+/// error) when a rule of [`TrainConfig::validate`] is broken.
+pub fn fresh(
+    args: &TrainArgs,
+    kernel: Option<KernelPath>,
+) -> Result<(TrainConfig, Option<usize>), ConfigError> {
+    let cfg = TrainConfig {
         epochs: args.epochs.map_or(1, |e| e as usize),
         batch_size: args.batch_size.map_or(100, |b| b as usize),
-        sgd,
+        sgd: Sgd {
+            lr: args.lr.unwrap_or(0.1),
+            momentum: args.momentum.unwrap_or(0.0),
+            nesterov: args.nesterov,
+            weight_decay: args.weight_decay.unwrap_or(0.0),
+            schedule: args.schedule.unwrap_or(Schedule::Constant),
+        },
         seed: args.seed.unwrap_or(DEFAULT_SEED),
         val_split: args.val_split.unwrap_or(0.0),
+        hidden: args.hidden.clone(),
+        threads: super::common::threads(args.compute.threads),
         kernel,
-        classes: args.classes.map(|c| c as usize),
-    })
+        oversubscribe: args.oversubscribe,
+    };
+    cfg.validate()?;
+    Ok((cfg, args.classes.map(|c| c as usize)))
 }
 
-/// Settings for a run resumed from the checkpoint `path` that recorded
-/// `meta`: see the module documentation.
-pub fn resumed(args: &TrainArgs, meta: &RunMeta, path: &Path) -> Result<Plan> {
+/// The configuration of a run resumed from the checkpoint `path` that
+/// recorded `meta`: see the module documentation.
+pub fn resumed(
+    args: &TrainArgs,
+    meta: &RunMeta,
+    path: &Path,
+) -> Result<(TrainConfig, Option<usize>)> {
     let pick = |flag: &str, key: &str, given: Option<String>, recorded: String| -> Result<()> {
         match given {
             Some(v) if v != recorded => bail!(
@@ -91,18 +83,19 @@ pub fn resumed(args: &TrainArgs, meta: &RunMeta, path: &Path) -> Result<Plan> {
     fn differs<T: PartialEq + Display>(given: Option<T>, recorded: &T) -> Option<String> {
         given.filter(|v| v != recorded).map(|v| v.to_string())
     }
-    let r = &meta.sgd;
+    let rec = &meta.config;
+    let r = &rec.sgd;
     pick(
         "--seed",
         "seed",
-        differs(args.seed, &meta.seed),
-        meta.seed.to_string(),
+        differs(args.seed, &rec.seed),
+        rec.seed.to_string(),
     )?;
     pick(
         "--batch-size",
         "batch size",
-        differs(args.batch_size.map(|b| b as usize), &meta.batch_size),
-        meta.batch_size.to_string(),
+        differs(args.batch_size.map(|b| b as usize), &rec.batch_size),
+        rec.batch_size.to_string(),
     )?;
     pick("--lr", "lr", differs(args.lr, &r.lr), r.lr.to_string())?;
     pick(
@@ -132,8 +125,24 @@ pub fn resumed(args: &TrainArgs, meta: &RunMeta, path: &Path) -> Result<Plan> {
     pick(
         "--val-split",
         "validation split",
-        differs(args.val_split, &meta.val_split),
-        meta.val_split.to_string(),
+        differs(args.val_split, &rec.val_split),
+        rec.val_split.to_string(),
+    )?;
+    let hidden_text = |h: &[usize]| {
+        if h.is_empty() {
+            "none".to_owned()
+        } else {
+            h.iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
+    pick(
+        "--hidden",
+        "hidden layers",
+        (!args.hidden.is_empty() && args.hidden != rec.hidden).then(|| hidden_text(&args.hidden)),
+        hidden_text(&rec.hidden),
     )?;
     pick(
         "--classes",
@@ -141,35 +150,25 @@ pub fn resumed(args: &TrainArgs, meta: &RunMeta, path: &Path) -> Result<Plan> {
         differs(args.classes.map(|c| c as usize), &meta.classes),
         meta.classes.to_string(),
     )?;
-    let kernel = match explicit_kernel(args.compute.kernel)? {
-        Some(k) => k,
-        None => meta.kernel.parse().map_err(|e: String| {
-            anyhow::anyhow!(
-                "{} was trained with kernel {}, which cannot run here: {e}",
-                path.display(),
-                meta.kernel
-            )
-        })?,
+    let cfg = TrainConfig {
+        epochs: args.epochs.map_or(rec.epochs, |e| e as usize),
+        threads: super::common::threads(args.compute.threads),
+        kernel: explicit_kernel(args.compute.kernel)?.or(rec.kernel),
+        oversubscribe: args.oversubscribe,
+        ..rec.clone()
     };
-    Ok(Plan {
-        epochs: args.epochs.map_or(meta.epochs, |e| e as usize),
-        batch_size: meta.batch_size,
-        sgd: meta.sgd,
-        seed: meta.seed,
-        val_split: meta.val_split,
-        kernel,
-        classes: Some(meta.classes),
-    })
+    cfg.validate()?;
+    Ok((cfg, Some(meta.classes)))
 }
 
 /// Checks that the kernel path that will run (`effective`) is the one that
 /// trained the checkpoint: another path rounds differently.
 pub fn check_kernel(effective: KernelPath, meta: &RunMeta, path: &Path) -> Result<()> {
-    if effective.name() != meta.kernel {
+    if Some(effective) != meta.config.kernel {
         bail!(
             "kernel {effective} does not match {}, which was trained with kernel {} (leave --kernel and $IDX_SOFTMAX_KERNEL unset to use the checkpoint's)",
             path.display(),
-            meta.kernel
+            meta.config.kernel.map_or("?", |k| k.name())
         );
     }
     Ok(())
@@ -181,17 +180,21 @@ mod tests {
 
     fn meta() -> RunMeta {
         RunMeta {
-            seed: 7,
-            epochs: 4,
-            epochs_done: 1,
-            batch_size: 50,
-            sgd: Sgd {
-                momentum: 0.9,
-                schedule: Schedule::Cosine,
-                ..Sgd::plain(0.5)
+            config: TrainConfig {
+                epochs: 4,
+                batch_size: 50,
+                sgd: Sgd {
+                    momentum: 0.9,
+                    schedule: Schedule::Cosine,
+                    ..Sgd::plain(0.5)
+                },
+                seed: 7,
+                val_split: 0.0,
+                hidden: vec![16],
+                kernel: Some(KernelPath::Portable),
+                ..TrainConfig::default()
             },
-            val_split: 0.0,
-            kernel: "portable".into(),
+            epochs_done: 1,
             classes: 10,
             features: 784,
             sample_shape: vec![28, 28],
@@ -205,27 +208,31 @@ mod tests {
 
     #[test]
     fn fresh_defaults_are_the_notebooks() {
-        let plan = fresh(&TrainArgs::default(), KernelPath::Portable).unwrap();
-        assert_eq!(plan.epochs, 1);
-        assert_eq!(plan.batch_size, 100);
-        assert_eq!(plan.sgd, Sgd::plain(0.1));
-        assert_eq!(plan.seed, DEFAULT_SEED);
-        assert_eq!(plan.val_split, 0.0);
+        let (cfg, classes) = fresh(&TrainArgs::default(), None).unwrap();
+        assert_eq!(cfg.epochs, 1);
+        assert_eq!(cfg.batch_size, 100);
+        assert_eq!(cfg.sgd, Sgd::plain(0.1));
+        assert_eq!(cfg.seed, DEFAULT_SEED);
+        assert_eq!(cfg.val_split, 0.0);
+        assert!(cfg.hidden.is_empty());
+        assert_eq!(classes, None);
         let nesterov = TrainArgs {
             nesterov: true,
             ..TrainArgs::default()
         };
-        assert!(fresh(&nesterov, KernelPath::Portable).is_err());
+        let e = fresh(&nesterov, None).unwrap_err().to_string();
+        assert!(e.contains("--nesterov"), "{e}");
     }
 
     #[test]
     fn resume_takes_missing_flags_from_the_checkpoint() {
-        let plan = resumed(&TrainArgs::default(), &meta(), Path::new("a.st")).unwrap();
-        assert_eq!(plan.epochs, 4);
-        assert_eq!(plan.batch_size, 50);
-        assert_eq!(plan.sgd, meta().sgd);
-        assert_eq!(plan.seed, 7);
-        assert_eq!(plan.classes, Some(10));
+        let (cfg, classes) = resumed(&TrainArgs::default(), &meta(), Path::new("a.st")).unwrap();
+        assert_eq!(cfg.epochs, 4);
+        assert_eq!(cfg.batch_size, 50);
+        assert_eq!(cfg.sgd, meta().config.sgd);
+        assert_eq!(cfg.seed, 7);
+        assert_eq!(cfg.hidden, vec![16]);
+        assert_eq!(classes, Some(10));
     }
 
     #[test]
@@ -246,10 +253,11 @@ mod tests {
             seed: Some(7),
             momentum: Some(0.9),
             epochs: Some(9),
+            hidden: vec![16],
             ..TrainArgs::default()
         };
         assert_eq!(
-            resumed(&same, &meta(), Path::new("a.st")).unwrap().epochs,
+            resumed(&same, &meta(), Path::new("a.st")).unwrap().0.epochs,
             9
         );
         let nesterov = TrainArgs {
@@ -261,6 +269,17 @@ mod tests {
             .to_string();
         assert!(
             e.contains("--nesterov true") && e.contains("nesterov false"),
+            "{e}"
+        );
+        let hidden = TrainArgs {
+            hidden: vec![32],
+            ..TrainArgs::default()
+        };
+        let e = resumed(&hidden, &meta(), Path::new("a.st"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--hidden 32") && e.contains("hidden layers 16"),
             "{e}"
         );
     }

@@ -16,22 +16,20 @@ use serde_json::json;
 
 use idx_softmax::dataset::Dataset;
 use idx_softmax::image;
-use idx_softmax::kernels::KernelPath;
 use idx_softmax::labels;
 use idx_softmax::metrics;
 use idx_softmax::optim::{Schedule, Sgd};
 use idx_softmax::plot;
 use idx_softmax::preprocess;
+use idx_softmax::run_record::{self, shape_string, Results, RunMeta};
+use idx_softmax::samples::Samples;
 use idx_softmax::train::{split_train_val, EpochReport, TrainConfig, Trainer};
 
 use super::args::TrainArgs;
-use super::common::{
-    check_output, f32_as_printed, image_shape, load_dataset, rss_anon_kb, threads,
-};
+use super::common::{check_output, f32_as_printed, image_shape, load_dataset, rss_anon_kb};
 use super::metrics_log::MetricsLog;
 use super::report::{epoch_json, epoch_line, Progress};
-use super::run_file::{self, Results, RunMeta};
-use super::settings::{self, explicit_kernel, Plan};
+use super::settings::{self, explicit_kernel};
 
 /// Runs `train` with `args`.
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -47,34 +45,29 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let resume = match &args.resume {
         Some(path) => {
-            let (_, meta, state) = run_file::load(path)?;
+            let (_, meta, state) = run_record::load(path)?;
             Some((path.clone(), meta, state))
         }
         None => None,
     };
-    let plan = match &resume {
+    let (cfg, classes) = match &resume {
         Some((path, meta, _)) => settings::resumed(&args, meta, path)?,
-        None => {
-            let kernel = explicit_kernel(args.compute.kernel)?.unwrap_or_else(KernelPath::best);
-            settings::fresh(&args, kernel).map_err(anyhow::Error::msg)?
-        }
+        None => settings::fresh(&args, explicit_kernel(args.compute.kernel)?)?,
     };
-    let loaded = load_dataset(&args.data, plan.classes)?;
+    let loaded = load_dataset(&args.data, classes)?;
     let (data_dir, data) = (&loaded.dir, &loaded.data);
-    let effective_kernel = if data.train.images.as_u8().is_some() {
-        plan.kernel
-    } else {
-        KernelPath::Gemm
-    };
+    let train_set = data.train.samples(data.classes)?;
+    let test_set = data.test.samples(data.classes)?;
+    let kernel = cfg.kernel_for(&train_set)?;
     if let Some((path, meta, _)) = &resume {
         check_same_data(meta, data, path)?;
-        settings::check_kernel(effective_kernel, meta, path)?;
-        if meta.sgd.schedule == Schedule::Cosine && plan.epochs != meta.epochs {
+        settings::check_kernel(kernel, meta, path)?;
+        if meta.config.sgd.schedule == Schedule::Cosine && cfg.epochs != meta.config.epochs {
             eprintln!(
                 "warning: {} planned {} epoch(s) of cosine schedule; continuing to {} changes the curve, so the result will match no uninterrupted run",
                 path.display(),
-                meta.epochs,
-                plan.epochs
+                meta.config.epochs,
+                cfg.epochs
             );
         }
     }
@@ -86,41 +79,24 @@ pub fn run(args: TrainArgs) -> Result<()> {
         None => None,
     };
 
-    let cfg = TrainConfig {
-        epochs: plan.epochs,
-        batch_size: plan.batch_size,
-        sgd: plan.sgd,
-        seed: plan.seed,
-        val_split: plan.val_split,
-        threads: threads(args.compute.threads),
-        kernel: plan.kernel,
-        oversubscribe: args.oversubscribe,
-    };
     let (mut trainer, resumed_from) = match resume {
         Some((path, _, state)) => (
-            Trainer::resume(data, cfg.clone(), state)
+            Trainer::resume(&train_set, Some(&test_set), cfg.clone(), state)
                 .with_context(|| format!("resuming from {}", path.display()))?,
             Some(path),
         ),
         None => (
-            Trainer::new(data, cfg.clone())
+            Trainer::new(&train_set, Some(&test_set), cfg.clone())
                 .with_context(|| format!("training on {}", data_dir.display()))?,
             None,
         ),
     };
     let start_epoch = trainer.epochs_done();
-    let mut meta = run_meta(&plan, data, data_dir, effective_kernel);
+    let mut meta = run_meta(&cfg, kernel, data, &train_set, data_dir);
     meta.class_names = class_names(args.labels.as_deref(), data_dir, data.classes)?;
 
     if !args.json {
-        print_header(
-            data_dir,
-            data,
-            loaded.seconds,
-            &cfg,
-            effective_kernel,
-            trainer.train_samples(),
-        );
+        print_header(data_dir, data, loaded.seconds, &trainer, &cfg);
         if let Some(path) = &resumed_from {
             println!("resuming {} after epoch {start_epoch}", path.display());
         }
@@ -158,19 +134,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
         log.push(&epoch_json(&report, lr))?;
         if let Some(path) = &args.save {
             meta.epochs_done = stats.epoch;
-            run_file::save(path, &trainer.state(), &meta, &results(&report))?;
+            run_record::save(path, &trainer.state(), &meta, &results(&report))?;
         }
         if let (Some(path), Some(rows)) = (&args.plot, &plot_rows) {
-            let train =
-                metrics::evaluate_rows(trainer.model(), &data.train, effective_kernel, rows);
+            let train = metrics::evaluate_rows(trainer.network(), &train_set, kernel, rows);
+            let test = report.test.as_ref();
             curve.push(plot::EpochPoint {
                 epoch: stats.epoch,
                 train_loss: stats.train_loss,
                 train_accuracy: Some(train.accuracy),
                 val_loss: report.validation.as_ref().map(|v| v.loss),
                 val_accuracy: report.validation.as_ref().map(|v| v.accuracy),
-                test_loss: report.test.loss,
-                test_accuracy: report.test.accuracy,
+                test_loss: test.map_or(f64::NAN, |t| t.loss),
+                test_accuracy: test.map_or(f64::NAN, |t| t.accuracy),
             });
             plot::training_curves(path, &curve)?;
         }
@@ -180,7 +156,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
     let picture = match (&args.weights_png, picture_shape) {
         (Some(path), Some((h, w))) => {
-            Some((path, image::weights_png(trainer.model(), h, w, path)?))
+            Some((path, image::weights_png(trainer.network(), h, w, path)?))
         }
         _ => None,
     };
@@ -190,12 +166,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let train_seconds: f64 = epochs.iter().map(|(r, _)| r.stats.seconds).sum();
     let samples: usize = epochs.iter().map(|(r, _)| r.stats.samples).sum();
-    let digest = trainer.model().digest();
+    let digest = trainer.network().digest();
+    let last_test = last
+        .test
+        .as_ref()
+        .expect("the test set is evaluated every epoch");
     if args.json {
         let per_epoch: Vec<_> = epochs.iter().map(|(r, lr)| epoch_json(r, *lr)).collect();
         let mut out = json!({
-            "test_accuracy": last.test.accuracy,
-            "test_loss": last.test.loss,
+            "test_accuracy": last_test.accuracy,
+            "test_loss": last_test.loss,
             "train_loss": last.stats.train_loss,
             "epochs": cfg.epochs,
             "start_epoch": start_epoch,
@@ -208,8 +188,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "val_split": f32_as_printed(cfg.val_split),
             "seed": cfg.seed,
             "threads": cfg.threads,
-            "workers": if effective_kernel.is_fused() { cfg.workers() } else { 1 },
-            "kernel": effective_kernel.name(),
+            "workers": trainer.workers(),
+            "kernel": trainer.kernel().name(),
+            "hidden": cfg.hidden,
+            "layers": trainer.network().describe(),
             "train_seconds": train_seconds,
             "samples_per_second": samples as f64 / train_seconds,
             "load_seconds": loaded.seconds,
@@ -244,9 +226,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     } else {
         println!(
             "done     test accuracy {:.4} ({}/{}), training loop {:.3} s, {:.0} samples/s",
-            last.test.accuracy,
-            last.test.correct,
-            last.test.total,
+            last_test.accuracy,
+            last_test.correct,
+            last_test.total,
             train_seconds,
             samples as f64 / train_seconds
         );
@@ -278,24 +260,24 @@ fn print_header(
     data_dir: &Path,
     data: &Dataset,
     load_seconds: f64,
+    trainer: &Trainer<'_>,
     cfg: &TrainConfig,
-    kernel: KernelPath,
-    train_samples: usize,
 ) {
     println!(
         "data     {} ({} train, {} test, {} {}, {} classes; loaded in {:.3} s)",
         data_dir.display(),
         data.train.len(),
         data.test.len(),
-        run_file::shape_string(data.train.images.sample_shape()).replace('x', "×"),
+        shape_string(data.train.images.sample_shape()).replace('x', "×"),
         data.train.images.element_type(),
         data.classes,
         load_seconds
     );
-    let mut line = format!(
-        "training {} epoch(s), batch {}, lr {}",
-        cfg.epochs, cfg.batch_size, cfg.sgd.lr
-    );
+    let mut line = format!("training {} epoch(s)", cfg.epochs);
+    if !cfg.hidden.is_empty() {
+        line += &format!(", network {} (ReLU)", trainer.network().describe());
+    }
+    line += &format!(", batch {}, lr {}", cfg.batch_size, cfg.sgd.lr);
     let sgd = &cfg.sgd;
     if sgd.has_momentum() {
         line += &format!(", momentum {}", sgd.momentum);
@@ -312,30 +294,36 @@ fn print_header(
     if cfg.val_split > 0.0 {
         line += &format!(
             ", {} held out for validation",
-            data.train.len() - train_samples
+            data.train.len() - trainer.train_samples()
         );
     }
     line += &format!(
-        ", seed {}, {} thread(s), kernel {kernel}",
-        cfg.seed, cfg.threads
+        ", seed {}, {} worker(s), kernel {}",
+        cfg.seed,
+        trainer.workers(),
+        trainer.kernel()
     );
     println!("{line}");
 }
 
 /// What the checkpoint records about this run (with `epochs_done` 0 until
 /// an epoch finishes).
-fn run_meta(plan: &Plan, data: &Dataset, data_dir: &Path, kernel: KernelPath) -> RunMeta {
+fn run_meta(
+    cfg: &TrainConfig,
+    kernel: idx_softmax::kernels::KernelPath,
+    data: &Dataset,
+    train_set: &Samples<'_>,
+    data_dir: &Path,
+) -> RunMeta {
     RunMeta {
-        seed: plan.seed,
-        epochs: plan.epochs,
+        config: TrainConfig {
+            kernel: Some(kernel),
+            ..cfg.clone()
+        },
         epochs_done: 0,
-        batch_size: plan.batch_size,
-        sgd: plan.sgd,
-        val_split: plan.val_split,
-        kernel: kernel.name().to_owned(),
         classes: data.classes,
-        features: data.features(),
-        sample_shape: data.train.images.sample_shape().to_vec(),
+        features: train_set.features(),
+        sample_shape: train_set.sample_shape().to_vec(),
         train_samples: data.train.len(),
         test_samples: data.test.len(),
         data_dir: data_dir.display().to_string(),
@@ -361,9 +349,13 @@ pub fn class_names(flag: Option<&Path>, data_dir: &Path, classes: usize) -> Resu
 
 /// The results the checkpoint records after an epoch.
 fn results(r: &EpochReport) -> Results {
+    let test = r
+        .test
+        .as_ref()
+        .expect("the test set is evaluated every epoch");
     Results {
-        test_accuracy: r.test.accuracy,
-        test_loss: r.test.loss,
+        test_accuracy: test.accuracy,
+        test_loss: test.loss,
         train_loss: r.stats.train_loss,
         validation: r.validation.as_ref().map(|v| (v.accuracy, v.loss)),
     }
@@ -387,10 +379,10 @@ fn check_same_data(meta: &RunMeta, data: &Dataset, path: &Path) -> Result<()> {
             "{} was trained on {} training samples of {}, but {} holds {} of {}",
             path.display(),
             meta.train_samples,
-            run_file::shape_string(&meta.sample_shape),
+            shape_string(&meta.sample_shape),
             data.train.images.path().display(),
             data.train.len(),
-            run_file::shape_string(shape)
+            shape_string(shape)
         );
     }
     Ok(())

@@ -1,7 +1,10 @@
-//! Which kernel path runs, chosen once at run time.
+//! Which kernel path runs.
 //!
-//! The best path this CPU supports is detected once and cached. A user (or
-//! a test) can force any path with `--kernel` or the `IDX_SOFTMAX_KERNEL`
+//! The CPU's features are detected once and cached ([`KernelPath::best`],
+//! [`KernelPath::is_available`]). The path is chosen once per run, by the
+//! rule in [`crate::config::kernel_for`], and passed down to every kernel
+//! call, which dispatches on it with one `match`. A user (or a test) can
+//! force any path with `--kernel` or the `IDX_SOFTMAX_KERNEL`
 //! environment variable; forcing a path the CPU lacks is an error, never a
 //! crash. Release builds need no `-C target-cpu`: the AVX code is compiled
 //! per function with `#[target_feature]` and only called after detection.
@@ -17,9 +20,9 @@ pub const KERNEL_ENV: &str = "IDX_SOFTMAX_KERNEL";
 /// A kernel path for the training step and evaluation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelPath {
-    /// General path: gather rows into f32, `matrixmultiply::sgemm` for both
-    /// products. Works for every element type; the reference the fused
-    /// paths are measured against.
+    /// General path: gather rows into f32, `matrixmultiply::sgemm` for every
+    /// product. Works for every element type and every network (the only
+    /// path for MLPs); the reference the fused paths are measured against.
     Gemm,
     /// Fused u8 kernels in portable Rust (any architecture).
     Portable,

@@ -19,17 +19,17 @@
 //!   registers (AVX-512, AVX2+FMA, portable). The default training path.
 //! * [`gemm`]: `matrixmultiply::sgemm` on f32 rows: the general path for
 //!   any element type, and the reference the fused path is measured against.
-//! * [`softmax_ce`], [`sgd`], [`convert`]: the small fused pieces.
+//! * [`softmax_ce`], [`bias`]: the small pieces of a step.
 //! * [`dispatch`]: picks the path once, at run time.
 //! * [`reference`]: naive f64 versions of everything, for tests.
 
-pub mod convert;
+pub mod bias;
 pub mod dispatch;
 pub mod fused;
 pub mod gemm;
 pub mod reference;
-pub mod sgd;
 pub(crate) mod simd;
 pub mod softmax_ce;
 
+pub use bias::bias_grad;
 pub use dispatch::KernelPath;

@@ -3,21 +3,6 @@
 //! Written for obviousness, not speed: triple loops, f64 accumulation, no
 //! blocking. The fast kernels are checked against these.
 
-/// `out = A · B` for row-major A (m × k) and B (k × n).
-pub fn matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
-    let mut out = vec![0.0; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let mut s = 0.0;
-            for p in 0..k {
-                s += a[i * k + p] * b[p * n + j];
-            }
-            out[i * n + j] = s;
-        }
-    }
-    out
-}
-
 /// `logits = X · W + bias` with W given as wt (C × K); X is B × K.
 pub fn forward(x: &[f64], wt: &[f64], bias: &[f64], b: usize, k: usize) -> Vec<f64> {
     let c = bias.len();

@@ -14,8 +14,6 @@
 //! which is why the two are fused: one pass over the row yields both the
 //! loss and the gradient the weight update needs.
 
-use rayon::prelude::*;
-
 /// Loss of one row, writing `g = (softmax(z) − onehot(label)) · inv_batch`.
 ///
 /// # Panics
@@ -38,39 +36,19 @@ pub fn row(z: &[f32], label: usize, inv_batch: f32, g: &mut [f32]) -> f32 {
     m + s.ln() - z[label]
 }
 
-/// Rows per parallel task in [`rows`]: fixed, so the split never depends
-/// on the thread count.
-pub const ROWS_PER_TASK: usize = 16;
+/// `ln Σ_c e^{z_c}`, shifted by the maximum and summed in f64: the
+/// evaluation's and prediction's softmax (`p_c = e^{z_c − lse}`,
+/// `loss = lse − z_y`), where exactness matters more than speed.
+pub fn log_sum_exp(z: &[f32]) -> f64 {
+    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let s: f64 = z.iter().map(|&v| (v as f64 - m).exp()).sum();
+    m + s.ln()
+}
 
-/// [`row`] for every row of `logits` (B × C), in parallel on the current
-/// rayon pool. Writes `g` (B × C) and the per-row `losses` (B).
-pub fn rows(
-    logits: &[f32],
-    labels: &[u32],
-    c: usize,
-    inv_batch: f32,
-    g: &mut [f32],
-    losses: &mut [f32],
-) {
-    let b = labels.len();
-    assert_eq!(logits.len(), b * c, "logits must be B × C");
-    assert_eq!(g.len(), b * c, "g must be B × C");
-    assert_eq!(losses.len(), b, "losses must have B entries");
-    g.par_chunks_mut(ROWS_PER_TASK * c)
-        .zip(losses.par_chunks_mut(ROWS_PER_TASK))
-        .enumerate()
-        .for_each(|(task, (g, losses))| {
-            let r0 = task * ROWS_PER_TASK;
-            for (i, (g_row, loss)) in g.chunks_exact_mut(c).zip(losses.iter_mut()).enumerate() {
-                let r = r0 + i;
-                *loss = row(
-                    &logits[r * c..(r + 1) * c],
-                    labels[r] as usize,
-                    inv_batch,
-                    g_row,
-                );
-            }
-        });
+/// Softmax probabilities of `z`, in f64 (through [`log_sum_exp`]).
+pub fn probabilities(z: &[f32]) -> Vec<f64> {
+    let lse = log_sum_exp(z);
+    z.iter().map(|&v| (v as f64 - lse).exp()).collect()
 }
 
 /// `e^x` for `x ≤ 0`, to within 2 ulp (checked against f64 in tests), in

@@ -1,4 +1,5 @@
-//! The bias gradient. (The update itself is [`crate::optim::Sgd::apply`].)
+//! The bias gradient: a column sum of G, in row order. (The update
+//! itself is [`crate::optim::Sgd::apply`].)
 
 /// `db[c] = Σ_b g[b][c]`, summed in row order. `g` is B × C.
 pub fn bias_grad(g: &[f32], db: &mut [f32]) {

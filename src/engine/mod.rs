@@ -1,0 +1,152 @@
+//! One training epoch, for any network: the step plans and the scheduler
+//! that runs them.
+//!
+//! * [`phased`]: the scheduler (tickets and a completion counter), once;
+//! * [`fused_step`]: softmax regression on u8 samples with the fused SIMD
+//!   kernels, two phases per step;
+//! * [`gemm_step`]: any network (softmax regression or an MLP) on u8 or
+//!   f32 samples through sgemm, two phases per step.
+//!
+//! Both plans share [`EpochCtx`]: the batch order, the parameters and
+//! momentum (one flat buffer each, see [`crate::nn::ParamStore`]), the
+//! loss sum and the failure flag.
+
+pub mod fused_step;
+pub mod gemm_step;
+pub mod phased;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::optim::Sgd;
+use crate::parallel::SharedSlice;
+use crate::samples::Samples;
+use phased::Flow;
+
+/// An epoch's place in the run, for the learning-rate schedule.
+#[derive(Clone, Copy, Debug)]
+pub struct SchedulePosition {
+    /// 0-based.
+    pub epoch: usize,
+    /// Global index of the epoch's first step.
+    pub first_step: usize,
+    pub total_steps: usize,
+}
+
+impl SchedulePosition {
+    /// The learning rate for step `step` (0-based, within the epoch).
+    pub fn lr(&self, sgd: &Sgd, step: usize) -> f32 {
+        sgd.lr_at(self.epoch, self.first_step + step, self.total_steps)
+    }
+}
+
+/// What every step plan of an epoch shares.
+pub struct EpochCtx<'s> {
+    pub samples: &'s Samples<'s>,
+    /// The epoch's shuffled sample indices; batches are consecutive runs.
+    pub order: &'s [u32],
+    pub batch_size: usize,
+    pub sgd: Sgd,
+    pub schedule: SchedulePosition,
+    /// The network's parameters, laid out as its [`crate::nn::ParamStore`].
+    pub params: SharedSlice<'s, f32>,
+    /// The momentum buffer, same layout; empty without momentum.
+    pub momentum: SharedSlice<'s, f32>,
+    /// The epoch's loss sum (f64 bits), updated once per step by the
+    /// step's designated chunk: the phase order makes those sequential.
+    loss_sum: AtomicU64,
+    /// 1-based step whose loss was not finite; 0 while all is well.
+    failed_step: AtomicUsize,
+    progress: &'s (dyn Fn(u64) + Sync),
+}
+
+impl<'s> EpochCtx<'s> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        samples: &'s Samples<'s>,
+        order: &'s [u32],
+        batch_size: usize,
+        sgd: Sgd,
+        schedule: SchedulePosition,
+        params: &'s mut [f32],
+        momentum: &'s mut [f32],
+        progress: &'s (dyn Fn(u64) + Sync),
+    ) -> Self {
+        Self {
+            samples,
+            order,
+            batch_size,
+            sgd,
+            schedule,
+            params: SharedSlice::new(params),
+            momentum: SharedSlice::new(momentum),
+            loss_sum: AtomicU64::new(0f64.to_bits()),
+            failed_step: AtomicUsize::new(0),
+            progress,
+        }
+    }
+
+    pub fn steps(&self) -> usize {
+        self.order.len().div_ceil(self.batch_size)
+    }
+
+    /// The sample indices of step `step`'s batch.
+    pub fn batch(&self, step: usize) -> &'s [u32] {
+        let start = step * self.batch_size;
+        &self.order[start..(start + self.batch_size).min(self.order.len())]
+    }
+
+    /// Records step `step`'s per-row `losses`: adds them to the epoch's
+    /// sum, reports progress now and then, and abandons the epoch if the
+    /// loss is not finite. Called by exactly one chunk per step, in a phase
+    /// after the losses were written.
+    pub fn finish_step(&self, step: usize, losses: &[f32]) -> Flow {
+        let batch_loss: f64 = losses.iter().map(|&l| l as f64).sum();
+        if !batch_loss.is_finite() {
+            self.failed_step.store(step + 1, Ordering::SeqCst);
+            return Flow::Abandon;
+        }
+        // Sequential across steps (phase order), so a plain load-add-store
+        // is exact and ordered.
+        let sum = f64::from_bits(self.loss_sum.load(Ordering::Relaxed)) + batch_loss;
+        self.loss_sum.store(sum.to_bits(), Ordering::Relaxed);
+        if step % 16 == 15 || step + 1 == self.steps() {
+            let done = ((step + 1) * self.batch_size).min(self.order.len()) as u64;
+            (self.progress)(done);
+        }
+        Flow::Continue
+    }
+
+    /// The epoch's outcome: the loss sum, or the 1-based step that failed.
+    pub fn outcome(&self) -> Result<f64, usize> {
+        match self.failed_step.load(Ordering::Relaxed) {
+            0 => Ok(f64::from_bits(self.loss_sum.load(Ordering::Relaxed))),
+            step => Err(step),
+        }
+    }
+
+    /// Applies the SGD update to `params[range]` from the raw gradient
+    /// `grad` (true gradient = `grad_scale · grad`), with the momentum
+    /// buffer's same range.
+    ///
+    /// # Safety
+    /// The caller's chunk must be the only one touching `range` of the
+    /// parameters (and momentum) during this phase, and no chunk of the
+    /// phase may read it.
+    pub unsafe fn update(
+        &self,
+        lr: f32,
+        range: std::ops::Range<usize>,
+        grad: &[f32],
+        grad_scale: f32,
+    ) {
+        let mspan = if self.sgd.has_momentum() {
+            range.clone()
+        } else {
+            0..0
+        };
+        // SAFETY: exclusive access to `range` of both buffers during this
+        // phase, as the caller guarantees.
+        let (w, m) = unsafe { (self.params.get_mut(range), self.momentum.get_mut(mspan)) };
+        self.sgd.apply(lr, w, grad, grad_scale, m);
+    }
+}

@@ -1,0 +1,277 @@
+//! The step scheduler: runs any network's step plan on persistent workers.
+//!
+//! A [`StepPlan`] cuts each training step into phases, and each phase into
+//! numbered chunks. Every chunk of the epoch gets a ticket number, in
+//! phase order. Workers claim the next ticket with an atomic counter and
+//! run its chunk once every chunk of the earlier phases is done
+//! ([`CompletionCounter`]). So the split adapts to whichever worker is
+//! running: a worker that the OS deschedules holds nobody up unless it is
+//! inside a chunk, and no worker waits at a barrier for one that has no
+//! work.
+//!
+//! Which worker runs a chunk never changes the result, provided the plan
+//! keeps its side of the contract below; so the bits are the same for any
+//! number of workers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::parallel::{CachePadded, CompletionCounter};
+
+/// What to do after a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Stop the epoch: chunks already running finish, no new one starts.
+    Abandon,
+}
+
+/// A training epoch's work, cut into phases of chunks.
+///
+/// # Contract
+///
+/// The scheduler guarantees:
+/// * every chunk `(step, phase, chunk)` with `chunk < chunks(step, phase)`
+///   runs exactly once (unless the epoch is abandoned);
+/// * a chunk starts only after every chunk of every earlier phase (in
+///   `(step, phase)` order) has returned, and sees all their writes;
+/// * chunks of the same phase may run at the same time, on any worker.
+///
+/// The plan guarantees, for the result to be sound and deterministic:
+/// * chunks of one phase write disjoint data, and nothing another chunk of
+///   that phase reads;
+/// * a chunk's result depends only on `(step, phase, chunk)` and the data
+///   of earlier phases, never on the worker or its scratch's history;
+/// * `chunks` depends only on `(step, phase)`, and is at least 1.
+pub trait StepPlan: Sync {
+    /// Per-worker scratch space.
+    type Scratch;
+    fn scratch(&self) -> Self::Scratch;
+    /// Steps in the epoch.
+    fn steps(&self) -> usize;
+    /// Phases per step (the same for every step).
+    fn phases(&self) -> usize;
+    /// Chunks of phase `phase` of step `step`.
+    fn chunks(&self, step: usize, phase: usize) -> usize;
+    /// Runs one chunk.
+    fn run(&self, step: usize, phase: usize, chunk: usize, scratch: &mut Self::Scratch) -> Flow;
+}
+
+/// Runs every chunk of `plan` on `workers` workers: the calling thread when
+/// `workers` is 1, else `workers` threads of `pool` (a broadcast: the pool
+/// must have at least that many threads; the rest return at once).
+/// Returns whether the epoch ran to the end (false: a chunk abandoned it).
+/// A panic in a chunk abandons the epoch and is re-raised here.
+pub fn run<P: StepPlan>(plan: &P, workers: usize, pool: &rayon::ThreadPool) -> bool {
+    let shared = Shared {
+        tickets: CachePadded(AtomicUsize::new(0)),
+        done: CompletionCounter::new(),
+    };
+    if workers <= 1 {
+        shared.worker(plan);
+    } else {
+        pool.broadcast(|b| {
+            if b.index() < workers {
+                shared.worker(plan)
+            }
+        });
+    }
+    !shared.done.is_abandoned()
+}
+
+struct Shared {
+    /// The next ticket to claim (on its own cache lines: every claim
+    /// writes it).
+    tickets: CachePadded<AtomicUsize>,
+    /// Chunks finished.
+    done: CompletionCounter,
+}
+
+impl Shared {
+    /// One worker's epoch: claim tickets until the epoch is done.
+    fn worker<P: StepPlan>(&self, plan: &P) {
+        let mut scratch = plan.scratch();
+        let phases_per_step = plan.phases();
+        let phases = phases_per_step * plan.steps();
+        if phases == 0 {
+            return;
+        }
+        // A panic in a chunk must not leave the other workers waiting for
+        // it forever: they give up, and `broadcast` re-raises the panic.
+        let _abandon = self.done.abandon_on_panic();
+        let split = |p: usize| (p / phases_per_step, p % phases_per_step);
+        // This worker's view of the phase that holds its latest ticket.
+        let (mut phase, mut phase_start) = (0, 0);
+        let mut phase_len = plan.chunks(0, 0);
+        loop {
+            let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+            while ticket >= phase_start + phase_len {
+                phase += 1;
+                if phase >= phases {
+                    return;
+                }
+                phase_start += phase_len;
+                let (s, p) = split(phase);
+                phase_len = plan.chunks(s, p);
+            }
+            if !self.done.wait_for(phase_start) {
+                // Abandoned by another worker.
+                return;
+            }
+            let (s, p) = split(phase);
+            if plan.run(s, p, ticket - phase_start, &mut scratch) == Flow::Abandon {
+                self.done.abandon();
+                return;
+            }
+            self.done.complete(phase_start + phase_len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::Mutex;
+
+    /// Records every chunk run, and checks the ordering contract as it goes:
+    /// when a chunk starts, every chunk of every earlier phase has finished.
+    struct Recorder {
+        steps: usize,
+        phases: usize,
+        /// Chunk counts per (step, phase), varied to catch index slips.
+        counts: Vec<usize>,
+        runs: Vec<AtomicU32>,
+        finished: Vec<AtomicU32>,
+        violations: Mutex<Vec<String>>,
+        abandon_at: Option<(usize, usize, usize)>,
+    }
+
+    impl Recorder {
+        fn new(steps: usize, phases: usize, abandon_at: Option<(usize, usize, usize)>) -> Self {
+            let counts: Vec<usize> = (0..steps * phases).map(|p| 1 + (p * 7) % 5).collect();
+            let total: usize = counts.iter().sum();
+            Self {
+                steps,
+                phases,
+                runs: (0..total).map(|_| AtomicU32::new(0)).collect(),
+                finished: (0..steps * phases).map(|_| AtomicU32::new(0)).collect(),
+                counts,
+                violations: Mutex::new(Vec::new()),
+                abandon_at,
+            }
+        }
+
+        fn index(&self, step: usize, phase: usize, chunk: usize) -> usize {
+            let p = step * self.phases + phase;
+            self.counts[..p].iter().sum::<usize>() + chunk
+        }
+    }
+
+    impl StepPlan for Recorder {
+        type Scratch = ();
+        fn scratch(&self) {}
+        fn steps(&self) -> usize {
+            self.steps
+        }
+        fn phases(&self) -> usize {
+            self.phases
+        }
+        fn chunks(&self, step: usize, phase: usize) -> usize {
+            self.counts[step * self.phases + phase]
+        }
+        fn run(&self, step: usize, phase: usize, chunk: usize, _: &mut ()) -> Flow {
+            let p = step * self.phases + phase;
+            for earlier in 0..p {
+                let done = self.finished[earlier].load(Ordering::SeqCst) as usize;
+                if done != self.counts[earlier] {
+                    self.violations.lock().unwrap().push(format!(
+                        "({step},{phase},{chunk}) started with phase {earlier} at {done}/{}",
+                        self.counts[earlier]
+                    ));
+                }
+            }
+            // Give other workers a chance to run into an ordering bug.
+            std::thread::yield_now();
+            self.runs[self.index(step, phase, chunk)].fetch_add(1, Ordering::SeqCst);
+            self.finished[p].fetch_add(1, Ordering::SeqCst);
+            if self.abandon_at == Some((step, phase, chunk)) {
+                Flow::Abandon
+            } else {
+                Flow::Continue
+            }
+        }
+    }
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn every_chunk_runs_once_in_phase_order() {
+        for workers in [1, 2, 3, 5, 8] {
+            let plan = Recorder::new(40, 3, None);
+            assert!(run(&plan, workers, &pool(workers)));
+            let v = plan.violations.lock().unwrap();
+            assert!(
+                v.is_empty(),
+                "{workers} workers: {:?}",
+                &v[..v.len().min(3)]
+            );
+            for (i, r) in plan.runs.iter().enumerate() {
+                assert_eq!(r.load(Ordering::SeqCst), 1, "{workers} workers: chunk {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn abandon_stops_later_phases() {
+        for workers in [1, 2, 4] {
+            let plan = Recorder::new(10, 2, Some((3, 1, 0)));
+            assert!(!run(&plan, workers, &pool(workers)));
+            // Nothing of step 4 or later ran.
+            let first_later = plan.index(4, 0, 0);
+            assert!(
+                plan.runs[first_later..]
+                    .iter()
+                    .all(|r| r.load(Ordering::SeqCst) == 0),
+                "{workers} workers ran chunks after the abandon"
+            );
+            assert_eq!(plan.runs[plan.index(3, 1, 0)].load(Ordering::SeqCst), 1);
+        }
+    }
+
+    struct Panics;
+    impl StepPlan for Panics {
+        type Scratch = ();
+        fn scratch(&self) {}
+        fn steps(&self) -> usize {
+            50
+        }
+        fn phases(&self) -> usize {
+            2
+        }
+        fn chunks(&self, _: usize, _: usize) -> usize {
+            3
+        }
+        fn run(&self, step: usize, _: usize, chunk: usize, _: &mut ()) -> Flow {
+            if step == 7 && chunk == 1 {
+                panic!("chunk failure");
+            }
+            Flow::Continue
+        }
+    }
+
+    #[test]
+    fn a_panicking_chunk_reaches_the_caller_and_nobody_hangs() {
+        for workers in [1, 2, 4] {
+            let pool = pool(workers);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(&Panics, workers, &pool)
+            }));
+            assert!(r.is_err(), "{workers} workers: the panic was swallowed");
+        }
+    }
+}
