@@ -361,11 +361,12 @@ fn read_file(path: &Path) -> Result<(Metadata, Vec<u8>), CheckpointError> {
         reason,
     };
 
-    let mut file = File::open(path).map_err(io_err)?;
-    let info = file.metadata().map_err(io_err)?;
-    if info.is_dir() {
-        return Err(not_st("it is a directory".into()));
-    }
+    // Nothing but a regular file is opened: a FIFO would block forever.
+    let (mut file, info) = crate::fsutil::open_regular(path).map_err(|e| match e {
+        crate::fsutil::InputError::Io(e) => io_err(e),
+        crate::fsutil::InputError::Directory => not_st("it is a directory".into()),
+        other => not_st(format!("it {other}")),
+    })?;
     let len = info.len();
     if len < 8 {
         return Err(not_st(format!(

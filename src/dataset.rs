@@ -113,29 +113,16 @@ fn invalid(path: &Path, msg: impl Into<String>) -> DataError {
 }
 
 /// Explains why `path` cannot be opened as a regular file, following
-/// symbolic links, or returns its metadata.
-fn regular_file_meta(path: &Path) -> Result<fs::Metadata, DataError> {
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(path).is_ok() => {
-            return Err(invalid(
-                path,
-                "is a dangling symbolic link, expected an IDX file",
-            ))
-        }
-        Err(e) => return Err(io_err(path, format_args!("cannot open: {e}"))),
-    };
-    if meta.is_dir() {
-        return Err(invalid(path, "is a directory, expected an IDX file"));
-    }
-    if !meta.is_file() {
+/// symbolic links, or returns it opened, with its metadata (see
+/// [`crate::fsutil::open_regular`]: nothing that is not a regular file is
+/// ever opened).
+fn open_regular_file(path: &Path) -> Result<(File, fs::Metadata), DataError> {
+    use crate::fsutil::InputError;
+    crate::fsutil::open_regular(path).map_err(|e| match e {
+        InputError::Io(e) => io_err(path, format_args!("cannot open: {e}")),
         // Reading a FIFO would block forever, and a device never ends.
-        return Err(invalid(
-            path,
-            "is not a regular file (a FIFO, socket or device?), expected an IDX file",
-        ));
-    }
-    Ok(meta)
+        other => invalid(path, format!("{other}, expected an IDX file")),
+    })
 }
 
 /// One validated IDX file, memory-mapped.
@@ -165,9 +152,7 @@ impl IdxFile {
     /// anything is mapped or allocated, so a small file that claims a huge
     /// payload fails at once.
     pub fn open(path: &Path, cache: &GzCache) -> Result<Self, DataError> {
-        let meta = regular_file_meta(path)?;
-        let mut file =
-            File::open(path).map_err(|e| io_err(path, format_args!("cannot open: {e}")))?;
+        let (mut file, meta) = open_regular_file(path)?;
         let mut prefix = [0u8; MAX_HEADER_LEN];
         let n = crate::fsutil::read_up_to(&mut file, &mut prefix).map_err(|e| io_err(path, e))?;
         let prefix = &prefix[..n];

@@ -15,7 +15,9 @@
 //! * [`parallel`] — the completion counter and shared-slice protocol the
 //!   loop's workers use;
 //! * [`checkpoint`], [`image`], [`fsutil`] — safetensors checkpoints, PNG and
-//!   PGM images, atomic file writes.
+//!   PGM images, atomic file writes;
+//! * `signals` — SIGINT/SIGTERM/SIGBUS handlers that leave no temporary
+//!   file behind (Unix).
 //!
 //! ```no_run
 //! use idx_softmax::{dataset::{Dataset, LoadOptions}, train::{train, TrainConfig}};
@@ -35,6 +37,8 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod parallel;
+#[cfg(unix)]
+pub mod signals;
 pub mod train;
 
 /// The bundled MNIST directory, as seen from this crate's source tree.

@@ -166,7 +166,11 @@ fn bad_flags_exit_2() {
             "invalid value '0' for '--batch-size",
         ),
         (&["--batch-size=-5"], "invalid value '-5' for '--batch-size"),
-        (&["--batch-size", "-5"], "unexpected argument '-5'"),
+        // A negative number is a value, so the range rule speaks.
+        (
+            &["--batch-size", "-5"],
+            "invalid value '-5' for '--batch-size <BATCH_SIZE>': -5 is not in 1..",
+        ),
         (
             &["--lr", "0"],
             "invalid value '0' for '--lr <LR>': must be finite and > 0",

@@ -114,22 +114,76 @@ pub fn pool(threads: usize) -> Result<rayon::ThreadPool> {
         .with_context(|| format!("cannot start {threads} threads"))
 }
 
-/// Checks, before any work, that `path` can be written by `flag`: its
-/// directory exists and it is not itself a directory.
-pub fn check_output(path: &Path, flag: &str) -> Result<()> {
-    if path.is_dir() {
-        bail!("{flag} {}: is a directory", path.display());
+/// A usage error found after parsing (a flag that cannot apply to the data
+/// it meets): reported as clap reports its own, with exit status 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "{flag} {}: the directory {} does not exist",
-            path.display(),
-            dir.display()
-        );
+}
+
+impl std::error::Error for UsageError {}
+
+/// `--kernel K` with a fused path K (avx512, avx2, portable) on data that
+/// is not u8: only gemm runs on f32 and f64 data, so it is a usage error.
+pub fn check_kernel_flag(
+    flag: Option<idx_softmax::kernels::KernelPath>,
+    ty: idx_softmax::idx::ElementType,
+    data_dir: &Path,
+) -> Result<()> {
+    match flag {
+        Some(k) if k.is_fused() => Err(UsageError(format!(
+            "--kernel {k} runs on u8 images only, but {} holds {ty} images; leave --kernel out or pass --kernel gemm",
+            data_dir.display()
+        ))
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// Checks, before any work, that `path` can be written by `flag`: it is
+/// not a directory, a device or another non-regular file, its directory
+/// exists, and a file can be created there (see
+/// [`idx_softmax::fsutil::probe_output`]).
+pub fn check_output(path: &Path, flag: &str) -> Result<()> {
+    idx_softmax::fsutil::probe_output(path)
+        .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
+}
+
+/// Checks that no two of the `flags` name one file (compared by canonical
+/// directory and file name, so `./a` and `a` collide), except the pairs in
+/// `allowed`. The message names both flags.
+pub fn distinct_outputs(
+    flags: &[(&str, Option<&PathBuf>)],
+    allowed: &[(&str, &str)],
+) -> Result<(), String> {
+    let given: Vec<(&str, &PathBuf, PathBuf)> = flags
+        .iter()
+        .filter_map(|&(f, p)| {
+            let p = p?;
+            Some((
+                f,
+                p,
+                idx_softmax::fsutil::output_identity(p).unwrap_or_else(|| p.clone()),
+            ))
+        })
+        .collect();
+    for (i, (fa, pa, ida)) in given.iter().enumerate() {
+        for (fb, pb, idb) in &given[i + 1..] {
+            let ok = allowed
+                .iter()
+                .any(|&(x, y)| (x, y) == (*fa, *fb) || (y, x) == (*fa, *fb));
+            if ida == idb && !ok {
+                return Err(format!(
+                    "{fa} {} and {fb} {} name the same file; give each its own path",
+                    pa.display(),
+                    pb.display()
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -16,7 +16,9 @@ use idx_softmax::kernels::KernelPath;
 use idx_softmax::metrics;
 
 use super::args::EvalArgs;
-use super::common::{check_features, check_output, image_shape, load_test_split, pool, threads};
+use super::common::{
+    check_features, check_kernel_flag, check_output, image_shape, load_test_split, pool, threads,
+};
 use super::report::{confusion_table, evaluation_json, per_class_table};
 use super::run_file::recorded_kernel;
 use super::settings::explicit_kernel;
@@ -45,6 +47,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let kernel = if split.images.as_u8().is_some() {
         kernel
     } else {
+        check_kernel_flag(
+            args.compute.kernel,
+            split.images.element_type(),
+            &loaded.dir,
+        )?;
         KernelPath::Gemm
     };
     let threads = threads(args.compute.threads);

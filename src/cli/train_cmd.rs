@@ -22,7 +22,8 @@ use idx_softmax::train::{EpochReport, TrainConfig, Trainer};
 
 use super::args::TrainArgs;
 use super::common::{
-    check_output, f32_as_printed, image_shape, load_dataset, rss_anon_kb, threads,
+    check_kernel_flag, check_output, f32_as_printed, image_shape, load_dataset, rss_anon_kb,
+    threads,
 };
 use super::metrics_log::MetricsLog;
 use super::report::{epoch_json, epoch_line, progress_bar};
@@ -59,6 +60,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let effective_kernel = if data.train.images.as_u8().is_some() {
         plan.kernel
     } else {
+        check_kernel_flag(
+            args.compute.kernel,
+            data.train.images.element_type(),
+            data_dir,
+        )?;
         KernelPath::Gemm
     };
     if let Some((path, meta, _)) = &resume {
@@ -280,10 +286,29 @@ fn print_header(
         );
     }
     line += &format!(
-        ", seed {}, {} thread(s), kernel {kernel}",
-        cfg.seed, cfg.threads
+        ", seed {}, {}, kernel {kernel}",
+        cfg.seed,
+        workers_text(cfg, kernel)
     );
     println!("{line}");
+}
+
+/// How many threads really run the training loop: the fused path's
+/// workers (`min(threads, CPUs)` unless `--oversubscribe`), saying so when
+/// that is fewer than `--threads` asked for; the gemm path's pool.
+fn workers_text(cfg: &TrainConfig, kernel: KernelPath) -> String {
+    if !kernel.is_fused() {
+        return format!("{} thread(s)", cfg.threads);
+    }
+    let workers = cfg.workers();
+    if workers == cfg.threads {
+        format!("{workers} worker(s)")
+    } else {
+        format!(
+            "{workers} worker(s) ({} threads asked for, {workers} CPU(s); --oversubscribe runs them all)",
+            cfg.threads
+        )
+    }
 }
 
 /// What the checkpoint records about this run (with `epochs_done` 0 until
