@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use idx_softmax::checkpoint::Checkpoint;
 use idx_softmax::dataset::{find_file, Dataset, GzCache, IdxFile, LoadOptions, Split};
-use idx_softmax::model::Model;
 use idx_softmax::train::TrainConfig;
 
 use super::args::DataArgs;
@@ -33,16 +33,81 @@ fn cache(args: &DataArgs) -> GzCache {
     }
 }
 
+/// The model a command works with, and the data directory its checkpoint
+/// records (as `--save` writes it: absolute).
+#[derive(Clone, Copy, Debug)]
+pub struct TrainedOn<'a> {
+    pub model: &'a Path,
+    pub data_dir: Option<&'a str>,
+}
+
+/// The data directory to use, and whether it is the one the model was
+/// trained on, taken from its checkpoint: without `--data-dir`, a model's
+/// own data (it must still exist); with a `--data-dir` that differs from
+/// it, a note on stderr says so.
+fn choose_data_dir(args: &DataArgs, trained_on: Option<TrainedOn<'_>>) -> Result<(PathBuf, bool)> {
+    let Some(TrainedOn {
+        model,
+        data_dir: Some(recorded),
+    }) = trained_on
+    else {
+        return Ok((data_dir(args), false));
+    };
+    let recorded = PathBuf::from(recorded);
+    match &args.data_dir {
+        Some(given) => {
+            let same = match (std::fs::canonicalize(given), std::fs::canonicalize(&recorded)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => given == &recorded,
+            };
+            if !same {
+                eprintln!(
+                    "note: {} was trained on {}; using --data-dir {}",
+                    model.display(),
+                    recorded.display(),
+                    given.display()
+                );
+            }
+            Ok((given.clone(), same))
+        }
+        None if recorded.is_dir() => Ok((recorded, true)),
+        None => bail!(
+            "{}: the model was trained on {}, which is not a directory here; pass --data-dir to choose the data",
+            model.display(),
+            recorded.display()
+        ),
+    }
+}
+
 /// A loaded dataset, where it came from and how long loading took.
 pub struct Loaded<T> {
     pub dir: PathBuf,
     pub data: T,
     pub seconds: f64,
+    /// Whether `dir` is the directory the model was trained on (as its
+    /// checkpoint records it).
+    pub from_model: bool,
 }
 
-/// Loads the whole dataset (both splits).
-pub fn load_dataset(args: &DataArgs, classes: Option<usize>) -> Result<Loaded<Dataset>> {
-    let dir = data_dir(args);
+impl<T> Loaded<T> {
+    /// `dir`, followed by where it came from when that is the model.
+    pub fn dir_text(&self) -> String {
+        if self.from_model {
+            format!("{} (the data the model was trained on)", self.dir.display())
+        } else {
+            self.dir.display().to_string()
+        }
+    }
+}
+
+/// Loads the whole dataset (both splits); with `trained_on`, from the
+/// directory the model was trained on unless `--data-dir` says otherwise.
+pub fn load_dataset(
+    args: &DataArgs,
+    classes: Option<usize>,
+    trained_on: Option<TrainedOn<'_>>,
+) -> Result<Loaded<Dataset>> {
+    let (dir, from_model) = choose_data_dir(args, trained_on)?;
     let opts = LoadOptions {
         cache: cache(args),
         classes,
@@ -53,13 +118,18 @@ pub fn load_dataset(args: &DataArgs, classes: Option<usize>) -> Result<Loaded<Da
         dir,
         data,
         seconds: start.elapsed().as_secs_f64(),
+        from_model,
     })
 }
 
 /// Loads only the test split, for a model with `classes` classes: every
 /// test label must be below it.
-pub fn load_test_split(args: &DataArgs, classes: usize) -> Result<Loaded<Split>> {
-    let dir = data_dir(args);
+pub fn load_test_split(
+    args: &DataArgs,
+    classes: usize,
+    trained_on: Option<TrainedOn<'_>>,
+) -> Result<Loaded<Split>> {
+    let (dir, from_model) = choose_data_dir(args, trained_on)?;
     let start = Instant::now();
     match std::fs::metadata(&dir) {
         Ok(m) if m.is_dir() => {}
@@ -83,20 +153,36 @@ pub fn load_test_split(args: &DataArgs, classes: usize) -> Result<Loaded<Split>>
         dir,
         data: split,
         seconds: start.elapsed().as_secs_f64(),
+        from_model,
     })
 }
 
-/// Checks that `model` takes the samples of `split` (same feature count).
-pub fn check_features(model: &Model, model_path: &Path, split: &Split) -> Result<()> {
+/// Checks that the model `ck` takes the samples of `split`: the same
+/// feature count and, when the checkpoint records one, the same sample
+/// shape (a 28×28 model refuses 14×56 images).
+pub fn check_features(ck: &Checkpoint, model_path: &Path, split: &Split) -> Result<()> {
+    let model = &ck.model;
     let k = split.images.features();
+    let shape = split.images.sample_shape();
     if model.features != k {
         bail!(
             "{}: the model takes {} features, but {} holds samples of {} ({k} features)",
             model_path.display(),
             model.features,
             split.images.path().display(),
-            super::run_file::shape_string(split.images.sample_shape())
+            super::run_file::shape_string(shape)
         );
+    }
+    if let Some(recorded) = super::run_file::recorded_shape(ck) {
+        if recorded != shape {
+            bail!(
+                "{}: the model was trained on samples of {}, but {} holds samples of {}",
+                model_path.display(),
+                super::run_file::shape_string(&recorded),
+                split.images.path().display(),
+                super::run_file::shape_string(shape)
+            );
+        }
     }
     Ok(())
 }

@@ -16,11 +16,12 @@ use idx_softmax::kernels::KernelPath;
 use idx_softmax::metrics;
 
 use super::args::EvalArgs;
+use super::common::TrainedOn;
 use super::common::{
     check_features, check_kernel_flag, check_output, image_shape, load_test_split, pool, threads,
 };
 use super::report::{confusion_table, evaluation_json, per_class_table};
-use super::run_file::recorded_kernel;
+use super::run_file::{self, recorded_kernel};
 use super::settings::explicit_kernel;
 
 /// Runs `eval` with `args`.
@@ -29,10 +30,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
         check_output(p, "--weights-png")?;
     }
     let ck = checkpoint::load(&args.model)?;
+    run_file::validate(&args.model, &ck)?;
     let model = &ck.model;
-    let loaded = load_test_split(&args.data, model.classes)?;
+    let trained_on = TrainedOn {
+        model: &args.model,
+        data_dir: run_file::recorded_data_dir(&ck),
+    };
+    let loaded = load_test_split(&args.data, model.classes, Some(trained_on))?;
     let split = &loaded.data;
-    check_features(model, &args.model, split)?;
+    check_features(&ck, &args.model, split)?;
     let picture_shape = match &args.weights_png {
         Some(_) => Some(image_shape(
             split.images.sample_shape(),
@@ -71,6 +77,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         out["test_loss"] = json!(ev.loss);
         out["model"] = json!(args.model.display().to_string());
         out["data_dir"] = json!(loaded.dir.display().to_string());
+        out["data_from_model"] = json!(loaded.from_model);
         out["classes"] = json!(model.classes);
         out["features"] = json!(model.features);
         out["kernel"] = json!(kernel.name());
@@ -103,7 +110,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     );
     println!(
         "data     {} ({} test samples; loaded in {:.3} s)",
-        loaded.dir.display(),
+        loaded.dir_text(),
         split.len(),
         loaded.seconds
     );

@@ -24,9 +24,8 @@ use idx_softmax::metrics;
 use idx_softmax::model::Model;
 
 use super::args::PredictArgs;
-use super::common::{check_features, load_test_split, pool, threads};
-use super::run_file::recorded_kernel;
-use super::run_file::recorded_shape;
+use super::common::{check_features, load_test_split, pool, threads, TrainedOn};
+use super::run_file::{self, recorded_kernel, recorded_shape};
 use super::settings::explicit_kernel;
 
 /// Where a prediction's input came from.
@@ -44,6 +43,7 @@ struct Prediction {
 /// Runs `predict` with `args`.
 pub fn run(args: PredictArgs) -> Result<()> {
     let ck = checkpoint::load(&args.model)?;
+    run_file::validate(&args.model, &ck)?;
     let model = &ck.model;
     let mut predictions = Vec::new();
 
@@ -105,9 +105,13 @@ fn read_input(path: &Path, ck: &Checkpoint, model_path: &Path) -> Result<GrayIma
 /// The logits of the `--test-index` samples, computed as `eval` does.
 fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> {
     let model: &Model = &ck.model;
-    let loaded = load_test_split(&args.data, model.classes)?;
+    let trained_on = TrainedOn {
+        model: &args.model,
+        data_dir: run_file::recorded_data_dir(ck),
+    };
+    let loaded = load_test_split(&args.data, model.classes, Some(trained_on))?;
     let split = &loaded.data;
-    check_features(model, &args.model, split)?;
+    check_features(ck, &args.model, split)?;
     if let Some(&bad) = args.test_index.iter().find(|&&i| i >= split.len()) {
         bail!(
             "--test-index {bad} is out of range: {} holds {} test samples (0..{})",

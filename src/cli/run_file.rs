@@ -187,6 +187,58 @@ pub fn recorded_shape(ck: &Checkpoint) -> Option<Vec<usize>> {
     ck.metadata.get("sample_shape").and_then(|s| parse_shape(s))
 }
 
+/// The checks every command that loads a model runs (`eval`, `predict`,
+/// `--resume`): what the metadata records about the model must agree with
+/// its tensors. Files from other tools may leave a key out; a key that is
+/// there must be valid and agree: `classes` and `features` with the weight's
+/// shape, `sample_shape` with `features`.
+pub fn validate(path: &Path, ck: &Checkpoint) -> Result<()> {
+    let m = &ck.model;
+    let md = &ck.metadata;
+    for (key, actual) in [("classes", m.classes), ("features", m.features)] {
+        if let Some(v) = md.get(key) {
+            match v.parse::<usize>() {
+                Ok(n) if n == actual => {}
+                Ok(n) => bail!(
+                    "{}: the weight is {} x {} (classes x features), but the metadata says {key} = {n}",
+                    path.display(),
+                    m.classes,
+                    m.features
+                ),
+                Err(_) => bail!(
+                    "{}: metadata {key:?} is {v:?}, which is not valid",
+                    path.display()
+                ),
+            }
+        }
+    }
+    if let Some(v) = md.get("sample_shape") {
+        let shape = parse_shape(v).ok_or_else(|| {
+            anyhow!(
+                "{}: metadata \"sample_shape\" is {v:?}, which is not a shape like 28x28",
+                path.display()
+            )
+        })?;
+        let n: Option<usize> = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if n != Some(m.features) {
+            bail!(
+                "{}: metadata \"sample_shape\" is {v}, but the weight takes {} features",
+                path.display(),
+                m.features
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The data directory a checkpoint records, if any.
+pub fn recorded_data_dir(ck: &Checkpoint) -> Option<&str> {
+    ck.metadata
+        .get("data_dir")
+        .map(String::as_str)
+        .filter(|d| !d.is_empty())
+}
+
 /// The kernel path a checkpoint was trained with, if it records one that
 /// this CPU can run.
 pub fn recorded_kernel(ck: &Checkpoint) -> Option<KernelPath> {
@@ -212,17 +264,8 @@ pub fn save(path: &Path, state: &TrainState, meta: &RunMeta, results: &Results) 
 pub fn load(path: &Path) -> Result<(Checkpoint, RunMeta, TrainState)> {
     let ck = checkpoint::load(path)?;
     let meta = RunMeta::from_checkpoint(path, &ck)?;
+    validate(path, &ck)?;
     let m = &ck.model;
-    if (m.classes, m.features) != (meta.classes, meta.features) {
-        bail!(
-            "{}: the weight is {} x {} but the metadata says {} classes x {} features",
-            path.display(),
-            m.classes,
-            m.features,
-            meta.classes,
-            meta.features
-        );
-    }
     let (momentum_wt, momentum_bias) = if meta.sgd.has_momentum() {
         (
             momentum_tensor(path, &ck, MOMENTUM_WEIGHT, &[m.classes, m.features])?,

@@ -23,7 +23,7 @@ use idx_softmax::train::{EpochReport, TrainConfig, Trainer};
 use super::args::TrainArgs;
 use super::common::{
     check_kernel_flag, check_output, f32_as_printed, image_shape, load_dataset, rss_anon_kb,
-    threads,
+    threads, TrainedOn,
 };
 use super::metrics_log::MetricsLog;
 use super::report::{epoch_json, epoch_line, progress_bar};
@@ -55,7 +55,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             settings::fresh(&args, kernel).map_err(anyhow::Error::msg)?
         }
     };
-    let loaded = load_dataset(&args.data, plan.classes)?;
+    let trained_on = resume.as_ref().map(|(path, meta, _)| TrainedOn {
+        model: path,
+        data_dir: Some(meta.data_dir.as_str()).filter(|d| !d.is_empty()),
+    });
+    let loaded = load_dataset(&args.data, plan.classes, trained_on)?;
     let (data_dir, data) = (&loaded.dir, &loaded.data);
     let effective_kernel = if data.train.images.as_u8().is_some() {
         plan.kernel
@@ -114,7 +118,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
     if !args.json {
         print_header(
-            data_dir,
+            &loaded.dir_text(),
             data,
             loaded.seconds,
             &cfg,
@@ -245,7 +249,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
 /// The human report's first two lines.
 fn print_header(
-    data_dir: &Path,
+    data_dir: &str,
     data: &Dataset,
     load_seconds: f64,
     cfg: &TrainConfig,
@@ -254,7 +258,7 @@ fn print_header(
 ) {
     println!(
         "data     {} ({} train, {} test, {} {}, {} classes; loaded in {:.3} s)",
-        data_dir.display(),
+        data_dir,
         data.train.len(),
         data.test.len(),
         run_file::shape_string(data.train.images.sample_shape()).replace('x', "×"),
@@ -327,7 +331,12 @@ fn run_meta(plan: &Plan, data: &Dataset, data_dir: &Path, kernel: KernelPath) ->
         sample_shape: data.train.images.sample_shape().to_vec(),
         train_samples: data.train.len(),
         test_samples: data.test.len(),
-        data_dir: data_dir.display().to_string(),
+        // Absolute, so that eval, predict and --resume find it from any
+        // working directory.
+        data_dir: std::fs::canonicalize(data_dir)
+            .unwrap_or_else(|_| data_dir.to_owned())
+            .display()
+            .to_string(),
     }
 }
 
