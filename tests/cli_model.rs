@@ -519,7 +519,8 @@ fn predict_on_a_png_matches_predict_on_the_test_index() {
     assert_eq!(text.lines().count(), 1);
     assert!(text.contains("top 2:"), "{text}");
 
-    // The bundled MNIST is the default data (the synthetic model is 784 → 10).
+    // Without --data-dir, the data the model was trained on (the checkpoint
+    // records it), not the bundled MNIST.
     let default = json(&ok(&[
         "predict",
         "--model",
@@ -528,7 +529,21 @@ fn predict_on_a_png_matches_predict_on_the_test_index() {
         "0",
         "--json",
     ]));
-    assert_eq!(default["label"], 7, "MNIST's first test digit is a 7");
+    let labels = common::load(Path::new(&fx.data())).test.labels.to_vec();
+    assert_eq!(default["label"], labels[0]);
+    // Any other directory of the same shape when asked for (the synthetic
+    // model is 784 → 10, so it fits MNIST).
+    let mnist = json(&ok(&[
+        "predict",
+        "--model",
+        &model,
+        "--test-index",
+        "0",
+        "--json",
+        "--data-dir",
+        idx_softmax::BUNDLED_MNIST,
+    ]));
+    assert_eq!(mnist["label"], 7, "MNIST's first test digit is a 7");
 
     // Wrong size, wrong format, index out of range.
     let wrong = fx.file("wrong.png");
@@ -725,9 +740,10 @@ fn python_reads_the_checkpoint_and_agrees_with_predict() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !importable {
-        eprintln!(
-            "skipping: `{exe} -c \"import safetensors, numpy\"` failed (pip install safetensors numpy to run this check)"
-        );
+        // Under CI (which installs them, see .ci/run) this fails the test.
+        common::missing_prerequisite(&format!(
+            "`{exe} -c \"import safetensors, numpy\"` failed (pip install safetensors numpy to run this check)"
+        ));
         return;
     }
     let fx = Fixture::new(9);

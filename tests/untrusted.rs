@@ -555,3 +555,455 @@ fn the_report_says_how_many_workers_run() {
     let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["workers"], 1);
 }
+
+// 5. A signal during a run leaves no temporary file; the last checkpoint
+// stays valid and resumable.
+
+/// The hidden temporary files in `dir`.
+fn temp_files(dir: &Path) -> Vec<String> {
+    listing(dir)
+        .into_iter()
+        .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
+        .collect()
+}
+
+/// Waits until `path` exists (the first epoch was saved), failing if the
+/// child ends or it takes too long.
+fn wait_for_file(child: &mut Child, path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended early: {status:?}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no {path:?} after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn sigint_and_sigterm_leave_no_temporary_file() {
+    for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = synthetic(dir.path(), 50 + sig as u64);
+        let model = dir.path().join("m.safetensors");
+        let metrics = dir.path().join("metrics.jsonl");
+        let mut child = command(&[
+            "--data-dir",
+            s(&data),
+            "--epochs",
+            "1000000",
+            "--threads",
+            "1",
+            "--save",
+            s(&model),
+            "--metrics-json",
+            s(&metrics),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        wait_for_file(&mut child, &model);
+        // Aim for the middle of a write: signal as soon as a temporary file
+        // shows up (or after a while, between writes, if none is seen).
+        let start = Instant::now();
+        while temp_files(dir.path()).is_empty() && start.elapsed() < Duration::from_secs(2) {
+            std::hint::spin_loop();
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let out = wait_within(child, Duration::from_secs(30), &["signalled run"]);
+        assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+        assert!(
+            temp_files(dir.path()).is_empty(),
+            "{:?}",
+            listing(dir.path())
+        );
+        let ck = checkpoint::load(&model).unwrap();
+        let done: usize = ck.metadata["epochs_done"].parse().unwrap();
+        assert!(done >= 1);
+        // Resumable: one more epoch from there.
+        let more = (done + 1).to_string();
+        let o = run(&[
+            "--data-dir",
+            s(&data),
+            "--resume",
+            s(&model),
+            "--save",
+            s(&model),
+            "--epochs",
+            &more,
+            "--threads",
+            "1",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let ck = checkpoint::load(&model).unwrap();
+        assert_eq!(ck.metadata["epochs_done"], more);
+    }
+}
+
+#[test]
+fn a_stale_temporary_file_is_removed_by_the_next_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path(), 55);
+    let model = dir.path().join("m.safetensors");
+    // What a SIGKILL in the middle of a write leaves (both name styles).
+    let stale = [".m.safetensors.0123abcd.tmp", ".m.safetensors.Ab3xYz.tmp"];
+    for name in stale {
+        std::fs::write(dir.path().join(name), b"half a checkpoint").unwrap();
+    }
+    // Files of other targets, or not ours, are left alone.
+    let others = [".other.safetensors.0123abcd.tmp", ".m.safetensors.keep"];
+    for name in others {
+        std::fs::write(dir.path().join(name), b"x").unwrap();
+    }
+    train_model(&data, &model, &[]);
+    let left = listing(dir.path());
+    for name in stale {
+        assert!(!left.contains(&name.to_string()), "{left:?}");
+    }
+    for name in others {
+        assert!(left.contains(&name.to_string()), "{left:?}");
+    }
+}
+
+// 6. eval and predict validate the checkpoint as --resume does.
+
+#[test]
+fn eval_and_predict_refuse_metadata_that_disagrees_with_the_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path(), 60);
+    let good = dir.path().join("m.safetensors");
+    train_model(&data, &good, &[]);
+    let ck = checkpoint::load(&good).unwrap();
+    for (key, value, want) in [
+        ("classes", "9", "the metadata says classes = 9"),
+        ("features", "783", "the metadata says features = 783"),
+        (
+            "sample_shape",
+            "27x28",
+            "\"sample_shape\" is 27x28, but the weight takes 784",
+        ),
+        ("classes", "ten", "metadata \"classes\" is \"ten\""),
+    ] {
+        let mut md = ck.metadata.clone();
+        md.insert(key.into(), value.into());
+        let bad = dir.path().join(format!("bad-{key}-{value}.safetensors"));
+        checkpoint::save(&bad, &ck.model, &[], &md).unwrap();
+        let o = run(&["eval", "--model", s(&bad), "--data-dir", s(&data)]);
+        one_line_error(&o, &[s(&bad), want]);
+        let o = run(&[
+            "predict",
+            "--model",
+            s(&bad),
+            "--data-dir",
+            s(&data),
+            "--test-index",
+            "0",
+        ]);
+        one_line_error(&o, &[s(&bad), want]);
+    }
+}
+
+#[test]
+fn a_model_refuses_data_of_another_sample_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path(), 61);
+    let model = dir.path().join("m.safetensors");
+    train_model(&data, &model, &[]);
+    // 14×56 samples: the same 784 features, another shape.
+    let other = dir.path().join("wide");
+    std::fs::create_dir(&other).unwrap();
+    common::write_synthetic(&other, 100, 50, 14, 56, 10, 62);
+    let want = ["the model was trained on samples of 28x28", "14x56"];
+    let o = run(&["eval", "--model", s(&model), "--data-dir", s(&other)]);
+    one_line_error(&o, &want);
+    let o = run(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--data-dir",
+        s(&other),
+        "--test-index",
+        "0",
+    ]);
+    one_line_error(&o, &want);
+    let o = run(&[
+        "--resume",
+        s(&model),
+        "--data-dir",
+        s(&other),
+        "--epochs",
+        "2",
+    ]);
+    one_line_error(&o, &["28x28", "14x56"]);
+}
+
+/// `ck`'s bytes with the header rewritten by `edit` (padded to 8 bytes).
+fn with_header(file: &Path, edit: impl Fn(&str) -> String) -> Vec<u8> {
+    let bytes = std::fs::read(file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap().trim_end();
+    let mut new = edit(header).into_bytes();
+    new.resize(new.len().next_multiple_of(8), b' ');
+    let mut out = (new.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&new);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
+
+#[test]
+fn duplicate_tensor_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path(), 63);
+    let model = dir.path().join("m.safetensors");
+    train_model(&data, &model, &[]);
+    let header: Value = {
+        let bytes = std::fs::read(&model).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap()
+    };
+    let weight = header["weight"].to_string();
+    let bias = header["bias"].to_string();
+    // A second "weight" entry, identical: a JSON map would keep one and load
+    // the file as if nothing were wrong.
+    let dup_tensor = dir.path().join("dup.safetensors");
+    std::fs::write(
+        &dup_tensor,
+        with_header(&model, |h| {
+            format!("{},\"weight\":{weight}}}", h.strip_suffix('}').unwrap())
+        }),
+    )
+    .unwrap();
+    // The same with a bias hidden behind a later one.
+    let dup_bias = dir.path().join("dup-bias.safetensors");
+    std::fs::write(
+        &dup_bias,
+        with_header(&model, |h| {
+            format!("{{\"bias\":{bias},{}", h.strip_prefix('{').unwrap())
+        }),
+    )
+    .unwrap();
+    for (file, name) in [(&dup_tensor, "weight"), (&dup_bias, "bias")] {
+        let Err(e) = checkpoint::load(file) else {
+            panic!("{} loaded", file.display());
+        };
+        common::assert_one_line(&e, file);
+        let want = format!("tensor \"{name}\" is given twice");
+        assert!(e.to_string().contains(&want), "{e}");
+        let o = run(&["eval", "--model", s(file), "--data-dir", s(&data)]);
+        one_line_error(&o, &[s(file), &want]);
+        let o = run(&[
+            "predict",
+            "--model",
+            s(file),
+            "--test-index",
+            "0",
+            "--data-dir",
+            s(&data),
+        ]);
+        one_line_error(&o, &[s(file), &want]);
+    }
+    // And a metadata key given twice.
+    let dup_meta = dir.path().join("dup-meta.safetensors");
+    std::fs::write(
+        &dup_meta,
+        with_header(&model, |h| {
+            h.replacen("\"classes\":", "\"classes\":\"3\",\"classes\":", 1)
+        }),
+    )
+    .unwrap();
+    let Err(e) = checkpoint::load(&dup_meta) else {
+        panic!("{} loaded", dup_meta.display());
+    };
+    let e = e.to_string();
+    assert!(e.contains("metadata key \"classes\" is given twice"), "{e}");
+}
+
+// 7. The checkpoint's data directory is used, and a different one noted.
+
+#[test]
+fn eval_predict_and_resume_use_the_data_the_model_was_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path(), 70);
+    let model = dir.path().join("m.safetensors");
+    let o = run(&[
+        "--data-dir",
+        s(&data),
+        "--save",
+        s(&model),
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let trained: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let canonical = std::fs::canonicalize(&data).unwrap();
+    let ck = checkpoint::load(&model).unwrap();
+    assert_eq!(ck.metadata["data_dir"], canonical.display().to_string());
+
+    // eval without --data-dir: the model's own data, not the bundled MNIST.
+    let o = run(&["eval", "--model", s(&model), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["data_dir"], canonical.display().to_string());
+    assert_eq!(v["data_from_model"], true);
+    assert_eq!(v["total"], 100);
+    assert_eq!(v["accuracy"], trained["test_accuracy"]);
+    let o = run(&["eval", "--model", s(&model)]);
+    assert!(
+        stdout(&o).contains("(the data the model was trained on)"),
+        "{}",
+        stdout(&o)
+    );
+
+    // predict --test-index shows that data's labels.
+    let labels = common::load(&data).test.labels.to_vec();
+    let o = run(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--test-index",
+        "3",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["label"], labels[3]);
+
+    // --resume continues on it.
+    let o = run(&[
+        "--resume",
+        s(&model),
+        "--save",
+        s(&model),
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("(the data the model was trained on)"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Another --data-dir is noted on stderr.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    common::write_synthetic(&other, 100, 50, 28, 28, 10, 71);
+    let o = run(&["eval", "--model", s(&model), "--data-dir", s(&other)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.starts_with("note: "), "{err}");
+    assert!(
+        err.contains("was trained on") && err.contains(s(&other)),
+        "{err}"
+    );
+
+    // Data of another class count is refused (labels beyond the model's).
+    let many = dir.path().join("many");
+    std::fs::create_dir(&many).unwrap();
+    common::write_synthetic(&many, 100, 50, 28, 28, 12, 72);
+    let o = run(&["eval", "--model", s(&model), "--data-dir", s(&many)]);
+    one_line_error(&o, &["the model has 10 classes"]);
+
+    // The recorded directory gone: say so, do not fall back to MNIST.
+    std::fs::remove_dir_all(&data).unwrap();
+    let o = run(&["eval", "--model", s(&model)]);
+    one_line_error(&o, &[s(&model), "was trained on", "pass --data-dir"]);
+}
+
+// 10. SIGBUS on a truncated mapped file: one line, exit 1, no partial output.
+
+#[test]
+fn a_mapped_file_truncated_during_training_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("raw");
+    std::fs::create_dir(&data).unwrap();
+    common::raw_mnist(&data);
+    let images = data.join("train-images-idx3-ubyte");
+    let model = dir.path().join("m.safetensors");
+    let mut child = command(&[
+        "--data-dir",
+        s(&data),
+        "--epochs",
+        "100000",
+        "--threads",
+        "1",
+        "--save",
+        s(&model),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_file(&mut child, &model);
+    // Another process cuts the file: the pages past the new end vanish from
+    // the mapping.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&images)
+        .unwrap()
+        .set_len(16 + 784 * 10)
+        .unwrap();
+    let out = wait_within(child, Duration::from_secs(60), &["truncated run"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("error: {}: ", images.display())),
+        "{err}"
+    );
+    assert!(err.contains("shrank while it was memory-mapped"), "{err}");
+    assert!(
+        temp_files(dir.path()).is_empty(),
+        "{:?}",
+        listing(dir.path())
+    );
+    checkpoint::load(&model).unwrap();
+}
+
+// 11. Divergence is not silent.
+
+#[test]
+fn a_diverged_run_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path(), 110);
+    let o = run(&[
+        "--data-dir",
+        s(&data),
+        "--lr",
+        "1e30",
+        "--json",
+        "--epochs",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("warning: epoch 1: the training loss "),
+        "{err}"
+    );
+    assert!(err.contains("diverged; try a smaller --lr"), "{err}");
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let w = v["warnings"].as_array().unwrap();
+    assert_eq!(w.len(), 1);
+    assert_eq!(
+        format!("warning: {}", w[0].as_str().unwrap()),
+        err.trim_end()
+    );
+    // A sane run has none.
+    let o = run(&["--data-dir", s(&data), "--json"]);
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["warnings"], serde_json::json!([]));
+    assert!(idx_softmax::metrics::diverged(231.0, 10));
+    assert!(!idx_softmax::metrics::diverged(230.0, 10));
+}

@@ -44,14 +44,18 @@ pub struct TrainedOn<'a> {
 /// The data directory to use, and whether it is the one the model was
 /// trained on, taken from its checkpoint: without `--data-dir`, a model's
 /// own data (it must still exist); with a `--data-dir` that differs from
-/// it, a note on stderr says so.
-fn choose_data_dir(args: &DataArgs, trained_on: Option<TrainedOn<'_>>) -> Result<(PathBuf, bool)> {
+/// it, a note says so (printed by [`Loaded::print_note`] once the data
+/// is known to fit the model, so a failure stays one line).
+fn choose_data_dir(
+    args: &DataArgs,
+    trained_on: Option<TrainedOn<'_>>,
+) -> Result<(PathBuf, bool, Option<String>)> {
     let Some(TrainedOn {
         model,
         data_dir: Some(recorded),
     }) = trained_on
     else {
-        return Ok((data_dir(args), false));
+        return Ok((data_dir(args), false, None));
     };
     let recorded = PathBuf::from(recorded);
     match &args.data_dir {
@@ -60,17 +64,17 @@ fn choose_data_dir(args: &DataArgs, trained_on: Option<TrainedOn<'_>>) -> Result
                 (Ok(a), Ok(b)) => a == b,
                 _ => given == &recorded,
             };
-            if !same {
-                eprintln!(
+            let note = (!same).then(|| {
+                format!(
                     "note: {} was trained on {}; using --data-dir {}",
                     model.display(),
                     recorded.display(),
                     given.display()
-                );
-            }
-            Ok((given.clone(), same))
+                )
+            });
+            Ok((given.clone(), same, note))
         }
-        None if recorded.is_dir() => Ok((recorded, true)),
+        None if recorded.is_dir() => Ok((recorded, true, None)),
         None => bail!(
             "{}: the model was trained on {}, which is not a directory here; pass --data-dir to choose the data",
             model.display(),
@@ -87,9 +91,18 @@ pub struct Loaded<T> {
     /// Whether `dir` is the directory the model was trained on (as its
     /// checkpoint records it).
     pub from_model: bool,
+    /// A note for stderr: the data is not the data the model was trained on.
+    pub note: Option<String>,
 }
 
 impl<T> Loaded<T> {
+    /// Prints the note about the data directory, if there is one.
+    pub fn print_note(&self) {
+        if let Some(n) = &self.note {
+            eprintln!("{n}");
+        }
+    }
+
     /// `dir`, followed by where it came from when that is the model.
     pub fn dir_text(&self) -> String {
         if self.from_model {
@@ -107,7 +120,7 @@ pub fn load_dataset(
     classes: Option<usize>,
     trained_on: Option<TrainedOn<'_>>,
 ) -> Result<Loaded<Dataset>> {
-    let (dir, from_model) = choose_data_dir(args, trained_on)?;
+    let (dir, from_model, note) = choose_data_dir(args, trained_on)?;
     let opts = LoadOptions {
         cache: cache(args),
         classes,
@@ -119,6 +132,7 @@ pub fn load_dataset(
         data,
         seconds: start.elapsed().as_secs_f64(),
         from_model,
+        note,
     })
 }
 
@@ -129,7 +143,7 @@ pub fn load_test_split(
     classes: usize,
     trained_on: Option<TrainedOn<'_>>,
 ) -> Result<Loaded<Split>> {
-    let (dir, from_model) = choose_data_dir(args, trained_on)?;
+    let (dir, from_model, note) = choose_data_dir(args, trained_on)?;
     let start = Instant::now();
     match std::fs::metadata(&dir) {
         Ok(m) if m.is_dir() => {}
@@ -154,6 +168,7 @@ pub fn load_test_split(
         data: split,
         seconds: start.elapsed().as_secs_f64(),
         from_model,
+        note,
     })
 }
 

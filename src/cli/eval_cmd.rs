@@ -39,6 +39,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let loaded = load_test_split(&args.data, model.classes, Some(trained_on))?;
     let split = &loaded.data;
     check_features(&ck, &args.model, split)?;
+    loaded.print_note();
     let picture_shape = match &args.weights_png {
         Some(_) => Some(image_shape(
             split.images.sample_shape(),

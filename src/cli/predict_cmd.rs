@@ -112,6 +112,7 @@ fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> 
     let loaded = load_test_split(&args.data, model.classes, Some(trained_on))?;
     let split = &loaded.data;
     check_features(ck, &args.model, split)?;
+    loaded.print_note();
     if let Some(&bad) = args.test_index.iter().find(|&&i| i >= split.len()) {
         bail!(
             "--test-index {bad} is out of range: {} holds {} test samples (0..{})",

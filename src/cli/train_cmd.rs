@@ -17,6 +17,7 @@ use serde_json::json;
 use idx_softmax::dataset::Dataset;
 use idx_softmax::image;
 use idx_softmax::kernels::KernelPath;
+use idx_softmax::metrics;
 use idx_softmax::optim::{Schedule, Sgd};
 use idx_softmax::train::{EpochReport, TrainConfig, Trainer};
 
@@ -73,6 +74,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     if let Some((path, meta, _)) = &resume {
         check_same_data(meta, data, path)?;
+        loaded.print_note();
         settings::check_kernel(effective_kernel, meta, path)?;
         if meta.sgd.schedule == Schedule::Cosine && plan.epochs != meta.epochs {
             eprintln!(
@@ -138,6 +140,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut log = MetricsLog::new(args.metrics_json.clone(), start_epoch);
     let mut epochs: Vec<(EpochReport, f32)> =
         Vec::with_capacity((cfg.epochs - start_epoch).min(1024));
+    let mut warnings: Vec<String> = Vec::new();
     while trainer.epochs_done() < cfg.epochs {
         let report = trainer
             .run_epoch(&progress)
@@ -147,6 +150,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let lr = lr_at_end(&cfg.sgd, stats.epoch, steps_per_epoch, cfg.epochs);
         if !args.json {
             bar.suspend(|| println!("{}", epoch_line(&report, cfg.epochs)));
+        }
+        if warnings.is_empty() && metrics::diverged(stats.train_loss, data.classes) {
+            let w = divergence_warning(stats.epoch, stats.train_loss, data.classes);
+            bar.suspend(|| eprintln!("warning: {w}"));
+            warnings.push(w);
         }
         log.push(&epoch_json(&report, lr))?;
         if let Some(path) = &args.save {
@@ -200,6 +208,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "test_samples": data.test.len(),
             "classes": data.classes,
             "per_epoch": per_epoch,
+            "warnings": warnings,
         });
         if let Some(val) = &last.validation {
             out["val_loss"] = json!(val.loss);
@@ -313,6 +322,15 @@ fn workers_text(cfg: &TrainConfig, kernel: KernelPath) -> String {
             cfg.threads
         )
     }
+}
+
+/// The warning for a run whose training loss has diverged at `epoch`.
+fn divergence_warning(epoch: usize, loss: f64, classes: usize) -> String {
+    format!(
+        "epoch {epoch}: the training loss {loss:.4e} is over {} x ln({classes}) = {:.1}, far above where training starts: the run has diverged; try a smaller --lr",
+        metrics::DIVERGENCE_FACTOR,
+        metrics::DIVERGENCE_FACTOR * (classes as f64).ln()
+    )
 }
 
 /// What the checkpoint records about this run (with `epochs_done` 0 until
