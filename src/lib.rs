@@ -27,6 +27,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// Every unsafe operation sits in its own `unsafe` block with a `// SAFETY:`
+// comment, inside `unsafe fn`s too, and every `unsafe fn` documents its
+// contract in a `# Safety` section.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 pub mod checkpoint;
 pub mod dataset;
 pub mod fsutil;

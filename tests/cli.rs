@@ -181,7 +181,10 @@ fn bad_flags_exit_2() {
         ),
         (&["--lr", "inf"], "invalid value 'inf' for '--lr"),
         (&["--lr=-0.1"], "must be finite and > 0, got -0.1"),
-        (&["--lr", "fast"], "'fast' is not a number"),
+        (
+            &["--lr", "fast"],
+            "invalid value 'fast' for '--lr <LR>': 'fast' is not a number",
+        ),
         (&["--threads", "0"], "invalid value '0' for '--threads"),
         (&["--epochs", "0"], "invalid value '0' for '--epochs"),
         (&["--epochs", "lots"], "invalid value 'lots' for '--epochs"),
@@ -199,6 +202,9 @@ fn bad_flags_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.starts_with("error: "), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+        // The flag at fault is named.
+        let flag = args[0].split('=').next().unwrap();
+        assert!(err.contains(flag), "{args:?}: {err:?} does not name {flag}");
         assert!(o.stdout.is_empty(), "{args:?}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }

@@ -143,7 +143,9 @@ pub fn forward(
         #[cfg(target_arch = "x86_64")]
         KernelPath::Avx512 => unsafe { forward_avx512(images, k, rows, wt, bias, scale, logits) },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA availability asserted above; lengths as for Avx512.
         KernelPath::Avx2 => unsafe { forward_avx2(images, k, rows, wt, bias, scale, logits) },
+        // SAFETY: the portable path needs no ISA; lengths asserted above, rows bounds-checked.
         KernelPath::Portable => unsafe {
             forward_rows::<Portable, 1, GROUP>(images, k, rows, wt, bias, scale, logits)
         },
@@ -199,7 +201,9 @@ pub fn weight_grad(
         #[cfg(target_arch = "x86_64")]
         KernelPath::Avx512 => unsafe { grad_avx512(images, k, rows, g, c, k0, width, out) },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA availability asserted above; rows and columns checked as for Avx512.
         KernelPath::Avx2 => unsafe { grad_avx2(images, k, rows, g, c, k0, width, out) },
+        // SAFETY: the portable path needs no ISA; rows and columns checked above.
         KernelPath::Portable => unsafe {
             weight_grad_cols::<Portable, 1, GROUP>(images, k, rows, g, c, k0, width, out)
         },
@@ -211,6 +215,9 @@ pub fn weight_grad(
 // ISA entry points: each instantiates the generic kernel with its vector
 // type inside a function compiled for that ISA.
 
+/// # Safety
+/// The CPU supports AVX-512F; slice lengths and row indices as asserted in
+/// [`forward`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn forward_avx512(
@@ -226,6 +233,9 @@ unsafe fn forward_avx512(
     unsafe { forward_rows::<Avx512, 3, 5>(images, k, rows, wt, bias, scale, logits) }
 }
 
+/// # Safety
+/// The CPU supports AVX2 and FMA; slice lengths and row indices as
+/// asserted in [`forward`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn forward_avx2(
@@ -241,6 +251,9 @@ unsafe fn forward_avx2(
     unsafe { forward_rows::<Avx2, 2, 5>(images, k, rows, wt, bias, scale, logits) }
 }
 
+/// # Safety
+/// The CPU supports AVX-512F; lengths, row indices and the column block as
+/// checked in [`weight_grad`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -258,6 +271,9 @@ unsafe fn grad_avx512(
     unsafe { weight_grad_cols::<Avx512, 4, 5>(images, k, rows, g, c, k0, width, out) }
 }
 
+/// # Safety
+/// The CPU supports AVX2 and FMA; lengths, row indices and the column block
+/// as checked in [`weight_grad`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -314,6 +330,10 @@ unsafe fn forward_rows<V: Vector, const R: usize, const FG: usize>(
 }
 
 /// Logits of `R` rows, all classes, class group by class group.
+///
+/// # Safety
+/// `V`'s ISA is available; each of `xs` has `k` bytes, `wt` is C × K with
+/// C = `bias.len()`, and `out` holds R × C logits.
 #[inline(always)]
 unsafe fn forward_block<V: Vector, const R: usize, const FG: usize>(
     xs: [&[u8]; R],
@@ -347,6 +367,10 @@ unsafe fn forward_block<V: Vector, const R: usize, const FG: usize>(
 
 /// The register block: dot products of `R` u8 rows with `G` weight rows
 /// starting at class `c0`.
+///
+/// # Safety
+/// `V`'s ISA is available; each of `xs` has `k` bytes, and classes
+/// `c0 .. c0 + G` are rows of `wt` (C × K).
 #[inline(always)]
 unsafe fn dot_group<V: Vector, const R: usize, const G: usize>(
     xs: [&[u8]; R],
@@ -354,7 +378,7 @@ unsafe fn dot_group<V: Vector, const R: usize, const G: usize>(
     wt: &[f32],
     c0: usize,
 ) -> [[f32; G]; R] {
-    // SAFETY (whole body): `V`'s ISA is available (caller). Each x load
+    // SAFETY: `V`'s ISA is available (caller). Each x load
     // reads LANES bytes at offset kk < k - LANES + 1 of a row of length k;
     // each w load reads LANES f32 inside row c0+g (< C) of wt (C × K). The
     // tail reads zero-padded stack copies.
@@ -408,22 +432,28 @@ unsafe fn weight_grad_cols<V: Vector, const NV: usize, const GG: usize>(
     out: &mut [f32],
 ) {
     let mut j = 0;
-    // SAFETY (all calls): forwarded contract; each call's columns lie in
-    // k0+j .. k0+width ≤ K.
     while j + NV * V::LANES <= width {
+        // SAFETY: forwarded contract; columns k0+j .. k0+j+NV·LANES ≤ k0+width ≤ K.
         unsafe { grad_block::<V, NV, GG>(images, k, rows, g, c, k0 + j, j, width, out) };
         j += NV * V::LANES;
     }
     while j + V::LANES <= width {
+        // SAFETY: forwarded contract; columns k0+j .. k0+j+LANES ≤ k0+width ≤ K.
         unsafe { grad_block::<V, 1, GG>(images, k, rows, g, c, k0 + j, j, width, out) };
         j += V::LANES;
     }
     if j < width {
+        // SAFETY: forwarded contract; the tail's columns k0+j .. k0+width ≤ K.
         unsafe { grad_tail::<V>(images, k, rows, g, c, k0 + j, j, width - j, width, out) };
     }
 }
 
 /// Columns `col .. col + NV·LANES` (output columns `j ..`), every class.
+///
+/// # Safety
+/// `V`'s ISA is available; every row index is in bounds, `col + NV·LANES
+/// ≤ k`, `g` is rows.len() × `c`, and `j + NV·LANES ≤ width` with `out`
+/// being `c` × `width`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn grad_block<V: Vector, const NV: usize, const GG: usize>(
@@ -440,7 +470,7 @@ unsafe fn grad_block<V: Vector, const NV: usize, const GG: usize>(
     let mut c0 = 0;
     while c0 < c {
         let take = if c0 + GG <= c { GG } else { 1 };
-        // SAFETY (whole block): rows were bounds-checked by the caller and
+        // SAFETY: rows were bounds-checked by the caller and
         // col + NV·LANES ≤ K, so each x load stays in its row; g reads are
         // inside rows.len() × C; stores land in out[c'][j .. j+NV·LANES]
         // with j + NV·LANES ≤ width.
@@ -478,6 +508,11 @@ unsafe fn grad_block<V: Vector, const NV: usize, const GG: usize>(
 /// The last `rem < LANES` columns, through a zero-padded copy of each row's
 /// tail so the per-column sequence of operations is the same as in
 /// [`grad_block`].
+///
+/// # Safety
+/// `V`'s ISA is available; every row index is in bounds, the `n` columns
+/// from `col` lie inside K, `g` is rows.len() × `c`, and output columns
+/// `j .. j + n` lie inside `width`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn grad_tail<V: Vector>(
@@ -521,6 +556,10 @@ unsafe fn grad_tail<V: Vector>(
 /// The register block: `NV` vectors of columns × `G` classes, summed over
 /// the rows in order. `load_x(row_ptr, v)` loads vector `v` of the block
 /// from a row.
+///
+/// # Safety
+/// `V`'s ISA is available; every row index is in bounds, `col + NV·LANES
+/// ≤ k`, and classes `c0 .. c0 + G` are columns of `g` (rows.len() × `c`).
 #[inline(always)]
 unsafe fn grad_group<V: Vector, const NV: usize, const G: usize>(
     images: &[u8],
@@ -549,6 +588,8 @@ unsafe fn grad_group<V: Vector, const NV: usize, const G: usize>(
     }
 }
 
+/// # Safety
+/// `V`'s ISA is available (the stores are bounds-asserted).
 #[inline(always)]
 unsafe fn store_group<V: Vector, const NV: usize, const G: usize>(
     acc: &[[V; G]; NV],

@@ -21,7 +21,7 @@
 //!   any element type, and the reference the fused path is measured against.
 //! * [`softmax_ce`], [`sgd`], [`convert`]: the small fused pieces.
 //! * [`dispatch`]: picks the path once, at run time.
-//! * [`reference`]: naive f64 versions of everything, for tests.
+//! * [`reference`](mod@reference): naive f64 versions of everything, for tests.
 
 pub mod convert;
 pub mod dispatch;
