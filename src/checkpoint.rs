@@ -439,13 +439,15 @@ fn duplicate_key(text: &str) -> Result<Option<String>, serde_json::Error> {
                 if self.nested && key == METADATA_KEY {
                     let inner = map.next_value_seed(KeysSeed)?;
                     if found.is_none() {
-                        found = inner.map(|k| format!("metadata key {k:?} is given twice"));
+                        found = inner;
                     }
                 } else {
                     map.next_value::<IgnoredAny>()?;
                 }
                 if !seen.insert(key.clone()) && found.is_none() {
-                    found = Some(if key == METADATA_KEY {
+                    found = Some(if !self.nested {
+                        format!("metadata key {key:?} is given twice")
+                    } else if key == METADATA_KEY {
                         format!("{METADATA_KEY:?} is given twice")
                     } else {
                         format!("tensor {key:?} is given twice")

@@ -145,13 +145,14 @@ fn tiny_gz_dataset_trains_with_json_output() {
     assert_eq!(v["classes"], 3);
     let acc = v["test_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc), "{acc}");
-    // --cache-dir wins over the environment variable.
-    assert_eq!(std::fs::read_dir(explicit.path()).unwrap().count(), 4);
+    // --cache-dir wins over the environment variable: four cached files,
+    // each with its integrity record (NAME.verified).
+    assert_eq!(std::fs::read_dir(explicit.path()).unwrap().count(), 8);
     assert_eq!(std::fs::read_dir(f.cache.path()).unwrap().count(), 0);
     // Without --cache-dir, $IDX_SOFTMAX_CACHE_DIR is used.
     let o = f.run(&["--json"]);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
-    assert_eq!(std::fs::read_dir(f.cache.path()).unwrap().count(), 4);
+    assert_eq!(std::fs::read_dir(f.cache.path()).unwrap().count(), 8);
 }
 
 // ---------------------------------------------------------------------------

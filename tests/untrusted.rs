@@ -503,6 +503,14 @@ fn negative_numbers_meet_the_range_rule() {
         let err = usage_error(&o, &[flag, want]);
         assert!(!err.contains("unexpected argument"), "{err}");
     }
+    // Exponent forms too.
+    let o = run(&["--weight-decay", "-1e-4"]);
+    usage_error(
+        &o,
+        &["--weight-decay", "must be finite and >= 0, got -1e-4"],
+    );
+    let o = run(&["--lr", "-1e-3"]);
+    usage_error(&o, &["--lr", "must be finite and > 0, got -1e-3"]);
     let o = run(&["predict", "--model", "m", "--top", "-3"]);
     usage_error(&o, &["--top", "is not in 1.."]);
     let o = run(&["predict", "--model", "m", "--test-index", "-3"]);

@@ -78,16 +78,16 @@ pub struct TrainArgs {
     #[arg(long, value_parser = value_parser!(u32).range(1..), allow_negative_numbers = true)]
     pub batch_size: Option<u32>,
     /// Learning rate, finite and > 0 [default: 0.1].
-    #[arg(long, value_parser = parse_lr, allow_negative_numbers = true)]
+    #[arg(long, value_parser = parse_lr, allow_hyphen_values = true)]
     pub lr: Option<f32>,
     /// SGD momentum in [0, 1), as torch.optim.SGD [default: 0].
-    #[arg(long, value_parser = parse_momentum, allow_negative_numbers = true)]
+    #[arg(long, value_parser = parse_momentum, allow_hyphen_values = true)]
     pub momentum: Option<f32>,
     /// Nesterov momentum (needs --momentum > 0).
     #[arg(long)]
     pub nesterov: bool,
     /// L2 weight decay, finite and >= 0 [default: 0].
-    #[arg(long, value_parser = parse_weight_decay, allow_negative_numbers = true)]
+    #[arg(long, value_parser = parse_weight_decay, allow_hyphen_values = true)]
     pub weight_decay: Option<f32>,
     /// Learning-rate schedule: constant, cosine (to 0 over the run, per
     /// step) or step:EVERY:GAMMA (× GAMMA every EVERY epochs) [default:
@@ -96,7 +96,7 @@ pub struct TrainArgs {
     pub schedule: Option<Schedule>,
     /// Fraction of the training set held out for validation, in [0, 1);
     /// drawn from the seed [default: 0].
-    #[arg(long, value_parser = parse_val_split, value_name = "FRACTION", allow_negative_numbers = true)]
+    #[arg(long, value_parser = parse_val_split, value_name = "FRACTION", allow_hyphen_values = true)]
     pub val_split: Option<f32>,
     /// Seed for the weight initialisation, the shuffles and the validation
     /// split [default: 42].
