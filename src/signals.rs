@@ -2,11 +2,12 @@
 //! memory-mapped data is truncated underneath it, leaves nothing behind and
 //! says what happened.
 //!
-//! * **SIGINT, SIGTERM, SIGHUP**: every temporary file registered with
+//! * **SIGINT, SIGTERM, SIGHUP, SIGPIPE**: every temporary file registered with
 //!   [`register_temp`] (the ones [`crate::fsutil::write_atomic`] and the
 //!   decompression cache write before renaming) is removed, then the
 //!   process exits with status 128 + the signal number (130 for SIGINT,
-//!   143 for SIGTERM), as a shell reports a process killed by that signal.
+//!   143 for SIGTERM, 141 for a write to a closed pipe), as a shell reports
+//!   a process killed by that signal.
 //!   Files already renamed into place are complete: the last checkpoint a
 //!   run saved stays valid and resumable.
 //! * **SIGBUS**: the one way a read of a memory-mapped file can fail, when
@@ -147,12 +148,14 @@ impl Drop for MapGuard {
     }
 }
 
-/// Installs the handlers for SIGINT, SIGTERM, SIGHUP and SIGBUS, and
-/// restores the default action of SIGPIPE (so that writing to a closed pipe,
-/// as in `idx-softmax | head -1`, ends the process quietly, as it ends
-/// standard Unix tools, instead of turning into an error).
+/// Installs the handlers for SIGINT, SIGTERM, SIGHUP, SIGPIPE and SIGBUS.
+///
+/// SIGPIPE, which the Rust runtime ignores (turning a write to a closed
+/// pipe into an error, and `println!` into a panic), is handled like
+/// SIGTERM: writing to a closed pipe, as in `idx-softmax | head -1`, ends
+/// the process quietly with status 141, as it ends standard Unix tools.
 pub fn install() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
         set_handler(sig, on_terminate as extern "C" fn(libc::c_int) as usize, 0);
     }
     set_handler(
@@ -160,12 +163,6 @@ pub fn install() {
         on_bus as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as usize,
         libc::SA_SIGINFO,
     );
-    // SAFETY: setting a signal's disposition to its default is always
-    // sound; no Rust code depends on SIGPIPE being ignored (writes to a
-    // closed pipe then end the process instead of returning EPIPE).
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
 }
 
 fn set_handler(sig: libc::c_int, handler: usize, flags: libc::c_int) {

@@ -103,12 +103,13 @@ impl<T> Loaded<T> {
         }
     }
 
-    /// `dir`, followed by where it came from when that is the model.
-    pub fn dir_text(&self) -> String {
+    /// For the report's `data` line: `; the data the model was trained on`
+    /// when `dir` came from the model's checkpoint, else nothing.
+    pub fn source(&self) -> &'static str {
         if self.from_model {
-            format!("{} (the data the model was trained on)", self.dir.display())
+            "; the data the model was trained on"
         } else {
-            self.dir.display().to_string()
+            ""
         }
     }
 }

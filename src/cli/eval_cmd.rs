@@ -110,10 +110,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         model.classes
     );
     println!(
-        "data     {} ({} test samples; loaded in {:.3} s)",
-        loaded.dir_text(),
+        "data     {} ({} test samples; loaded in {:.3} s{})",
+        loaded.dir.display(),
         split.len(),
-        loaded.seconds
+        loaded.seconds,
+        loaded.source()
     );
     println!(
         "accuracy {:.4} ({}/{})  mean loss {:.4}  ({:.3} s, kernel {kernel}, {threads} thread(s))",

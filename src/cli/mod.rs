@@ -31,8 +31,8 @@ use args::{Cli, Cmd, TrainArgs};
 /// First of all the signal handlers are installed (see
 /// `idx_softmax::signals`): SIGINT and SIGTERM remove any temporary file
 /// being written and exit 130 / 143, SIGBUS on a truncated mapped file
-/// prints one line and exits 1, and SIGPIPE takes its default action, so
-/// `idx-softmax | head -1` ends quietly.
+/// prints one line and exits 1, and SIGPIPE ends the process with status
+/// 141, so `idx-softmax | head -1` ends quietly.
 pub fn main() -> ExitCode {
     idx_softmax::signals::install();
     let cli = Cli::parse();

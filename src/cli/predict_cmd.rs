@@ -24,7 +24,7 @@ use idx_softmax::metrics;
 use idx_softmax::model::Model;
 
 use super::args::PredictArgs;
-use super::common::{check_features, load_test_split, pool, threads, TrainedOn};
+use super::common::{check_features, check_kernel_flag, load_test_split, pool, threads, TrainedOn};
 use super::run_file::{self, recorded_kernel, recorded_shape};
 use super::settings::explicit_kernel;
 
@@ -125,6 +125,13 @@ fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> 
         Some(k) => k,
         None => recorded_kernel(ck).unwrap_or_else(KernelPath::best),
     };
+    if split.images.as_u8().is_none() {
+        check_kernel_flag(
+            args.compute.kernel,
+            split.images.element_type(),
+            &loaded.dir,
+        )?;
+    }
     let rows: Vec<u32> = args.test_index.iter().map(|&i| i as u32).collect();
     let c = model.classes;
     let mut logits = vec![0.0f32; rows.len() * c];

@@ -120,7 +120,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
     if !args.json {
         print_header(
-            &loaded.dir_text(),
+            &format!("{}", data_dir.display()),
+            loaded.source(),
             data,
             loaded.seconds,
             &cfg,
@@ -259,6 +260,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 /// The human report's first two lines.
 fn print_header(
     data_dir: &str,
+    source: &str,
     data: &Dataset,
     load_seconds: f64,
     cfg: &TrainConfig,
@@ -266,7 +268,7 @@ fn print_header(
     train_samples: usize,
 ) {
     println!(
-        "data     {} ({} train, {} test, {} {}, {} classes; loaded in {:.3} s)",
+        "data     {} ({} train, {} test, {} {}, {} classes; loaded in {:.3} s{source})",
         data_dir,
         data.train.len(),
         data.test.len(),
