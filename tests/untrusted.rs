@@ -537,7 +537,9 @@ fn the_report_says_how_many_workers_run() {
     let out = stdout(&o);
     let header = out.lines().nth(1).unwrap();
     assert!(
-        header.contains(&format!("{cpus} worker(s) ({asked} threads asked for")),
+        header.contains(&format!(
+            "{cpus} worker(s) (--threads {asked} capped at {cpus} CPU(s))"
+        )),
         "{header}"
     );
     assert!(!header.contains(&format!("{asked} thread(s)")), "{header}");

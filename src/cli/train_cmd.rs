@@ -320,7 +320,7 @@ fn workers_text(cfg: &TrainConfig, kernel: KernelPath) -> String {
         format!("{workers} worker(s)")
     } else {
         format!(
-            "{workers} worker(s) ({} threads asked for, {workers} CPU(s); --oversubscribe runs them all)",
+            "{workers} worker(s) (--threads {} capped at {workers} CPU(s))",
             cfg.threads
         )
     }
