@@ -178,7 +178,7 @@ impl IdxFile {
     }
 
     fn map_raw(user_path: &Path, raw: &Path) -> Result<Self, DataError> {
-        let file = File::open(raw).map_err(|e| io_err(raw, e))?;
+        let (file, _) = crate::fsutil::open_regular(raw).map_err(|e| io_err(raw, e))?;
         Self::map_file(user_path, &file, true)
     }
 
@@ -430,7 +430,7 @@ fn record_matches(cache_file: &Path, want: Option<&str>) -> bool {
     let Ok(meta) = fs::symlink_metadata(cache_file) else {
         return false;
     };
-    let Ok(record) = fs::read_to_string(record_path(cache_file)) else {
+    let Ok(record) = crate::fsutil::read_regular_to_string(&record_path(cache_file)) else {
         return false;
     };
     let mut lines = record.splitn(4, '\n');
@@ -465,7 +465,7 @@ fn record_matches(cache_file: &Path, want: Option<&str>) -> bool {
         return true;
     }
     // Racy: hash the content once, and record it as verified if it holds.
-    let Ok(mut file) = File::open(cache_file) else {
+    let Ok((mut file, _)) = crate::fsutil::open_regular(cache_file) else {
         return false;
     };
     let mut hasher = Sha256::new();
@@ -483,7 +483,7 @@ fn is_valid_idx(path: &Path) -> bool {
     if !meta.is_file() || meta.len() == 0 {
         return false;
     }
-    let Ok(file) = File::open(path) else {
+    let Ok((file, _)) = crate::fsutil::open_regular(path) else {
         return false;
     };
     // SAFETY: read-only mapping of a regular cache file that is only ever
@@ -547,7 +547,7 @@ fn build_cache_file(gz: &Path, dir: &Path, name: &str) -> Result<PathBuf, BuildE
     };
     let dir_err = |e: io::Error| BuildError::Dir(e.to_string());
 
-    let mut file = File::open(gz).map_err(|e| input(io_err(gz, e)))?;
+    let (mut file, _) = crate::fsutil::open_regular(gz).map_err(|e| input(io_err(gz, e)))?;
     let gz_len = file.metadata().map_err(|e| input(io_err(gz, e)))?.len();
     // Validate the decompressed header before touching the cache directory.
     let mut reader = flate2::read::MultiGzDecoder::new(io::BufReader::new(&mut file));
@@ -646,7 +646,7 @@ fn build_cache_file(gz: &Path, dir: &Path, name: &str) -> Result<PathBuf, BuildE
 
 /// Looks up `raw_name` in a `SHA256SUMS` file beside `gz`, if there is one.
 fn expected_sha256(gz: &Path, raw_name: &str) -> Option<String> {
-    let sums = fs::read_to_string(gz.parent()?.join("SHA256SUMS")).ok()?;
+    let sums = crate::fsutil::read_regular_to_string(&gz.parent()?.join("SHA256SUMS")).ok()?;
     sums.lines().find_map(|line| {
         let (digest, file) = line.split_once(char::is_whitespace)?;
         let file = file.trim_start().trim_start_matches('*');

@@ -128,6 +128,16 @@ pub fn open_regular(path: &Path) -> Result<(File, fs::Metadata), InputError> {
     Ok((file, meta))
 }
 
+/// Reads a whole small text file, if it is a regular file (a FIFO put where
+/// a side file is expected must not block the reader).
+pub fn read_regular_to_string(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let (mut file, _) = open_regular(path)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// The directory `path` lives in (`.` for a bare file name).
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
@@ -366,4 +376,71 @@ pub fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result
         }
     }
     Ok(filled)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    }
+
+    #[test]
+    fn non_regular_paths_are_refused_unopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f");
+        mkfifo(&fifo);
+        // Opening the FIFO would block; the check must come first.
+        assert!(matches!(
+            open_regular(&fifo),
+            Err(InputError::NotRegular("a FIFO"))
+        ));
+        assert!(matches!(
+            regular_file(dir.path()),
+            Err(InputError::Directory)
+        ));
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("l")).unwrap();
+        assert!(matches!(
+            regular_file(&dir.path().join("l")),
+            Err(InputError::DanglingLink)
+        ));
+        assert!(read_regular_to_string(&fifo).is_err());
+        let e = write_atomic(&fifo, |_| Ok(())).unwrap_err().to_string();
+        assert_eq!(e, "is a FIFO, not a regular file; refusing to replace it");
+        let e = probe_output(&fifo).unwrap_err().to_string();
+        assert_eq!(e, "is a FIFO, not a regular file; refusing to replace it");
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+    }
+
+    #[test]
+    fn temp_names_are_tied_to_their_target() {
+        let p = temp_prefix("m.safetensors".as_ref());
+        assert_eq!(p, ".m.safetensors.");
+        assert!(is_our_temp(".m.safetensors.0a1b2c3d.tmp", &p));
+        assert!(is_our_temp(".m.safetensors.Ab3xYz.tmp", &p));
+        assert!(!is_our_temp(".m.safetensors.tmp", &p));
+        assert!(!is_our_temp(".m.safetensors.0a1b2c3d.tmp.keep", &p));
+        assert!(!is_our_temp(".m.safetensors.x-y-z-w.tmp", &p));
+        assert!(!is_our_temp(".n.safetensors.0a1b2c3d.tmp", &p));
+    }
+
+    #[test]
+    fn probe_leaves_nothing_and_identity_ignores_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        probe_output(&dir.path().join("out.bin")).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let e = probe_output(&dir.path().join("no/out.bin")).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let a = output_identity(&dir.path().join("x"));
+        let b = output_identity(&dir.path().join(".").join("x"));
+        assert!(a.is_some());
+        assert_eq!(a, b);
+    }
 }
