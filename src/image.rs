@@ -32,8 +32,7 @@
 //! temporary file in the same directory, synced, then renamed; see
 //! [`write_atomic`]). [`weights_png`] draws a model's weight templates.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Cursor, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::write_atomic;
@@ -48,8 +47,8 @@ pub const MAX_PIXELS: u64 = 40_000_000;
 /// Most bytes the decoder may allocate: the largest accepted image at 16-bit
 /// RGBA (8 bytes a pixel), plus 64 MiB for the decoder's own buffers.
 pub const MAX_ALLOC: u64 = MAX_PIXELS * 8 + (64 << 20);
-/// Largest image read from a pipe or standard input (which are read into
-/// memory before decoding).
+/// Largest image read from standard input (read into memory before
+/// decoding).
 pub const MAX_STREAM_BYTES: u64 = 256 << 20;
 /// Output pixels per template pixel in [`weights_png`].
 pub const WEIGHTS_SCALE: usize = 4;
@@ -203,32 +202,15 @@ pub fn limits() -> image::Limits {
     limits
 }
 
-/// Decodes the image file at `path`; see the module documentation.
+/// Decodes the image file at `path`; see the module documentation. FIFOs,
+/// sockets and devices are refused before anything is read (a FIFO would
+/// block; standard input is read with [`decode_bytes`]).
 pub fn decode_file(path: &Path) -> Result<Decoded, ImageError> {
-    let file = File::open(path).map_err(io_error(path))?;
-    let meta = file.metadata().map_err(io_error(path))?;
-    if meta.is_dir() {
-        return Err(unsupported(path, "a directory"));
-    }
-    if !meta.is_file() {
-        // A pipe (`<(curl …)`) or a device: not seekable, so read it into
-        // memory first, up to a bound.
-        let mut bytes = Vec::new();
-        io::Read::take(file, MAX_STREAM_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io_error(path))?;
-        if bytes.len() as u64 > MAX_STREAM_BYTES {
-            return Err(ImageError::Corrupt {
-                path: path.to_owned(),
-                format: "stream",
-                reason: format!(
-                    "more than {} MiB, too large for an image",
-                    MAX_STREAM_BYTES >> 20
-                ),
-            });
-        }
-        return decode_bytes(path, &bytes);
-    }
+    let (file, _) = match crate::fsutil::open_regular(path) {
+        Ok(f) => f,
+        Err(crate::fsutil::InputError::Directory) => return Err(unsupported(path, "a directory")),
+        Err(e) => return Err(io_error(path)(e.into())),
+    };
     decode_reader(path, BufReader::new(file))
 }
 
@@ -514,7 +496,7 @@ pub fn render_weights(
         reason,
     };
     let c = templates;
-    let k = if c == 0 { 0 } else { wt.len() / c };
+    let k = wt.len().checked_div(c).unwrap_or(0);
     if height.checked_mul(width) != Some(k) || k == 0 {
         return Err(invalid(format!(
             "the model has {k} features, which is not {height} x {width}"

@@ -21,6 +21,8 @@
 //! * [`checkpoint`], [`run_record`]: safetensors files and the run
 //!   metadata they carry; [`image`], [`fsutil`]: image decoding (PNG,
 //!   JPEG, BMP, PNM, TIFF, WebP) and writing, atomic writes;
+//!   `signals`: SIGINT/SIGTERM/SIGBUS handlers that leave no temporary
+//!   file behind (Unix);
 //! * [`preprocess`], [`infer`]: a user's picture made into the network's
 //!   input as MNIST was made, and the network's outputs for it;
 //! * [`plot`], [`labels`]: training curves and confusion heat maps, class
@@ -34,6 +36,11 @@
 //! println!("test accuracy {:.4}", reports.last().unwrap().test.as_ref().unwrap().accuracy);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+// Every unsafe operation sits in its own `unsafe` block with a `// SAFETY:`
+// comment, inside `unsafe fn`s too, and every `unsafe fn` documents its
+// contract in a `# Safety` section.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod checkpoint;
 pub mod config;
@@ -54,6 +61,8 @@ pub mod plot;
 pub mod preprocess;
 pub mod run_record;
 pub mod samples;
+#[cfg(unix)]
+pub mod signals;
 pub mod train;
 
 /// The bundled MNIST directory, as seen from this crate's source tree.

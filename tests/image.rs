@@ -11,7 +11,7 @@ use idx_softmax::image::{
     self, read_gray, render_weights, weights_png, write_gray_png, GrayImage, ImageError, Size,
     GAP_RGB,
 };
-use idx_softmax::model::Model;
+use idx_softmax::nn::Network;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -547,13 +547,15 @@ fn features_are_scaled_like_the_dataset() {
 
 /// A model whose templates are easy to predict: class 0 all zero, class 3
 /// with one strongly positive and one strongly negative weight.
-fn picture_model() -> (Model, usize, usize) {
+fn picture_model() -> (Network, usize, usize) {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
-    let mut m = Model::init(784, 10, &mut rng);
-    m.wt[..784].fill(0.0);
+    let mut m = Network::init(&[784, 10], &mut rng).unwrap();
+    let range = m.params().tensors()[0].range();
+    let wt = &mut m.params_mut().data_mut()[range];
+    wt[..784].fill(0.0);
     let (pos, neg) = (14 * 28 + 10, 5 * 28 + 20);
-    m.wt[3 * 784 + pos] = 2.0;
-    m.wt[3 * 784 + neg] = -1.5;
+    wt[3 * 784 + pos] = 2.0;
+    wt[3 * 784 + neg] = -1.5;
     (m, pos, neg)
 }
 
@@ -613,7 +615,7 @@ fn weights_picture_has_the_expected_layout_and_colours() {
     assert_ne!(at(116, 50), GAP_RGB);
 
     // The in-memory rendering is what was written.
-    let img = render_weights(&m, 28, 28, 4, &path).unwrap();
+    let img = render_weights(m.params().get(0), 10, 28, 28, 4, &path).unwrap();
     assert_eq!(img.pixels, buf[..img.pixels.len()]);
     assert_eq!(img.get(3 * 116 + 2, 2), Some(at(3 * 116 + 2, 2)));
     assert_eq!(img.get(1156, 0), None);
@@ -621,16 +623,16 @@ fn weights_picture_has_the_expected_layout_and_colours() {
 
 #[test]
 fn weights_picture_wraps_and_scales() {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(6);
-    let m = Model::init(12, 23, &mut rng);
+    let wt: Vec<f32> = (0..23 * 12).map(|i| (i as f32).sin()).collect();
     let p = Path::new("unused.png");
-    // 23 templates of 3 x 4 at scale 2: 10 columns, 3 rows.
-    let img = render_weights(&m, 3, 4, 2, p).unwrap();
-    assert_eq!((img.width, img.height), (10 * 8 + 9 * 2, 3 * 6 + 2 * 2));
+    // 23 templates of 3 x 4 at scale 2: more than ten, so a near-square
+    // grid of ceil(sqrt(23)) = 5 columns and 5 rows.
+    let img = render_weights(&wt, 23, 3, 4, 2, p).unwrap();
+    assert_eq!((img.width, img.height), (5 * 8 + 4 * 2, 5 * 6 + 4 * 2));
     // The unused cells of the last row are gap-coloured.
     assert_eq!(img.get(img.width - 1, img.height - 1), Some(GAP_RGB));
-    let img = render_weights(&m, 4, 3, 1, p).unwrap();
-    assert_eq!((img.width, img.height), (10 * 3 + 9, 3 * 4 + 2));
+    let img = render_weights(&wt, 23, 4, 3, 1, p).unwrap();
+    assert_eq!((img.width, img.height), (5 * 3 + 4, 5 * 4 + 4));
 }
 
 #[test]
@@ -644,24 +646,18 @@ fn weights_picture_rejects_bad_shapes() {
         assert!(assert_one_line(&e, &path).contains("784 features"), "{e}");
     }
     for scale in [0, 65] {
-        assert!(render_weights(&m, 28, 28, scale, &path).is_err());
+        assert!(render_weights(m.params().get(0), 10, 28, 28, scale, &path).is_err());
     }
     let mut nan = m.clone();
-    nan.wt[5] = f32::NAN;
+    nan.params_mut().data_mut()[5] = f32::NAN;
     let e = weights_png(&nan, 28, 28, &path).unwrap_err();
     assert!(e.to_string().contains("NaN"), "{e}");
-    let mut broken = m.clone();
-    broken.wt.truncate(100);
-    assert!(weights_png(&broken, 28, 28, &path).is_err());
-    // 10000 one-pixel templates in rows of 10 at scale 64: too tall.
-    let many = Model {
-        features: 1,
-        classes: 10000,
-        wt: vec![0.5; 10000],
-        bias: vec![0.0; 10000],
-    };
-    let e = render_weights(&many, 1, 1, 64, &path).unwrap_err();
+    assert!(render_weights(&m.params().get(0)[..100], 10, 28, 28, 4, &path).is_err());
+    // 300000 one-pixel templates (a 548-column grid) at scale 64: more
+    // than 65536 pixels a side, refused before anything is allocated.
+    let many = vec![0.5f32; 300_000];
+    let e = render_weights(&many, 300_000, 1, 1, 64, &path).unwrap_err();
     assert!(e.to_string().contains("exceed"), "{e}");
-    assert!(render_weights(&many, 1, 1, 32, &path).is_ok());
+    assert!(render_weights(&many[..10_000], 10_000, 1, 1, 1, &path).is_ok());
     assert!(listing(dir.path()).is_empty());
 }

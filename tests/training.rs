@@ -22,10 +22,13 @@ fn config(threads: usize, kernel: KernelPath) -> TrainConfig {
 }
 
 /// The headline test: the notebook's workload (one epoch, batch 100,
-/// lr 0.1, default seed) reaches ≥ 0.90 test accuracy, on the default path
-/// and on the general gemm path.
+/// lr 0.1, default seed) gives exactly the README's 0.9032 test accuracy
+/// (9032/10000), on every kernel path this CPU has. The paths round
+/// differently (their weights differ in the last bits), but not enough to
+/// change one prediction here; a count that moves means the arithmetic
+/// changed.
 #[test]
-fn mnist_one_epoch_reaches_90_percent() {
+fn mnist_one_epoch_gives_the_known_accuracy_on_every_path() {
     let data = common::mnist();
     assert_eq!(
         (
@@ -36,18 +39,20 @@ fn mnist_one_epoch_reaches_90_percent() {
         ),
         (60_000, 10_000, 784, 10)
     );
-    for kernel in [KernelPath::best(), KernelPath::Gemm] {
+    let paths = KernelPath::available();
+    assert!(paths.contains(&KernelPath::Gemm) && paths.contains(&KernelPath::Portable));
+    for kernel in paths {
         let (_, reports) = train(data, config(2, kernel), &|_| {}, |_| {}).unwrap();
-        let acc = reports[0].test.accuracy;
+        let test = &reports[0].test;
         println!(
-            "{kernel}: test accuracy {acc:.4}, test loss {:.4}",
-            reports[0].test.loss
+            "{kernel}: test accuracy {:.4} ({}/{}), test loss {:.6}",
+            test.accuracy, test.correct, test.total, test.loss
         );
-        assert!(acc >= 0.90, "{kernel}: test accuracy {acc} < 0.90");
+        assert_eq!((test.correct, test.total), (9032, 10_000), "{kernel}");
         assert!(
-            reports[0].test.loss < 0.45,
+            (test.loss - 0.364_904_5).abs() < 1e-6,
             "{kernel}: test loss {}",
-            reports[0].test.loss
+            test.loss
         );
     }
 }
@@ -351,9 +356,13 @@ fn nan_in_f32_data_is_refused_and_f32_data_trains() {
         classes: None,
     };
     let err = Dataset::load(d, &opts).unwrap_err().to_string();
-    assert!(
-        err.contains("train-images-idx3-ubyte") && err.to_lowercase().contains("nan"),
-        "{err}"
+    // Pixel 37 is sample 9, element 1, at byte 16 (header) + 37 × 4.
+    assert_eq!(
+        err,
+        format!(
+            "{}: image 9, element 1 (byte offset 164) is NaN: not finite; pixel values must be finite f32",
+            d.join("train-images-idx3-ubyte").display()
+        )
     );
     // Without the NaN the same f32 dataset trains (on the gemm path).
     pixels[37] = 0.5;
@@ -366,5 +375,10 @@ fn nan_in_f32_data_is_refused_and_f32_data_trains() {
     let data = common::load(d);
     let trainer = Trainer::new(&data, config(2, KernelPath::best())).unwrap();
     assert_eq!(trainer.effective_kernel(), KernelPath::Gemm);
-    assert!(train(&data, config(2, KernelPath::best()), &|_| {}, |_| {}).is_ok());
+    let (model, reports) = train(&data, config(2, KernelPath::best()), &|_| {}, |_| {}).unwrap();
+    assert!(model.is_finite());
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].stats.samples, n);
+    assert_eq!(reports[0].test.total, 3);
+    assert!(reports[0].stats.train_loss.is_finite());
 }

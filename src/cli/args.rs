@@ -61,7 +61,7 @@ pub struct DataArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct ComputeArgs {
     /// Worker threads, 1 to 1024 [default: the number of CPUs].
-    #[arg(long, value_parser = value_parser!(u32).range(1..=1024), env = "IDX_SOFTMAX_THREADS")]
+    #[arg(long, value_parser = value_parser!(u32).range(1..=1024), env = "IDX_SOFTMAX_THREADS", allow_negative_numbers = true)]
     pub threads: Option<u32>,
     /// Kernel path: gemm, portable, avx2 or avx512 [default: the
     /// checkpoint's for eval/predict/--resume, else the best this CPU has]
@@ -75,23 +75,23 @@ pub struct ComputeArgs {
 pub struct TrainArgs {
     /// Total passes over the training set [default: 1; with --resume, the
     /// checkpoint's planned total].
-    #[arg(long, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_EPOCHS")]
+    #[arg(long, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_EPOCHS", allow_negative_numbers = true)]
     pub epochs: Option<u32>,
     /// Samples per SGD step; the last batch of an epoch may be smaller
     /// [default: 100].
-    #[arg(long, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_BATCH_SIZE")]
+    #[arg(long, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_BATCH_SIZE", allow_negative_numbers = true)]
     pub batch_size: Option<u32>,
     /// Learning rate, finite and > 0 [default: 0.1].
-    #[arg(long, value_parser = parse_lr, env = "IDX_SOFTMAX_LR")]
+    #[arg(long, value_parser = parse_lr, env = "IDX_SOFTMAX_LR", allow_hyphen_values = true)]
     pub lr: Option<f32>,
     /// SGD momentum in [0, 1), as torch.optim.SGD [default: 0].
-    #[arg(long, value_parser = parse_momentum, env = "IDX_SOFTMAX_MOMENTUM")]
+    #[arg(long, value_parser = parse_momentum, env = "IDX_SOFTMAX_MOMENTUM", allow_hyphen_values = true)]
     pub momentum: Option<f32>,
     /// Nesterov momentum (needs --momentum > 0) [default: off].
     #[arg(long, env = "IDX_SOFTMAX_NESTEROV")]
     pub nesterov: bool,
     /// L2 weight decay, finite and >= 0 [default: 0].
-    #[arg(long, value_parser = parse_weight_decay, env = "IDX_SOFTMAX_WEIGHT_DECAY")]
+    #[arg(long, value_parser = parse_weight_decay, env = "IDX_SOFTMAX_WEIGHT_DECAY", allow_hyphen_values = true)]
     pub weight_decay: Option<f32>,
     /// Learning-rate schedule: constant, cosine (to 0 over the run, per
     /// step) or step:EVERY:GAMMA (× GAMMA every EVERY epochs) [default:
@@ -100,11 +100,11 @@ pub struct TrainArgs {
     pub schedule: Option<Schedule>,
     /// Fraction of the training set held out for validation, in [0, 1);
     /// drawn from the seed [default: 0].
-    #[arg(long, value_parser = parse_val_split, value_name = "FRACTION", env = "IDX_SOFTMAX_VAL_SPLIT")]
+    #[arg(long, value_parser = parse_val_split, value_name = "FRACTION", env = "IDX_SOFTMAX_VAL_SPLIT", allow_hyphen_values = true)]
     pub val_split: Option<f32>,
     /// Seed for the weight initialisation, the shuffles and the validation
     /// split [default: 42].
-    #[arg(long, env = "IDX_SOFTMAX_SEED")]
+    #[arg(long, env = "IDX_SOFTMAX_SEED", allow_negative_numbers = true)]
     pub seed: Option<u64>,
     /// Add a hidden layer of N ReLU units; repeat for more layers
     /// (`--hidden 512 --hidden 256` is 784→512→256→10; the variable takes
@@ -115,7 +115,7 @@ pub struct TrainArgs {
     pub data: DataArgs,
     /// Number of classes, 2 to 65536 [default: the largest training label +
     /// 1].
-    #[arg(long, value_parser = value_parser!(u32).range(2..=idx_softmax::dataset::MAX_CLASSES as i64), env = "IDX_SOFTMAX_CLASSES")]
+    #[arg(long, value_parser = value_parser!(u32).range(2..=idx_softmax::dataset::MAX_CLASSES as i64), env = "IDX_SOFTMAX_CLASSES", allow_negative_numbers = true)]
     pub classes: Option<u32>,
     #[command(flatten)]
     pub compute: ComputeArgs,
@@ -209,7 +209,7 @@ pub struct EvalArgs {
     pub split: SplitArg,
     /// Also report top-K accuracy: the label among the K most probable
     /// classes.
-    #[arg(long, value_name = "K", default_value_t = 5, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_TOP_K")]
+    #[arg(long, value_name = "K", default_value_t = 5, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_TOP_K", allow_negative_numbers = true)]
     pub top_k: u32,
     /// Class names, one per line [default: the checkpoint's, else
     /// labels.txt beside the IDX files].
@@ -248,11 +248,12 @@ pub struct PredictArgs {
         long,
         value_name = "N",
         env = "IDX_SOFTMAX_TEST_INDEX",
-        value_delimiter = ','
+        value_delimiter = ',',
+        allow_negative_numbers = true
     )]
     pub test_index: Vec<usize>,
     /// How many of the most probable classes to print.
-    #[arg(long, default_value_t = 3, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_TOP")]
+    #[arg(long, default_value_t = 3, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_TOP", allow_negative_numbers = true)]
     pub top: u32,
     /// mnist: invert a light background, scale the digit's bounding box to
     /// fit 20x20 (of 28x28; the same ratio at other sizes), centre its

@@ -26,9 +26,10 @@ use idx_softmax::train::split_train_val;
 use super::args::{EvalArgs, SplitArg};
 use super::common::{
     check_features, check_output, class_names, image_shape, inference_kernel, load_dataset,
-    load_test_split, pool, threads, Loaded,
+    load_test_split, pool, threads, Loaded, TrainedOn,
 };
 use super::report::{confusion_table, evaluation_json, per_class_table};
+use idx_softmax::run_record;
 
 /// The samples evaluated. (One per process: the variants' sizes do not
 /// matter.)
@@ -58,6 +59,24 @@ impl Samples {
             Samples::Train(l, _) => l.seconds,
         }
     }
+    fn print_note(&self) {
+        match self {
+            Samples::Test(l) => l.print_note(),
+            Samples::Train(l, _) => l.print_note(),
+        }
+    }
+    fn from_model(&self) -> bool {
+        match self {
+            Samples::Test(l) => l.from_model,
+            Samples::Train(l, _) => l.from_model,
+        }
+    }
+    fn source(&self) -> &'static str {
+        match self {
+            Samples::Test(l) => l.source(),
+            Samples::Train(l, _) => l.source(),
+        }
+    }
     fn rows(&self) -> Option<&[u32]> {
         match self {
             Samples::Test(_) => None,
@@ -77,10 +96,18 @@ fn split_name(s: SplitArg) -> &'static str {
 /// Loads the samples `--split` names.
 fn load_samples(args: &EvalArgs, ck: &Checkpoint) -> Result<Samples> {
     let classes = ck.network.classes();
+    let trained_on = TrainedOn {
+        model: &args.model,
+        data_dir: run_record::recorded_data_dir(ck),
+    };
     if args.split == SplitArg::Test {
-        return Ok(Samples::Test(load_test_split(&args.data, classes)?));
+        return Ok(Samples::Test(load_test_split(
+            &args.data,
+            classes,
+            Some(trained_on),
+        )?));
     }
-    let loaded = load_dataset(&args.data, Some(classes))?;
+    let loaded = load_dataset(&args.data, Some(classes), Some(trained_on))?;
     let n = loaded.data.train.len();
     let md = &ck.metadata;
     let model = args.model.display();
@@ -131,11 +158,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     }
     let ck = checkpoint::load(&args.model)?;
+    run_record::validate(&args.model, &ck)?;
     let model = &ck.network;
     let names = class_names(args.labels.as_deref(), &ck, &args.data)?;
     let samples = load_samples(&args, &ck)?;
     let split = samples.split();
-    check_features(model, &args.model, split)?;
+    check_features(&ck, &args.model, split)?;
+    samples.print_note();
     let picture_shape = match &args.weights_png {
         Some(_) => Some(image_shape(
             split.images.sample_shape(),
@@ -217,6 +246,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         out["model"] = json!(args.model.display().to_string());
         out["data_dir"] = json!(samples.dir().display().to_string());
+        out["data_from_model"] = json!(samples.from_model());
         out["classes"] = json!(model.classes());
         out["features"] = json!(model.features());
         out["layers"] = json!(model.describe());
@@ -256,10 +286,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     println!("model    {} ({shape}{trained})", args.model.display());
     println!(
-        "data     {} ({} {which} samples; loaded in {:.3} s)",
+        "data     {} ({} {which} samples; loaded in {:.3} s{})",
         samples.dir().display(),
         ev.total,
-        samples.seconds()
+        samples.seconds(),
+        samples.source()
     );
     println!(
         "accuracy {:.4} ({}/{})  mean loss {:.4}  ({:.3} s, kernel {kernel}, {threads} thread(s))",

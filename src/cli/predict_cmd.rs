@@ -28,11 +28,11 @@ use idx_softmax::image::{self, GrayImage};
 use idx_softmax::infer;
 use idx_softmax::nn::Network;
 use idx_softmax::preprocess::{self, Mode, Options, Prepared};
-use idx_softmax::run_record::{recorded_background, recorded_shape};
+use idx_softmax::run_record::{self, recorded_background, recorded_shape};
 
 use super::args::PredictArgs;
 use super::common::{
-    check_features, class_names, inference_kernel, load_test_split, pool, threads,
+    check_features, class_names, inference_kernel, load_test_split, pool, threads, TrainedOn,
 };
 
 /// Largest image read from standard input.
@@ -80,6 +80,7 @@ struct Printer<'a> {
 /// Runs `predict` with `args`.
 pub fn run(args: PredictArgs) -> Result<()> {
     let ck = checkpoint::load(&args.model)?;
+    run_record::validate(&args.model, &ck)?;
     let model = &ck.network;
     let names = class_names(args.labels.as_deref(), &ck, &args.data)?;
     if let Some(dir) = &args.save_preprocessed {
@@ -294,7 +295,11 @@ fn save_preprocessed(
 
 /// Test sample `index` as an image, for `--save-preprocessed`.
 fn test_image(args: &PredictArgs, ck: &Checkpoint, index: usize) -> Result<Option<GrayImage>> {
-    let loaded = load_test_split(&args.data, ck.network.classes())?;
+    let trained_on = TrainedOn {
+        model: &args.model,
+        data_dir: run_record::recorded_data_dir(ck),
+    };
+    let loaded = load_test_split(&args.data, ck.network.classes(), Some(trained_on))?;
     let images = &loaded.data.images;
     let (Some(px), &[h, w]) = (images.as_u8(), images.sample_shape()) else {
         return Ok(None);
@@ -310,9 +315,14 @@ fn test_image(args: &PredictArgs, ck: &Checkpoint, index: usize) -> Result<Optio
 /// The logits of the `--test-index` samples, computed as `eval` does.
 fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> {
     let model = &ck.network;
-    let loaded = load_test_split(&args.data, model.classes())?;
+    let trained_on = TrainedOn {
+        model: &args.model,
+        data_dir: run_record::recorded_data_dir(ck),
+    };
+    let loaded = load_test_split(&args.data, model.classes(), Some(trained_on))?;
     let split = &loaded.data;
-    check_features(model, &args.model, split)?;
+    check_features(ck, &args.model, split)?;
+    loaded.print_note();
     if let Some(&bad) = args.test_index.iter().find(|&&i| i >= split.len()) {
         bail!(
             "--test-index {bad} is out of range: {} holds {} test samples (0..{})",
