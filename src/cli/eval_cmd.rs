@@ -65,7 +65,7 @@ impl Samples {
             Samples::Train(l, _) => l.print_note(),
         }
     }
-    fn from_model(&self) -> bool {
+    fn is_from_model(&self) -> bool {
         match self {
             Samples::Test(l) => l.from_model,
             Samples::Train(l, _) => l.from_model,
@@ -246,7 +246,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         out["model"] = json!(args.model.display().to_string());
         out["data_dir"] = json!(samples.dir().display().to_string());
-        out["data_from_model"] = json!(samples.from_model());
+        out["data_from_model"] = json!(samples.is_from_model());
         out["classes"] = json!(model.classes());
         out["features"] = json!(model.features());
         out["layers"] = json!(model.describe());
