@@ -32,7 +32,7 @@
 //! temporary file in the same directory, synced, then renamed; see
 //! [`write_atomic`]). [`weights_png`] draws a model's weight templates.
 
-use std::io::{self, BufRead, BufReader, BufWriter, Cursor, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::write_atomic;
@@ -281,11 +281,33 @@ fn one_line(s: String) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Whether the last 64 KiB of a JPEG hold its end-of-image marker
+/// (`FF D9`; trailing bytes after it are allowed, as cameras append some).
+fn jpeg_has_end<R: Read + Seek>(r: &mut R) -> io::Result<bool> {
+    let len = r.seek(SeekFrom::End(0))?;
+    let tail = len.min(64 << 10);
+    r.seek(SeekFrom::Start(len - tail))?;
+    let mut buf = Vec::with_capacity(tail as usize);
+    r.take(tail).read_to_end(&mut buf)?;
+    Ok(buf.windows(2).any(|w| w == [0xFF, 0xD9]))
+}
+
 fn decode_reader<R: BufRead + Seek>(path: &Path, mut r: R) -> Result<Decoded, ImageError> {
     use image::{ImageDecoder, ImageReader};
 
     let mut magic = [0u8; 16];
     let got = crate::fsutil::read_up_to(&mut r, &mut magic).map_err(io_error(path))?;
+    if magic[..got].starts_with(&[0xFF, 0xD8, 0xFF])
+        && !jpeg_has_end(&mut r).map_err(io_error(path))?
+    {
+        // The JPEG decoder fills a cut file's missing rows with grey
+        // rather than failing: refuse it here instead.
+        return Err(ImageError::Corrupt {
+            path: path.to_owned(),
+            format: "JPEG",
+            reason: "the file ends before its end-of-image marker".into(),
+        });
+    }
     r.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
     let mut reader = ImageReader::new(r)
         .with_guessed_format()

@@ -329,6 +329,13 @@ fn jpeg_bmp_tiff_and_16_bit_pnm_are_decoded() {
         "{:?}",
         img.pixels
     );
+    // A cut JPEG is refused (the decoder alone would fill it with grey).
+    let jpg = fs::read(d.join("a.jpg.dat")).unwrap();
+    let cut = d.join("cut.jpg");
+    fs::write(&cut, &jpg[..jpg.len() / 2]).unwrap();
+    let e = image::decode_file(&cut).unwrap_err();
+    assert!(matches!(e, ImageError::Corrupt { .. }), "{e}");
+    assert!(assert_one_line(&e, &cut).contains("end-of-image"), "{e}");
     // Colour PPM.
     fs::write(&path, b"P6 1 1 255\n\xff\x00\x00").unwrap();
     assert_eq!(image::decode_file(&path).unwrap().pixels[0][0] >> 8, 54);
