@@ -152,7 +152,7 @@ pub fn prepare(
             empty,
         });
     }
-    let (field, empty) = mnist_field(&g, w, h, height, width);
+    let (field, empty) = mnist_field(g, w, h, height, width);
     Ok(Prepared {
         image: quantise(&field, width, height),
         normalised: true,
@@ -216,25 +216,21 @@ fn median(mut v: Vec<f32>) -> f32 {
 
 /// Step 3: the normalised, scaled and centred `fh × fw` field, and whether
 /// it is empty.
-fn mnist_field(g: &[f32], w: usize, h: usize, fh: usize, fw: usize) -> (Vec<f32>, bool) {
+/// Takes the luminance plane by value: it becomes the ink plane in place (a
+/// 40-megapixel image holds one plane, not two).
+fn mnist_field(mut g: Vec<f32>, w: usize, h: usize, fh: usize, fw: usize) -> (Vec<f32>, bool) {
     let blank = (vec![0.0; fh * fw], true);
-    let background = median(border(g, w, h));
+    let background = median(border(&g, w, h));
     let peak = g.iter().fold(0.0f32, |m, &v| m.max(v));
     if peak - background < MIN_CONTRAST {
         return blank;
     }
     let span = peak - background;
-    let ink: Vec<f32> = g
-        .iter()
-        .map(|&v| {
-            let n = ((v - background) / span).clamp(0.0, 1.0);
-            if n < FLOOR {
-                0.0
-            } else {
-                n
-            }
-        })
-        .collect();
+    for v in &mut g {
+        let n = ((*v - background) / span).clamp(0.0, 1.0);
+        *v = if n < FLOOR { 0.0 } else { n };
+    }
+    let ink = g;
     // Bounding box of the ink.
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
     for y in 0..h {
