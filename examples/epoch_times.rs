@@ -3,9 +3,12 @@
 //! every variant alike.
 //!
 //! ```text
-//! cargo run --release --example epoch_times -- [RUNS] [THREADS,...] [KERNELS,...] [BATCH]
+//! cargo run --release --example epoch_times -- [RUNS] [THREADS,...] [KERNELS,...] [BATCH] [HIDDEN,...]
 //! cargo run --release --example epoch_times -- 15 1,2 avx512,gemm 100
+//! cargo run --release --example epoch_times -- 15 1,2 gemm 100 256
 //! ```
+//!
+//! HIDDEN (e.g. `256` or `512,256`) trains an MLP, which runs on `gemm`.
 
 use std::path::Path;
 
@@ -29,11 +32,16 @@ fn main() {
         .map(|s| s.parse().expect("KERNELS"))
         .collect();
     let batch: usize = args.get(4).map_or(100, |s| s.parse().expect("BATCH"));
+    let hidden: Vec<usize> = args.get(5).map_or_else(Vec::new, |s| {
+        s.split(',').map(|h| h.parse().expect("HIDDEN")).collect()
+    });
     let data = Dataset::load(
         Path::new(idx_softmax::BUNDLED_MNIST),
         &LoadOptions::default(),
     )
     .expect("MNIST");
+    let train_set = data.train.samples(data.classes).expect("train samples");
+    let test_set = data.test.samples(data.classes).expect("test samples");
 
     let variants: Vec<(usize, KernelPath)> = kernels
         .iter()
@@ -44,11 +52,12 @@ fn main() {
         .map(|&(t, k)| {
             let cfg = TrainConfig {
                 threads: t,
-                kernel: k,
+                kernel: Some(k),
                 batch_size: batch,
+                hidden: hidden.clone(),
                 ..TrainConfig::default()
             };
-            Trainer::new(&data, cfg).unwrap()
+            Trainer::new(&train_set, None, cfg).unwrap()
         })
         .collect();
     let mut times = vec![Vec::new(); variants.len()];
@@ -58,7 +67,7 @@ fn main() {
         for (i, tr) in trainers.iter_mut().enumerate() {
             let s = tr.train_epoch(&|_| {}).unwrap();
             let t0 = std::time::Instant::now();
-            let e = tr.evaluate(&data.test);
+            let e = tr.evaluate(&test_set);
             let et = t0.elapsed().as_secs_f64();
             if round > 0 {
                 times[i].push(s.seconds);
@@ -68,7 +77,8 @@ fn main() {
         }
     }
     println!(
-        "batch {batch}, {runs} runs each (median [min, max]); CPUs: {}",
+        "network {}, batch {batch}, {runs} runs each (median [min, max]); CPUs: {}",
+        trainers[0].network().describe(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("| kernel | threads | epoch ms | samples/s | eval ms |");
@@ -85,7 +95,7 @@ fn main() {
             med * 1e3,
             lo * 1e3,
             hi * 1e3,
-            60000.0 / med,
+            train_set.len() as f64 / med,
             emed * 1e3
         );
     }

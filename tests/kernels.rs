@@ -7,7 +7,7 @@ mod common;
 
 use common::{random_f32, random_u8};
 use idx_softmax::dataset::U8_SCALE;
-use idx_softmax::kernels::{fused, gemm, reference, sgd, softmax_ce, KernelPath};
+use idx_softmax::kernels::{bias_grad, fused, gemm, reference, softmax_ce, KernelPath};
 use idx_softmax::optim::Sgd;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -278,7 +278,7 @@ fn softmax_ce_is_stable_at_extreme_logits() {
 fn bias_grad_and_update() {
     let g = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
     let mut db = [f32::NAN; 3];
-    sgd::bias_grad(&g, &mut db);
+    bias_grad(&g, &mut db);
     assert_eq!(db, [5.0, 7.0, 9.0]);
     assert_eq!(reference::bias_grad(&to_f64(&g), 3), vec![5.0, 7.0, 9.0]);
     let mut p = [1.0f32, 1.0, 1.0];
