@@ -541,8 +541,8 @@ fn other_format_versions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v2.safetensors");
     let tensors = [
-        ("weight", Dtype::F32, vec![1, 1], f32_bytes(&[1.0])),
-        ("bias", Dtype::F32, vec![1], f32_bytes(&[0.0])),
+        ("weight", Dtype::F32, vec![2, 1], f32_bytes(&[1.0, -1.0])),
+        ("bias", Dtype::F32, vec![2], f32_bytes(&[0.0, 0.5])),
     ];
     let md = |f: &str| Some(HashMap::from([("format".to_string(), f.to_string())]));
     write_raw(&path, &tensors, md("idx-softmax/2"));
@@ -555,6 +555,18 @@ fn other_format_versions_are_refused() {
     // Someone else's format tag is fine.
     write_raw(&path, &tensors, md("pt"));
     assert_eq!(checkpoint::load(&path).unwrap().metadata["format"], "pt");
+    // A one-class "classifier" is refused (Network needs at least 2).
+    write_raw(
+        &path,
+        &[
+            ("weight", Dtype::F32, vec![1, 1], f32_bytes(&[1.0])),
+            ("bias", Dtype::F32, vec![1], f32_bytes(&[0.0])),
+        ],
+        md("pt"),
+    );
+    let e = checkpoint::load(&path).unwrap_err();
+    assert!(matches!(e, CheckpointError::WrongShape { .. }), "{e}");
+    assert!(assert_one_line(&e, &path).contains("2 classes"), "{e}");
 }
 
 #[test]

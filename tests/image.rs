@@ -10,7 +10,7 @@ use idx_softmax::image::{
     self, read_gray, render_weights, weights_png, write_gray_png, GrayImage, ImageError, Size,
     GAP_RGB,
 };
-use idx_softmax::model::Model;
+use idx_softmax::nn::Network;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -425,13 +425,14 @@ fn features_are_scaled_like_the_dataset() {
 
 /// A model whose templates are easy to predict: class 0 all zero, class 3
 /// with one strongly positive and one strongly negative weight.
-fn picture_model() -> (Model, usize, usize) {
+fn picture_model() -> (Network, usize, usize) {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
-    let mut m = Model::init(784, 10, &mut rng);
-    m.wt[..784].fill(0.0);
+    let mut m = Network::init(&[784, 10], &mut rng).unwrap();
+    let wt = m.params_mut().get_mut(0);
+    wt[..784].fill(0.0);
     let (pos, neg) = (14 * 28 + 10, 5 * 28 + 20);
-    m.wt[3 * 784 + pos] = 2.0;
-    m.wt[3 * 784 + neg] = -1.5;
+    wt[3 * 784 + pos] = 2.0;
+    wt[3 * 784 + neg] = -1.5;
     (m, pos, neg)
 }
 
@@ -491,7 +492,7 @@ fn weights_picture_has_the_expected_layout_and_colours() {
     assert_ne!(at(116, 50), GAP_RGB);
 
     // The in-memory rendering is what was written.
-    let img = render_weights(&m, 28, 28, 4, &path).unwrap();
+    let img = render_weights(m.params().get(0), 10, 28, 28, 4, &path).unwrap();
     assert_eq!(img.pixels, buf[..img.pixels.len()]);
     assert_eq!(img.get(3 * 116 + 2, 2), Some(at(3 * 116 + 2, 2)));
     assert_eq!(img.get(1156, 0), None);
@@ -500,15 +501,20 @@ fn weights_picture_has_the_expected_layout_and_colours() {
 #[test]
 fn weights_picture_wraps_and_scales() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(6);
-    let m = Model::init(12, 23, &mut rng);
+    let m = Network::init(&[12, 23], &mut rng).unwrap();
+    let wt = m.params().get(0);
     let p = Path::new("unused.png");
-    // 23 templates of 3 x 4 at scale 2: 10 columns, 3 rows.
-    let img = render_weights(&m, 3, 4, 2, p).unwrap();
-    assert_eq!((img.width, img.height), (10 * 8 + 9 * 2, 3 * 6 + 2 * 2));
+    // 23 templates of 3 x 4 at scale 2: beyond one row of 10, a
+    // near-square grid of ⌈√23⌉ = 5 columns and 5 rows.
+    let img = render_weights(wt, 23, 3, 4, 2, p).unwrap();
+    assert_eq!((img.width, img.height), (5 * 8 + 4 * 2, 5 * 6 + 4 * 2));
     // The unused cells of the last row are gap-coloured.
     assert_eq!(img.get(img.width - 1, img.height - 1), Some(GAP_RGB));
-    let img = render_weights(&m, 4, 3, 1, p).unwrap();
-    assert_eq!((img.width, img.height), (10 * 3 + 9, 3 * 4 + 2));
+    let img = render_weights(wt, 23, 4, 3, 1, p).unwrap();
+    assert_eq!((img.width, img.height), (5 * 3 + 4, 5 * 4 + 4));
+    // Up to ten templates stay in one row.
+    let img = render_weights(&wt[..10 * 12], 10, 3, 4, 1, p).unwrap();
+    assert_eq!((img.width, img.height), (10 * 4 + 9, 3));
 }
 
 #[test]
@@ -521,25 +527,70 @@ fn weights_picture_rejects_bad_shapes() {
         assert!(matches!(e, ImageError::InvalidInput { .. }), "{e}");
         assert!(assert_one_line(&e, &path).contains("784 features"), "{e}");
     }
+    let wt = m.params().get(0);
     for scale in [0, 65] {
-        assert!(render_weights(&m, 28, 28, scale, &path).is_err());
+        assert!(render_weights(wt, 10, 28, 28, scale, &path).is_err());
     }
     let mut nan = m.clone();
-    nan.wt[5] = f32::NAN;
+    nan.params_mut().get_mut(0)[5] = f32::NAN;
     let e = weights_png(&nan, 28, 28, &path).unwrap_err();
     assert!(e.to_string().contains("NaN"), "{e}");
-    let mut broken = m.clone();
-    broken.wt.truncate(100);
-    assert!(weights_png(&broken, 28, 28, &path).is_err());
-    // 10000 one-pixel templates in rows of 10 at scale 64: too tall.
-    let many = Model {
-        features: 1,
-        classes: 10000,
-        wt: vec![0.5; 10000],
-        bias: vec![0.0; 10000],
-    };
-    let e = render_weights(&many, 1, 1, 64, &path).unwrap_err();
+    // A weight that does not hold templates × features values.
+    assert!(render_weights(&wt[..100], 10, 28, 28, 4, &path).is_err());
+    let mut long = wt.to_vec();
+    long.push(0.5);
+    let e = render_weights(&long, 10, 28, 28, 4, &path).unwrap_err();
+    assert!(e.to_string().contains("7841"), "{e}");
+    assert!(render_weights(wt, 0, 28, 28, 4, &path).is_err());
+    // 10000 templates of 10 × 10 in a 100 × 100 grid: 70336 pixels a side
+    // at scale 64, too big; 1099 at scale 1.
+    let many = vec![0.5f32; 10000 * 100];
+    let e = render_weights(&many, 10000, 10, 10, 64, &path).unwrap_err();
     assert!(e.to_string().contains("exceed"), "{e}");
-    assert!(render_weights(&many, 1, 1, 32, &path).is_ok());
+    let img = render_weights(&many, 10000, 10, 10, 1, &path).unwrap();
+    assert_eq!((img.width, img.height), (1099, 1099));
     assert!(listing(dir.path()).is_empty());
+}
+
+/// An MLP's picture is its first layer: one 28 × 28 tile per hidden unit,
+/// in a near-square grid, each tile the row of `0.weight` for that unit.
+#[test]
+fn mlp_weights_picture_draws_the_first_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlp.png");
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);
+    let mut net = Network::init(&[784, 16, 10], &mut rng).unwrap();
+    assert_eq!(net.params().tensors()[0].name, "0.weight");
+    // Unit 5: one strong positive weight; unit 0: all zero.
+    let w0 = net.params_mut().get_mut(0);
+    w0[..784].fill(0.0);
+    let pos = 3 * 28 + 7;
+    w0[5 * 784 + pos] = 9.0;
+    let size = weights_png(&net, 28, 28, &path).unwrap();
+    // 16 tiles: 4 columns, 4 rows of 112 pixels with gaps of 4.
+    assert_eq!(
+        size,
+        Size {
+            width: 4 * 112 + 3 * 4,
+            height: 4 * 112 + 3 * 4
+        }
+    );
+    let img = render_weights(net.params().get(0), 16, 28, 28, 4, &path).unwrap();
+    let tile = |t: usize, k: usize| {
+        img.get(
+            (t % 4) * 116 + (k % 28) * 4 + 2,
+            (t / 4) * 116 + (k / 28) * 4 + 2,
+        )
+        .unwrap()
+    };
+    assert_eq!(tile(0, 100), [255, 255, 255]);
+    assert_eq!(tile(5, pos), image::diverging(1.0));
+    // Drawn from the first layer only: changing the second changes nothing.
+    let before = fs::read(&path).unwrap();
+    net.params_mut().get_mut(2).fill(3.0);
+    weights_png(&net, 28, 28, &path).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), before);
+    // The first layer's inputs must be the picture's pixels.
+    let e = weights_png(&net, 27, 28, &path).unwrap_err();
+    assert!(e.to_string().contains("784 features"), "{e}");
 }
