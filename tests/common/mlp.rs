@@ -188,3 +188,51 @@ pub fn worst_error(got: &[f32], want: &[f64]) -> (f64, usize) {
         .map(|(i, (&g, &w))| ((g as f64 - w).abs() / (1.0 + w.abs()), i))
         .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a })
 }
+
+/// A learnable synthetic f32 dataset: `n` rows of `k` features, each a
+/// random class prototype in [-1, 1) plus noise in [-0.6, 0.6), and its
+/// labels (classes drawn uniformly).
+pub fn synthetic_f32(n: usize, k: usize, c: usize, seed: u64) -> (Vec<f32>, Vec<u8>) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let protos: Vec<Vec<f32>> = (0..c)
+        .map(|_| (0..k).map(|_| rng.random_range(-1.0..1.0)).collect())
+        .collect();
+    let mut x = Vec::with_capacity(n * k);
+    let mut y = Vec::with_capacity(n);
+    for _ in 0..n {
+        let label = rng.random_range(0..c);
+        y.push(label as u8);
+        x.extend(protos[label].iter().map(|&p| p + rng.random_range(-0.6..0.6f32)));
+    }
+    (x, y)
+}
+
+/// `Samples` over f32 rows `x` (n × k) and u8 labels.
+pub fn f32_samples<'a>(
+    x: &'a [f32],
+    labels: &'a [u8],
+    k: usize,
+    c: usize,
+) -> idx_softmax::samples::Samples<'a> {
+    use idx_softmax::samples::{LabelValues, Pixels, Samples};
+    Samples::new(
+        Pixels::F32(std::borrow::Cow::Borrowed(x)),
+        LabelValues::U8(labels),
+        k,
+        c,
+        vec![],
+    )
+    .unwrap()
+}
+
+/// `Samples` over u8 rows `x` (n × k) and u8 labels.
+pub fn u8_samples<'a>(
+    x: &'a [u8],
+    labels: &'a [u8],
+    k: usize,
+    c: usize,
+) -> idx_softmax::samples::Samples<'a> {
+    use idx_softmax::samples::{LabelValues, Pixels, Samples};
+    Samples::new(Pixels::U8(x), LabelValues::U8(labels), k, c, vec![]).unwrap()
+}

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+pub mod mlp;
+
 use std::path::{Path, PathBuf};
 
 use idx_softmax::dataset::{Dataset, GzCache, LoadOptions};
