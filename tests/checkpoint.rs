@@ -772,3 +772,167 @@ fn we_read_python_checkpoints() {
     );
     assert_eq!(ck.metadata["format"], "pt");
 }
+
+// ---------------------------------------------------------------------------
+// MLPs: nn.Sequential names.
+
+/// A 784-32-16-10 network with non-zero biases.
+fn mlp(seed: u64) -> Network {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut m = Network::init(&[784, 32, 16, 10], &mut rng).unwrap();
+    for i in [1, 3, 5] {
+        for b in m.params_mut().get_mut(i) {
+            *b = rng.random_range(-1.0..1.0);
+        }
+    }
+    m
+}
+
+#[test]
+fn mlp_round_trip_uses_sequential_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlp.safetensors");
+    let m = mlp(5);
+    let mom: Vec<f32> = m.params().get(2).iter().map(|v| v * 0.25).collect();
+    let extra: [ExtraTensor<'_>; 1] = [("momentum.2.weight", &[16, 32], &mom)];
+    checkpoint::save(&path, &m, &extra, &meta(&[("layers", "caller's is replaced")])).unwrap();
+    let ck = checkpoint::load(&path).unwrap();
+    assert_eq!(ck.network, m);
+    assert_eq!(ck.network.digest(), m.digest());
+    assert_eq!(ck.network.sizes(), [784, 32, 16, 10]);
+    assert_eq!(ck.metadata["layers"], "784-32-16-10");
+    assert_eq!(ck.extra.len(), 1);
+    assert_eq!(bits(&ck.extra["momentum.2.weight"].data), bits(&mom));
+
+    // The reference implementation sees nn.Sequential(Linear, ReLU, Linear,
+    // ReLU, Linear)'s state dict.
+    let bytes = fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = st.names();
+    names.sort();
+    assert_eq!(
+        names,
+        ["0.bias", "0.weight", "2.bias", "2.weight", "4.bias", "4.weight", "momentum.2.weight"]
+    );
+    for (i, t) in m.params().tensors().iter().enumerate() {
+        let v = st.tensor(&t.name).unwrap();
+        assert_eq!(v.dtype(), Dtype::F32);
+        assert_eq!(v.shape(), &t.shape[..], "{}", t.name);
+        assert_eq!(v.data(), f32_bytes(m.params().get(i)), "{}", t.name);
+    }
+    // A softmax-named file of the same sizes does not clash: names decide.
+    assert!(st.tensor("weight").is_err());
+}
+
+#[test]
+fn inconsistent_mlp_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.safetensors");
+    let t = |name: &'static str, shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        (name, Dtype::F32, shape.to_vec(), f32_bytes(&vec![0.5; n]))
+    };
+    let cases: Vec<(Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>, &str, &str)> = vec![
+        (
+            vec![
+                t("0.weight", &[16, 784]),
+                t("0.bias", &[16]),
+                t("2.weight", &[10, 15]),
+                t("2.bias", &[10]),
+            ],
+            "2.weight",
+            "15 inputs do not match the 16 outputs",
+        ),
+        (
+            vec![
+                t("0.weight", &[16, 784]),
+                t("0.bias", &[16]),
+                t("2.weight", &[10, 16]),
+                t("2.bias", &[16]),
+            ],
+            "2.bias",
+            "expected [10]",
+        ),
+        (
+            vec![
+                t("0.weight", &[16, 784]),
+                t("0.bias", &[16]),
+                t("1.weight", &[16, 16]),
+                t("2.weight", &[10, 16]),
+                t("2.bias", &[10]),
+            ],
+            "1.weight",
+            "not part of the layer sequence 0.weight, 2.weight",
+        ),
+        (
+            vec![
+                t("0.weight", &[16, 784, 1]),
+                t("0.bias", &[16]),
+                t("2.weight", &[10, 16]),
+                t("2.bias", &[10]),
+            ],
+            "0.weight",
+            "[outputs, inputs]",
+        ),
+    ];
+    for (tensors, culprit, words) in cases {
+        write_raw(&path, &tensors, None);
+        let e = checkpoint::load(&path).unwrap_err();
+        assert!(
+            matches!(&e, CheckpointError::WrongShape { name, .. } if name == culprit),
+            "{culprit}: {e}"
+        );
+        assert!(assert_one_line(&e, &path).contains(words), "{e}");
+    }
+    // A missing bias.
+    write_raw(
+        &path,
+        &[t("0.weight", &[16, 784]), t("0.bias", &[16]), t("2.weight", &[10, 16])],
+        None,
+    );
+    let e = checkpoint::load(&path).unwrap_err();
+    assert!(
+        matches!(&e, CheckpointError::MissingTensor { name, .. } if name == "2.bias"),
+        "{e}"
+    );
+    assert_one_line(&e, &path);
+    // The metadata's layer sizes must be the tensors'.
+    let good = vec![
+        t("0.weight", &[16, 784]),
+        t("0.bias", &[16]),
+        t("2.weight", &[10, 16]),
+        t("2.bias", &[10]),
+    ];
+    let md = |v: &str| Some(HashMap::from([("layers".to_string(), v.to_string())]));
+    write_raw(&path, &good, md("784-16-10"));
+    assert_eq!(checkpoint::load(&path).unwrap().network.sizes(), [784, 16, 10]);
+    for lie in ["784-32-10", "784-10", "garbage"] {
+        write_raw(&path, &good, md(lie));
+        let e = checkpoint::load(&path).unwrap_err();
+        assert!(
+            matches!(&e, CheckpointError::WrongShape { name, .. } if name == "layers"),
+            "{lie}: {e}"
+        );
+        let msg = assert_one_line(&e, &path);
+        assert!(msg.contains(lie) && msg.contains("784-16-10"), "{msg}");
+    }
+}
+
+#[test]
+fn python_reads_our_mlp_checkpoints() {
+    let Some(exe) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlp.safetensors");
+    let m = mlp(11);
+    checkpoint::save(&path, &m, &[], &BTreeMap::new()).unwrap();
+    let got = run_script(&exe, "describe", &path);
+    let t = &got["tensors"];
+    assert_eq!(t.as_object().unwrap().len(), 6);
+    for (i, spec) in m.params().tensors().iter().enumerate() {
+        let name = spec.name.as_str();
+        assert_eq!(t[name]["dtype"], "float32", "{name}");
+        assert_eq!(t[name]["shape"], serde_json::json!(spec.shape), "{name}");
+        assert_eq!(t[name]["sha256"], sha256_le(m.params().get(i)), "{name}");
+    }
+    assert_eq!(got["metadata"]["layers"], "784-32-16-10");
+}
