@@ -795,7 +795,13 @@ fn mlp_round_trip_uses_sequential_names() {
     let m = mlp(5);
     let mom: Vec<f32> = m.params().get(2).iter().map(|v| v * 0.25).collect();
     let extra: [ExtraTensor<'_>; 1] = [("momentum.2.weight", &[16, 32], &mom)];
-    checkpoint::save(&path, &m, &extra, &meta(&[("layers", "caller's is replaced")])).unwrap();
+    checkpoint::save(
+        &path,
+        &m,
+        &extra,
+        &meta(&[("layers", "caller's is replaced")]),
+    )
+    .unwrap();
     let ck = checkpoint::load(&path).unwrap();
     assert_eq!(ck.network, m);
     assert_eq!(ck.network.digest(), m.digest());
@@ -812,7 +818,15 @@ fn mlp_round_trip_uses_sequential_names() {
     names.sort();
     assert_eq!(
         names,
-        ["0.bias", "0.weight", "2.bias", "2.weight", "4.bias", "4.weight", "momentum.2.weight"]
+        [
+            "0.bias",
+            "0.weight",
+            "2.bias",
+            "2.weight",
+            "4.bias",
+            "4.weight",
+            "momentum.2.weight"
+        ]
     );
     for (i, t) in m.params().tensors().iter().enumerate() {
         let v = st.tensor(&t.name).unwrap();
@@ -887,7 +901,11 @@ fn inconsistent_mlp_files_are_named() {
     // A missing bias.
     write_raw(
         &path,
-        &[t("0.weight", &[16, 784]), t("0.bias", &[16]), t("2.weight", &[10, 16])],
+        &[
+            t("0.weight", &[16, 784]),
+            t("0.bias", &[16]),
+            t("2.weight", &[10, 16]),
+        ],
         None,
     );
     let e = checkpoint::load(&path).unwrap_err();
@@ -905,7 +923,10 @@ fn inconsistent_mlp_files_are_named() {
     ];
     let md = |v: &str| Some(HashMap::from([("layers".to_string(), v.to_string())]));
     write_raw(&path, &good, md("784-16-10"));
-    assert_eq!(checkpoint::load(&path).unwrap().network.sizes(), [784, 16, 10]);
+    assert_eq!(
+        checkpoint::load(&path).unwrap().network.sizes(),
+        [784, 16, 10]
+    );
     for lie in ["784-32-10", "784-10", "garbage"] {
         write_raw(&path, &good, md(lie));
         let e = checkpoint::load(&path).unwrap_err();

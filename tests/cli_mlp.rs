@@ -148,7 +148,11 @@ fn write_tensors(path: &Path, tensors: &[(&str, Vec<usize>)], metadata: &[(&str,
 }
 
 fn tensor_names(net: &Network) -> Vec<String> {
-    net.params().tensors().iter().map(|t| t.name.clone()).collect()
+    net.params()
+        .tensors()
+        .iter()
+        .map(|t| t.name.clone())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -274,7 +278,14 @@ fn mlp_checkpoint_saves_evaluates_and_predicts() {
 
     // eval: the run's last test evaluation, bit for bit.
     let data = fx.data();
-    let ev = json(&ok(&["eval", "--model", &model, "--data-dir", &data, "--json"]));
+    let ev = json(&ok(&[
+        "eval",
+        "--model",
+        &model,
+        "--data-dir",
+        &data,
+        "--json",
+    ]));
     assert_eq!(ev["weights_digest"], digest);
     assert_eq!(ev["accuracy"], report["test_accuracy"]);
     assert_eq!(ev["test_loss"], report["test_loss"]);
@@ -297,7 +308,13 @@ fn mlp_checkpoint_saves_evaluates_and_predicts() {
     // A fused kernel cannot evaluate an MLP.
     usage_error(
         &[
-            "eval", "--model", &model, "--data-dir", &data, "--kernel", "portable",
+            "eval",
+            "--model",
+            &model,
+            "--data-dir",
+            &data,
+            "--kernel",
+            "portable",
         ],
         &["--kernel portable"],
     );
@@ -381,7 +398,14 @@ fn inconsistent_mlp_checkpoints_are_rejected() {
     // The consistent file works (a foreign file: no run metadata needed).
     let ok_file = fx.file("ok.safetensors");
     write_tensors(Path::new(&ok_file), &good, &[("layers", &layers)]);
-    let ev = json(&ok(&["eval", "--model", &ok_file, "--data-dir", &data, "--json"]));
+    let ev = json(&ok(&[
+        "eval",
+        "--model",
+        &ok_file,
+        "--data-dir",
+        &data,
+        "--json",
+    ]));
     assert_eq!(ev["layers"], layers);
 
     let mut cases: Vec<(&str, Vec<(&str, Vec<usize>)>, Vec<(&str, &str)>, Vec<&str>)> = vec![
@@ -552,11 +576,20 @@ fn inconsistent_mlp_checkpoints_are_rejected() {
 #[test]
 fn resumed_mlp_run_is_bitwise_the_uninterrupted_run() {
     let fx = Fixture::new(4);
-    let opts = ["--hidden", "16", "--momentum", "0.9", "--nesterov", "--batch-size", "64"];
+    let opts = [
+        "--hidden",
+        "16",
+        "--momentum",
+        "0.9",
+        "--nesterov",
+        "--batch-size",
+        "64",
+    ];
     fn join<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<&'a str> {
         a.iter().chain(b).copied().collect()
     }
-    let with = |e: &[&str]| -> Vec<String> { join(&opts, e).iter().map(|s| s.to_string()).collect() };
+    let with =
+        |e: &[&str]| -> Vec<String> { join(&opts, e).iter().map(|s| s.to_string()).collect() };
     let train = |e: &[&str]| {
         let args = with(e);
         fx.train(&args.iter().map(String::as_str).collect::<Vec<_>>())
@@ -597,7 +630,18 @@ fn resumed_mlp_run_is_bitwise_the_uninterrupted_run() {
         &["--hidden 32", "hidden layers 16", "run.safetensors"],
     );
     runtime_error(
-        &["--data-dir", &fx.data(), "--resume", &ck, "--epochs", "3", "--hidden", "16", "--hidden", "8"],
+        &[
+            "--data-dir",
+            &fx.data(),
+            "--resume",
+            &ck,
+            "--epochs",
+            "3",
+            "--hidden",
+            "16",
+            "--hidden",
+            "8",
+        ],
         &["--hidden 16,8", "hidden layers 16"],
     );
     let again = fx.train(&[
@@ -659,7 +703,10 @@ fn assert_numpy_agrees(numpy: &Value, ev: &Value) {
         numpy["loss"].as_f64().unwrap(),
         ev["test_loss"].as_f64().unwrap(),
     );
-    assert!((a - b).abs() <= 1e-5 * (1.0 + b), "loss: numpy {a}, eval {b}");
+    assert!(
+        (a - b).abs() <= 1e-5 * (1.0 + b),
+        "loss: numpy {a}, eval {b}"
+    );
 }
 
 #[test]
@@ -673,7 +720,14 @@ fn numpy_reproduces_a_saved_mlp() {
     let report = fx.train(&[
         "--hidden", "24", "--hidden", "12", "--epochs", "1", "--lr", "0.02", "--save", &model,
     ]);
-    let ev = json(&ok(&["eval", "--model", &model, "--data-dir", &data, "--json"]));
+    let ev = json(&ok(&[
+        "eval",
+        "--model",
+        &model,
+        "--data-dir",
+        &data,
+        "--json",
+    ]));
     assert_eq!(ev["accuracy"], report["test_accuracy"]);
     let dir = fx.path("data");
     let numpy = numpy_eval(
@@ -696,7 +750,14 @@ fn numpy_reproduces_a_saved_mlp() {
     );
     assert_eq!(other["layers"], format!("{K}-{CLASSES}"));
     assert_ne!(other["loss"], numpy["loss"]);
-    let ev = json(&ok(&["eval", "--model", &softmax, "--data-dir", &data, "--json"]));
+    let ev = json(&ok(&[
+        "eval",
+        "--model",
+        &softmax,
+        "--data-dir",
+        &data,
+        "--json",
+    ]));
     assert_numpy_agrees(&other, &ev);
 }
 

@@ -73,7 +73,10 @@ fn mlp_gradient_matches_finite_differences_for_every_parameter() {
     let f = reference::forward(&sizes, &params, &x, n);
     let hidden: Vec<f64> = f.z[1..sizes.len() - 1].iter().flatten().copied().collect();
     let closest = hidden.iter().fold(f64::INFINITY, |m, v| m.min(v.abs()));
-    assert!(closest > 1e-3, "a pre-activation is {closest} from the kink");
+    assert!(
+        closest > 1e-3,
+        "a pre-activation is {closest} from the kink"
+    );
     let off = hidden.iter().filter(|&&v| v < 0.0).count();
     assert!(
         off > 0 && off < hidden.len(),
@@ -144,7 +147,9 @@ fn initialisation_follows_the_documented_draws() {
         let got = net.params().data();
         assert_eq!(got.len(), want.len(), "{sizes:?}");
         assert!(
-            got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
             "{sizes:?}: the initialisation is not the documented one"
         );
         // And the trainer starts from it.
@@ -202,14 +207,15 @@ fn mlp_inference_matches_the_reference_forward() {
         let ev = metrics::evaluate(&net, &samples, KernelPath::Gemm);
         let labels: Vec<usize> = y.iter().map(|&v| v as usize).collect();
         let want_loss = reference::loss(&sizes, &params, &x64, &labels);
-        let argmax = |z: &[f64]| {
-            (0..c).fold(0, |b, j| if z[j] > z[b] { j } else { b })
-        };
+        let argmax = |z: &[f64]| (0..c).fold(0, |b, j| if z[j] > z[b] { j } else { b });
         let correct = (0..n)
             .filter(|&r| argmax(&want_logits[r * c..(r + 1) * c]) == labels[r])
             .count();
         assert_eq!(ev.total, n);
-        assert!((ev.loss - want_loss).abs() < 1e-5 * want_loss, "{ev:?} vs {want_loss}");
+        assert!(
+            (ev.loss - want_loss).abs() < 1e-5 * want_loss,
+            "{ev:?} vs {want_loss}"
+        );
         assert_eq!(ev.correct, correct, "u8={u8_rows}");
     }
     // forward_f32 is the same computation on rows given directly.
@@ -228,7 +234,14 @@ fn mlp_inference_matches_the_reference_forward() {
 /// Element `i` of `got` is within `rel · (largest |change| of its tensor)
 /// + a few ulps of want` of `want`: the step itself must be right to
 /// `rel`, not only the unchanged part of the weights.
-fn assert_step_close(what: &str, net: &Network, got: &[f32], want: &[f64], start: &[f64], rel: f64) {
+fn assert_step_close(
+    what: &str,
+    net: &Network,
+    got: &[f32],
+    want: &[f64],
+    start: &[f64],
+    rel: f64,
+) {
     for t in net.params().tensors() {
         let r = t.range();
         let scale = r
@@ -305,7 +318,14 @@ fn one_engine_step_matches_the_reference_sgd_step() {
                     stats.train_loss
                 );
                 let state = trainer.state();
-                assert_step_close(&what, &init, state.network.params().data(), &want, &start, 1e-5);
+                assert_step_close(
+                    &what,
+                    &init,
+                    state.network.params().data(),
+                    &want,
+                    &start,
+                    1e-5,
+                );
                 if sgd.has_momentum() {
                     let zero = vec![0.0; buf.len()];
                     assert_step_close(&what, &init, &state.momentum, &buf, &zero, 1e-5);
@@ -500,10 +520,9 @@ fn resumed_mlp_run_equals_the_uninterrupted_run() {
         schedule: Schedule::Cosine,
         ..Sgd::plain(0.05)
     };
-    for (name, train_set, test_set) in [
-        ("u8", &u8_train, Some(&u8_test)),
-        ("f32", &f32_train, None),
-    ] {
+    for (name, train_set, test_set) in
+        [("u8", &u8_train, Some(&u8_test)), ("f32", &f32_train, None)]
+    {
         let cfg = TrainConfig {
             epochs: 3,
             batch_size: 64,
@@ -546,7 +565,10 @@ fn resumed_mlp_run_equals_the_uninterrupted_run() {
         let (ck, got_meta, state) = run_record::load(&path).unwrap();
         assert_eq!(got_meta.config.hidden, [24, 12]);
         assert_eq!(got_meta.epochs_done, 1);
-        assert_eq!(ck.metadata["layers"], format!("{}-24-12-{}", train_set.features(), train_set.classes()));
+        assert_eq!(
+            ck.metadata["layers"],
+            format!("{}-24-12-{}", train_set.features(), train_set.classes())
+        );
         for t in ck.network.params().tensors() {
             assert_eq!(ck.extra[&format!("momentum.{}", t.name)].shape, t.shape);
         }
@@ -572,6 +594,9 @@ fn resumed_mlp_run_equals_the_uninterrupted_run() {
             .err()
             .expect("a 2-hidden-layer state into a 1-hidden-layer run")
             .to_string();
-        assert!(e.contains("-24-12-") && e.contains("but this run builds"), "{e}");
+        assert!(
+            e.contains("-24-12-") && e.contains("but this run builds"),
+            "{e}"
+        );
     }
 }

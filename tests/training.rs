@@ -45,7 +45,10 @@ fn mnist_one_epoch_reaches_90_percent() {
         let (net, reports) = train(tr, Some(te), config(2, kernel), &|_| {}, |_| {}).unwrap();
         let test = reports[0].test.as_ref().expect("a test evaluation");
         let acc = test.accuracy;
-        println!("{kernel}: test accuracy {acc:.4}, test loss {:.4}", test.loss);
+        println!(
+            "{kernel}: test accuracy {acc:.4}, test loss {:.4}",
+            test.loss
+        );
         assert!(acc >= 0.90, "{kernel}: test accuracy {acc} < 0.90");
         assert!(test.loss < 0.45, "{kernel}: test loss {}", test.loss);
         assert_eq!(test.total, 10_000);
@@ -58,7 +61,10 @@ fn mnist_one_epoch_reaches_90_percent() {
                 "66072fba588cb2cc85487f698f4beecd4fb4114db070231ad499ef55bd3af66e",
                 "the default MNIST run's weights changed"
             );
-            assert_eq!(test.correct, 9032, "the default MNIST run's accuracy changed");
+            assert_eq!(
+                test.correct, 9032,
+                "the default MNIST run's accuracy changed"
+            );
         }
     }
 }
@@ -101,10 +107,16 @@ fn weights_are_bitwise_identical_for_any_thread_count() {
     // And on MNIST with the default path.
     let (mnist, _) = common::mnist_samples();
     let digest = |threads| {
-        train(mnist, None, config(threads, KernelPath::best()), &|_| {}, |_| {})
-            .unwrap()
-            .0
-            .digest()
+        train(
+            mnist,
+            None,
+            config(threads, KernelPath::best()),
+            &|_| {},
+            |_| {},
+        )
+        .unwrap()
+        .0
+        .digest()
     };
     let one = digest(1);
     for threads in [2, 3, 8] {
@@ -397,6 +409,9 @@ fn nan_in_f32_data_is_refused_and_f32_data_trains() {
         .err()
         .expect("a fused kernel on f32 data is refused")
         .to_string();
-    assert!(err.contains("--kernel portable") && err.contains("gemm"), "{err}");
+    assert!(
+        err.contains("--kernel portable") && err.contains("gemm"),
+        "{err}"
+    );
     assert!(Trainer::new(&data, None, config(2, KernelPath::Gemm)).is_ok());
 }

@@ -175,7 +175,11 @@ impl RefSgd {
 /// Rows `rows` of an f32 matrix (n × k), gathered as f64.
 pub fn gather(x: &[f32], k: usize, rows: &[u32]) -> Vec<f64> {
     rows.iter()
-        .flat_map(|&r| x[r as usize * k..(r as usize + 1) * k].iter().map(|&v| v as f64))
+        .flat_map(|&r| {
+            x[r as usize * k..(r as usize + 1) * k]
+                .iter()
+                .map(|&v| v as f64)
+        })
         .collect()
 }
 
@@ -203,7 +207,11 @@ pub fn synthetic_f32(n: usize, k: usize, c: usize, seed: u64) -> (Vec<f32>, Vec<
     for _ in 0..n {
         let label = rng.random_range(0..c);
         y.push(label as u8);
-        x.extend(protos[label].iter().map(|&p| p + rng.random_range(-0.6..0.6f32)));
+        x.extend(
+            protos[label]
+                .iter()
+                .map(|&p| p + rng.random_range(-0.6..0.6f32)),
+        );
     }
     (x, y)
 }
