@@ -846,7 +846,9 @@ fn inconsistent_mlp_files_are_named() {
         let n: usize = shape.iter().product();
         (name, Dtype::F32, shape.to_vec(), f32_bytes(&vec![0.5; n]))
     };
-    let cases: Vec<(Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>, &str, &str)> = vec![
+    type RawTensor = (&'static str, Dtype, Vec<usize>, Vec<u8>);
+    // (tensors, the tensor blamed, words of the message)
+    let cases: Vec<(Vec<RawTensor>, &str, &str)> = vec![
         (
             vec![
                 t("0.weight", &[16, 784]),

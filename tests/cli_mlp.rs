@@ -408,7 +408,10 @@ fn inconsistent_mlp_checkpoints_are_rejected() {
     ]));
     assert_eq!(ev["layers"], layers);
 
-    let mut cases: Vec<(&str, Vec<(&str, Vec<usize>)>, Vec<(&str, &str)>, Vec<&str>)> = vec![
+    type Shapes = Vec<(&'static str, Vec<usize>)>;
+    // (file, tensors, metadata, words of the error)
+    type Case<'a> = (&'a str, Shapes, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let mut cases: Vec<Case<'_>> = vec![
         (
             "inputs.safetensors",
             vec![
