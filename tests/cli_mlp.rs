@@ -170,31 +170,73 @@ fn hidden_flag_values_and_combinations() {
         &["--data-dir", &data, "--hidden", "16", "--hidden", "0"],
         &["--hidden"],
     );
-    // A fused kernel cannot run an MLP: a usage error naming the rule.
-    let mut fused = vec![KernelPath::Portable];
-    if KernelPath::Avx512.is_available() {
-        fused.push(KernelPath::Avx512);
+    // Every kernel path trains an MLP on u8 samples (the fused ones run the
+    // first layer); repeated flags stack layers.
+    for k in KernelPath::available() {
+        let r = fx.train(&["--hidden", "16", "--hidden", "8", "--kernel", k.name()]);
+        assert_eq!(r["layers"], format!("{K}-16-8-{CLASSES}"), "{k}");
+        assert_eq!(r["hidden"], serde_json::json!([16, 8]));
+        assert_eq!(r["kernel"], k.name());
     }
-    for k in fused {
-        let stderr = usage_error(
-            &["--data-dir", &data, "--hidden", "16", "--kernel", k.name()],
-            &["--kernel", k.name(), "hidden", "gemm"],
-        );
-        assert!(!stderr.contains("panicked"), "{stderr}");
-    }
-    // With --kernel gemm (or none) it trains; repeated flags stack layers.
-    let r = fx.train(&["--hidden", "16", "--hidden", "8", "--kernel", "gemm"]);
-    assert_eq!(r["layers"], format!("{K}-16-8-{CLASSES}"));
-    assert_eq!(r["hidden"], serde_json::json!([16, 8]));
-    assert_eq!(r["kernel"], "gemm");
     let r = fx.train(&["--hidden", "16"]);
-    assert_eq!(r["kernel"], "gemm", "an MLP runs on gemm by default");
+    assert_eq!(r["kernel"], KernelPath::best().name());
     assert_eq!(r["layers"], format!("{K}-16-{CLASSES}"));
     // Without --hidden nothing changes: softmax regression, the best kernel.
     let r = fx.train(&[]);
     assert_eq!(r["layers"], format!("{K}-{CLASSES}"));
     assert_eq!(r["hidden"], serde_json::json!([]));
     assert_eq!(r["kernel"], KernelPath::best().name());
+
+    // On f32 samples a fused kernel cannot run: a usage error naming the
+    // rule, for an MLP as for softmax regression; gemm trains.
+    let f32_dir = fx.path("f32");
+    write_f32_dataset(&f32_dir);
+    let f32_data = f32_dir.display().to_string();
+    let mut fused = vec![KernelPath::Portable];
+    if KernelPath::Avx512.is_available() {
+        fused.push(KernelPath::Avx512);
+    }
+    for k in fused {
+        for hidden in [&["--hidden", "16"][..], &[]] {
+            let mut args = vec!["--data-dir", &f32_data, "--kernel", k.name()];
+            args.extend_from_slice(hidden);
+            usage_error(&args, &["--kernel", k.name(), "f32", "gemm"]);
+        }
+    }
+    let r = json(&ok(&["--data-dir", &f32_data, "--json", "--hidden", "16"]));
+    assert_eq!(r["kernel"], "gemm");
+    assert_eq!(r["layers"], "6-16-3");
+}
+
+/// A 6-feature f32 dataset (2 × 3 samples), 3 classes.
+fn write_f32_dataset(dir: &Path) {
+    use idx_softmax::idx::ElementType;
+    std::fs::create_dir(dir).unwrap();
+    let be = |v: &[f32]| v.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>();
+    for (split, n) in [("train", 60), ("t10k", 15)] {
+        let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+        let pixels: Vec<f32> = (0..n * 6)
+            .map(|i| {
+                if i % 6 == 2 * (labels[i / 6] as usize) {
+                    1.0
+                } else {
+                    (i % 5) as f32 * 0.1
+                }
+            })
+            .collect();
+        common::write_idx(
+            &dir.join(format!("{split}-images-idx3-ubyte")),
+            ElementType::F32,
+            &[n, 2, 3],
+            &be(&pixels),
+        );
+        common::write_idx(
+            &dir.join(format!("{split}-labels-idx1-ubyte")),
+            ElementType::U8,
+            &[n],
+            &labels,
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -256,7 +298,9 @@ fn mlp_checkpoint_saves_evaluates_and_predicts() {
     );
     assert_eq!(ck.metadata["layers"], format!("{K}-16-8-{CLASSES}"));
     assert_eq!(ck.metadata["hidden"], "16,8");
-    assert_eq!(ck.metadata["kernel"], "gemm");
+    let kernel: KernelPath = report["kernel"].as_str().unwrap().parse().unwrap();
+    assert_eq!(kernel, KernelPath::best(), "u8 samples: the best path");
+    assert_eq!(ck.metadata["kernel"], kernel.name());
     assert_eq!(ck.metadata["epochs_done"], "3");
     let mut extra: Vec<&str> = ck.extra.keys().map(String::as_str).collect();
     extra.sort();
@@ -291,34 +335,39 @@ fn mlp_checkpoint_saves_evaluates_and_predicts() {
     assert_eq!(ev["test_loss"], report["test_loss"]);
     assert_eq!(ev["total"], TEST);
     assert_eq!(ev["layers"], format!("{K}-16-8-{CLASSES}"));
-    assert_eq!(ev["kernel"], "gemm");
+    assert_eq!(ev["kernel"], kernel.name(), "eval runs the training path");
     assert_eq!(ev["epochs_done"], 3);
-    // And the library on the same file agrees.
+    // And the library on the same file agrees, on that path and on gemm.
     let dataset = common::load(Path::new(&data));
     let (_, test) = common::samples(&dataset);
-    let lib = idx_softmax::metrics::evaluate(&ck.network, &test, KernelPath::Gemm);
+    let lib = idx_softmax::metrics::evaluate(&ck.network, &test, kernel);
     assert_eq!(ev["correct"], lib.correct);
     assert_eq!(ev["test_loss"].as_f64().unwrap(), lib.loss);
+    let on_gemm = json(&ok(&[
+        "eval",
+        "--model",
+        &model,
+        "--data-dir",
+        &data,
+        "--json",
+        "--kernel",
+        "gemm",
+    ]));
+    assert_eq!(on_gemm["kernel"], "gemm");
+    let lib = idx_softmax::metrics::evaluate(&ck.network, &test, KernelPath::Gemm);
+    assert_eq!(on_gemm["correct"], lib.correct);
+    assert_eq!(on_gemm["test_loss"].as_f64().unwrap(), lib.loss);
+    let (a, b) = (
+        on_gemm["test_loss"].as_f64().unwrap(),
+        ev["test_loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-5, "gemm {a} vs {kernel} {b}");
     // The human report names the network.
     let text = ok(&["eval", "--model", &model, "--data-dir", &data]);
     assert!(
         text.contains(&format!("network {K}-16-8-{CLASSES}")),
         "{text}"
     );
-    // A fused kernel cannot evaluate an MLP.
-    usage_error(
-        &[
-            "eval",
-            "--model",
-            &model,
-            "--data-dir",
-            &data,
-            "--kernel",
-            "portable",
-        ],
-        &["--kernel portable"],
-    );
-
     // predict: --test-index and a PNG of the same sample agree, and both
     // are the network's argmax as the library computes it.
     let indices = [0usize, 5, 77, TEST - 1];
@@ -351,11 +400,24 @@ fn mlp_checkpoint_saves_evaluates_and_predicts() {
     let rows: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
     let mut logits = vec![0.0f32; rows.len() * CLASSES];
     ck.network
-        .forward_rows(&test, &rows, KernelPath::Gemm, &mut Vec::new(), &mut logits);
+        .forward_rows(&test, &rows, kernel, &mut Vec::new(), &mut logits);
     for (n, (f, t)) in files.iter().zip(tests).enumerate() {
         assert_eq!(t["test_index"], indices[n]);
         assert_eq!(t["label"], test.label(indices[n]));
-        assert_eq!(f["top"], t["top"], "same arithmetic on the gemm path");
+        assert_eq!(f["predicted"], t["predicted"]);
+        for (a, b) in f["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(t["top"].as_array().unwrap())
+        {
+            assert_eq!(a["class"], b["class"]);
+            let (pa, pb) = (
+                a["probability"].as_f64().unwrap(),
+                b["probability"].as_f64().unwrap(),
+            );
+            assert!((pa - pb).abs() < 1e-6, "{pa} vs {pb}");
+        }
         let z = &logits[n * CLASSES..(n + 1) * CLASSES];
         let argmax = (0..CLASSES).fold(0, |b, j| if z[j] > z[b] { j } else { b });
         assert_eq!(t["predicted"], argmax);
@@ -366,6 +428,15 @@ fn mlp_checkpoint_saves_evaluates_and_predicts() {
             .map(|p| p["probability"].as_f64().unwrap())
             .sum();
         assert!((probs - 1.0).abs() < 1e-5, "{t}");
+    }
+    // On the gemm path the image and the test sample take the same
+    // arithmetic: the same bits.
+    let mut gemm = argv.clone();
+    gemm.extend(["--kernel", "gemm"]);
+    let lines = json_lines(&ok(&gemm));
+    let (files, tests) = lines.split_at(indices.len());
+    for (f, t) in files.iter().zip(tests) {
+        assert_eq!(f["top"], t["top"]);
     }
     // Out of range.
     runtime_error(
@@ -646,6 +717,25 @@ fn resumed_mlp_run_is_bitwise_the_uninterrupted_run() {
             "8",
         ],
         &["--hidden 16,8", "hidden layers 16"],
+    );
+    // Another kernel path rounds differently: refused.
+    let other = if KernelPath::best() == KernelPath::Gemm {
+        "portable"
+    } else {
+        "gemm"
+    };
+    runtime_error(
+        &[
+            "--data-dir",
+            &fx.data(),
+            "--resume",
+            &ck,
+            "--epochs",
+            "3",
+            "--kernel",
+            other,
+        ],
+        &["kernel", other, "run.safetensors"],
     );
     let again = fx.train(&[
         "--resume",
