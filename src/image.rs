@@ -589,7 +589,7 @@ pub fn render_weights(
         reason,
     };
     let c = templates;
-    let k = if c == 0 { 0 } else { wt.len() / c };
+    let k = wt.len().checked_div(c).unwrap_or(0);
     if height.checked_mul(width) != Some(k) || k == 0 {
         return Err(invalid(format!(
             "the model has {k} features, which is not {height} x {width}"
