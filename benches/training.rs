@@ -54,23 +54,34 @@ fn bench_training(c: &mut Criterion) {
     group.finish();
 
     // The issue-8 workload: 784-256-10, ReLU, batch 100, SGD, at 1 and 2
-    // threads (an MLP always runs on the gemm path).
+    // threads, on the best path (the first layer on the fused u8 kernels)
+    // and on gemm.
     let mut group = c.benchmark_group("mlp_epoch");
     group.throughput(Throughput::Elements(train_set.len() as u64));
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(8))
         .warm_up_time(Duration::from_millis(500));
-    for threads in [1, 2] {
-        let cfg = TrainConfig {
-            threads,
-            hidden: vec![256],
-            batch_size: 100,
-            ..TrainConfig::default()
-        };
-        let mut trainer = Trainer::new(&train_set, None, cfg).unwrap();
-        let id = BenchmarkId::new("784-256-10", format!("threads{threads}"));
-        group.bench_function(id, |b| b.iter(|| trainer.train_epoch(&|_| {}).unwrap()));
+    let mut mlp_paths = vec![KernelPath::best()];
+    if KernelPath::best() != KernelPath::Gemm {
+        mlp_paths.push(KernelPath::Gemm);
+    }
+    for &path in &mlp_paths {
+        for threads in [1, 2] {
+            let cfg = TrainConfig {
+                threads,
+                hidden: vec![256],
+                batch_size: 100,
+                kernel: Some(path),
+                ..TrainConfig::default()
+            };
+            let mut trainer = Trainer::new(&train_set, None, cfg).unwrap();
+            let id = BenchmarkId::new(
+                format!("784-256-10/{}", path.name()),
+                format!("threads{threads}"),
+            );
+            group.bench_function(id, |b| b.iter(|| trainer.train_epoch(&|_| {}).unwrap()));
+        }
     }
     group.finish();
 
@@ -91,17 +102,23 @@ fn bench_training(c: &mut Criterion) {
             );
         }
     }
-    for &threads in &thread_counts {
-        let cfg = TrainConfig {
-            threads,
-            hidden: vec![256],
-            ..TrainConfig::default()
-        };
-        let trainer = Trainer::new(&train_set, None, cfg).unwrap();
-        group.bench_function(
-            BenchmarkId::new("784-256-10", format!("threads{threads}")),
-            |b| b.iter(|| trainer.evaluate(&test_set)),
-        );
+    for &path in &mlp_paths {
+        for &threads in &thread_counts {
+            let cfg = TrainConfig {
+                threads,
+                hidden: vec![256],
+                kernel: Some(path),
+                ..TrainConfig::default()
+            };
+            let trainer = Trainer::new(&train_set, None, cfg).unwrap();
+            group.bench_function(
+                BenchmarkId::new(
+                    format!("784-256-10/{}", path.name()),
+                    format!("threads{threads}"),
+                ),
+                |b| b.iter(|| trainer.evaluate(&test_set)),
+            );
+        }
     }
     group.finish();
 }

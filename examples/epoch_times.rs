@@ -5,10 +5,11 @@
 //! ```text
 //! cargo run --release --example epoch_times -- [RUNS] [THREADS,...] [KERNELS,...] [BATCH] [HIDDEN,...]
 //! cargo run --release --example epoch_times -- 15 1,2 avx512,gemm 100
-//! cargo run --release --example epoch_times -- 15 1,2 gemm 100 256
+//! cargo run --release --example epoch_times -- 15 1,2 avx512,gemm 100 256
 //! ```
 //!
-//! HIDDEN (e.g. `256` or `512,256`) trains an MLP, which runs on `gemm`.
+//! HIDDEN (e.g. `256` or `512,256`) trains an MLP (any kernel path: the fused
+//! ones run its first layer on the u8 pixels).
 
 use std::path::Path;
 
