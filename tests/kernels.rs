@@ -230,9 +230,37 @@ fn softmax_ce_matches_reference() {
         let labels: Vec<u32> = (0..b).map(|_| rng.random_range(0..c as u32)).collect();
         let mut g = vec![f32::NAN; b * c];
         let mut losses = vec![f32::NAN; b];
-        softmax_ce::rows(&logits, &labels, c, 1.0 / b as f32, &mut g, &mut losses);
+        for r in 0..b {
+            losses[r] = softmax_ce::row(
+                &logits[r * c..(r + 1) * c],
+                labels[r] as usize,
+                1.0 / b as f32,
+                &mut g[r * c..(r + 1) * c],
+            );
+        }
         let lab: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
         let (want_loss, want_g) = reference::softmax_ce(&to_f64(&logits), &lab, c);
+        // The evaluation's f64 softmax: loss = lse − z_y, p = e^(z − lse).
+        for r in 0..b {
+            let z = &logits[r * c..(r + 1) * c];
+            let lse = softmax_ce::log_sum_exp(z);
+            let l = lse - z[lab[r]] as f64;
+            assert!(
+                (l - want_loss[r]).abs() <= 1e-10 * (1.0 + want_loss[r]),
+                "row {r}: log_sum_exp loss {l}, want {}",
+                want_loss[r]
+            );
+            let p = softmax_ce::probabilities(z);
+            for j in 0..c {
+                let want_p = want_g[r * c + j] * b as f64 + if j == lab[r] { 1.0 } else { 0.0 };
+                assert!(
+                    (p[j] - want_p).abs() < 1e-12,
+                    "row {r} p[{j}]: {} vs {want_p}",
+                    p[j]
+                );
+            }
+            assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        }
         assert_close("losses", &losses, &want_loss, &want_loss, 1e-5);
         assert_close("g", &g, &want_g, &vec![0.0; b * c], 1e-6);
         // Rows of p = g·B + onehot sum to 1.
