@@ -218,7 +218,63 @@ fn gemm_wrappers_match_reference() {
             &scale,
             1e-5,
         );
+
+        // Column blocks of the weight gradient (the MLP step's phase 2):
+        // every block, including a partial last one and a width-0 one.
+        for width in [1, 64, k] {
+            let mut col0 = 0;
+            while col0 <= k {
+                let w = width.min(k - col0);
+                let mut dw = vec![f32::NAN; c * w];
+                gemm::weight_grad_cols(&x, k, &g, c, b, col0, w, &mut dw);
+                for j in 0..c {
+                    for i in 0..w {
+                        let (got, want_v, sc) = (
+                            dw[j * w + i],
+                            want[j * k + col0 + i],
+                            scale[j * k + col0 + i],
+                        );
+                        assert!(
+                            (got as f64 - want_v).abs() <= 1e-5 * (1.0 + sc),
+                            "gemm weight_grad_cols {b}×{k}×{c} cols {col0}+{w}: [{j}][{i}] {got} vs {want_v}"
+                        );
+                    }
+                }
+                if w == 0 {
+                    break;
+                }
+                col0 += w;
+            }
+        }
+
+        // The gradient passed to the layer below: dx = G · wt (B × K).
+        let mut dx = vec![f32::NAN; b * k];
+        gemm::input_grad(&g, &wt, &mut dx, b, c, k);
+        let (g64, w64) = (to_f64(&g), to_f64(&wt));
+        let mut want_dx = vec![0.0f64; b * k];
+        let mut scale_dx = vec![0.0f64; b * k];
+        for r in 0..b {
+            for i in 0..k {
+                for j in 0..c {
+                    want_dx[r * k + i] += g64[r * c + j] * w64[j * k + i];
+                    scale_dx[r * k + i] += (g64[r * c + j] * w64[j * k + i]).abs();
+                }
+            }
+        }
+        assert_close(
+            &format!("gemm input_grad {b}×{k}×{c}"),
+            &dx,
+            &want_dx,
+            &scale_dx,
+            1e-5,
+        );
     }
+    // A block that leaves X is refused.
+    let r = std::panic::catch_unwind(|| {
+        let mut dw = vec![0.0; 2 * 3];
+        gemm::weight_grad_cols(&[0.0; 4 * 5], 5, &[0.0; 4 * 2], 2, 4, 3, 3, &mut dw);
+    });
+    assert!(r.is_err(), "a column block past K must panic");
 }
 
 #[test]
