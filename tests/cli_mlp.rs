@@ -340,9 +340,11 @@ fn mlp_checkpoint_saves_evaluates_and_predicts() {
     // And the library on the same file agrees, on that path and on gemm.
     let dataset = common::load(Path::new(&data));
     let (_, test) = common::samples(&dataset);
-    // (The loss to 1e-12, not bitwise: on avx512 the mean loss computed
-    // in this test binary and in the CLI binary differ in the last bit,
-    // reported to the lead; within the CLI it is bitwise, as above.)
+    // (The loss to 1e-12, not bitwise: for this avx512 MLP the CLI,
+    // spawned from a Rust test process, reports a mean loss one ulp away
+    // from metrics::evaluate in this process, though the same binary run
+    // from a shell or from Python agrees bitwise; under investigation.
+    // Within the CLI, eval and the training report agree bitwise, above.)
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
     let lib = idx_softmax::metrics::evaluate(&ck.network, &test, kernel);
     assert_eq!(ev["correct"], lib.correct);
