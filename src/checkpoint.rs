@@ -32,7 +32,8 @@
 //! problem as a one-line [`CheckpointError`] naming the file: not a
 //! safetensors file, truncated, corrupt header, missing `weight` or `bias`,
 //! a dtype other than F32, wrong ranks or inconsistent shapes, a NaN or
-//! infinity in any tensor. A header length field that claims more than
+//! infinity in any tensor, a tensor name or metadata key given twice (JSON
+//! parsers silently keep the last one), a FIFO or device instead of a file. A header length field that claims more than
 //! [`MAX_HEADER_LEN`] bytes, or more than the file holds, is rejected before
 //! anything is allocated for it, and tensor data is only read once the header
 //! has been checked against the file's size. Files written by PyTorch or
@@ -348,11 +349,12 @@ fn read_file(path: &Path) -> Result<(Metadata, Vec<u8>), CheckpointError> {
         reason,
     };
 
-    let mut file = File::open(path).map_err(io_err)?;
-    let info = file.metadata().map_err(io_err)?;
-    if info.is_dir() {
-        return Err(not_st("it is a directory".into()));
-    }
+    // Nothing but a regular file is opened: a FIFO would block forever.
+    let (mut file, info) = crate::fsutil::open_regular(path).map_err(|e| match e {
+        crate::fsutil::InputError::Io(e) => io_err(e),
+        crate::fsutil::InputError::Directory => not_st("it is a directory".into()),
+        other => not_st(format!("it {other}")),
+    })?;
     let len = info.len();
     if len < 8 {
         return Err(not_st(format!(
@@ -378,6 +380,11 @@ fn read_file(path: &Path) -> Result<(Metadata, Vec<u8>), CheckpointError> {
     }
     let text = std::str::from_utf8(&header)
         .map_err(|e| corrupt(format!("the header is not valid UTF-8: {e}")))?;
+    // JSON maps keep the last of two equal keys: refuse them instead, so
+    // that no tensor or metadata entry can hide behind a later one.
+    if let Some(dup) = duplicate_key(text).map_err(|e| corrupt(e.to_string()))? {
+        return Err(corrupt(dup));
+    }
     let metadata: Metadata = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
     let data_len = metadata.data_len() as u64;
     let expected = (8 + n)
@@ -395,6 +402,94 @@ fn read_file(path: &Path) -> Result<(Metadata, Vec<u8>), CheckpointError> {
     let mut data = vec![0u8; data_len as usize];
     read_exact(&mut file, &mut data, path, len)?;
     Ok((metadata, data))
+}
+
+/// Finds a name given twice in the header: a tensor name, or a key of
+/// `__metadata__`. Returns the reason, for [`CheckpointError::CorruptHeader`].
+fn duplicate_key(text: &str) -> Result<Option<String>, serde_json::Error> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    /// Visits an object, noting its first repeated key; `nested` also visits
+    /// the `__metadata__` object's keys.
+    struct Keys {
+        nested: bool,
+    }
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut found = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if self.nested && key == METADATA_KEY {
+                    let inner = map.next_value_seed(KeysSeed)?;
+                    if found.is_none() {
+                        found = inner;
+                    }
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                if !seen.insert(key.clone()) && found.is_none() {
+                    found = Some(if !self.nested {
+                        format!("metadata key {key:?} is given twice")
+                    } else if key == METADATA_KEY {
+                        format!("{METADATA_KEY:?} is given twice")
+                    } else {
+                        format!("tensor {key:?} is given twice")
+                    });
+                }
+            }
+            Ok(found)
+        }
+    }
+    /// The `__metadata__` object (or anything else there, ignored: the
+    /// typed parse reports a malformed value).
+    struct KeysSeed;
+    impl<'de> serde::de::DeserializeSeed<'de> for KeysSeed {
+        type Value = Option<String>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(AnyKeys)
+        }
+    }
+    struct AnyKeys;
+    impl<'de> Visitor<'de> for AnyKeys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            Keys { nested: false }.visit_map(map)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(Keys { nested: true })
 }
 
 /// `read_exact`, with an early end of file (the file shrank while being

@@ -10,9 +10,12 @@
 //!
 //! A mapping reflects the file as it is *now*, not as it was when it was
 //! validated. If another process truncates a mapped file, the next access
-//! to a page past the new end raises SIGBUS and the process dies; if it
-//! rewrites the file in place, training silently reads the new bytes. Rust
-//! cannot catch either, which is why mapping a file is `unsafe`.
+//! to a page past the new end raises SIGBUS; if it rewrites the file in
+//! place, training silently reads the new bytes. Rust cannot catch either,
+//! which is why mapping a file is `unsafe`. Every mapping is registered
+//! with [`crate::signals`], whose SIGBUS handler (installed by the
+//! command-line tool) removes any temporary output file, prints one line
+//! naming the mapped file and exits with status 1.
 //!
 //! What can be guarded is guarded:
 //!
@@ -34,8 +37,10 @@
 //! own private cache copy). Likewise a cache directory that other users can
 //! write to (the last-resort fallback under the system temporary directory
 //! is one, on a shared machine) holds files we did not write: a cached file
-//! is trusted once it parses, so on a multi-user machine point
-//! `--cache-dir` (or `IDX_SOFTMAX_CACHE_DIR`) at a private directory.
+//! is used only while it matches the integrity record written when it was
+//! verified (see [`GzCache`]), but a writer who forges the record too goes
+//! undetected, so on a multi-user machine point `--cache-dir` (or
+//! `IDX_SOFTMAX_CACHE_DIR`) at a private directory.
 
 use std::fmt;
 use std::fs::{self, File};
@@ -113,29 +118,16 @@ fn invalid(path: &Path, msg: impl Into<String>) -> DataError {
 }
 
 /// Explains why `path` cannot be opened as a regular file, following
-/// symbolic links, or returns its metadata.
-fn regular_file_meta(path: &Path) -> Result<fs::Metadata, DataError> {
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(path).is_ok() => {
-            return Err(invalid(
-                path,
-                "is a dangling symbolic link, expected an IDX file",
-            ))
-        }
-        Err(e) => return Err(io_err(path, format_args!("cannot open: {e}"))),
-    };
-    if meta.is_dir() {
-        return Err(invalid(path, "is a directory, expected an IDX file"));
-    }
-    if !meta.is_file() {
+/// symbolic links, or returns it opened, with its metadata (see
+/// [`crate::fsutil::open_regular`]: nothing that is not a regular file is
+/// ever opened).
+fn open_regular_file(path: &Path) -> Result<(File, fs::Metadata), DataError> {
+    use crate::fsutil::InputError;
+    crate::fsutil::open_regular(path).map_err(|e| match e {
+        InputError::Io(e) => io_err(path, format_args!("cannot open: {e}")),
         // Reading a FIFO would block forever, and a device never ends.
-        return Err(invalid(
-            path,
-            "is not a regular file (a FIFO, socket or device?), expected an IDX file",
-        ));
-    }
-    Ok(meta)
+        other => invalid(path, format!("{other}, expected an IDX file")),
+    })
 }
 
 /// One validated IDX file, memory-mapped.
@@ -145,6 +137,9 @@ pub struct IdxFile {
     path: PathBuf,
     map: Mmap,
     header: IdxHeader,
+    /// Names this mapping in the SIGBUS report of [`crate::signals`].
+    #[cfg(unix)]
+    _registered: crate::signals::MapGuard,
 }
 
 impl fmt::Debug for IdxFile {
@@ -165,9 +160,7 @@ impl IdxFile {
     /// anything is mapped or allocated, so a small file that claims a huge
     /// payload fails at once.
     pub fn open(path: &Path, cache: &GzCache) -> Result<Self, DataError> {
-        let meta = regular_file_meta(path)?;
-        let mut file =
-            File::open(path).map_err(|e| io_err(path, format_args!("cannot open: {e}")))?;
+        let (mut file, meta) = open_regular_file(path)?;
         let mut prefix = [0u8; MAX_HEADER_LEN];
         let n = crate::fsutil::read_up_to(&mut file, &mut prefix).map_err(|e| io_err(path, e))?;
         let prefix = &prefix[..n];
@@ -185,7 +178,7 @@ impl IdxFile {
     }
 
     fn map_raw(user_path: &Path, raw: &Path) -> Result<Self, DataError> {
-        let file = File::open(raw).map_err(|e| io_err(raw, e))?;
+        let (file, _) = crate::fsutil::open_regular(raw).map_err(|e| io_err(raw, e))?;
         Self::map_file(user_path, &file, true)
     }
 
@@ -210,10 +203,14 @@ impl IdxFile {
                 }
             })?
             .header;
+        #[cfg(unix)]
+        let _registered = crate::signals::register_map(path, map.as_ptr(), map.len());
         Ok(Self {
             path: path.to_owned(),
             map,
             header,
+            #[cfg(unix)]
+            _registered,
         })
     }
 
@@ -232,9 +229,13 @@ impl IdxFile {
 /// Where decompressed copies of `.gz` files are kept.
 ///
 /// The cache file's name carries a hash of the source's absolute path, size
-/// and modification time, so a changed `.gz` gets a fresh copy. A cached
-/// file is trusted only if it parses as a complete IDX file; otherwise it is
-/// rebuilt. Each copy is written to a temporary file in the cache directory,
+/// and modification time, so a changed `.gz` gets a fresh copy. Beside each
+/// cached file, `NAME.verified` records the SHA-256 it was built (and, with
+/// a `SHA256SUMS`, checked) with, and the file's size, inode, mtime and
+/// ctime. A cached file is used only while its record matches, the digest is
+/// the one `SHA256SUMS` lists, and it parses as a complete IDX file;
+/// otherwise it is rebuilt. So a cache file changed in any way since it was
+/// verified (one flipped pixel byte too) is never used. Each copy is written to a temporary file in the cache directory,
 /// fsynced, then renamed into place (and the directory fsynced), so a killed
 /// process never leaves a half-written file under the final name, and a
 /// file another process has mapped is never modified.
@@ -286,9 +287,13 @@ impl GzCache {
     pub fn decompressed(&self, gz: &Path) -> Result<PathBuf, DataError> {
         let name = cache_name(gz)?;
         // A valid copy in any candidate directory will do.
+        // A copy counts only if it is unchanged since it was verified (its
+        // record matches) and still parses.
+        let raw_name = raw_name(&name);
+        let want = expected_sha256(gz, raw_name);
         for dir in &self.dirs {
             let candidate = dir.join(&name);
-            if is_valid_idx(&candidate) {
+            if record_matches(&candidate, want.as_deref()) && is_valid_idx(&candidate) {
                 return Ok(candidate);
             }
         }
@@ -333,6 +338,139 @@ fn cache_name(gz: &Path) -> Result<String, DataError> {
     Ok(format!("{stem}-{key}.idx"))
 }
 
+/// `train-images-idx3-ubyte-<16 hex>.idx` → `train-images-idx3-ubyte`, the
+/// name `SHA256SUMS` lists.
+fn raw_name(cache_name: &str) -> &str {
+    cache_name
+        .rsplit_once('-')
+        .map_or(cache_name, |(stem, _)| stem)
+}
+
+/// The integrity record of a cache file: `NAME.verified` beside it.
+fn record_path(cache_file: &Path) -> PathBuf {
+    let mut name = cache_file.file_name().unwrap_or_default().to_owned();
+    name.push(".verified");
+    cache_file.with_file_name(name)
+}
+
+/// First line of an integrity record.
+const RECORD_MAGIC: &str = "idx-softmax cache record 1";
+
+/// The identity of a file's current content as far as the file system
+/// tracks it: size, inode, modification and status-change times. Any write
+/// to the file changes its ctime, which no user can set back.
+fn file_identity(meta: &fs::Metadata) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        format!(
+            "size {}\ndev {}\ninode {}\nmtime {}.{:09}\nctime {}.{:09}\n",
+            meta.size(),
+            meta.dev(),
+            meta.ino(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec()
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        format!("size {}\nmtime {mtime}\n", meta.len())
+    }
+}
+
+/// Nanoseconds since the Unix epoch (0 before it).
+fn unix_nanos(t: SystemTime) -> u128 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// File-system timestamps are coarse (a clock tick, up to 10 ms): a change
+/// made within this long after the file's ctime was recorded could leave
+/// every recorded field equal. Such a "racy" record is trusted only after a
+/// full check of the content (once: the record is then rewritten).
+const RACY_NANOS: u128 = 100_000_000;
+
+fn record_text(digest: &str, meta: &fs::Metadata) -> String {
+    format!(
+        "{RECORD_MAGIC}\nsha256 {digest}\nwritten {}\n{}",
+        unix_nanos(SystemTime::now()),
+        file_identity(meta)
+    )
+}
+
+/// Writes the integrity record of `cache_file`, verified to hold `digest`.
+/// Failing to write it only costs a rebuild next time.
+fn write_record(cache_file: &Path, digest: &str) {
+    if let Ok(meta) = fs::symlink_metadata(cache_file) {
+        let record = record_text(digest, &meta);
+        let _ = crate::fsutil::write_atomic(&record_path(cache_file), |f| {
+            f.write_all(record.as_bytes())
+        });
+    }
+}
+
+/// Whether `cache_file` is exactly the file that was verified when it was
+/// built: its record exists, names the digest `SHA256SUMS` wants (when there
+/// is an entry), and matches the file's size, inode and times. One `stat`
+/// and one small read: the per-run cost is negligible (except once, right
+/// after a build, when the record is racy and the content is hashed).
+fn record_matches(cache_file: &Path, want: Option<&str>) -> bool {
+    let Ok(meta) = fs::symlink_metadata(cache_file) else {
+        return false;
+    };
+    let Ok(record) = crate::fsutil::read_regular_to_string(&record_path(cache_file)) else {
+        return false;
+    };
+    let mut lines = record.splitn(4, '\n');
+    let (Some(RECORD_MAGIC), Some(digest), Some(written), Some(identity)) =
+        (lines.next(), lines.next(), lines.next(), lines.next())
+    else {
+        return false;
+    };
+    let (Some(digest), Some(written)) = (
+        digest.strip_prefix("sha256 "),
+        written
+            .strip_prefix("written ")
+            .and_then(|w| w.parse::<u128>().ok()),
+    ) else {
+        return false;
+    };
+    if want.is_some_and(|w| w != digest) || !meta.is_file() || identity != file_identity(&meta) {
+        return false;
+    }
+    let ctime = {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            (meta.ctime().max(0) as u128) * 1_000_000_000 + meta.ctime_nsec().max(0) as u128
+        }
+        #[cfg(not(unix))]
+        {
+            meta.modified().map_or(0, unix_nanos)
+        }
+    };
+    if written > ctime + RACY_NANOS {
+        return true;
+    }
+    // Racy: hash the content once, and record it as verified if it holds.
+    let Ok((mut file, _)) = crate::fsutil::open_regular(cache_file) else {
+        return false;
+    };
+    let mut hasher = Sha256::new();
+    if io::copy(&mut file, &mut hasher).is_err() || hex(&hasher.finalize()) != digest {
+        return false;
+    }
+    write_record(cache_file, digest);
+    true
+}
+
 fn is_valid_idx(path: &Path) -> bool {
     let Ok(meta) = fs::metadata(path) else {
         return false;
@@ -340,7 +478,7 @@ fn is_valid_idx(path: &Path) -> bool {
     if !meta.is_file() || meta.len() == 0 {
         return false;
     }
-    let Ok(file) = File::open(path) else {
+    let Ok((file, _)) = crate::fsutil::open_regular(path) else {
         return false;
     };
     // SAFETY: read-only mapping of a regular cache file that is only ever
@@ -404,7 +542,7 @@ fn build_cache_file(gz: &Path, dir: &Path, name: &str) -> Result<PathBuf, BuildE
     };
     let dir_err = |e: io::Error| BuildError::Dir(e.to_string());
 
-    let mut file = File::open(gz).map_err(|e| input(io_err(gz, e)))?;
+    let (mut file, _) = crate::fsutil::open_regular(gz).map_err(|e| input(io_err(gz, e)))?;
     let gz_len = file.metadata().map_err(|e| input(io_err(gz, e)))?.len();
     // Validate the decompressed header before touching the cache directory.
     let mut reader = flate2::read::MultiGzDecoder::new(io::BufReader::new(&mut file));
@@ -436,6 +574,9 @@ fn build_cache_file(gz: &Path, dir: &Path, name: &str) -> Result<PathBuf, BuildE
         .prefix(PARTIAL_PREFIX)
         .tempfile_in(dir)
         .map_err(dir_err)?;
+    // Removed by the signal handlers if the run is interrupted.
+    #[cfg(unix)]
+    let _registered = crate::signals::register_temp(tmp.path());
 
     let mut hasher = Sha256::new();
     hasher.update(head);
@@ -475,8 +616,7 @@ fn build_cache_file(gz: &Path, dir: &Path, name: &str) -> Result<PathBuf, BuildE
         )));
     }
     let digest = hex(&hasher.finalize());
-    let raw_name = name.rsplit_once('-').map_or(name, |(stem, _)| stem);
-    if let Some(want) = expected_sha256(gz, raw_name) {
+    if let Some(want) = expected_sha256(gz, raw_name(name)) {
         if want != digest {
             return Err(input(invalid(
                 gz,
@@ -493,12 +633,15 @@ fn build_cache_file(gz: &Path, dir: &Path, name: &str) -> Result<PathBuf, BuildE
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
+    // The record of what was verified: a later run uses the file only while
+    // it is unchanged.
+    write_record(&dest, &digest);
     Ok(dest)
 }
 
 /// Looks up `raw_name` in a `SHA256SUMS` file beside `gz`, if there is one.
 fn expected_sha256(gz: &Path, raw_name: &str) -> Option<String> {
-    let sums = fs::read_to_string(gz.parent()?.join("SHA256SUMS")).ok()?;
+    let sums = crate::fsutil::read_regular_to_string(&gz.parent()?.join("SHA256SUMS")).ok()?;
     sums.lines().find_map(|line| {
         let (digest, file) = line.split_once(char::is_whitespace)?;
         let file = file.trim_start().trim_start_matches('*');

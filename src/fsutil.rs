@@ -1,14 +1,312 @@
-//! Small file-system helpers shared by the writers ([`crate::checkpoint`],
-//! [`crate::image`]).
+//! Small file-system helpers shared by the readers and writers
+//! ([`crate::checkpoint`], [`crate::image`], [`crate::dataset`]).
+//!
+//! Every path the tool reads goes through [`regular_file`] /
+//! [`open_regular`], which refuse directories, FIFOs, sockets and devices
+//! *before* opening them (a FIFO would block a reader forever, a device never
+//! ends). Every file it writes goes through [`write_atomic`], which refuses
+//! to replace anything but a regular file, and [`probe_output`] checks a
+//! target before any work is done.
 
-use std::fs::File;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Longest stretch of the destination's name copied into the temporary
 /// file's name, so that the temporary name stays under the usual 255-byte
 /// limit however long the destination's name is.
 const TEMP_NAME_CHARS: usize = 64;
+
+/// Why a path cannot be read as a regular file.
+#[derive(Debug)]
+pub enum InputError {
+    /// The path could not be looked up or opened.
+    Io(io::Error),
+    /// A symbolic link whose target does not exist.
+    DanglingLink,
+    /// A directory.
+    Directory,
+    /// Something else that is not a regular file: `"a FIFO"`, `"a socket"`,
+    /// `"a character device"`, `"a block device"`.
+    NotRegular(&'static str),
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "cannot open: {e}"),
+            Self::DanglingLink => f.write_str("is a dangling symbolic link"),
+            Self::Directory => f.write_str("is a directory"),
+            Self::NotRegular(kind) => write!(f, "is not a regular file ({kind})"),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+impl From<InputError> for io::Error {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::Io(e) => e,
+            InputError::DanglingLink => io::Error::new(io::ErrorKind::NotFound, e.to_string()),
+            other => io::Error::new(io::ErrorKind::InvalidInput, other.to_string()),
+        }
+    }
+}
+
+/// What kind of non-regular file `ft` is, for messages.
+fn kind_of(ft: fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+        if ft.is_char_device() {
+            return "a character device";
+        }
+        if ft.is_block_device() {
+            return "a block device";
+        }
+    }
+    if ft.is_dir() {
+        return "a directory";
+    }
+    let _ = ft;
+    "a special file"
+}
+
+/// The metadata of `path`, following symbolic links, if it is a regular
+/// file; otherwise what it is instead. Nothing is opened.
+pub fn regular_file(path: &Path) -> Result<fs::Metadata, InputError> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(path).is_ok() => {
+            return Err(InputError::DanglingLink)
+        }
+        Err(e) => return Err(InputError::Io(e)),
+    };
+    if meta.is_dir() {
+        return Err(InputError::Directory);
+    }
+    if !meta.is_file() {
+        return Err(InputError::NotRegular(kind_of(meta.file_type())));
+    }
+    Ok(meta)
+}
+
+/// Opens `path` for reading if it is a regular file (see [`regular_file`]),
+/// returning the file and its metadata.
+///
+/// The check happens before the open, and the open itself cannot block: it
+/// is non-blocking, and the opened file is checked again (so a path swapped
+/// for a FIFO in between is refused too).
+pub fn open_regular(path: &Path) -> Result<(File, fs::Metadata), InputError> {
+    regular_file(path)?;
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Opening a FIFO for reading would wait for a writer; non-blocking,
+        // it returns at once (and is refused below). For a regular file the
+        // flag changes nothing.
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = opts.open(path).map_err(InputError::Io)?;
+    let meta = file.metadata().map_err(InputError::Io)?;
+    if meta.is_dir() {
+        return Err(InputError::Directory);
+    }
+    if !meta.is_file() {
+        return Err(InputError::NotRegular(kind_of(meta.file_type())));
+    }
+    Ok((file, meta))
+}
+
+/// Reads a whole small text file, if it is a regular file (a FIFO put where
+/// a side file is expected must not block the reader).
+pub fn read_regular_to_string(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let (mut file, _) = open_regular(path)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// The directory `path` lives in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Refuses to replace `path` when it exists and is neither a regular file
+/// nor a symbolic link (which [`write_atomic`] replaces, not its target).
+fn check_replaceable(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "is a directory",
+        )),
+        Ok(m) if !m.is_file() && !m.file_type().is_symlink() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "is {}, not a regular file; refusing to replace it",
+                kind_of(m.file_type())
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The prefix of the temporary files written for `name`: `.NAME.`.
+fn temp_prefix(name: &std::ffi::OsStr) -> String {
+    let stem: String = name
+        .to_string_lossy()
+        .chars()
+        .take(TEMP_NAME_CHARS)
+        .collect();
+    format!(".{stem}.")
+}
+
+/// Whether `entry` is a temporary file of ours for the target whose prefix
+/// is `prefix`: `PREFIX` + 6 to 8 letters or digits + `.tmp`.
+fn is_our_temp(entry: &str, prefix: &str) -> bool {
+    entry
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(".tmp"))
+        .is_some_and(|mid| {
+            (6..=8).contains(&mid.len()) && mid.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+}
+
+/// Removes temporary files that an earlier, killed (SIGKILL, power loss)
+/// write to the same target left in `dir`.
+fn remove_stale_temps(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if is_our_temp(&name.to_string_lossy(), prefix)
+            && entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// A new, empty temporary file `dir/PREFIX<8 hex>.tmp`, registered with
+/// [`crate::signals`] before it exists, so that an interrupting signal
+/// removes it.
+fn create_temp(dir: &Path, prefix: &str) -> io::Result<TempFile> {
+    let mut last = None;
+    for _ in 0..16 {
+        let path = dir.join(format!("{prefix}{:08x}.tmp", rand::random::<u32>()));
+        #[cfg(unix)]
+        let guard = crate::signals::register_temp(&path);
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Ordinary file permissions (the umask applies).
+            opts.mode(0o666);
+        }
+        match opts.open(&path) {
+            Ok(file) => {
+                return Ok(TempFile {
+                    path,
+                    file: Some(file),
+                    #[cfg(unix)]
+                    _guard: guard,
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("cannot create a temporary file")))
+}
+
+/// A temporary file that is removed when dropped, unless persisted.
+struct TempFile {
+    path: PathBuf,
+    file: Option<File>,
+    #[cfg(unix)]
+    _guard: crate::signals::TempGuard,
+}
+
+impl TempFile {
+    /// Renames the file over `dest`.
+    fn persist(mut self, dest: &Path) -> io::Result<()> {
+        drop(self.file.take());
+        fs::rename(&self.path, dest)?;
+        self.path = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        drop(self.file.take());
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Checks, before any work, that [`write_atomic`] could write `path`: it is
+/// not a directory or another non-regular file, its directory exists, and a
+/// temporary file can be created (and is removed again) beside it. So a
+/// read-only directory, a full file system or a path under `/proc` is found
+/// out before a long run rather than after it.
+pub fn probe_output(path: &Path) -> io::Result<()> {
+    check_replaceable(path)?;
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file")
+    })?;
+    let dir = parent_dir(path);
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", dir.display()),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("the directory {} does not exist", dir.display()),
+            ))
+        }
+        Err(e) => return Err(e),
+    }
+    let prefix = temp_prefix(name);
+    let tmp = create_temp(dir, &prefix).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot create a file in {}: {e}", dir.display()),
+        )
+    })?;
+    drop(tmp);
+    Ok(())
+}
+
+/// The identity of an output path for comparing two of them: the
+/// canonical directory joined with the file name, so `./a`, `a` and
+/// `sub/../a` are one path. `None` when the directory cannot be resolved.
+pub fn output_identity(path: &Path) -> Option<PathBuf> {
+    let dir = fs::canonicalize(parent_dir(path)).ok()?;
+    Some(dir.join(path.file_name()?))
+}
 
 /// Writes `path` atomically: `write` fills a temporary file created in the
 /// same directory, which is then flushed to disk (`fsync`) and renamed over
@@ -16,9 +314,15 @@ const TEMP_NAME_CHARS: usize = 64;
 ///
 /// Either the whole new content ends up under `path`, or `path` is left as
 /// it was (absent, or holding its previous content): a failure at any step,
-/// including an error returned by `write`, removes the temporary file. A
-/// process killed in the middle may leave a hidden temporary file
-/// (`.NAME.XXXXXX.tmp`) beside `path`, never a partial `path`.
+/// including an error returned by `write` or a full disk, removes the
+/// temporary file. An existing `path` that is not a regular file (a
+/// directory, a device such as `/dev/full`, a FIFO) is refused, never
+/// replaced.
+///
+/// The temporary file (`.NAME.XXXXXXXX.tmp`) is registered with
+/// [`crate::signals`], so SIGINT or SIGTERM during the write removes it
+/// (once the handlers are installed). One left by a process killed outright
+/// (SIGKILL) is removed by the next write to the same `path`.
 ///
 /// The new file gets the default permissions of a newly created file
 /// (`0o666` less the umask on Unix), not those of a file it replaces. If
@@ -35,33 +339,18 @@ pub fn write_atomic(
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file")
     })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let stem: String = name
-        .to_string_lossy()
-        .chars()
-        .take(TEMP_NAME_CHARS)
-        .collect();
-    let prefix = format!(".{stem}.");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // Ordinary file permissions (the umask applies), rather than the
-        // owner-only 0o600 of a temporary file.
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut tmp = builder.tempfile_in(dir)?;
-    write(tmp.as_file_mut())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    check_replaceable(path)?;
+    let dir = parent_dir(path);
+    let prefix = temp_prefix(name);
+    remove_stale_temps(dir, &prefix);
+    let mut tmp = create_temp(dir, &prefix)?;
+    let file = tmp.file.as_mut().expect("a new temporary file is open");
+    write(file)?;
+    file.sync_all()?;
+    tmp.persist(path)?;
     sync_dir(dir);
     Ok(())
 }
-
 /// Flushes a directory entry change (a rename) to disk, where the platform
 /// allows it. Errors are ignored: the data itself is already synced, and some
 /// file systems refuse to sync directories.
@@ -87,4 +376,71 @@ pub fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result
         }
     }
     Ok(filled)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    }
+
+    #[test]
+    fn non_regular_paths_are_refused_unopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f");
+        mkfifo(&fifo);
+        // Opening the FIFO would block; the check must come first.
+        assert!(matches!(
+            open_regular(&fifo),
+            Err(InputError::NotRegular("a FIFO"))
+        ));
+        assert!(matches!(
+            regular_file(dir.path()),
+            Err(InputError::Directory)
+        ));
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("l")).unwrap();
+        assert!(matches!(
+            regular_file(&dir.path().join("l")),
+            Err(InputError::DanglingLink)
+        ));
+        assert!(read_regular_to_string(&fifo).is_err());
+        let e = write_atomic(&fifo, |_| Ok(())).unwrap_err().to_string();
+        assert_eq!(e, "is a FIFO, not a regular file; refusing to replace it");
+        let e = probe_output(&fifo).unwrap_err().to_string();
+        assert_eq!(e, "is a FIFO, not a regular file; refusing to replace it");
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+    }
+
+    #[test]
+    fn temp_names_are_tied_to_their_target() {
+        let p = temp_prefix("m.safetensors".as_ref());
+        assert_eq!(p, ".m.safetensors.");
+        assert!(is_our_temp(".m.safetensors.0a1b2c3d.tmp", &p));
+        assert!(is_our_temp(".m.safetensors.Ab3xYz.tmp", &p));
+        assert!(!is_our_temp(".m.safetensors.tmp", &p));
+        assert!(!is_our_temp(".m.safetensors.0a1b2c3d.tmp.keep", &p));
+        assert!(!is_our_temp(".m.safetensors.x-y-z-w.tmp", &p));
+        assert!(!is_our_temp(".n.safetensors.0a1b2c3d.tmp", &p));
+    }
+
+    #[test]
+    fn probe_leaves_nothing_and_identity_ignores_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        probe_output(&dir.path().join("out.bin")).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let e = probe_output(&dir.path().join("no/out.bin")).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let a = output_identity(&dir.path().join("x"));
+        let b = output_identity(&dir.path().join(".").join("x"));
+        assert!(a.is_some());
+        assert_eq!(a, b);
+    }
 }

@@ -157,11 +157,12 @@ fn io_error(path: &Path) -> impl Fn(io::Error) -> ImageError + '_ {
 /// Reads an 8-bit grayscale image from a PNG or PGM file; see the module
 /// documentation for what is accepted and how.
 pub fn read_gray(path: &Path) -> Result<GrayImage, ImageError> {
-    let mut file = File::open(path).map_err(io_error(path))?;
-    let meta = file.metadata().map_err(io_error(path))?;
-    if meta.is_dir() {
-        return Err(unsupported(path, "a directory"));
-    }
+    // Refuses FIFOs and devices before opening (a FIFO would block).
+    let (mut file, meta) = match crate::fsutil::open_regular(path) {
+        Ok(f) => f,
+        Err(crate::fsutil::InputError::Directory) => return Err(unsupported(path, "a directory")),
+        Err(e) => return Err(io_error(path)(e.into())),
+    };
     let mut magic = [0u8; 8];
     let got = crate::fsutil::read_up_to(&mut file, &mut magic).map_err(io_error(path))?;
     let magic = &magic[..got];

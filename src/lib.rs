@@ -19,7 +19,9 @@
 //! * [`train`]: the training loop (epochs, shuffles, split, resume);
 //! * [`metrics`]: evaluation of any network on any samples;
 //! * [`checkpoint`], [`run_record`]: safetensors files and the run
-//!   metadata they carry; [`image`], [`fsutil`]: images, atomic writes.
+//!   metadata they carry; [`image`], [`fsutil`]: images, atomic writes;
+//!   `signals`: SIGINT/SIGTERM/SIGBUS handlers that leave no temporary
+//!   file behind (Unix).
 //!
 //! ```no_run
 //! use idx_softmax::{dataset::{Dataset, LoadOptions}, train::{train, TrainConfig}};
@@ -29,6 +31,11 @@
 //! println!("test accuracy {:.4}", reports.last().unwrap().test.as_ref().unwrap().accuracy);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+// Every unsafe operation sits in its own `unsafe` block with a `// SAFETY:`
+// comment, inside `unsafe fn`s too, and every `unsafe fn` documents its
+// contract in a `# Safety` section.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod checkpoint;
 pub mod config;
@@ -45,6 +52,8 @@ pub mod parallel;
 pub mod pixels;
 pub mod run_record;
 pub mod samples;
+#[cfg(unix)]
+pub mod signals;
 pub mod train;
 
 /// The bundled MNIST directory, as seen from this crate's source tree.

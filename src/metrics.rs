@@ -43,6 +43,18 @@ impl Evaluation {
     }
 }
 
+/// How many times the loss of a uniform guess (ln C) a training loss may
+/// reach before [`diverged`] calls the run diverged.
+pub const DIVERGENCE_FACTOR: f64 = 100.0;
+
+/// Whether a (finite) mean training loss means the run has diverged: it has
+/// grown far beyond where training starts, the loss of a uniform guess,
+/// ln C (2.30 for 10 classes), to over [`DIVERGENCE_FACTOR`] × ln C. A
+/// learning rate that is far too large (`--lr 1e30`) ends there.
+pub fn diverged(train_loss: f64, classes: usize) -> bool {
+    train_loss > DIVERGENCE_FACTOR * (classes.max(2) as f64).ln()
+}
+
 /// Cross-entropy of one row of logits and its argmax (the first maximum).
 pub fn row_loss_and_argmax(z: &[f32], label: usize) -> (f64, usize) {
     let (mut best, mut m) = (0, f32::NEG_INFINITY);

@@ -251,6 +251,66 @@ pub fn recorded_shape(ck: &Checkpoint) -> Option<Vec<usize>> {
     ck.metadata.get("sample_shape").and_then(|s| parse_shape(s))
 }
 
+/// The checks every command that loads a model runs (`eval`, `predict`,
+/// `--resume`, Python's `load`): what the metadata records about the model
+/// must agree with its tensors. Files from other tools may leave a key out;
+/// a key that is there must be valid and agree: `classes` and `features`
+/// with the network's outputs and inputs, `hidden` with its hidden widths,
+/// `sample_shape` with `features`. (The `layers` key is checked by
+/// [`checkpoint::load`].)
+pub fn validate(path: &Path, ck: &Checkpoint) -> Result<(), RecordError> {
+    let net = &ck.network;
+    let md = &ck.metadata;
+    let bad = |m: String| Err(RecordError::Invalid(format!("{}: {m}", path.display())));
+    for (key, actual) in [("classes", net.classes()), ("features", net.features())] {
+        if let Some(v) = md.get(key) {
+            match v.parse::<usize>() {
+                Ok(n) if n == actual => {}
+                Ok(n) => {
+                    return bad(format!(
+                        "the tensors make a {} network ({} features, {} classes), but the metadata says {key} = {n}",
+                        net.describe(),
+                        net.features(),
+                        net.classes()
+                    ))
+                }
+                Err(_) => return bad(format!("metadata {key:?} is {v:?}, which is not valid")),
+            }
+        }
+    }
+    if let Some(v) = md.get("hidden") {
+        if *v != hidden_string(net.hidden()) {
+            return bad(format!(
+                "metadata \"hidden\" is {v:?}, but the tensors make a {} network",
+                net.describe()
+            ));
+        }
+    }
+    if let Some(v) = md.get("sample_shape") {
+        let Some(shape) = parse_shape(v) else {
+            return bad(format!(
+                "metadata \"sample_shape\" is {v:?}, which is not a shape like 28x28"
+            ));
+        };
+        let n: Option<usize> = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if n != Some(net.features()) {
+            return bad(format!(
+                "metadata \"sample_shape\" is {v}, but the network takes {} features",
+                net.features()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The data directory a checkpoint records, if any.
+pub fn recorded_data_dir(ck: &Checkpoint) -> Option<&str> {
+    ck.metadata
+        .get("data_dir")
+        .map(String::as_str)
+        .filter(|d| !d.is_empty())
+}
+
 /// The kernel path a checkpoint was trained with, if it records one that
 /// this CPU can run.
 pub fn recorded_kernel(ck: &Checkpoint) -> Option<KernelPath> {
@@ -284,6 +344,7 @@ pub fn save(
 /// the training state (network, momentum, epochs done).
 pub fn load(path: &Path) -> Result<(Checkpoint, RunMeta, TrainState), RecordError> {
     let ck = checkpoint::load(path)?;
+    validate(path, &ck)?;
     let meta = RunMeta::from_checkpoint(path, &ck)?;
     let params = ck.network.params();
     let momentum = if meta.config.sgd.has_momentum() {

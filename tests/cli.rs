@@ -145,13 +145,14 @@ fn tiny_gz_dataset_trains_with_json_output() {
     assert_eq!(v["classes"], 3);
     let acc = v["test_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc), "{acc}");
-    // --cache-dir wins over the environment variable.
-    assert_eq!(std::fs::read_dir(explicit.path()).unwrap().count(), 4);
+    // --cache-dir wins over the environment variable: four cached files,
+    // each with its integrity record (NAME.verified).
+    assert_eq!(std::fs::read_dir(explicit.path()).unwrap().count(), 8);
     assert_eq!(std::fs::read_dir(f.cache.path()).unwrap().count(), 0);
     // Without --cache-dir, $IDX_SOFTMAX_CACHE_DIR is used.
     let o = f.run(&["--json"]);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
-    assert_eq!(std::fs::read_dir(f.cache.path()).unwrap().count(), 4);
+    assert_eq!(std::fs::read_dir(f.cache.path()).unwrap().count(), 8);
 }
 
 // ---------------------------------------------------------------------------
@@ -166,7 +167,11 @@ fn bad_flags_exit_2() {
             "invalid value '0' for '--batch-size",
         ),
         (&["--batch-size=-5"], "invalid value '-5' for '--batch-size"),
-        (&["--batch-size", "-5"], "unexpected argument '-5'"),
+        // A negative number is a value, so the range rule speaks.
+        (
+            &["--batch-size", "-5"],
+            "invalid value '-5' for '--batch-size <BATCH_SIZE>': -5 is not in 1..",
+        ),
         (
             &["--lr", "0"],
             "invalid value '0' for '--lr <LR>': --lr must be finite and > 0",
@@ -177,7 +182,10 @@ fn bad_flags_exit_2() {
         ),
         (&["--lr", "inf"], "invalid value 'inf' for '--lr"),
         (&["--lr=-0.1"], "must be finite and > 0, got -0.1"),
-        (&["--lr", "fast"], "'fast' is not a number"),
+        (
+            &["--lr", "fast"],
+            "invalid value 'fast' for '--lr <LR>': 'fast' is not a number",
+        ),
         (&["--threads", "0"], "invalid value '0' for '--threads"),
         (&["--epochs", "0"], "invalid value '0' for '--epochs"),
         (&["--epochs", "lots"], "invalid value 'lots' for '--epochs"),
@@ -195,6 +203,9 @@ fn bad_flags_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.starts_with("error: "), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+        // The flag at fault is named.
+        let flag = args[0].split('=').next().unwrap();
+        assert!(err.contains(flag), "{args:?}: {err:?} does not name {flag}");
         assert!(o.stdout.is_empty(), "{args:?}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }

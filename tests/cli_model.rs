@@ -524,7 +524,8 @@ fn predict_on_a_png_matches_predict_on_the_test_index() {
     assert_eq!(text.lines().count(), 1);
     assert!(text.contains("top 2:"), "{text}");
 
-    // The bundled MNIST is the default data (the synthetic model is 784 → 10).
+    // Without --data-dir, the data the model was trained on (the checkpoint
+    // records it), not the bundled MNIST.
     let default = json(&ok(&[
         "predict",
         "--model",
@@ -533,7 +534,21 @@ fn predict_on_a_png_matches_predict_on_the_test_index() {
         "0",
         "--json",
     ]));
-    assert_eq!(default["label"], 7, "MNIST's first test digit is a 7");
+    let labels = common::load(Path::new(&fx.data())).test.labels.to_vec();
+    assert_eq!(default["label"], labels[0]);
+    // Any other directory of the same shape when asked for (the synthetic
+    // model is 784 → 10, so it fits MNIST).
+    let mnist = json(&ok(&[
+        "predict",
+        "--model",
+        &model,
+        "--test-index",
+        "0",
+        "--json",
+        "--data-dir",
+        idx_softmax::BUNDLED_MNIST,
+    ]));
+    assert_eq!(mnist["label"], 7, "MNIST's first test digit is a 7");
 
     // Wrong size, wrong format, index out of range.
     let wrong = fx.file("wrong.png");
@@ -693,32 +708,67 @@ fn failures_leave_no_partial_files() {
 
 #[test]
 fn invalid_option_values_are_usage_errors() {
-    for args in [
-        &["--momentum", "1"][..],
-        &["--momentum", "-0.5"],
-        &["--momentum", "abc"],
-        &["--nesterov"],
-        &["--nesterov", "--momentum", "0"],
-        &["--weight-decay", "-1e-4"],
-        &["--weight-decay", "inf"],
-        &["--schedule", "linear"],
-        &["--schedule", "step:0:0.5"],
-        &["--schedule", "step:2:-1"],
-        &["--val-split", "1"],
-        &["--val-split", "-0.1"],
-        &["--lr", "0"],
-        &["--epochs", "0"],
-        &["--batch-size", "0"],
-        &["--kernel", "sse9"],
-        &["train", "--momentum", "2"],
-        &["--epochs", "2", "eval", "--model", "m"],
-        &["eval"],
-        &["predict", "--model", "m.safetensors"],
-        &["predict", "--model", "m.safetensors", "--test-index", "-1"],
-        &["predict", "--model", "m.safetensors", "--top", "0", "x.png"],
+    // Each message names the flag (or argument) at fault.
+    for (args, names) in [
+        (
+            &["--momentum", "1"][..],
+            "'--momentum <MOMENTUM>': must be in [0, 1)",
+        ),
+        (
+            &["--momentum", "-0.5"],
+            "'--momentum <MOMENTUM>': must be in [0, 1)",
+        ),
+        (
+            &["--momentum", "abc"],
+            "'--momentum <MOMENTUM>': 'abc' is not a number",
+        ),
+        (&["--nesterov"], "--nesterov needs --momentum > 0"),
+        (
+            &["--nesterov", "--momentum", "0"],
+            "--nesterov needs --momentum > 0",
+        ),
+        (
+            &["--weight-decay", "-1e-4"],
+            "'--weight-decay <WEIGHT_DECAY>': must be finite and >= 0",
+        ),
+        (
+            &["--weight-decay", "inf"],
+            "'--weight-decay <WEIGHT_DECAY>': must be finite and >= 0",
+        ),
+        (&["--schedule", "linear"], "'--schedule <SCHEDULE>'"),
+        (&["--schedule", "step:0:0.5"], "'--schedule <SCHEDULE>'"),
+        (&["--schedule", "step:2:-1"], "'--schedule <SCHEDULE>'"),
+        (
+            &["--val-split", "1"],
+            "'--val-split <FRACTION>': must be in [0, 1)",
+        ),
+        (
+            &["--val-split", "-0.1"],
+            "'--val-split <FRACTION>': must be in [0, 1)",
+        ),
+        (&["--lr", "0"], "'--lr <LR>': must be finite and > 0"),
+        (&["--epochs", "0"], "'--epochs <EPOCHS>'"),
+        (&["--batch-size", "0"], "'--batch-size <BATCH_SIZE>'"),
+        (&["--kernel", "sse9"], "'--kernel <KERNEL>'"),
+        (&["train", "--momentum", "2"], "'--momentum <MOMENTUM>'"),
+        (&["--epochs", "2", "eval", "--model", "m"], "'eval'"),
+        (&["eval"], "--model <FILE>"),
+        (&["predict", "--model", "m.safetensors"], "<IMAGE>"),
+        (
+            &["predict", "--model", "m.safetensors", "--test-index", "-1"],
+            "'--test-index <N>'",
+        ),
+        (
+            &["predict", "--model", "m.safetensors", "--top", "0", "x.png"],
+            "'--top <TOP>'",
+        ),
     ] {
         let stderr = fails(2, args);
-        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(names),
+            "{args:?}: {stderr:?} does not name {names:?}"
+        );
     }
 }
 

@@ -80,6 +80,24 @@ fn load_err(files: Files) -> String {
 }
 
 /// The names in `dir`, sorted.
+/// The `.idx` cache files in `dir`, each of which must have its integrity
+/// record beside it.
+fn idx_files(dir: &Path) -> Vec<String> {
+    let all = listing(dir);
+    let idx: Vec<String> = all
+        .iter()
+        .filter(|n| n.ends_with(".idx"))
+        .cloned()
+        .collect();
+    for n in &idx {
+        assert!(
+            all.contains(&format!("{n}.verified")),
+            "{n} has no record: {all:?}"
+        );
+    }
+    idx
+}
+
 fn listing(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
@@ -135,7 +153,7 @@ fn every_name_variant_is_accepted() {
         let d = Dataset::load(data.path(), &opts(cache.path()))
             .unwrap_or_else(|e| panic!("variant {variant:?} gz {gz}: {e}"));
         assert_eq!((d.train.len(), d.test.len(), d.classes), (20, 10, 3));
-        assert_eq!(listing(cache.path()).len(), if gz { 4 } else { 0 });
+        assert_eq!(idx_files(cache.path()).len(), if gz { 4 } else { 0 });
     }
 }
 
@@ -467,8 +485,10 @@ fn write_gz(dir: &Path, files: &Files) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The cached data files of `dir` (not their `.verified` records), each
+/// with its modification time.
 fn cache_files(dir: &Path) -> Vec<(String, std::time::SystemTime)> {
-    listing(dir)
+    idx_files(dir)
         .into_iter()
         .map(|n| {
             let t = std::fs::metadata(dir.join(&n)).unwrap().modified().unwrap();
@@ -501,7 +521,86 @@ fn cache_is_reused_and_rebuilt_when_damaged() {
     let d = Dataset::load(data.path(), &opts(cache.path())).unwrap();
     assert_eq!(d.train.len() + d.test.len(), 30);
     assert_eq!(std::fs::metadata(&victim).unwrap().len(), len);
-    assert_eq!(listing(cache.path()).len(), 4);
+    assert_eq!(idx_files(cache.path()).len(), 4);
+}
+
+/// Flips one byte of the payload of `file` in place (as another process
+/// editing the cache would).
+fn flip_last_byte(file: &Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    let len = std::fs::metadata(file).unwrap().len();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .unwrap();
+    let byte = std::fs::read(file).unwrap()[len as usize - 1];
+    f.seek(SeekFrom::Start(len - 1)).unwrap();
+    f.write_all(&[byte ^ 0x01]).unwrap();
+}
+
+#[test]
+fn a_cache_file_changed_since_it_was_verified_is_rebuilt() {
+    let (data, cache) = (temp(), temp());
+    write_gz(data.path(), &tiny());
+    let first = Dataset::load(data.path(), &opts(cache.path())).unwrap();
+    let want = first.train.images.as_u8().unwrap().to_vec();
+    drop(first);
+    let files = idx_files(cache.path());
+    let victim = cache.path().join(
+        files
+            .iter()
+            .find(|n| n.starts_with("train-images"))
+            .unwrap(),
+    );
+    let original = std::fs::read(&victim).unwrap();
+    // One flipped pixel byte keeps the header and the length valid: only the
+    // record can tell.
+    flip_last_byte(&victim);
+    assert_ne!(std::fs::read(&victim).unwrap(), original);
+    let d = Dataset::load(data.path(), &opts(cache.path())).unwrap();
+    assert_eq!(d.train.images.as_u8().unwrap(), &want[..]);
+    assert_eq!(std::fs::read(&victim).unwrap(), original);
+    assert_eq!(idx_files(cache.path()).len(), 4);
+    // A record edited to match nothing is as good as none.
+    let record = cache.path().join(format!(
+        "{}.verified",
+        victim.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&record, "idx-softmax cache record 1\nsha256 00\n").unwrap();
+    let before = std::fs::metadata(&victim).unwrap();
+    Dataset::load(data.path(), &opts(cache.path())).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(std::fs::metadata(&victim).unwrap().ino(), before.ino());
+}
+
+#[test]
+fn a_changed_cache_file_of_a_checksummed_directory_is_rebuilt_and_verified() {
+    // The bundled MNIST has SHA256SUMS: its cache, tampered with, comes back
+    // byte for byte as the checksums say.
+    let cache = temp();
+    let mnist = Path::new(idx_softmax::BUNDLED_MNIST);
+    Dataset::load(mnist, &opts(cache.path())).unwrap();
+    let name = idx_files(cache.path())
+        .into_iter()
+        .find(|n| n.starts_with("t10k-images"))
+        .unwrap();
+    let victim = cache.path().join(&name);
+    flip_last_byte(&victim);
+    let d = Dataset::load(mnist, &opts(cache.path())).unwrap();
+    assert_eq!(d.test.len(), 10000);
+    let sums = std::fs::read_to_string(mnist.join("SHA256SUMS")).unwrap();
+    let want = sums
+        .lines()
+        .find(|l| l.ends_with("t10k-images-idx3-ubyte"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    use sha2::Digest;
+    let got = idx_softmax::dataset::hex(&sha2::Sha256::digest(std::fs::read(&victim).unwrap()));
+    assert_eq!(got, want);
 }
 
 #[test]
@@ -518,7 +617,7 @@ fn a_changed_gz_gets_a_fresh_cache_entry() {
     std::fs::write(&paths[2], gzip(&files.0[2])).unwrap();
     let d = Dataset::load(data.path(), &opts(cache.path())).unwrap();
     assert_eq!(d.test.labels.to_vec(), &test[..]);
-    assert_eq!(listing(cache.path()).len(), 6);
+    assert_eq!(idx_files(cache.path()).len(), 6);
 }
 
 #[test]
@@ -535,7 +634,7 @@ fn unwritable_cache_falls_back_to_the_next_directory() {
         classes: None,
     };
     Dataset::load(data.path(), &o).unwrap();
-    assert_eq!(listing(&good).len(), 4);
+    assert_eq!(idx_files(&good).len(), 4);
     assert!(!bad.exists());
     // A valid copy in a later directory is used as it is.
     let before = cache_files(&good);
@@ -552,17 +651,15 @@ fn unwritable_cache_falls_back_to_the_next_directory() {
 #[cfg(unix)]
 #[test]
 fn read_only_cache_directory_falls_back() {
-    use std::os::unix::fs::PermissionsExt;
     let (data, tmp) = (temp(), temp());
     write_gz(data.path(), &tiny());
     let ro = tmp.path().join("ro");
     std::fs::create_dir(&ro).unwrap();
-    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
-    if std::fs::write(ro.join("probe"), b"").is_ok() {
-        // Root ignores permissions; the test above covers the fallback.
-        eprintln!("read-only directory is writable (running as root?): skipped");
+    // chmod where permissions bind, chattr +i for root.
+    let Some(guard) = common::read_only_dir(&ro) else {
+        common::missing_prerequisite("a read-only directory (chmod 0555, or chattr +i as root)");
         return;
-    }
+    };
     let good = tmp.path().join("good");
     let o = LoadOptions {
         cache: GzCache::with_dirs(vec![ro.clone(), good.clone()]),
@@ -570,8 +667,8 @@ fn read_only_cache_directory_falls_back() {
     };
     Dataset::load(data.path(), &o).unwrap();
     assert!(listing(&ro).is_empty());
-    assert_eq!(listing(&good).len(), 4);
-    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(idx_files(&good).len(), 4);
+    drop(guard);
 }
 
 #[test]
@@ -658,7 +755,7 @@ fn sha256sums_are_checked_when_present() {
     );
     // The rejected copy was not kept.
     assert_eq!(
-        listing(cache.path()).len(),
+        idx_files(cache.path()).len(),
         1,
         "{:?}",
         listing(cache.path())

@@ -5,6 +5,8 @@
 //! A counting global allocator checks that rejecting a file that claims a
 //! huge payload allocates nothing large.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::Write;
@@ -463,10 +465,15 @@ fn gzip_of_a_valid_file_is_accepted_whatever_its_name() {
         assert_eq!(f.payload(), &(0..12).collect::<Vec<u8>>()[..], "{name}");
         assert_eq!(f.path(), p, "messages name the user's file");
     }
-    // One cache file per source, no temporary files left behind.
+    // One cache file per source, each with its integrity record, no
+    // temporary files left behind.
     let files = listing(cache.path());
-    assert_eq!(files.len(), 3, "{files:?}");
-    assert!(files.iter().all(|f| f.ends_with(".idx")), "{files:?}");
+    assert_eq!(files.len(), 6, "{files:?}");
+    let idx: Vec<&String> = files.iter().filter(|f| f.ends_with(".idx")).collect();
+    assert_eq!(idx.len(), 3, "{files:?}");
+    for f in idx {
+        assert!(files.contains(&format!("{f}.verified")), "{files:?}");
+    }
 }
 
 #[test]
@@ -661,6 +668,6 @@ fn fifo_and_dangling_link_do_not_hang() {
         let msg = open(&fifo, cache.path()).unwrap_err().to_string();
         assert!(msg.contains("is not a regular file"), "{msg}");
     } else {
-        eprintln!("mkfifo unavailable: FIFO case skipped");
+        common::missing_prerequisite("mkfifo (the FIFO case)");
     }
 }

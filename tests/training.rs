@@ -22,10 +22,13 @@ fn config(threads: usize, kernel: KernelPath) -> TrainConfig {
 }
 
 /// The headline test: the notebook's workload (one epoch, batch 100,
-/// lr 0.1, default seed) reaches ≥ 0.90 test accuracy, on the default path
-/// and on the general gemm path.
+/// lr 0.1, default seed) gives exactly the README's 0.9032 test accuracy
+/// (9032/10000), on every kernel path this CPU has. The paths round
+/// differently (their weights differ in the last bits), but not enough to
+/// change one prediction here; a count that moves means the arithmetic
+/// changed.
 #[test]
-fn mnist_one_epoch_reaches_90_percent() {
+fn mnist_one_epoch_gives_the_known_accuracy_on_every_path() {
     let data = common::mnist();
     let (tr, te) = common::mnist_samples();
     assert_eq!(
@@ -41,17 +44,21 @@ fn mnist_one_epoch_reaches_90_percent() {
         (tr.len(), te.len(), tr.features(), tr.classes()),
         (60_000, 10_000, 784, 10)
     );
-    for kernel in [KernelPath::best(), KernelPath::Gemm] {
+    let paths = KernelPath::available();
+    assert!(paths.contains(&KernelPath::Gemm) && paths.contains(&KernelPath::Portable));
+    for kernel in paths {
         let (net, reports) = train(tr, Some(te), config(2, kernel), &|_| {}, |_| {}).unwrap();
         let test = reports[0].test.as_ref().expect("a test evaluation");
-        let acc = test.accuracy;
         println!(
-            "{kernel}: test accuracy {acc:.4}, test loss {:.4}",
+            "{kernel}: test accuracy {:.4} ({}/{}), test loss {:.6}",
+            test.accuracy, test.correct, test.total, test.loss
+        );
+        assert_eq!((test.correct, test.total), (9032, 10_000), "{kernel}");
+        assert!(
+            (test.loss - 0.364_904_5).abs() < 1e-6,
+            "{kernel}: test loss {}",
             test.loss
         );
-        assert!(acc >= 0.90, "{kernel}: test accuracy {acc} < 0.90");
-        assert!(test.loss < 0.45, "{kernel}: test loss {}", test.loss);
-        assert_eq!(test.total, 10_000);
         assert_eq!(net.sizes(), [784, 10]);
         // The README's default run, bit for bit: the redesign promised the
         // same bits without --hidden.
@@ -60,10 +67,6 @@ fn mnist_one_epoch_reaches_90_percent() {
                 net.digest(),
                 "66072fba588cb2cc85487f698f4beecd4fb4114db070231ad499ef55bd3af66e",
                 "the default MNIST run's weights changed"
-            );
-            assert_eq!(
-                test.correct, 9032,
-                "the default MNIST run's accuracy changed"
             );
         }
     }
@@ -379,9 +382,13 @@ fn nan_in_f32_data_is_refused_and_f32_data_trains() {
         classes: None,
     };
     let err = Dataset::load(d, &opts).unwrap_err().to_string();
-    assert!(
-        err.contains("train-images-idx3-ubyte") && err.to_lowercase().contains("nan"),
-        "{err}"
+    // Pixel 37 is sample 9, element 1, at byte 16 (header) + 37 × 4.
+    assert_eq!(
+        err,
+        format!(
+            "{}: image 9, element 1 (byte offset 164) is NaN: not finite; pixel values must be finite f32",
+            d.join("train-images-idx3-ubyte").display()
+        )
     );
     // Without the NaN the same f32 dataset trains (on the gemm path).
     pixels[37] = 0.5;
@@ -401,8 +408,12 @@ fn nan_in_f32_data_is_refused_and_f32_data_trains() {
     let trainer = Trainer::new(&data, Some(&test), auto.clone()).unwrap();
     assert_eq!(trainer.kernel(), KernelPath::Gemm);
     drop(trainer);
-    let (_, reports) = train(&data, Some(&test), auto, &|_| {}, |_| {}).unwrap();
+    let (model, reports) = train(&data, Some(&test), auto, &|_| {}, |_| {}).unwrap();
+    assert!(model.params().is_finite());
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].stats.samples, n);
     assert_eq!(reports[0].test.as_ref().unwrap().total, 3);
+    assert!(reports[0].stats.train_loss.is_finite());
     // An explicitly requested fused path cannot serve f32 data: an error
     // naming --kernel, not a silent substitution.
     let err = Trainer::new(&data, None, config(2, KernelPath::Portable))

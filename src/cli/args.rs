@@ -58,7 +58,7 @@ pub struct DataArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct ComputeArgs {
     /// Worker threads, 1 to 1024 (default: the number of CPUs).
-    #[arg(long, value_parser = value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_parser = value_parser!(u32).range(1..=1024), allow_negative_numbers = true)]
     pub threads: Option<u32>,
     /// Kernel path: gemm, portable, avx2 or avx512 (default: $IDX_SOFTMAX_KERNEL,
     /// else the checkpoint's for eval/predict/--resume, else the best this
@@ -72,23 +72,23 @@ pub struct ComputeArgs {
 pub struct TrainArgs {
     /// Total passes over the training set [default: 1; with --resume, the
     /// checkpoint's planned total].
-    #[arg(long, value_parser = value_parser!(u32).range(1..))]
+    #[arg(long, value_parser = value_parser!(u32).range(1..), allow_negative_numbers = true)]
     pub epochs: Option<u32>,
     /// Samples per SGD step; the last batch of an epoch may be smaller
     /// [default: 100].
-    #[arg(long, value_parser = value_parser!(u32).range(1..))]
+    #[arg(long, value_parser = value_parser!(u32).range(1..), allow_negative_numbers = true)]
     pub batch_size: Option<u32>,
     /// Learning rate, finite and > 0 [default: 0.1].
-    #[arg(long, value_parser = parse_lr)]
+    #[arg(long, value_parser = parse_lr, allow_hyphen_values = true)]
     pub lr: Option<f32>,
     /// SGD momentum in [0, 1), as torch.optim.SGD [default: 0].
-    #[arg(long, value_parser = parse_momentum)]
+    #[arg(long, value_parser = parse_momentum, allow_hyphen_values = true)]
     pub momentum: Option<f32>,
     /// Nesterov momentum (needs --momentum > 0).
     #[arg(long)]
     pub nesterov: bool,
     /// L2 weight decay, finite and >= 0 [default: 0].
-    #[arg(long, value_parser = parse_weight_decay)]
+    #[arg(long, value_parser = parse_weight_decay, allow_hyphen_values = true)]
     pub weight_decay: Option<f32>,
     /// Learning-rate schedule: constant, cosine (to 0 over the run, per
     /// step) or step:EVERY:GAMMA (× GAMMA every EVERY epochs) [default:
@@ -97,11 +97,11 @@ pub struct TrainArgs {
     pub schedule: Option<Schedule>,
     /// Fraction of the training set held out for validation, in [0, 1);
     /// drawn from the seed [default: 0].
-    #[arg(long, value_parser = parse_val_split, value_name = "FRACTION")]
+    #[arg(long, value_parser = parse_val_split, value_name = "FRACTION", allow_hyphen_values = true)]
     pub val_split: Option<f32>,
     /// Seed for the weight initialisation, the shuffles and the validation
     /// split [default: 42].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub seed: Option<u64>,
     /// Add a hidden layer of N ReLU units; repeat for more layers
     /// (`--hidden 512 --hidden 256` is 784→512→256→10). Default: none
@@ -111,7 +111,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Number of classes, 2 to 65536 (default: the largest training label + 1).
-    #[arg(long, value_parser = value_parser!(u32).range(2..=idx_softmax::dataset::MAX_CLASSES as i64))]
+    #[arg(long, value_parser = value_parser!(u32).range(2..=idx_softmax::dataset::MAX_CLASSES as i64), allow_negative_numbers = true)]
     pub classes: Option<u32>,
     #[command(flatten)]
     pub compute: ComputeArgs,
@@ -176,10 +176,10 @@ pub struct PredictArgs {
     pub images: Vec<PathBuf>,
     /// Predict test-set sample N (0-based) instead of an image file; may be
     /// repeated.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub test_index: Vec<usize>,
     /// How many of the most probable classes to print.
-    #[arg(long, default_value_t = 3, value_parser = value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 3, value_parser = value_parser!(u32).range(1..), allow_negative_numbers = true)]
     pub top: u32,
     #[command(flatten)]
     pub data: DataArgs,

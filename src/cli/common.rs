@@ -10,8 +10,7 @@ use idx_softmax::checkpoint::Checkpoint;
 use idx_softmax::config;
 use idx_softmax::dataset::{find_file, Dataset, GzCache, IdxFile, LoadOptions, Split};
 use idx_softmax::kernels::KernelPath;
-use idx_softmax::nn::Network;
-use idx_softmax::run_record::{recorded_kernel, shape_string};
+use idx_softmax::run_record::{recorded_kernel, recorded_shape, shape_string};
 use idx_softmax::train::TrainConfig;
 
 use super::args::DataArgs;
@@ -37,16 +36,95 @@ fn cache(args: &DataArgs) -> GzCache {
     }
 }
 
+/// The model a command works with, and the data directory its checkpoint
+/// records (as `--save` writes it: absolute).
+#[derive(Clone, Copy, Debug)]
+pub struct TrainedOn<'a> {
+    pub model: &'a Path,
+    pub data_dir: Option<&'a str>,
+}
+
+/// The data directory to use, and whether it is the one the model was
+/// trained on, taken from its checkpoint: without `--data-dir`, a model's
+/// own data (it must still exist); with a `--data-dir` that differs from
+/// it, a note says so (printed by [`Loaded::print_note`] once the data
+/// is known to fit the model, so a failure stays one line).
+fn choose_data_dir(
+    args: &DataArgs,
+    trained_on: Option<TrainedOn<'_>>,
+) -> Result<(PathBuf, bool, Option<String>)> {
+    let Some(TrainedOn {
+        model,
+        data_dir: Some(recorded),
+    }) = trained_on
+    else {
+        return Ok((data_dir(args), false, None));
+    };
+    let recorded = PathBuf::from(recorded);
+    match &args.data_dir {
+        Some(given) => {
+            let same = match (std::fs::canonicalize(given), std::fs::canonicalize(&recorded)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => given == &recorded,
+            };
+            let note = (!same).then(|| {
+                format!(
+                    "note: {} was trained on {}; using --data-dir {}",
+                    model.display(),
+                    recorded.display(),
+                    given.display()
+                )
+            });
+            Ok((given.clone(), same, note))
+        }
+        None if recorded.is_dir() => Ok((recorded, true, None)),
+        None => bail!(
+            "{}: the model was trained on {}, which is not a directory here; pass --data-dir to choose the data",
+            model.display(),
+            recorded.display()
+        ),
+    }
+}
+
 /// A loaded dataset, where it came from and how long loading took.
 pub struct Loaded<T> {
     pub dir: PathBuf,
     pub data: T,
     pub seconds: f64,
+    /// Whether `dir` is the directory the model was trained on (as its
+    /// checkpoint records it).
+    pub from_model: bool,
+    /// A note for stderr: the data is not the data the model was trained on.
+    pub note: Option<String>,
 }
 
-/// Loads the whole dataset (both splits).
-pub fn load_dataset(args: &DataArgs, classes: Option<usize>) -> Result<Loaded<Dataset>> {
-    let dir = data_dir(args);
+impl<T> Loaded<T> {
+    /// Prints the note about the data directory, if there is one.
+    pub fn print_note(&self) {
+        if let Some(n) = &self.note {
+            eprintln!("{n}");
+        }
+    }
+
+    /// For the report's `data` line: `; the data the model was trained on`
+    /// when `dir` came from the model's checkpoint, else nothing.
+    pub fn source(&self) -> &'static str {
+        if self.from_model {
+            "; the data the model was trained on"
+        } else {
+            ""
+        }
+    }
+}
+
+/// Loads the whole dataset (both splits); with `trained_on`, from the
+/// directory the model was trained on unless `--data-dir` says otherwise.
+pub fn load_dataset(
+    args: &DataArgs,
+    classes: Option<usize>,
+    trained_on: Option<TrainedOn<'_>>,
+) -> Result<Loaded<Dataset>> {
+    let (dir, from_model, note) = choose_data_dir(args, trained_on)?;
     let opts = LoadOptions {
         cache: cache(args),
         classes,
@@ -57,13 +135,19 @@ pub fn load_dataset(args: &DataArgs, classes: Option<usize>) -> Result<Loaded<Da
         dir,
         data,
         seconds: start.elapsed().as_secs_f64(),
+        from_model,
+        note,
     })
 }
 
 /// Loads only the test split, for a model with `classes` classes: every
 /// test label must be below it.
-pub fn load_test_split(args: &DataArgs, classes: usize) -> Result<Loaded<Split>> {
-    let dir = data_dir(args);
+pub fn load_test_split(
+    args: &DataArgs,
+    classes: usize,
+    trained_on: Option<TrainedOn<'_>>,
+) -> Result<Loaded<Split>> {
+    let (dir, from_model, note) = choose_data_dir(args, trained_on)?;
     let start = Instant::now();
     match std::fs::metadata(&dir) {
         Ok(m) if m.is_dir() => {}
@@ -87,20 +171,37 @@ pub fn load_test_split(args: &DataArgs, classes: usize) -> Result<Loaded<Split>>
         dir,
         data: split,
         seconds: start.elapsed().as_secs_f64(),
+        from_model,
+        note,
     })
 }
 
-/// Checks that `network` takes the samples of `split` (same feature count).
-pub fn check_features(network: &Network, model_path: &Path, split: &Split) -> Result<()> {
+/// Checks that the model `ck` takes the samples of `split`: the same
+/// feature count and, when the checkpoint records one, the same sample
+/// shape (a 28×28 model refuses 14×56 images).
+pub fn check_features(ck: &Checkpoint, model_path: &Path, split: &Split) -> Result<()> {
+    let network = &ck.network;
     let k = split.images.features();
+    let shape = split.images.sample_shape();
     if network.features() != k {
         bail!(
             "{}: the model takes {} features, but {} holds samples of {} ({k} features)",
             model_path.display(),
             network.features(),
             split.images.path().display(),
-            shape_string(split.images.sample_shape())
+            shape_string(shape)
         );
+    }
+    if let Some(recorded) = recorded_shape(ck) {
+        if recorded != shape {
+            bail!(
+                "{}: the model was trained on samples of {}, but {} holds samples of {}",
+                model_path.display(),
+                shape_string(&recorded),
+                split.images.path().display(),
+                shape_string(shape)
+            );
+        }
     }
     Ok(())
 }
@@ -137,22 +238,59 @@ pub fn pool(threads: usize) -> Result<rayon::ThreadPool> {
         .with_context(|| format!("cannot start {threads} threads"))
 }
 
-/// Checks, before any work, that `path` can be written by `flag`: its
-/// directory exists and it is not itself a directory.
-pub fn check_output(path: &Path, flag: &str) -> Result<()> {
-    if path.is_dir() {
-        bail!("{flag} {}: is a directory", path.display());
+/// A usage error found after parsing (a flag that cannot apply to the data
+/// it meets): reported as clap reports its own, with exit status 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "{flag} {}: the directory {} does not exist",
-            path.display(),
-            dir.display()
-        );
+}
+
+impl std::error::Error for UsageError {}
+
+/// Checks, before any work, that `path` can be written by `flag`: it is
+/// not a directory, a device or another non-regular file, its directory
+/// exists, and a file can be created there (see
+/// [`idx_softmax::fsutil::probe_output`]).
+pub fn check_output(path: &Path, flag: &str) -> Result<()> {
+    idx_softmax::fsutil::probe_output(path)
+        .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
+}
+
+/// Checks that no two of the `flags` name one file (compared by canonical
+/// directory and file name, so `./a` and `a` collide), except the pairs in
+/// `allowed`. The message names both flags.
+pub fn distinct_outputs(
+    flags: &[(&str, Option<&PathBuf>)],
+    allowed: &[(&str, &str)],
+) -> Result<(), String> {
+    let given: Vec<(&str, &PathBuf, PathBuf)> = flags
+        .iter()
+        .filter_map(|&(f, p)| {
+            let p = p?;
+            Some((
+                f,
+                p,
+                idx_softmax::fsutil::output_identity(p).unwrap_or_else(|| p.clone()),
+            ))
+        })
+        .collect();
+    for (i, (fa, pa, ida)) in given.iter().enumerate() {
+        for (fb, pb, idb) in &given[i + 1..] {
+            let ok = allowed
+                .iter()
+                .any(|&(x, y)| (x, y) == (*fa, *fb) || (y, x) == (*fa, *fb));
+            if ida == idb && !ok {
+                return Err(format!(
+                    "{fa} {} and {fb} {} name the same file; give each its own path",
+                    pa.display(),
+                    pb.display()
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -17,8 +17,10 @@ use idx_softmax::metrics;
 use super::args::EvalArgs;
 use super::common::{
     check_features, check_output, image_shape, inference_kernel, load_test_split, pool, threads,
+    TrainedOn,
 };
 use super::report::{confusion_table, evaluation_json, per_class_table};
+use idx_softmax::run_record;
 
 /// Runs `eval` with `args`.
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -26,10 +28,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
         check_output(p, "--weights-png")?;
     }
     let ck = checkpoint::load(&args.model)?;
+    run_record::validate(&args.model, &ck)?;
     let model = &ck.network;
-    let loaded = load_test_split(&args.data, model.classes())?;
+    let trained_on = TrainedOn {
+        model: &args.model,
+        data_dir: run_record::recorded_data_dir(&ck),
+    };
+    let loaded = load_test_split(&args.data, model.classes(), Some(trained_on))?;
     let split = &loaded.data;
-    check_features(model, &args.model, split)?;
+    check_features(&ck, &args.model, split)?;
+    loaded.print_note();
     let picture_shape = match &args.weights_png {
         Some(_) => Some(image_shape(
             split.images.sample_shape(),
@@ -56,6 +64,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         out["test_loss"] = json!(ev.loss);
         out["model"] = json!(args.model.display().to_string());
         out["data_dir"] = json!(loaded.dir.display().to_string());
+        out["data_from_model"] = json!(loaded.from_model);
         out["classes"] = json!(model.classes());
         out["features"] = json!(model.features());
         out["layers"] = json!(model.describe());
@@ -92,10 +101,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     println!("model    {} ({shape}{trained})", args.model.display());
     println!(
-        "data     {} ({} test samples; loaded in {:.3} s)",
+        "data     {} ({} test samples; loaded in {:.3} s{})",
         loaded.dir.display(),
         split.len(),
-        loaded.seconds
+        loaded.seconds,
+        loaded.source()
     );
     println!(
         "accuracy {:.4} ({}/{})  mean loss {:.4}  ({:.3} s, kernel {kernel}, {threads} thread(s))",

@@ -24,7 +24,7 @@ impl MetricsLog {
     pub fn new(path: Option<PathBuf>, epochs_done: usize) -> Self {
         let mut lines = Vec::new();
         if let (Some(p), true) = (&path, epochs_done > 0) {
-            if let Ok(text) = std::fs::read_to_string(p) {
+            if let Ok(text) = idx_softmax::fsutil::read_regular_to_string(p) {
                 lines = text
                     .lines()
                     .filter(|l| {

@@ -19,10 +19,10 @@ use serde_json::{json, Value};
 
 use idx_softmax::checkpoint::{self, Checkpoint};
 use idx_softmax::image::{self, GrayImage};
-use idx_softmax::run_record::recorded_shape;
+use idx_softmax::run_record::{self, recorded_shape};
 
 use super::args::PredictArgs;
-use super::common::{check_features, inference_kernel, load_test_split, pool, threads};
+use super::common::{check_features, inference_kernel, load_test_split, pool, threads, TrainedOn};
 
 /// Where a prediction's input came from.
 enum Source {
@@ -39,6 +39,7 @@ struct Prediction {
 /// Runs `predict` with `args`.
 pub fn run(args: PredictArgs) -> Result<()> {
     let ck = checkpoint::load(&args.model)?;
+    run_record::validate(&args.model, &ck)?;
     let model = &ck.network;
     let mut predictions = Vec::new();
 
@@ -100,9 +101,14 @@ fn read_input(path: &Path, ck: &Checkpoint, model_path: &Path) -> Result<GrayIma
 /// The logits of the `--test-index` samples, computed as `eval` does.
 fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> {
     let model = &ck.network;
-    let loaded = load_test_split(&args.data, model.classes())?;
+    let trained_on = TrainedOn {
+        model: &args.model,
+        data_dir: run_record::recorded_data_dir(ck),
+    };
+    let loaded = load_test_split(&args.data, model.classes(), Some(trained_on))?;
     let split = &loaded.data;
-    check_features(model, &args.model, split)?;
+    check_features(ck, &args.model, split)?;
+    loaded.print_note();
     if let Some(&bad) = args.test_index.iter().find(|&&i| i >= split.len()) {
         bail!(
             "--test-index {bad} is out of range: {} holds {} test samples (0..{})",

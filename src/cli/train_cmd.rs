@@ -16,13 +16,16 @@ use serde_json::json;
 
 use idx_softmax::dataset::Dataset;
 use idx_softmax::image;
+use idx_softmax::metrics;
 use idx_softmax::optim::{Schedule, Sgd};
 use idx_softmax::run_record::{self, shape_string, Results, RunMeta};
 use idx_softmax::samples::Samples;
 use idx_softmax::train::{EpochReport, TrainConfig, Trainer};
 
 use super::args::TrainArgs;
-use super::common::{check_output, f32_as_printed, image_shape, load_dataset, rss_anon_kb};
+use super::common::{
+    check_output, f32_as_printed, image_shape, load_dataset, rss_anon_kb, TrainedOn,
+};
 use super::metrics_log::MetricsLog;
 use super::report::{epoch_json, epoch_line, progress_bar};
 use super::settings::{self, explicit_kernel};
@@ -49,13 +52,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some((path, meta, _)) => settings::resumed(&args, meta, path)?,
         None => settings::fresh(&args, explicit_kernel(args.compute.kernel)?)?,
     };
-    let loaded = load_dataset(&args.data, classes)?;
+    let trained_on = resume.as_ref().map(|(path, meta, _)| TrainedOn {
+        model: path,
+        data_dir: Some(meta.data_dir.as_str()).filter(|d| !d.is_empty()),
+    });
+    let loaded = load_dataset(&args.data, classes, trained_on)?;
     let (data_dir, data) = (&loaded.dir, &loaded.data);
     let train_set = data.train.samples(data.classes)?;
     let test_set = data.test.samples(data.classes)?;
     let kernel = cfg.kernel_for(&train_set)?;
     if let Some((path, meta, _)) = &resume {
         check_same_data(meta, data, path)?;
+        loaded.print_note();
         settings::check_kernel(kernel, meta, path)?;
         if meta.config.sgd.schedule == Schedule::Cosine && cfg.epochs != meta.config.epochs {
             eprintln!(
@@ -90,7 +98,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut meta = run_meta(&cfg, kernel, data, &train_set, data_dir);
 
     if !args.json {
-        print_header(data_dir, data, loaded.seconds, &trainer, &cfg);
+        print_header(
+            &format!("{}", data_dir.display()),
+            loaded.source(),
+            data,
+            loaded.seconds,
+            &trainer,
+            &cfg,
+        );
         if let Some(path) = &resumed_from {
             println!("resuming {} after epoch {start_epoch}", path.display());
         }
@@ -104,6 +119,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut log = MetricsLog::new(args.metrics_json.clone(), start_epoch);
     let mut epochs: Vec<(EpochReport, f32)> =
         Vec::with_capacity((cfg.epochs - start_epoch).min(1024));
+    let mut warnings: Vec<String> = Vec::new();
     while trainer.epochs_done() < cfg.epochs {
         let report = trainer
             .run_epoch(&progress)
@@ -113,6 +129,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let lr = lr_at_end(&cfg.sgd, stats.epoch, steps_per_epoch, cfg.epochs);
         if !args.json {
             bar.suspend(|| println!("{}", epoch_line(&report, cfg.epochs)));
+        }
+        if warnings.is_empty() && metrics::diverged(stats.train_loss, data.classes) {
+            let w = divergence_warning(stats.epoch, stats.train_loss, data.classes);
+            bar.suspend(|| eprintln!("warning: {w}"));
+            warnings.push(w);
         }
         log.push(&epoch_json(&report, lr))?;
         if let Some(path) = &args.save {
@@ -172,6 +193,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "test_samples": data.test.len(),
             "classes": data.classes,
             "per_epoch": per_epoch,
+            "warnings": warnings,
         });
         if let Some(val) = &last.validation {
             out["val_loss"] = json!(val.loss);
@@ -221,15 +243,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
 /// The human report's first two lines.
 fn print_header(
-    data_dir: &Path,
+    data_dir: &str,
+    source: &str,
     data: &Dataset,
     load_seconds: f64,
     trainer: &Trainer<'_>,
     cfg: &TrainConfig,
 ) {
     println!(
-        "data     {} ({} train, {} test, {} {}, {} classes; loaded in {:.3} s)",
-        data_dir.display(),
+        "data     {} ({} train, {} test, {} {}, {} classes; loaded in {:.3} s{source})",
+        data_dir,
         data.train.len(),
         data.test.len(),
         shape_string(data.train.images.sample_shape()).replace('x', "×"),
@@ -262,12 +285,36 @@ fn print_header(
         );
     }
     line += &format!(
-        ", seed {}, {} worker(s), kernel {}",
+        ", seed {}, {}, kernel {}",
         cfg.seed,
-        trainer.workers(),
+        workers_text(cfg),
         trainer.kernel()
     );
     println!("{line}");
+}
+
+/// How many threads really run the training loop: the step's workers
+/// (`min(threads, CPUs)` unless `--oversubscribe`), saying so when that is
+/// fewer than `--threads` asked for.
+fn workers_text(cfg: &TrainConfig) -> String {
+    let workers = cfg.workers();
+    if workers == cfg.threads {
+        format!("{workers} worker(s)")
+    } else {
+        format!(
+            "{workers} worker(s) (--threads {} capped at {workers} CPU(s))",
+            cfg.threads
+        )
+    }
+}
+
+/// The warning for a run whose training loss has diverged at `epoch`.
+fn divergence_warning(epoch: usize, loss: f64, classes: usize) -> String {
+    format!(
+        "epoch {epoch}: the training loss {loss:.4e} is over {} x ln({classes}) = {:.1}, far above where training starts: the run has diverged; try a smaller --lr",
+        metrics::DIVERGENCE_FACTOR,
+        metrics::DIVERGENCE_FACTOR * (classes as f64).ln()
+    )
 }
 
 /// What the checkpoint records about this run (with `epochs_done` 0 until
@@ -290,7 +337,12 @@ fn run_meta(
         sample_shape: train_set.sample_shape().to_vec(),
         train_samples: data.train.len(),
         test_samples: data.test.len(),
-        data_dir: data_dir.display().to_string(),
+        // Absolute, so that eval, predict and --resume find it from any
+        // working directory.
+        data_dir: std::fs::canonicalize(data_dir)
+            .unwrap_or_else(|_| data_dir.to_owned())
+            .display()
+            .to_string(),
     }
 }
 

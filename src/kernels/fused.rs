@@ -143,7 +143,9 @@ pub fn forward(
         #[cfg(target_arch = "x86_64")]
         KernelPath::Avx512 => unsafe { forward_avx512(images, k, rows, wt, bias, scale, logits) },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA availability asserted above; lengths as for Avx512.
         KernelPath::Avx2 => unsafe { forward_avx2(images, k, rows, wt, bias, scale, logits) },
+        // SAFETY: the portable path needs no ISA; lengths asserted above, rows bounds-checked.
         KernelPath::Portable => unsafe {
             forward_rows::<Portable, 1, GROUP>(images, k, rows, wt, bias, scale, logits)
         },
@@ -199,7 +201,9 @@ pub fn weight_grad(
         #[cfg(target_arch = "x86_64")]
         KernelPath::Avx512 => unsafe { grad_avx512(images, k, rows, g, c, k0, width, out) },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA availability asserted above; rows and columns checked as for Avx512.
         KernelPath::Avx2 => unsafe { grad_avx2(images, k, rows, g, c, k0, width, out) },
+        // SAFETY: the portable path needs no ISA; rows and columns checked above.
         KernelPath::Portable => unsafe {
             weight_grad_cols::<Portable, 1, GROUP>(images, k, rows, g, c, k0, width, out)
         },
@@ -211,6 +215,9 @@ pub fn weight_grad(
 // ISA entry points: each instantiates the generic kernel with its vector
 // type inside a function compiled for that ISA.
 
+/// # Safety
+/// The CPU supports AVX-512F; slice lengths and row indices as asserted in
+/// [`forward`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn forward_avx512(
@@ -226,6 +233,9 @@ unsafe fn forward_avx512(
     unsafe { forward_rows::<Avx512, 3, 5>(images, k, rows, wt, bias, scale, logits) }
 }
 
+/// # Safety
+/// The CPU supports AVX2 and FMA; slice lengths and row indices as
+/// asserted in [`forward`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn forward_avx2(
@@ -241,6 +251,9 @@ unsafe fn forward_avx2(
     unsafe { forward_rows::<Avx2, 2, 5>(images, k, rows, wt, bias, scale, logits) }
 }
 
+/// # Safety
+/// The CPU supports AVX-512F; lengths, row indices and the column block as
+/// checked in [`weight_grad`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -258,6 +271,9 @@ unsafe fn grad_avx512(
     unsafe { weight_grad_cols::<Avx512, 4, 5>(images, k, rows, g, c, k0, width, out) }
 }
 
+/// # Safety
+/// The CPU supports AVX2 and FMA; lengths, row indices and the column block
+/// as checked in [`weight_grad`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -314,6 +330,10 @@ unsafe fn forward_rows<V: Vector, const R: usize, const FG: usize>(
 }
 
 /// Logits of `R` rows, all classes, class group by class group.
+///
+/// # Safety
+/// `V`'s ISA is available; each of `xs` has `k` bytes, `wt` is C × K with
+/// C = `bias.len()`, and `out` holds R × C logits.
 #[inline(always)]
 unsafe fn forward_block<V: Vector, const R: usize, const FG: usize>(
     xs: [&[u8]; R],
@@ -347,6 +367,10 @@ unsafe fn forward_block<V: Vector, const R: usize, const FG: usize>(
 
 /// The register block: dot products of `R` u8 rows with `G` weight rows
 /// starting at class `c0`.
+///
+/// # Safety
+/// `V`'s ISA is available; each of `xs` has `k` bytes, and classes
+/// `c0 .. c0 + G` are rows of `wt` (C × K).
 #[inline(always)]
 unsafe fn dot_group<V: Vector, const R: usize, const G: usize>(
     xs: [&[u8]; R],
@@ -354,7 +378,7 @@ unsafe fn dot_group<V: Vector, const R: usize, const G: usize>(
     wt: &[f32],
     c0: usize,
 ) -> [[f32; G]; R] {
-    // SAFETY (whole body): `V`'s ISA is available (caller). Each x load
+    // SAFETY: `V`'s ISA is available (caller). Each x load
     // reads LANES bytes at offset kk < k - LANES + 1 of a row of length k;
     // each w load reads LANES f32 inside row c0+g (< C) of wt (C × K). The
     // tail reads zero-padded stack copies.
@@ -408,22 +432,28 @@ unsafe fn weight_grad_cols<V: Vector, const NV: usize, const GG: usize>(
     out: &mut [f32],
 ) {
     let mut j = 0;
-    // SAFETY (all calls): forwarded contract; each call's columns lie in
-    // k0+j .. k0+width ≤ K.
     while j + NV * V::LANES <= width {
+        // SAFETY: forwarded contract; columns k0+j .. k0+j+NV·LANES ≤ k0+width ≤ K.
         unsafe { grad_block::<V, NV, GG>(images, k, rows, g, c, k0 + j, j, width, out) };
         j += NV * V::LANES;
     }
     while j + V::LANES <= width {
+        // SAFETY: forwarded contract; columns k0+j .. k0+j+LANES ≤ k0+width ≤ K.
         unsafe { grad_block::<V, 1, GG>(images, k, rows, g, c, k0 + j, j, width, out) };
         j += V::LANES;
     }
     if j < width {
+        // SAFETY: forwarded contract; the tail's columns k0+j .. k0+width ≤ K.
         unsafe { grad_tail::<V>(images, k, rows, g, c, k0 + j, j, width - j, width, out) };
     }
 }
 
 /// Columns `col .. col + NV·LANES` (output columns `j ..`), every class.
+///
+/// # Safety
+/// `V`'s ISA is available; every row index is in bounds, `col + NV·LANES
+/// ≤ k`, `g` is rows.len() × `c`, and `j + NV·LANES ≤ width` with `out`
+/// being `c` × `width`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn grad_block<V: Vector, const NV: usize, const GG: usize>(
@@ -440,7 +470,7 @@ unsafe fn grad_block<V: Vector, const NV: usize, const GG: usize>(
     let mut c0 = 0;
     while c0 < c {
         let take = if c0 + GG <= c { GG } else { 1 };
-        // SAFETY (whole block): rows were bounds-checked by the caller and
+        // SAFETY: rows were bounds-checked by the caller and
         // col + NV·LANES ≤ K, so each x load stays in its row; g reads are
         // inside rows.len() × C; stores land in out[c'][j .. j+NV·LANES]
         // with j + NV·LANES ≤ width.
@@ -478,6 +508,11 @@ unsafe fn grad_block<V: Vector, const NV: usize, const GG: usize>(
 /// The last `rem < LANES` columns, through a zero-padded copy of each row's
 /// tail so the per-column sequence of operations is the same as in
 /// [`grad_block`].
+///
+/// # Safety
+/// `V`'s ISA is available; every row index is in bounds, the `n` columns
+/// from `col` lie inside K, `g` is rows.len() × `c`, and output columns
+/// `j .. j + n` lie inside `width`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn grad_tail<V: Vector>(
@@ -521,6 +556,10 @@ unsafe fn grad_tail<V: Vector>(
 /// The register block: `NV` vectors of columns × `G` classes, summed over
 /// the rows in order. `load_x(row_ptr, v)` loads vector `v` of the block
 /// from a row.
+///
+/// # Safety
+/// `V`'s ISA is available; every row index is in bounds, `col + NV·LANES
+/// ≤ k`, and classes `c0 .. c0 + G` are columns of `g` (rows.len() × `c`).
 #[inline(always)]
 unsafe fn grad_group<V: Vector, const NV: usize, const G: usize>(
     images: &[u8],
@@ -549,6 +588,8 @@ unsafe fn grad_group<V: Vector, const NV: usize, const G: usize>(
     }
 }
 
+/// # Safety
+/// `V`'s ISA is available (the stores are bounds-asserted).
 #[inline(always)]
 unsafe fn store_group<V: Vector, const NV: usize, const G: usize>(
     acc: &[[V; G]; NV],
@@ -567,134 +608,9 @@ unsafe fn store_group<V: Vector, const NV: usize, const G: usize>(
     }
 }
 
-/// How the register blocks above were chosen: `cargo test --release --lib
-/// tuning -- --ignored --nocapture` times candidate block shapes on
-/// MNIST-shaped data (random rows of a 47 MB u8 matrix, ~1/3 non-zero),
-/// interleaved so machine noise hits every variant alike, and prints the
-/// median GFLOP/s of each. On the development machine (AMD EPYC Zen 4) the
-/// winners were 3 rows × 5 classes for the AVX-512 forward pass and
-/// 4 vectors × 5 classes for its gradient; the 2 × 10 and 4 × 5 forward
-/// blocks made LLVM spill accumulators to the stack.
-#[cfg(all(test, target_arch = "x86_64"))]
-mod tuning {
-    use super::*;
-
-    const N: usize = 60_000;
-    const K: usize = 784;
-    const C: usize = 10;
-    const B: usize = 100;
-
-    /// 40 interleaved rounds of 60 batches per variant; `run(f, rows)` runs
-    /// variant `f` on one batch.
-    fn time_variants<F: Copy>(variants: &[(&str, F)], run: impl Fn(F, &[u32])) {
-        let mut times = vec![Vec::new(); variants.len()];
-        for round in 0..40u64 {
-            for (i, &(_, f)) in variants.iter().enumerate() {
-                let t = std::time::Instant::now();
-                for step in 0..60u64 {
-                    let rows: Vec<u32> = (0..B as u64)
-                        .map(|j| ((j * 7919 + step * 104_729 + round * 31) % N as u64) as u32)
-                        .collect();
-                    run(f, &rows);
-                }
-                times[i].push(t.elapsed().as_secs_f64());
-            }
-        }
-        for ((name, _), t) in variants.iter().zip(&mut times) {
-            t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            println!(
-                "{name}: {:.1} GFLOP/s",
-                2.0 * (60 * B * K * C) as f64 / t[t.len() / 2] / 1e9
-            );
-        }
-    }
-
-    fn pixels() -> Vec<u8> {
-        let mut s = 1u64;
-        (0..N * K)
-            .map(|i| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                if (7..22).contains(&(i % 28)) && !s.is_multiple_of(3) {
-                    s as u8
-                } else {
-                    0
-                }
-            })
-            .collect()
-    }
-
-    macro_rules! forward_variant {
-        ($isa:literal, $v:ty, $r:literal, $g:literal) => {{
-            #[target_feature(enable = $isa)]
-            unsafe fn f(images: &[u8], rows: &[u32], wt: &[f32], bias: &[f32], out: &mut [f32]) {
-                unsafe { forward_rows::<$v, $r, $g>(images, K, rows, wt, bias, 1.0, out) }
-            }
-            f
-        }};
-    }
-    macro_rules! grad_variant {
-        ($isa:literal, $v:ty, $nv:literal, $g:literal) => {{
-            #[target_feature(enable = $isa)]
-            unsafe fn f(images: &[u8], rows: &[u32], g: &[f32], out: &mut [f32]) {
-                unsafe { weight_grad_cols::<$v, $nv, $g>(images, K, rows, g, C, 0, K, out) }
-            }
-            f
-        }};
-    }
-
-    #[test]
-    #[ignore]
-    fn tuning_forward_blocks() {
-        if !KernelPath::Avx512.is_available() {
-            return;
-        }
-        let images = pixels();
-        let wt: Vec<f32> = (0..C * K).map(|i| (i % 97) as f32 * 1e-4).collect();
-        let bias = vec![0.0f32; C];
-        let out = std::cell::RefCell::new(vec![0.0f32; B * C]);
-        type F = unsafe fn(&[u8], &[u32], &[f32], &[f32], &mut [f32]);
-        let candidates: [(&str, F); 7] = [
-            ("avx512 1×10", forward_variant!("avx512f", Avx512, 1, 10)),
-            ("avx512 2×10", forward_variant!("avx512f", Avx512, 2, 10)),
-            ("avx512 2×5", forward_variant!("avx512f", Avx512, 2, 5)),
-            ("avx512 3×5", forward_variant!("avx512f", Avx512, 3, 5)),
-            ("avx512 4×5", forward_variant!("avx512f", Avx512, 4, 5)),
-            ("avx2 1×10", forward_variant!("avx2,fma", Avx2, 1, 10)),
-            ("avx2 2×5", forward_variant!("avx2,fma", Avx2, 2, 5)),
-        ];
-        // SAFETY: AVX-512F (and so AVX2 + FMA) checked above; rows < N.
-        time_variants(&candidates, |f, rows| unsafe {
-            f(&images, rows, &wt, &bias, &mut out.borrow_mut())
-        });
-    }
-
-    #[test]
-    #[ignore]
-    fn tuning_gradient_blocks() {
-        if !KernelPath::Avx512.is_available() {
-            return;
-        }
-        let images = pixels();
-        let g: Vec<f32> = (0..B * C).map(|i| (i % 89) as f32 * 1e-4).collect();
-        let out = std::cell::RefCell::new(vec![0.0f32; C * K]);
-        type F = unsafe fn(&[u8], &[u32], &[f32], &mut [f32]);
-        let candidates: [(&str, F); 7] = [
-            (
-                "avx512 2 vectors × 10",
-                grad_variant!("avx512f", Avx512, 2, 10),
-            ),
-            ("avx512 1 × 10", grad_variant!("avx512f", Avx512, 1, 10)),
-            ("avx512 3 × 5", grad_variant!("avx512f", Avx512, 3, 5)),
-            ("avx512 4 × 5", grad_variant!("avx512f", Avx512, 4, 5)),
-            ("avx512 2 × 5", grad_variant!("avx512f", Avx512, 2, 5)),
-            ("avx2 1 × 10", grad_variant!("avx2,fma", Avx2, 1, 10)),
-            ("avx2 2 × 5", grad_variant!("avx2,fma", Avx2, 2, 5)),
-        ];
-        // SAFETY: AVX-512F (and so AVX2 + FMA) checked above; rows < N.
-        time_variants(&candidates, |f, rows| unsafe {
-            f(&images, rows, &g, &mut out.borrow_mut())
-        });
-    }
-}
+/// How the register blocks above were chosen: `cargo run --release
+/// --features tuning --example tune_blocks` times candidate block shapes (see
+/// `fused/tuning.rs`).
+#[cfg(all(feature = "tuning", target_arch = "x86_64"))]
+#[doc(hidden)]
+pub mod tuning;

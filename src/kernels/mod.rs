@@ -21,7 +21,7 @@
 //!   any element type, and the reference the fused path is measured against.
 //! * [`softmax_ce`], [`bias`]: the small pieces of a step.
 //! * [`dispatch`]: picks the path once, at run time.
-//! * [`reference`]: naive f64 versions of everything, for tests.
+//! * [`reference`](mod@reference): naive f64 versions of everything, for tests.
 
 pub mod bias;
 pub mod dispatch;

@@ -24,13 +24,43 @@
 /// instruction set, and that pointers are valid for `LANES` elements.
 pub(crate) trait Vector: Copy {
     const LANES: usize;
+    /// All lanes 0.
+    ///
+    /// # Safety
+    /// The CPU supports the implementing type's instruction set.
     unsafe fn zero() -> Self;
+    /// Every lane `x`.
+    ///
+    /// # Safety
+    /// The CPU supports the implementing type's instruction set.
     unsafe fn splat(x: f32) -> Self;
+    /// Loads `LANES` f32 (unaligned).
+    ///
+    /// # Safety
+    /// The CPU supports the implementing type's instruction set, and `ptr`
+    /// is valid for reading `LANES` f32.
     unsafe fn load(ptr: *const f32) -> Self;
     /// Loads `LANES` bytes and converts each to f32 (exact: 0..=255).
+    ///
+    /// # Safety
+    /// The CPU supports the implementing type's instruction set, and `ptr`
+    /// is valid for reading `LANES` bytes.
     unsafe fn load_u8(ptr: *const u8) -> Self;
+    /// Stores the `LANES` lanes (unaligned).
+    ///
+    /// # Safety
+    /// The CPU supports the implementing type's instruction set, and `ptr`
+    /// is valid for writing `LANES` f32.
     unsafe fn store(self, ptr: *mut f32);
+    /// `a·b + acc` per lane.
+    ///
+    /// # Safety
+    /// The CPU supports the implementing type's instruction set.
     unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self;
+    /// The sum of the lanes, in a fixed order.
+    ///
+    /// # Safety
+    /// The CPU supports the implementing type's instruction set.
     unsafe fn reduce_sum(self) -> f32;
 }
 
@@ -41,30 +71,42 @@ pub(crate) struct Portable([f32; 8]);
 
 impl Vector for Portable {
     const LANES: usize = 8;
+    /// # Safety
+    /// As [`Vector::zero`].
     #[inline(always)]
     unsafe fn zero() -> Self {
         Portable([0.0; 8])
     }
+    /// # Safety
+    /// As [`Vector::splat`].
     #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
         Portable([x; 8])
     }
+    /// # Safety
+    /// As [`Vector::load`].
     #[inline(always)]
     unsafe fn load(ptr: *const f32) -> Self {
         // SAFETY: the caller guarantees 8 readable f32 at `ptr`.
         Portable(unsafe { ptr.cast::<[f32; 8]>().read_unaligned() })
     }
+    /// # Safety
+    /// As [`Vector::load_u8`].
     #[inline(always)]
     unsafe fn load_u8(ptr: *const u8) -> Self {
         // SAFETY: the caller guarantees 8 readable bytes at `ptr`.
         let b = unsafe { ptr.cast::<[u8; 8]>().read_unaligned() };
         Portable(b.map(f32::from))
     }
+    /// # Safety
+    /// As [`Vector::store`].
     #[inline(always)]
     unsafe fn store(self, ptr: *mut f32) {
         // SAFETY: the caller guarantees 8 writable f32 at `ptr`.
         unsafe { ptr.cast::<[f32; 8]>().write_unaligned(self.0) }
     }
+    /// # Safety
+    /// As [`Vector::mul_add`].
     #[inline(always)]
     unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
         let mut out = acc.0;
@@ -73,6 +115,8 @@ impl Vector for Portable {
         }
         Portable(out)
     }
+    /// # Safety
+    /// As [`Vector::reduce_sum`].
     #[inline(always)]
     unsafe fn reduce_sum(self) -> f32 {
         let v = self.0;
@@ -94,37 +138,58 @@ mod x86 {
 
     impl Vector for Avx2 {
         const LANES: usize = 8;
+        /// # Safety
+        /// As [`Vector::zero`].
         #[inline(always)]
         unsafe fn zero() -> Self {
-            // SAFETY (all methods): the caller guarantees AVX2 and FMA, and
-            // pointer validity for 8 elements, per the trait contract.
+            // SAFETY: the caller guarantees AVX2 (trait contract).
             unsafe { Avx2(_mm256_setzero_ps()) }
         }
+        /// # Safety
+        /// As [`Vector::splat`].
         #[inline(always)]
         unsafe fn splat(x: f32) -> Self {
+            // SAFETY: the caller guarantees AVX2 (trait contract).
             unsafe { Avx2(_mm256_set1_ps(x)) }
         }
+        /// # Safety
+        /// As [`Vector::load`].
         #[inline(always)]
         unsafe fn load(ptr: *const f32) -> Self {
+            // SAFETY: the caller guarantees AVX2 and 8 readable f32 at `ptr`.
             unsafe { Avx2(_mm256_loadu_ps(ptr)) }
         }
+        /// # Safety
+        /// As [`Vector::load_u8`].
         #[inline(always)]
         unsafe fn load_u8(ptr: *const u8) -> Self {
+            // SAFETY: the caller guarantees AVX2 and 8 readable bytes at `ptr`
+            // (`_mm_loadl_epi64` reads exactly 8).
             unsafe {
                 let bytes = _mm_loadl_epi64(ptr.cast());
                 Avx2(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)))
             }
         }
+        /// # Safety
+        /// As [`Vector::store`].
         #[inline(always)]
         unsafe fn store(self, ptr: *mut f32) {
+            // SAFETY: the caller guarantees AVX2 and 8 writable f32 at `ptr`.
             unsafe { _mm256_storeu_ps(ptr, self.0) }
         }
+        /// # Safety
+        /// As [`Vector::mul_add`].
         #[inline(always)]
         unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+            // SAFETY: the caller guarantees AVX2 and FMA (trait contract).
             unsafe { Avx2(_mm256_fmadd_ps(a.0, b.0, acc.0)) }
         }
+        /// # Safety
+        /// As [`Vector::reduce_sum`].
         #[inline(always)]
         unsafe fn reduce_sum(self) -> f32 {
+            // SAFETY: the caller guarantees AVX2 (trait contract); no memory
+            // is accessed.
             unsafe {
                 let lo = _mm256_castps256_ps128(self.0);
                 let hi = _mm256_extractf128_ps::<1>(self.0);
@@ -143,40 +208,62 @@ mod x86 {
 
     impl Vector for Avx512 {
         const LANES: usize = 16;
+        /// # Safety
+        /// As [`Vector::zero`].
         #[inline(always)]
         unsafe fn zero() -> Self {
-            // SAFETY (all methods): the caller guarantees AVX-512F, and
-            // pointer validity for 16 elements, per the trait contract.
+            // SAFETY: the caller guarantees AVX-512F (trait contract).
             unsafe { Avx512(_mm512_setzero_ps()) }
         }
+        /// # Safety
+        /// As [`Vector::splat`].
         #[inline(always)]
         unsafe fn splat(x: f32) -> Self {
+            // SAFETY: the caller guarantees AVX-512F (trait contract).
             unsafe { Avx512(_mm512_set1_ps(x)) }
         }
+        /// # Safety
+        /// As [`Vector::load`].
         #[inline(always)]
         unsafe fn load(ptr: *const f32) -> Self {
+            // SAFETY: the caller guarantees AVX-512F and 16 readable f32 at `ptr`.
             unsafe { Avx512(_mm512_loadu_ps(ptr)) }
         }
+        /// # Safety
+        /// As [`Vector::load_u8`].
         #[inline(always)]
         unsafe fn load_u8(ptr: *const u8) -> Self {
+            // SAFETY: the caller guarantees AVX-512F and 16 readable bytes at
+            // `ptr` (`_mm_loadu_si128` reads exactly 16).
             unsafe {
                 let bytes = _mm_loadu_si128(ptr.cast());
                 Avx512(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)))
             }
         }
+        /// # Safety
+        /// As [`Vector::store`].
         #[inline(always)]
         unsafe fn store(self, ptr: *mut f32) {
+            // SAFETY: the caller guarantees AVX-512F and 16 writable f32 at `ptr`.
             unsafe { _mm512_storeu_ps(ptr, self.0) }
         }
+        /// # Safety
+        /// As [`Vector::mul_add`].
         #[inline(always)]
         unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+            // SAFETY: the caller guarantees AVX-512F, which includes FMA for
+            // 512-bit vectors (trait contract).
             unsafe { Avx512(_mm512_fmadd_ps(a.0, b.0, acc.0)) }
         }
+        /// # Safety
+        /// As [`Vector::reduce_sum`].
         #[inline(always)]
         unsafe fn reduce_sum(self) -> f32 {
             // An explicit tree (not `_mm512_reduce_add_ps`, whose order is
             // the library's choice), so the bits cannot change with the
             // toolchain: halves, then the AVX2 tree.
+            // SAFETY: the caller guarantees AVX-512F, which implies the AVX2
+            // the inner reduction uses; no memory is accessed.
             unsafe {
                 let lo = _mm512_castps512_ps256(self.0);
                 let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self.0)));

@@ -90,12 +90,16 @@ fn exp_neg_slice(v: &mut [f32]) {
     }
 }
 
+/// # Safety
+/// The CPU supports AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn exp_neg_slice_avx512(v: &mut [f32]) {
     exp_neg_slice(v)
 }
 
+/// # Safety
+/// The CPU supports AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn exp_neg_slice_avx2(v: &mut [f32]) {

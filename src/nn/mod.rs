@@ -243,10 +243,9 @@ impl Network {
             }
             return Ok(net);
         }
-        for l in 0..linears {
-            let fan_in = sizes[l] as f64;
+        for (l, &fan_in) in sizes[..linears].iter().enumerate() {
             let gain = if l + 1 < linears { 2.0 } else { 1.0 };
-            let scale = (gain / fan_in).sqrt();
+            let scale = (gain / fan_in as f64).sqrt();
             for v in net.params.get_mut(2 * l) {
                 let z: f64 = rng.sample(StandardNormal);
                 *v = (z * scale) as f32;
