@@ -637,7 +637,7 @@ fn inconsistent_mlp_checkpoints_are_rejected() {
     checkpoint::save(Path::new(&lying), &ck.network, &extra, &md).unwrap();
     runtime_error(
         &["--data-dir", &data, "--epochs", "2", "--resume", &lying],
-        &["lying.safetensors", &layers, "144-32-4"],
+        &["lying.safetensors", "\"hidden\" is \"32\"", &layers],
     );
     // A missing momentum buffer, with momentum recorded.
     let extra: Vec<(&str, &[usize], &[f32])> = extra
