@@ -174,11 +174,11 @@ fn bad_flags_exit_2() {
         ),
         (
             &["--lr", "0"],
-            "invalid value '0' for '--lr <LR>': --lr must be finite and > 0",
+            "invalid value '0' for '--lr <LR>': must be finite and > 0",
         ),
         (
             &["--lr", "nan"],
-            "invalid value 'nan' for '--lr <LR>': --lr must be finite and > 0",
+            "invalid value 'nan' for '--lr <LR>': must be finite and > 0",
         ),
         (&["--lr", "inf"], "invalid value 'inf' for '--lr"),
         (&["--lr=-0.1"], "must be finite and > 0, got -0.1"),

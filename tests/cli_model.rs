@@ -712,11 +712,11 @@ fn invalid_option_values_are_usage_errors() {
     for (args, names) in [
         (
             &["--momentum", "1"][..],
-            "'--momentum <MOMENTUM>': --momentum must be in [0, 1)",
+            "'--momentum <MOMENTUM>': must be in [0, 1)",
         ),
         (
             &["--momentum", "-0.5"],
-            "'--momentum <MOMENTUM>': --momentum must be in [0, 1)",
+            "'--momentum <MOMENTUM>': must be in [0, 1)",
         ),
         (
             &["--momentum", "abc"],
@@ -729,24 +729,24 @@ fn invalid_option_values_are_usage_errors() {
         ),
         (
             &["--weight-decay", "-1e-4"],
-            "'--weight-decay <WEIGHT_DECAY>': --weight-decay must be finite and >= 0",
+            "'--weight-decay <WEIGHT_DECAY>': must be finite and >= 0",
         ),
         (
             &["--weight-decay", "inf"],
-            "'--weight-decay <WEIGHT_DECAY>': --weight-decay must be finite and >= 0",
+            "'--weight-decay <WEIGHT_DECAY>': must be finite and >= 0",
         ),
         (&["--schedule", "linear"], "'--schedule <SCHEDULE>'"),
         (&["--schedule", "step:0:0.5"], "'--schedule <SCHEDULE>'"),
         (&["--schedule", "step:2:-1"], "'--schedule <SCHEDULE>'"),
         (
             &["--val-split", "1"],
-            "'--val-split <FRACTION>': --val-split must be in [0, 1)",
+            "'--val-split <FRACTION>': must be in [0, 1)",
         ),
         (
             &["--val-split", "-0.1"],
-            "'--val-split <FRACTION>': --val-split must be in [0, 1)",
+            "'--val-split <FRACTION>': must be in [0, 1)",
         ),
-        (&["--lr", "0"], "'--lr <LR>': --lr must be finite and > 0"),
+        (&["--lr", "0"], "'--lr <LR>': must be finite and > 0"),
         (&["--epochs", "0"], "'--epochs <EPOCHS>'"),
         (&["--batch-size", "0"], "'--batch-size <BATCH_SIZE>'"),
         (&["--kernel", "sse9"], "'--kernel <KERNEL>'"),
