@@ -47,7 +47,7 @@ fn inputs(batch: usize) -> Inputs {
     let rows: Vec<u32> = (0..batch).map(|_| rng.random_range(0..N as u32)).collect();
     let mut x = vec![0.0f32; batch * K];
     for (xr, &r) in x.chunks_exact_mut(K).zip(&rows) {
-        idx_softmax::kernels::convert::u8_to_f32(&images[r as usize * K..(r as usize + 1) * K], xr);
+        idx_softmax::pixels::u8_to_f32(&images[r as usize * K..(r as usize + 1) * K], xr);
     }
     Inputs {
         images,

@@ -3,9 +3,13 @@
 //! every variant alike.
 //!
 //! ```text
-//! cargo run --release --example epoch_times -- [RUNS] [THREADS,...] [KERNELS,...] [BATCH]
+//! cargo run --release --example epoch_times -- [RUNS] [THREADS,...] [KERNELS,...] [BATCH] [HIDDEN,...]
 //! cargo run --release --example epoch_times -- 15 1,2 avx512,gemm 100
+//! cargo run --release --example epoch_times -- 15 1,2 avx512,gemm 100 256
 //! ```
+//!
+//! HIDDEN (e.g. `256` or `512,256`) trains an MLP (any kernel path: the fused
+//! ones run its first layer on the u8 pixels).
 
 use std::path::Path;
 
@@ -29,6 +33,9 @@ fn main() {
         .map(|s| s.parse().expect("KERNELS"))
         .collect();
     let batch: usize = args.get(4).map_or(100, |s| s.parse().expect("BATCH"));
+    let hidden: Vec<usize> = args.get(5).map_or_else(Vec::new, |s| {
+        s.split(',').map(|h| h.parse().expect("HIDDEN")).collect()
+    });
     let data = Dataset::load(
         Path::new(idx_softmax::BUNDLED_MNIST),
         &LoadOptions::default(),
@@ -48,6 +55,7 @@ fn main() {
                 threads: t,
                 kernel: Some(k),
                 batch_size: batch,
+                hidden: hidden.clone(),
                 ..TrainConfig::default()
             };
             Trainer::new(&train_set, None, cfg).unwrap()
@@ -70,7 +78,8 @@ fn main() {
         }
     }
     println!(
-        "batch {batch}, {runs} runs each (median [min, max]); CPUs: {}",
+        "network {}, batch {batch}, {runs} runs each (median [min, max]); CPUs: {}",
+        trainers[0].network().describe(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("| kernel | threads | epoch ms | samples/s | eval ms |");
@@ -87,7 +96,7 @@ fn main() {
             med * 1e3,
             lo * 1e3,
             hi * 1e3,
-            60000.0 / med,
+            train_set.len() as f64 / med,
             emed * 1e3
         );
     }

@@ -16,6 +16,18 @@ pub const MAX_THREADS: usize = 1024;
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+impl ConfigError {
+    /// The message without the flag it starts with (`must be finite and
+    /// > 0, got 0` for `--lr must be …`): for a parser whose caller
+    /// already names the flag, as clap does.
+    pub fn rule(&self) -> &str {
+        match self.0.strip_prefix("--") {
+            Some(rest) => rest.split_once(' ').map_or(&self.0, |(_, r)| r),
+            None => &self.0,
+        }
+    }
+}
+
 fn err<T>(msg: String) -> Result<T, ConfigError> {
     Err(ConfigError(msg))
 }

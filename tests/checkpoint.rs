@@ -11,29 +11,39 @@ use std::process::Command;
 
 use idx_softmax::checkpoint::{self, CheckpointError, ExtraTensor, Tensor, FORMAT};
 use idx_softmax::fsutil::write_atomic;
-use idx_softmax::model::Model;
+use idx_softmax::nn::{Network, ParamStore};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use safetensors::tensor::{Dtype, TensorView};
 use sha2::{Digest, Sha256};
 
-/// An MNIST-sized model with a non-zero bias.
-fn model(seed: u64) -> Model {
+/// An MNIST-sized softmax model with a non-zero bias.
+fn model(seed: u64) -> Network {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut m = Model::init(784, 10, &mut rng);
-    for b in &mut m.bias {
+    let mut m = Network::init(&[784, 10], &mut rng).unwrap();
+    for b in m.params_mut().get_mut(1) {
         *b = rng.random_range(-1.0..1.0);
     }
     m
 }
 
-fn small_model() -> Model {
-    Model {
-        features: 2,
-        classes: 3,
-        wt: vec![0.5, -1.25, 3.0, -0.0, 1e-30, -7.5],
-        bias: vec![0.125, -2.0, 9.0],
-    }
+fn small_model() -> Network {
+    common::softmax_net(
+        2,
+        3,
+        &[0.5, -1.25, 3.0, -0.0, 1e-30, -7.5],
+        &[0.125, -2.0, 9.0],
+    )
+}
+
+/// The weight (tensor 0) of a softmax network.
+fn wt(m: &Network) -> &[f32] {
+    m.params().get(0)
+}
+
+/// The bias (tensor 1) of a softmax network.
+fn bias(m: &Network) -> &[f32] {
+    m.params().get(1)
 }
 
 fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -79,8 +89,8 @@ fn save_load_round_trip_is_bitwise() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     let m = model(42);
-    let mom_w: Vec<f32> = m.wt.iter().map(|w| w * 0.5 - 1e-3).collect();
-    let mom_b: Vec<f32> = m.bias.iter().map(|b| -b).collect();
+    let mom_w: Vec<f32> = wt(&m).iter().map(|w| w * 0.5 - 1e-3).collect();
+    let mom_b: Vec<f32> = bias(&m).iter().map(|b| -b).collect();
     let step = [1234.0f32];
     let extra: [ExtraTensor<'_>; 3] = [
         ("momentum.weight", &[10, 784], &mom_w),
@@ -97,10 +107,12 @@ fn save_load_round_trip_is_bitwise() {
     checkpoint::save(&path, &m, &extra, &md).unwrap();
     let ck = checkpoint::load(&path).unwrap();
 
-    assert_eq!((ck.model.features, ck.model.classes), (784, 10));
-    assert_eq!(bits(&ck.model.wt), bits(&m.wt));
-    assert_eq!(bits(&ck.model.bias), bits(&m.bias));
-    assert_eq!(ck.model.digest(), m.digest());
+    assert_eq!((ck.network.features(), ck.network.classes()), (784, 10));
+    assert_eq!(ck.network.sizes(), [784, 10]);
+    assert_eq!(bits(wt(&ck.network)), bits(wt(&m)));
+    assert_eq!(bits(bias(&ck.network)), bits(bias(&m)));
+    assert_eq!(ck.network.digest(), m.digest());
+    assert_eq!(ck.network, m);
 
     assert_eq!(ck.extra.len(), 3);
     assert_eq!(ck.extra["momentum.weight"].shape, [10, 784]);
@@ -118,6 +130,7 @@ fn save_load_round_trip_is_bitwise() {
     let mut want = md.clone();
     want.insert("format".into(), FORMAT.into());
     want.insert("crate_version".into(), env!("CARGO_PKG_VERSION").into());
+    want.insert("layers".into(), "784-10".into());
     assert_eq!(ck.metadata, want);
     // No temporary file is left beside the checkpoint.
     assert_eq!(listing(dir.path()), ["model.safetensors"]);
@@ -130,10 +143,14 @@ fn signed_zero_and_subnormals_survive() {
     let m = small_model();
     checkpoint::save(&path, &m, &[], &BTreeMap::new()).unwrap();
     let ck = checkpoint::load(&path).unwrap();
-    assert_eq!(bits(&ck.model.wt), bits(&m.wt));
-    assert!(ck.model.wt[3].is_sign_negative());
+    assert_eq!(bits(wt(&ck.network)), bits(wt(&m)));
+    assert!(wt(&ck.network)[3].is_sign_negative());
+    assert_eq!(wt(&ck.network)[4], 1e-30);
+    assert_eq!(bits(bias(&ck.network)), bits(bias(&m)));
     assert!(ck.extra.is_empty());
-    assert_eq!(ck.metadata.len(), 2);
+    // format, crate_version and layers.
+    assert_eq!(ck.metadata.len(), 3);
+    assert_eq!(ck.metadata["layers"], "2-3");
 }
 
 #[test]
@@ -154,10 +171,11 @@ fn files_are_standard_and_deterministic() {
     let w = st.tensor("weight").unwrap();
     assert_eq!(w.dtype(), Dtype::F32);
     assert_eq!(w.shape(), [10, 784]);
-    assert_eq!(w.data(), f32_bytes(&m.wt));
-    let bias = st.tensor("bias").unwrap();
-    assert_eq!(bias.shape(), [10]);
-    assert_eq!(bias.data(), f32_bytes(&m.bias));
+    assert_eq!(w.data(), f32_bytes(wt(&m)));
+    let b = st.tensor("bias").unwrap();
+    assert_eq!(b.shape(), [10]);
+    assert_eq!(b.data(), f32_bytes(bias(&m)));
+    assert_eq!(st.names().len(), 3);
     assert_eq!(st.tensor("momentum.bias").unwrap().data(), f32_bytes(&mom));
     // The header is padded to 8 bytes.
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
@@ -183,15 +201,7 @@ fn loads_reference_files_without_metadata() {
         None,
     );
     let ck = checkpoint::load(&path).unwrap();
-    assert_eq!(
-        ck.model,
-        Model {
-            features: 3,
-            classes: 2,
-            wt: w.to_vec(),
-            bias: b.to_vec()
-        }
-    );
+    assert_eq!(ck.network, common::softmax_net(3, 2, &w, &b));
     assert!(ck.metadata.is_empty());
 }
 
@@ -518,7 +528,7 @@ fn non_finite_values_are_rejected() {
 
     // Saving a diverged model is refused, and nothing is written.
     let mut m = small_model();
-    m.bias[1] = f32::NEG_INFINITY;
+    m.params_mut().get_mut(1)[1] = f32::NEG_INFINITY;
     let out = dir.path().join("diverged.safetensors");
     let e = checkpoint::save(&out, &m, &[], &BTreeMap::new()).unwrap_err();
     assert!(matches!(e, CheckpointError::InvalidInput { .. }), "{e}");
@@ -531,8 +541,8 @@ fn other_format_versions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v2.safetensors");
     let tensors = [
-        ("weight", Dtype::F32, vec![1, 1], f32_bytes(&[1.0])),
-        ("bias", Dtype::F32, vec![1], f32_bytes(&[0.0])),
+        ("weight", Dtype::F32, vec![2, 1], f32_bytes(&[1.0, -1.0])),
+        ("bias", Dtype::F32, vec![2], f32_bytes(&[0.0, 0.5])),
     ];
     let md = |f: &str| Some(HashMap::from([("format".to_string(), f.to_string())]));
     write_raw(&path, &tensors, md("idx-softmax/2"));
@@ -545,6 +555,18 @@ fn other_format_versions_are_refused() {
     // Someone else's format tag is fine.
     write_raw(&path, &tensors, md("pt"));
     assert_eq!(checkpoint::load(&path).unwrap().metadata["format"], "pt");
+    // A one-class "classifier" is refused (Network needs at least 2).
+    write_raw(
+        &path,
+        &[
+            ("weight", Dtype::F32, vec![1, 1], f32_bytes(&[1.0])),
+            ("bias", Dtype::F32, vec![1], f32_bytes(&[0.0])),
+        ],
+        md("pt"),
+    );
+    let e = checkpoint::load(&path).unwrap_err();
+    assert!(matches!(e, CheckpointError::WrongShape { .. }), "{e}");
+    assert!(assert_one_line(&e, &path).contains("2 classes"), "{e}");
 }
 
 #[test]
@@ -569,10 +591,12 @@ fn bad_save_inputs_write_nothing() {
         let msg = assert_one_line(&e, &path);
         assert!(msg.contains(words), "{msg}");
     }
-    let mut broken = small_model();
-    broken.wt.pop();
-    let e = checkpoint::save(&path, &broken, &[], &BTreeMap::new()).unwrap_err();
-    assert!(matches!(e, CheckpointError::InvalidInput { .. }), "{e}");
+    // A network whose tensors disagree with its sizes cannot even be
+    // built (what `wt.pop()` on the old Model tested at save time).
+    let short = ParamStore::zeros(&[("weight".into(), vec![3, 1]), ("bias".into(), vec![3])]);
+    assert!(Network::from_params(&[2, 3], short).is_err());
+    let renamed = ParamStore::zeros(&[("w".into(), vec![3, 2]), ("bias".into(), vec![3])]);
+    assert!(Network::from_params(&[2, 3], renamed).is_err());
     assert_eq!(fs::read(&path).unwrap(), b"previous content");
     assert_eq!(listing(dir.path()), ["m.safetensors"]);
 }
@@ -617,7 +641,7 @@ fn failed_writes_leave_no_partial_file() {
     // A successful overwrite replaces the content.
     let m2 = model(3);
     checkpoint::save(&dest, &m2, &[], &BTreeMap::new()).unwrap();
-    assert_eq!(checkpoint::load(&dest).unwrap().model, m2);
+    assert_eq!(checkpoint::load(&dest).unwrap().network, m2);
     assert_eq!(listing(dir.path()), ["keep.safetensors", "taken"]);
 }
 
@@ -663,23 +687,7 @@ fn written_files_get_ordinary_permissions() {
 // Python interoperability (fails under CI=true, and is skipped elsewhere,
 // where safetensors/numpy are not installed).
 
-fn python() -> Option<String> {
-    let exe = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&exe)
-        .args(["-c", "import safetensors, numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        Some(exe)
-    } else {
-        // Under CI (which installs them, see .ci/run) this fails the test.
-        common::missing_prerequisite(&format!(
-            "`{exe} -c \"import safetensors, numpy\"` failed (pip install safetensors numpy to run this check)"
-        ));
-        None
-    }
-}
+use common::python;
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/safetensors_interop.py")
@@ -714,7 +722,7 @@ fn python_reads_our_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     let m = model(2024);
-    let mom: Vec<f32> = m.wt.iter().map(|w| -w).collect();
+    let mom: Vec<f32> = wt(&m).iter().map(|w| -w).collect();
     let extra: [ExtraTensor<'_>; 1] = [("momentum.weight", &[10, 784], &mom)];
     checkpoint::save(&path, &m, &extra, &meta(&[("seed", "2024")])).unwrap();
     let got = run_script(&exe, "describe", &path);
@@ -722,9 +730,9 @@ fn python_reads_our_checkpoints() {
     let t = &got["tensors"];
     assert_eq!(t.as_object().unwrap().len(), 3);
     for (name, shape, data) in [
-        ("weight", vec![10, 784], &m.wt),
-        ("bias", vec![10], &m.bias),
-        ("momentum.weight", vec![10, 784], &mom),
+        ("weight", vec![10, 784], wt(&m)),
+        ("bias", vec![10], bias(&m)),
+        ("momentum.weight", vec![10, 784], &mom[..]),
     ] {
         assert_eq!(t[name]["dtype"], "float32", "{name}");
         assert_eq!(t[name]["shape"], serde_json::json!(shape), "{name}");
@@ -750,10 +758,200 @@ fn we_read_python_checkpoints() {
     let path = dir.path().join("from_numpy.safetensors");
     let got = run_script(&exe, "write", &path);
     let ck = checkpoint::load(&path).unwrap();
-    assert_eq!((ck.model.classes, ck.model.features), (3, 4));
+    assert_eq!((ck.network.classes(), ck.network.features()), (3, 4));
     let want_w: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) / 7.0).collect();
-    assert_eq!(bits(&ck.model.wt), bits(&want_w));
-    assert_eq!(ck.model.bias, [0.25, -1.5, 3.0]);
-    assert_eq!(got["tensors"]["weight"]["sha256"], sha256_le(&ck.model.wt));
+    assert_eq!(bits(wt(&ck.network)), bits(&want_w));
+    assert_eq!(bias(&ck.network), [0.25, -1.5, 3.0]);
+    assert_eq!(
+        got["tensors"]["weight"]["sha256"],
+        sha256_le(wt(&ck.network))
+    );
     assert_eq!(ck.metadata["format"], "pt");
+}
+
+// ---------------------------------------------------------------------------
+// MLPs: nn.Sequential names.
+
+/// A 784-32-16-10 network with non-zero biases.
+fn mlp(seed: u64) -> Network {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut m = Network::init(&[784, 32, 16, 10], &mut rng).unwrap();
+    for i in [1, 3, 5] {
+        for b in m.params_mut().get_mut(i) {
+            *b = rng.random_range(-1.0..1.0);
+        }
+    }
+    m
+}
+
+#[test]
+fn mlp_round_trip_uses_sequential_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlp.safetensors");
+    let m = mlp(5);
+    let mom: Vec<f32> = m.params().get(2).iter().map(|v| v * 0.25).collect();
+    let extra: [ExtraTensor<'_>; 1] = [("momentum.2.weight", &[16, 32], &mom)];
+    checkpoint::save(
+        &path,
+        &m,
+        &extra,
+        &meta(&[("layers", "caller's is replaced")]),
+    )
+    .unwrap();
+    let ck = checkpoint::load(&path).unwrap();
+    assert_eq!(ck.network, m);
+    assert_eq!(ck.network.digest(), m.digest());
+    assert_eq!(ck.network.sizes(), [784, 32, 16, 10]);
+    assert_eq!(ck.metadata["layers"], "784-32-16-10");
+    assert_eq!(ck.extra.len(), 1);
+    assert_eq!(bits(&ck.extra["momentum.2.weight"].data), bits(&mom));
+
+    // The reference implementation sees nn.Sequential(Linear, ReLU, Linear,
+    // ReLU, Linear)'s state dict.
+    let bytes = fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = st.names();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "0.bias",
+            "0.weight",
+            "2.bias",
+            "2.weight",
+            "4.bias",
+            "4.weight",
+            "momentum.2.weight"
+        ]
+    );
+    for (i, t) in m.params().tensors().iter().enumerate() {
+        let v = st.tensor(&t.name).unwrap();
+        assert_eq!(v.dtype(), Dtype::F32);
+        assert_eq!(v.shape(), &t.shape[..], "{}", t.name);
+        assert_eq!(v.data(), f32_bytes(m.params().get(i)), "{}", t.name);
+    }
+    // A softmax-named file of the same sizes does not clash: names decide.
+    assert!(st.tensor("weight").is_err());
+}
+
+#[test]
+fn inconsistent_mlp_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.safetensors");
+    let t = |name: &'static str, shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        (name, Dtype::F32, shape.to_vec(), f32_bytes(&vec![0.5; n]))
+    };
+    type RawTensor = (&'static str, Dtype, Vec<usize>, Vec<u8>);
+    // (tensors, the tensor blamed, words of the message)
+    let cases: Vec<(Vec<RawTensor>, &str, &str)> = vec![
+        (
+            vec![
+                t("0.weight", &[16, 784]),
+                t("0.bias", &[16]),
+                t("2.weight", &[10, 15]),
+                t("2.bias", &[10]),
+            ],
+            "2.weight",
+            "15 inputs do not match the 16 outputs",
+        ),
+        (
+            vec![
+                t("0.weight", &[16, 784]),
+                t("0.bias", &[16]),
+                t("2.weight", &[10, 16]),
+                t("2.bias", &[16]),
+            ],
+            "2.bias",
+            "expected [10]",
+        ),
+        (
+            vec![
+                t("0.weight", &[16, 784]),
+                t("0.bias", &[16]),
+                t("1.weight", &[16, 16]),
+                t("2.weight", &[10, 16]),
+                t("2.bias", &[10]),
+            ],
+            "1.weight",
+            "not part of the layer sequence 0.weight, 2.weight",
+        ),
+        (
+            vec![
+                t("0.weight", &[16, 784, 1]),
+                t("0.bias", &[16]),
+                t("2.weight", &[10, 16]),
+                t("2.bias", &[10]),
+            ],
+            "0.weight",
+            "[outputs, inputs]",
+        ),
+    ];
+    for (tensors, culprit, words) in cases {
+        write_raw(&path, &tensors, None);
+        let e = checkpoint::load(&path).unwrap_err();
+        assert!(
+            matches!(&e, CheckpointError::WrongShape { name, .. } if name == culprit),
+            "{culprit}: {e}"
+        );
+        assert!(assert_one_line(&e, &path).contains(words), "{e}");
+    }
+    // A missing bias.
+    write_raw(
+        &path,
+        &[
+            t("0.weight", &[16, 784]),
+            t("0.bias", &[16]),
+            t("2.weight", &[10, 16]),
+        ],
+        None,
+    );
+    let e = checkpoint::load(&path).unwrap_err();
+    assert!(
+        matches!(&e, CheckpointError::MissingTensor { name, .. } if name == "2.bias"),
+        "{e}"
+    );
+    assert_one_line(&e, &path);
+    // The metadata's layer sizes must be the tensors'.
+    let good = vec![
+        t("0.weight", &[16, 784]),
+        t("0.bias", &[16]),
+        t("2.weight", &[10, 16]),
+        t("2.bias", &[10]),
+    ];
+    let md = |v: &str| Some(HashMap::from([("layers".to_string(), v.to_string())]));
+    write_raw(&path, &good, md("784-16-10"));
+    assert_eq!(
+        checkpoint::load(&path).unwrap().network.sizes(),
+        [784, 16, 10]
+    );
+    for lie in ["784-32-10", "784-10", "garbage"] {
+        write_raw(&path, &good, md(lie));
+        let e = checkpoint::load(&path).unwrap_err();
+        assert!(
+            matches!(&e, CheckpointError::WrongShape { name, .. } if name == "layers"),
+            "{lie}: {e}"
+        );
+        let msg = assert_one_line(&e, &path);
+        assert!(msg.contains(lie) && msg.contains("784-16-10"), "{msg}");
+    }
+}
+
+#[test]
+fn python_reads_our_mlp_checkpoints() {
+    let Some(exe) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlp.safetensors");
+    let m = mlp(11);
+    checkpoint::save(&path, &m, &[], &BTreeMap::new()).unwrap();
+    let got = run_script(&exe, "describe", &path);
+    let t = &got["tensors"];
+    assert_eq!(t.as_object().unwrap().len(), 6);
+    for (i, spec) in m.params().tensors().iter().enumerate() {
+        let name = spec.name.as_str();
+        assert_eq!(t[name]["dtype"], "float32", "{name}");
+        assert_eq!(t[name]["shape"], serde_json::json!(spec.shape), "{name}");
+        assert_eq!(t[name]["sha256"], sha256_le(m.params().get(i)), "{name}");
+    }
+    assert_eq!(got["metadata"]["layers"], "784-32-16-10");
 }

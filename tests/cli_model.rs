@@ -15,7 +15,6 @@ use serde_json::Value;
 
 use idx_softmax::checkpoint;
 use idx_softmax::image::{self, GrayImage};
-use idx_softmax::model::Model;
 
 const TRAIN: usize = 1000;
 const TEST: usize = 200;
@@ -128,11 +127,20 @@ fn saved_model_loads_bitwise_and_eval_matches_training() {
 
     // The library reads back the very bits the run reported.
     let ck = checkpoint::load(Path::new(&model)).unwrap();
-    assert_eq!(ck.model.digest(), digest);
+    assert_eq!(ck.network.digest(), digest);
     assert_eq!(
-        (ck.model.classes, ck.model.features),
+        (ck.network.classes(), ck.network.features()),
         (CLASSES, SIDE * SIDE)
     );
+    assert_eq!(ck.network.sizes(), [SIDE * SIDE, CLASSES]);
+    let names: Vec<&str> = ck
+        .network
+        .params()
+        .tensors()
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(names, ["weight", "bias"], "softmax keeps nn.Linear's names");
     assert!(ck.extra.is_empty(), "no momentum, no buffers");
     let md = &ck.metadata;
     for (key, want) in [
@@ -147,6 +155,8 @@ fn saved_model_loads_bitwise_and_eval_matches_training() {
         ("sample_shape", "28x28"),
         ("dataset_shape", "1000x28x28"),
         ("crate_version", env!("CARGO_PKG_VERSION")),
+        ("layers", "784-10"),
+        ("hidden", ""),
     ] {
         assert_eq!(md.get(key).map(String::as_str), Some(want), "{key}");
     }
@@ -300,7 +310,7 @@ fn resumed_run_is_bitwise_the_uninterrupted_run() {
         let ck_file = checkpoint::load(Path::new(&ck)).unwrap();
         assert_eq!(ck_file.metadata["epochs_done"], "2");
         assert_eq!(
-            ck_file.model.digest(),
+            ck_file.network.digest(),
             straight["weights_digest"].as_str().unwrap()
         );
         if name == "momentum" {
@@ -404,12 +414,7 @@ fn bad_checkpoints_fail_with_one_clear_line() {
 
     // A consistent model of the wrong size for the data: 10 × 100.
     let small = fx.file("small.safetensors");
-    let model = Model {
-        features: 100,
-        classes: CLASSES,
-        wt: vec![0.01; CLASSES * 100],
-        bias: vec![0.0; CLASSES],
-    };
+    let model = common::softmax_net(100, CLASSES, &[0.01; CLASSES * 100], &[0.0; CLASSES]);
     checkpoint::save(Path::new(&small), &model, &[], &Default::default()).unwrap();
 
     for (file, needle) in [
@@ -761,7 +766,7 @@ fn invalid_option_values_are_usage_errors() {
         (&["train", "--momentum", "2"], "'--momentum <MOMENTUM>'"),
         (&["--epochs", "2", "eval", "--model", "m"], "'eval'"),
         (&["eval"], "--model <FILE>"),
-        (&["predict", "--model", "m.safetensors"], "<IMAGE>"),
+        (&["predict", "--model", "m.safetensors"], "<IMAGE|DIR|->"),
         (
             &["predict", "--model", "m.safetensors", "--test-index", "-1"],
             "'--test-index <N>'",
@@ -782,18 +787,7 @@ fn invalid_option_values_are_usage_errors() {
 
 #[test]
 fn python_reads_the_checkpoint_and_agrees_with_predict() {
-    let exe = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let importable = Command::new(&exe)
-        .args(["-c", "import safetensors, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !importable {
-        // Under CI (which installs them, see .ci/run) this fails the test.
-        common::missing_prerequisite(&format!(
-            "`{exe} -c \"import safetensors, numpy\"` failed (pip install safetensors numpy to run this check)"
-        ));
-        return;
-    }
+    let Some(exe) = common::python() else { return };
     let fx = Fixture::new(9);
     let model = fx.file("m.safetensors");
     fx.train(&["--epochs", "2", "--momentum", "0.5", "--save", &model]);

@@ -557,8 +557,7 @@ fn features_are_scaled_like_the_dataset() {
 fn picture_model() -> (Network, usize, usize) {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
     let mut m = Network::init(&[784, 10], &mut rng).unwrap();
-    let range = m.params().tensors()[0].range();
-    let wt = &mut m.params_mut().data_mut()[range];
+    let wt = m.params_mut().get_mut(0);
     wt[..784].fill(0.0);
     let (pos, neg) = (14 * 28 + 10, 5 * 28 + 20);
     wt[3 * 784 + pos] = 2.0;
@@ -630,16 +629,21 @@ fn weights_picture_has_the_expected_layout_and_colours() {
 
 #[test]
 fn weights_picture_wraps_and_scales() {
-    let wt: Vec<f32> = (0..23 * 12).map(|i| (i as f32).sin()).collect();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(6);
+    let m = Network::init(&[12, 23], &mut rng).unwrap();
+    let wt = m.params().get(0);
     let p = Path::new("unused.png");
-    // 23 templates of 3 x 4 at scale 2: more than ten, so a near-square
-    // grid of ceil(sqrt(23)) = 5 columns and 5 rows.
-    let img = render_weights(&wt, 23, 3, 4, 2, p).unwrap();
+    // 23 templates of 3 x 4 at scale 2: beyond one row of 10, a
+    // near-square grid of ⌈√23⌉ = 5 columns and 5 rows.
+    let img = render_weights(wt, 23, 3, 4, 2, p).unwrap();
     assert_eq!((img.width, img.height), (5 * 8 + 4 * 2, 5 * 6 + 4 * 2));
     // The unused cells of the last row are gap-coloured.
     assert_eq!(img.get(img.width - 1, img.height - 1), Some(GAP_RGB));
-    let img = render_weights(&wt, 23, 4, 3, 1, p).unwrap();
+    let img = render_weights(wt, 23, 4, 3, 1, p).unwrap();
     assert_eq!((img.width, img.height), (5 * 3 + 4, 5 * 4 + 4));
+    // Up to ten templates stay in one row.
+    let img = render_weights(&wt[..10 * 12], 10, 3, 4, 1, p).unwrap();
+    assert_eq!((img.width, img.height), (10 * 4 + 9, 3));
 }
 
 #[test]
@@ -652,19 +656,70 @@ fn weights_picture_rejects_bad_shapes() {
         assert!(matches!(e, ImageError::InvalidInput { .. }), "{e}");
         assert!(assert_one_line(&e, &path).contains("784 features"), "{e}");
     }
+    let wt = m.params().get(0);
     for scale in [0, 65] {
-        assert!(render_weights(m.params().get(0), 10, 28, 28, scale, &path).is_err());
+        assert!(render_weights(wt, 10, 28, 28, scale, &path).is_err());
     }
     let mut nan = m.clone();
-    nan.params_mut().data_mut()[5] = f32::NAN;
+    nan.params_mut().get_mut(0)[5] = f32::NAN;
     let e = weights_png(&nan, 28, 28, &path).unwrap_err();
     assert!(e.to_string().contains("NaN"), "{e}");
-    assert!(render_weights(&m.params().get(0)[..100], 10, 28, 28, 4, &path).is_err());
-    // 300000 one-pixel templates (a 548-column grid) at scale 64: more
-    // than 65536 pixels a side, refused before anything is allocated.
-    let many = vec![0.5f32; 300_000];
-    let e = render_weights(&many, 300_000, 1, 1, 64, &path).unwrap_err();
+    // A weight that does not hold templates × features values.
+    assert!(render_weights(&wt[..100], 10, 28, 28, 4, &path).is_err());
+    let mut long = wt.to_vec();
+    long.push(0.5);
+    let e = render_weights(&long, 10, 28, 28, 4, &path).unwrap_err();
+    assert!(e.to_string().contains("7841"), "{e}");
+    assert!(render_weights(wt, 0, 28, 28, 4, &path).is_err());
+    // 10000 templates of 10 × 10 in a 100 × 100 grid: 70336 pixels a side
+    // at scale 64, too big; 1099 at scale 1.
+    let many = vec![0.5f32; 10000 * 100];
+    let e = render_weights(&many, 10000, 10, 10, 64, &path).unwrap_err();
     assert!(e.to_string().contains("exceed"), "{e}");
-    assert!(render_weights(&many[..10_000], 10_000, 1, 1, 1, &path).is_ok());
+    let img = render_weights(&many, 10000, 10, 10, 1, &path).unwrap();
+    assert_eq!((img.width, img.height), (1099, 1099));
     assert!(listing(dir.path()).is_empty());
+}
+
+/// An MLP's picture is its first layer: one 28 × 28 tile per hidden unit,
+/// in a near-square grid, each tile the row of `0.weight` for that unit.
+#[test]
+fn mlp_weights_picture_draws_the_first_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlp.png");
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);
+    let mut net = Network::init(&[784, 16, 10], &mut rng).unwrap();
+    assert_eq!(net.params().tensors()[0].name, "0.weight");
+    // Unit 5: one strong positive weight; unit 0: all zero.
+    let w0 = net.params_mut().get_mut(0);
+    w0[..784].fill(0.0);
+    let pos = 3 * 28 + 7;
+    w0[5 * 784 + pos] = 9.0;
+    let size = weights_png(&net, 28, 28, &path).unwrap();
+    // 16 tiles: 4 columns, 4 rows of 112 pixels with gaps of 4.
+    assert_eq!(
+        size,
+        Size {
+            width: 4 * 112 + 3 * 4,
+            height: 4 * 112 + 3 * 4
+        }
+    );
+    let img = render_weights(net.params().get(0), 16, 28, 28, 4, &path).unwrap();
+    let tile = |t: usize, k: usize| {
+        img.get(
+            (t % 4) * 116 + (k % 28) * 4 + 2,
+            (t / 4) * 116 + (k / 28) * 4 + 2,
+        )
+        .unwrap()
+    };
+    assert_eq!(tile(0, 100), [255, 255, 255]);
+    assert_eq!(tile(5, pos), image::diverging(1.0));
+    // Drawn from the first layer only: changing the second changes nothing.
+    let before = fs::read(&path).unwrap();
+    net.params_mut().get_mut(2).fill(3.0);
+    weights_png(&net, 28, 28, &path).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), before);
+    // The first layer's inputs must be the picture's pixels.
+    let e = weights_png(&net, 27, 28, &path).unwrap_err();
+    assert!(e.to_string().contains("784 features"), "{e}");
 }

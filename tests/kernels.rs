@@ -7,7 +7,7 @@ mod common;
 
 use common::{random_f32, random_u8};
 use idx_softmax::dataset::U8_SCALE;
-use idx_softmax::kernels::{fused, gemm, reference, sgd, softmax_ce, KernelPath};
+use idx_softmax::kernels::{bias_grad, fused, gemm, reference, softmax_ce, KernelPath};
 use idx_softmax::optim::Sgd;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -218,7 +218,63 @@ fn gemm_wrappers_match_reference() {
             &scale,
             1e-5,
         );
+
+        // Column blocks of the weight gradient (the MLP step's phase 2):
+        // every block, including a partial last one and a width-0 one.
+        for width in [1, 64, k] {
+            let mut col0 = 0;
+            while col0 <= k {
+                let w = width.min(k - col0);
+                let mut dw = vec![f32::NAN; c * w];
+                gemm::weight_grad_cols(&x, k, &g, c, b, col0, w, &mut dw);
+                for j in 0..c {
+                    for i in 0..w {
+                        let (got, want_v, sc) = (
+                            dw[j * w + i],
+                            want[j * k + col0 + i],
+                            scale[j * k + col0 + i],
+                        );
+                        assert!(
+                            (got as f64 - want_v).abs() <= 1e-5 * (1.0 + sc),
+                            "gemm weight_grad_cols {b}×{k}×{c} cols {col0}+{w}: [{j}][{i}] {got} vs {want_v}"
+                        );
+                    }
+                }
+                if w == 0 {
+                    break;
+                }
+                col0 += w;
+            }
+        }
+
+        // The gradient passed to the layer below: dx = G · wt (B × K).
+        let mut dx = vec![f32::NAN; b * k];
+        gemm::input_grad(&g, &wt, &mut dx, b, c, k);
+        let (g64, w64) = (to_f64(&g), to_f64(&wt));
+        let mut want_dx = vec![0.0f64; b * k];
+        let mut scale_dx = vec![0.0f64; b * k];
+        for r in 0..b {
+            for i in 0..k {
+                for j in 0..c {
+                    want_dx[r * k + i] += g64[r * c + j] * w64[j * k + i];
+                    scale_dx[r * k + i] += (g64[r * c + j] * w64[j * k + i]).abs();
+                }
+            }
+        }
+        assert_close(
+            &format!("gemm input_grad {b}×{k}×{c}"),
+            &dx,
+            &want_dx,
+            &scale_dx,
+            1e-5,
+        );
     }
+    // A block that leaves X is refused.
+    let r = std::panic::catch_unwind(|| {
+        let mut dw = vec![0.0; 2 * 3];
+        gemm::weight_grad_cols(&[0.0; 4 * 5], 5, &[0.0; 4 * 2], 2, 4, 3, 3, &mut dw);
+    });
+    assert!(r.is_err(), "a column block past K must panic");
 }
 
 #[test]
@@ -230,9 +286,37 @@ fn softmax_ce_matches_reference() {
         let labels: Vec<u32> = (0..b).map(|_| rng.random_range(0..c as u32)).collect();
         let mut g = vec![f32::NAN; b * c];
         let mut losses = vec![f32::NAN; b];
-        softmax_ce::rows(&logits, &labels, c, 1.0 / b as f32, &mut g, &mut losses);
+        for r in 0..b {
+            losses[r] = softmax_ce::row(
+                &logits[r * c..(r + 1) * c],
+                labels[r] as usize,
+                1.0 / b as f32,
+                &mut g[r * c..(r + 1) * c],
+            );
+        }
         let lab: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
         let (want_loss, want_g) = reference::softmax_ce(&to_f64(&logits), &lab, c);
+        // The evaluation's f64 softmax: loss = lse − z_y, p = e^(z − lse).
+        for r in 0..b {
+            let z = &logits[r * c..(r + 1) * c];
+            let lse = softmax_ce::log_sum_exp(z);
+            let l = lse - z[lab[r]] as f64;
+            assert!(
+                (l - want_loss[r]).abs() <= 1e-10 * (1.0 + want_loss[r]),
+                "row {r}: log_sum_exp loss {l}, want {}",
+                want_loss[r]
+            );
+            let p = softmax_ce::probabilities(z);
+            for j in 0..c {
+                let want_p = want_g[r * c + j] * b as f64 + if j == lab[r] { 1.0 } else { 0.0 };
+                assert!(
+                    (p[j] - want_p).abs() < 1e-12,
+                    "row {r} p[{j}]: {} vs {want_p}",
+                    p[j]
+                );
+            }
+            assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        }
         assert_close("losses", &losses, &want_loss, &want_loss, 1e-5);
         assert_close("g", &g, &want_g, &vec![0.0; b * c], 1e-6);
         // Rows of p = g·B + onehot sum to 1.
@@ -278,7 +362,7 @@ fn softmax_ce_is_stable_at_extreme_logits() {
 fn bias_grad_and_update() {
     let g = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
     let mut db = [f32::NAN; 3];
-    sgd::bias_grad(&g, &mut db);
+    bias_grad(&g, &mut db);
     assert_eq!(db, [5.0, 7.0, 9.0]);
     assert_eq!(reference::bias_grad(&to_f64(&g), 3), vec![5.0, 7.0, 9.0]);
     let mut p = [1.0f32, 1.0, 1.0];

@@ -4,7 +4,7 @@
 mod common;
 
 use idx_softmax::kernels::{reference, KernelPath};
-use idx_softmax::model::Model;
+use idx_softmax::nn::Network;
 use idx_softmax::optim::{Schedule, Sgd};
 use idx_softmax::train::{train, TrainConfig, TrainError, Trainer};
 use rand::seq::SliceRandom;
@@ -15,7 +15,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 fn config(threads: usize, kernel: KernelPath) -> TrainConfig {
     TrainConfig {
         threads,
-        kernel,
+        kernel: Some(kernel),
         oversubscribe: true,
         ..TrainConfig::default()
     }
@@ -30,6 +30,7 @@ fn config(threads: usize, kernel: KernelPath) -> TrainConfig {
 #[test]
 fn mnist_one_epoch_gives_the_known_accuracy_on_every_path() {
     let data = common::mnist();
+    let (tr, te) = common::mnist_samples();
     assert_eq!(
         (
             data.train.len(),
@@ -39,11 +40,15 @@ fn mnist_one_epoch_gives_the_known_accuracy_on_every_path() {
         ),
         (60_000, 10_000, 784, 10)
     );
+    assert_eq!(
+        (tr.len(), te.len(), tr.features(), tr.classes()),
+        (60_000, 10_000, 784, 10)
+    );
     let paths = KernelPath::available();
     assert!(paths.contains(&KernelPath::Gemm) && paths.contains(&KernelPath::Portable));
     for kernel in paths {
-        let (_, reports) = train(data, config(2, kernel), &|_| {}, |_| {}).unwrap();
-        let test = &reports[0].test;
+        let (net, reports) = train(tr, Some(te), config(2, kernel), &|_| {}, |_| {}).unwrap();
+        let test = reports[0].test.as_ref().expect("a test evaluation");
         println!(
             "{kernel}: test accuracy {:.4} ({}/{}), test loss {:.6}",
             test.accuracy, test.correct, test.total, test.loss
@@ -54,6 +59,16 @@ fn mnist_one_epoch_gives_the_known_accuracy_on_every_path() {
             "{kernel}: test loss {}",
             test.loss
         );
+        assert_eq!(net.sizes(), [784, 10]);
+        // The README's default run, bit for bit: the redesign promised the
+        // same bits without --hidden.
+        if kernel == KernelPath::Avx512 {
+            assert_eq!(
+                net.digest(),
+                "66072fba588cb2cc85487f698f4beecd4fb4114db070231ad499ef55bd3af66e",
+                "the default MNIST run's weights changed"
+            );
+        }
     }
 }
 
@@ -72,6 +87,8 @@ fn weights_are_bitwise_identical_for_any_thread_count() {
         10,
         11,
     ));
+    let (data, _) = common::samples(&data);
+    let data = &data;
     for kernel in KernelPath::available() {
         let run = |threads: usize| {
             let cfg = TrainConfig {
@@ -79,7 +96,7 @@ fn weights_are_bitwise_identical_for_any_thread_count() {
                 batch_size: 64,
                 ..config(threads, kernel)
             };
-            train(&data, cfg, &|_| {}, |_| {}).unwrap().0.digest()
+            train(data, None, cfg, &|_| {}, |_| {}).unwrap().0.digest()
         };
         let one = run(1);
         for threads in [2, 3, 4, 8] {
@@ -91,12 +108,18 @@ fn weights_are_bitwise_identical_for_any_thread_count() {
         }
     }
     // And on MNIST with the default path.
-    let mnist = common::mnist();
+    let (mnist, _) = common::mnist_samples();
     let digest = |threads| {
-        train(mnist, config(threads, KernelPath::best()), &|_| {}, |_| {})
-            .unwrap()
-            .0
-            .digest()
+        train(
+            mnist,
+            None,
+            config(threads, KernelPath::best()),
+            &|_| {},
+            |_| {},
+        )
+        .unwrap()
+        .0
+        .digest()
     };
     let one = digest(1);
     for threads in [2, 3, 8] {
@@ -112,12 +135,13 @@ fn weights_are_bitwise_identical_for_any_thread_count() {
 fn same_seed_same_bits_different_seed_different_bits() {
     let dir = tempfile::tempdir().unwrap();
     let data = common::load(&common::write_synthetic(dir.path(), 300, 50, 8, 8, 4, 12));
+    let (data, test) = common::samples(&data);
     let run = |seed| {
         let cfg = TrainConfig {
             seed,
             ..config(2, KernelPath::best())
         };
-        train(&data, cfg, &|_| {}, |_| {}).unwrap().0
+        train(&data, Some(&test), cfg, &|_| {}, |_| {}).unwrap().0
     };
     assert_eq!(run(5).digest(), run(5).digest());
     assert_ne!(run(5).digest(), run(6).digest());
@@ -131,7 +155,8 @@ fn epochs_match_f64_reference_loop() {
     let dir = tempfile::tempdir().unwrap();
     let (n, h, w, c) = (250, 5, 7, 3);
     let k = h * w;
-    let data = common::load(&common::write_synthetic(dir.path(), n, 20, h, w, c, 13));
+    let dataset = common::load(&common::write_synthetic(dir.path(), n, 20, h, w, c, 13));
+    let (data, _) = common::samples(&dataset);
     let (seed, bs, epochs) = (99, 100, 2);
     let optimisers = [
         Sgd::plain(0.3),
@@ -151,16 +176,12 @@ fn epochs_match_f64_reference_loop() {
     for sgd in optimisers {
         // The reference: same RNG stream (init, then one shuffle an epoch), f64 math.
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let init = Model::init(k, c, &mut rng);
+        let init = Network::init(&[k, c], &mut rng).unwrap();
         let mut order: Vec<u32> = (0..n as u32).collect();
-        let images = data.train.images.as_u8().unwrap();
-        let labels = data.train.labels.to_vec();
-        let mut params: Vec<f64> = init
-            .wt
-            .iter()
-            .chain(&init.bias)
-            .map(|&v| v as f64)
-            .collect();
+        let images = dataset.train.images.as_u8().unwrap();
+        let labels = dataset.train.labels.to_vec();
+        // weight [C, K] then bias [C]: the store's layout.
+        let mut params: Vec<f64> = init.params().data().iter().map(|&v| v as f64).collect();
         let mut buf = vec![0.0f64; params.len()];
         let steps_per_epoch = n.div_ceil(bs);
         for epoch in 0..epochs {
@@ -203,13 +224,15 @@ fn epochs_match_f64_reference_loop() {
                     seed,
                     ..config(threads, kernel)
                 };
-                let mut trainer = Trainer::new(&data, cfg).unwrap();
-                assert_eq!(trainer.model().wt, init.wt, "initialisation");
+                let mut trainer = Trainer::new(&data, None, cfg).unwrap();
+                assert_eq!(trainer.kernel(), kernel);
+                assert_eq!(trainer.network(), &init, "initialisation");
                 for _ in 0..epochs {
                     trainer.train_epoch(&|_| {}).unwrap();
                 }
-                let m = trainer.model();
-                for (i, (&got, &want)) in m.wt.iter().chain(&m.bias).zip(&params).enumerate() {
+                let m = trainer.network().params().data();
+                assert_eq!(m.len(), params.len());
+                for (i, (&got, &want)) in m.iter().zip(&params).enumerate() {
                     assert!(
                         (got as f64 - want).abs() < 2e-5,
                         "{sgd:?} {kernel}/{threads}: parameter {i}: got {got}, reference {want}"
@@ -225,6 +248,7 @@ fn epochs_match_f64_reference_loop() {
 fn optimiser_options_are_bitwise_identical_across_threads() {
     let dir = tempfile::tempdir().unwrap();
     let data = common::load(&common::write_synthetic(dir.path(), 700, 50, 12, 12, 5, 15));
+    let (data, test) = common::samples(&data);
     let sgd = Sgd {
         momentum: 0.9,
         nesterov: true,
@@ -241,7 +265,7 @@ fn optimiser_options_are_bitwise_identical_across_threads() {
                 val_split: 0.1,
                 ..config(threads, kernel)
             };
-            train(&data, cfg, &|_| {}, |_| {}).unwrap()
+            train(&data, Some(&test), cfg, &|_| {}, |_| {}).unwrap()
         };
         let (one, reports) = run(1);
         assert_eq!(reports[1].validation.as_ref().unwrap().total, 70);
@@ -261,6 +285,7 @@ fn optimiser_options_are_bitwise_identical_across_threads() {
 fn resumed_run_equals_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let data = common::load(&common::write_synthetic(dir.path(), 500, 50, 10, 10, 4, 16));
+    let (data, _) = common::samples(&data);
     let sgd = Sgd {
         momentum: 0.9,
         schedule: Schedule::Cosine,
@@ -274,21 +299,21 @@ fn resumed_run_equals_uninterrupted_run() {
             val_split: 0.2,
             ..config(2, kernel)
         };
-        let mut straight = Trainer::new(&data, cfg.clone()).unwrap();
+        let mut straight = Trainer::new(&data, None, cfg.clone()).unwrap();
         for _ in 0..3 {
             straight.train_epoch(&|_| {}).unwrap();
         }
-        let mut first = Trainer::new(&data, cfg.clone()).unwrap();
+        let mut first = Trainer::new(&data, None, cfg.clone()).unwrap();
         first.train_epoch(&|_| {}).unwrap();
         let state = first.state();
         drop(first);
-        let mut resumed = Trainer::resume(&data, cfg.clone(), state).unwrap();
+        let mut resumed = Trainer::resume(&data, None, cfg.clone(), state).unwrap();
         assert_eq!(resumed.epochs_done(), 1);
         resumed.train_epoch(&|_| {}).unwrap();
         resumed.train_epoch(&|_| {}).unwrap();
         assert_eq!(resumed.state(), straight.state(), "{kernel}");
         // Nothing left to do at the end of the run.
-        assert!(Trainer::resume(&data, cfg, resumed.state()).is_err());
+        assert!(Trainer::resume(&data, None, cfg, resumed.state()).is_err());
     }
 }
 
@@ -296,13 +321,14 @@ fn resumed_run_equals_uninterrupted_run() {
 fn divergence_stops_with_non_finite_loss() {
     let dir = tempfile::tempdir().unwrap();
     let data = common::load(&common::write_synthetic(dir.path(), 400, 20, 8, 8, 4, 14));
+    let (data, _) = common::samples(&data);
     for kernel in [KernelPath::best(), KernelPath::Gemm] {
         let cfg = TrainConfig {
             sgd: Sgd::plain(3e38),
             batch_size: 10,
             ..config(2, kernel)
         };
-        match train(&data, cfg, &|_| {}, |_| {}) {
+        match train(&data, None, cfg, &|_| {}, |_| {}) {
             Err(TrainError::NonFinite { epoch: 1, step }) => {
                 assert!((1..=40).contains(&step), "{kernel}: step {step}")
             }
@@ -373,12 +399,30 @@ fn nan_in_f32_data_is_refused_and_f32_data_trains() {
         &be(&pixels),
     );
     let data = common::load(d);
-    let trainer = Trainer::new(&data, config(2, KernelPath::best())).unwrap();
-    assert_eq!(trainer.effective_kernel(), KernelPath::Gemm);
-    let (model, reports) = train(&data, config(2, KernelPath::best()), &|_| {}, |_| {}).unwrap();
-    assert!(model.is_finite());
+    let (data, test) = common::samples(&data);
+    assert!(data.as_u8().is_none());
+    let auto = TrainConfig {
+        kernel: None,
+        ..config(2, KernelPath::best())
+    };
+    let trainer = Trainer::new(&data, Some(&test), auto.clone()).unwrap();
+    assert_eq!(trainer.kernel(), KernelPath::Gemm);
+    drop(trainer);
+    let (model, reports) = train(&data, Some(&test), auto, &|_| {}, |_| {}).unwrap();
+    assert!(model.params().is_finite());
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].stats.samples, n);
-    assert_eq!(reports[0].test.total, 3);
+    assert_eq!(reports[0].test.as_ref().unwrap().total, 3);
     assert!(reports[0].stats.train_loss.is_finite());
+    // An explicitly requested fused path cannot serve f32 data: an error
+    // naming --kernel, not a silent substitution.
+    let err = Trainer::new(&data, None, config(2, KernelPath::Portable))
+        .err()
+        .expect("a fused kernel on f32 data is refused")
+        .to_string();
+    assert!(
+        err.contains("--kernel portable") && err.contains("gemm"),
+        "{err}"
+    );
+    assert!(Trainer::new(&data, None, config(2, KernelPath::Gemm)).is_ok());
 }

@@ -508,10 +508,19 @@ fn negative_numbers_meet_the_range_rule() {
     let o = run(&["--weight-decay", "-1e-4"]);
     usage_error(
         &o,
-        &["--weight-decay", "must be finite and >= 0, got -1e-4"],
+        &[
+            "invalid value '-1e-4' for '--weight-decay",
+            "must be finite and >= 0, got -0.0001",
+        ],
     );
     let o = run(&["--lr", "-1e-3"]);
-    usage_error(&o, &["--lr", "must be finite and > 0, got -1e-3"]);
+    usage_error(
+        &o,
+        &[
+            "invalid value '-1e-3' for '--lr",
+            "must be finite and > 0, got -0.001",
+        ],
+    );
     let o = run(&["predict", "--model", "m", "--top", "-3"]);
     usage_error(&o, &["--top", "is not in 1.."]);
     let o = run(&["predict", "--model", "m", "--test-index", "-3"]);
@@ -696,14 +705,14 @@ fn eval_and_predict_refuse_metadata_that_disagrees_with_the_tensors() {
         (
             "sample_shape",
             "27x28",
-            "\"sample_shape\" is 27x28, but the weight takes 784",
+            "\"sample_shape\" is 27x28, but the network takes 784 features",
         ),
         ("classes", "ten", "metadata \"classes\" is \"ten\""),
     ] {
         let mut md = ck.metadata.clone();
         md.insert(key.into(), value.into());
         let bad = dir.path().join(format!("bad-{key}-{value}.safetensors"));
-        checkpoint::save(&bad, &ck.model, &[], &md).unwrap();
+        checkpoint::save(&bad, &ck.network, &[], &md).unwrap();
         let o = run(&["eval", "--model", s(&bad), "--data-dir", s(&data)]);
         one_line_error(&o, &[s(&bad), want]);
         let o = run(&[

@@ -325,7 +325,7 @@ pub fn parse_hidden(s: &str) -> Result<usize, String> {
         .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a whole number"))?;
-    config::check_hidden(w).map_err(|e| e.0)?;
+    config::check_hidden(w).map_err(|e| e.rule().to_owned())?;
     Ok(w)
 }
 
@@ -337,7 +337,7 @@ pub fn parse_schedule(s: &str) -> Result<Schedule, String> {
 /// A number, checked by the library's rule for its flag.
 fn checked(s: &str, rule: fn(f32) -> Result<(), config::ConfigError>) -> Result<f32, String> {
     let v = parse_f32(s)?;
-    rule(v).map_err(|e| e.0)?;
+    rule(v).map_err(|e| e.rule().to_owned())?;
     Ok(v)
 }
 

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+pub mod mlp;
+
 use std::path::{Path, PathBuf};
 
 use idx_softmax::dataset::{Dataset, GzCache, LoadOptions};
@@ -165,6 +167,58 @@ pub fn assert_one_line(e: &impl std::fmt::Display, path: &Path) -> String {
     msg
 }
 
+/// The training and test splits of `data` as the engine's samples.
+pub fn samples(
+    data: &idx_softmax::dataset::Dataset,
+) -> (
+    idx_softmax::samples::Samples<'_>,
+    idx_softmax::samples::Samples<'_>,
+) {
+    (
+        data.train.samples(data.classes).expect("train samples"),
+        data.test.samples(data.classes).expect("test samples"),
+    )
+}
+
+/// The bundled MNIST's training and test samples, built once.
+pub fn mnist_samples() -> &'static (
+    idx_softmax::samples::Samples<'static>,
+    idx_softmax::samples::Samples<'static>,
+) {
+    static S: std::sync::OnceLock<(
+        idx_softmax::samples::Samples<'static>,
+        idx_softmax::samples::Samples<'static>,
+    )> = std::sync::OnceLock::new();
+    S.get_or_init(|| samples(mnist()))
+}
+
+/// A softmax-regression network (sizes `[k, c]`) holding `wt` (C × K,
+/// `nn.Linear.weight`) and `bias` (C): what `Model { wt, bias }` was.
+pub fn softmax_net(k: usize, c: usize, wt: &[f32], bias: &[f32]) -> idx_softmax::nn::Network {
+    let mut net = idx_softmax::nn::Network::zeros(&[k, c]).unwrap();
+    net.params_mut().get_mut(0).copy_from_slice(wt);
+    net.params_mut().get_mut(1).copy_from_slice(bias);
+    net
+}
+
+/// The Python interpreter for the interop checks (`$PYTHON`, else
+/// `python3`), if it imports numpy and safetensors. Elsewhere the check is
+/// skipped with a note; under `CI=true` a missing module is a failure, so
+/// CI never passes by skipping.
+pub fn python() -> Option<String> {
+    let exe = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&exe)
+        .args(["-c", "import safetensors, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(exe);
+    }
+    missing_prerequisite(&format!(
+        "`{exe} -c \"import safetensors, numpy\"` failed (pip install safetensors numpy to run this check)"
+    ));
+    None
+}
 /// Whether the tests run under CI (`CI=true`), where a missing
 /// prerequisite is a failure, never a skip.
 pub fn in_ci() -> bool {
