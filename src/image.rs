@@ -1,26 +1,30 @@
-//! Images in and out: grayscale inputs to classify, and the picture of what
-//! the model learned.
+//! Images in and out: the pictures users bring to classify, and the
+//! pictures of what the model learned.
 //!
 //! # Reading
 //!
-//! [`read_gray`] accepts, detected by content (the magic bytes), never by
-//! file name:
+//! [`decode_file`] and [`decode_bytes`] decode, with the [`image`] crate,
+//! every format it is built with here, detected by content (the magic
+//! bytes), never by file name:
 //!
-//! * **PNG**, grayscale at 8 bits (or 1, 2 or 4 bits, scaled to 0–255), with
-//!   or without alpha. Alpha (an alpha channel or a `tRNS` transparent grey)
-//!   is composited over **black**, MNIST's background: a transparent pixel
-//!   reads as 0, an opaque one as its grey value. 16-bit, RGB, RGBA and
-//!   palette PNGs are refused with a message saying what the file is.
-//! * **PGM**, binary (`P5`) or ASCII (`P2`), with a maxval from 1 to 255;
-//!   samples are scaled to 0–255 when maxval is not 255. `#` comments are
-//!   allowed between header fields (and, leniently, between `P2` samples).
-//!   Only the first image of a multi-image `P5` stream is read.
+//! * **PNG** at any bit depth (1 to 16), grayscale, RGB, palette, with or
+//!   without alpha (an alpha channel or a `tRNS` transparent colour),
+//!   interlaced or not;
+//! * **JPEG** (baseline and progressive), **BMP**, **TIFF**, **WebP**;
+//! * **PNM**: PBM, PGM and PPM, binary or ASCII (`P1`–`P6`), and PAM
+//!   (`P7`), with a maxval up to 65535.
 //!
-//! Anything else (JPEG, GIF, colour PPM, …) gets a one-line [`ImageError`]
-//! naming the file and listing the accepted formats. Width and height are
-//! capped at [`MAX_DIM`], and the pixel count is checked against the file's
-//! size (for PNG, through deflate's maximum compression ratio) before any
-//! pixel buffer is allocated. No input makes these functions panic.
+//! The result is a [`Decoded`] image: luminance (Rec. 709 weights, as the
+//! `image` crate computes it) and alpha, 16 bits each. What to do with it,
+//! inverting and centring the digit the way MNIST was made, is
+//! [`crate::preprocess`]'s job.
+//!
+//! Limits are set on the decoder **before** it allocates anything: at most
+//! [`MAX_DIM`] pixels a side and [`MAX_PIXELS`] (40 megapixels) in all, and
+//! at most [`MAX_ALLOC`] bytes of decoder allocations. A small file that
+//! claims a huge image (a decompression bomb) is refused from its header,
+//! before its pixel buffer exists. Every failure is a one-line
+//! [`ImageError`] naming the file; no input makes these functions panic.
 //!
 //! # Writing
 //!
@@ -28,15 +32,24 @@
 //! temporary file in the same directory, synced, then renamed; see
 //! [`write_atomic`]). [`weights_png`] draws a model's weight templates.
 
-use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::write_atomic;
 use crate::nn::Network;
 
-/// Largest width or height [`read_gray`] accepts.
+/// Largest width or height decoded.
 pub const MAX_DIM: usize = 16384;
+/// Largest image decoded, in pixels (width × height): 40 megapixels, far
+/// above any photo a user would classify (a 12-megapixel phone photo is
+/// 4032 × 3024).
+pub const MAX_PIXELS: u64 = 40_000_000;
+/// Most bytes the decoder may allocate: the largest accepted image at 16-bit
+/// RGBA (8 bytes a pixel), plus 64 MiB for the decoder's own buffers.
+pub const MAX_ALLOC: u64 = MAX_PIXELS * 8 + (64 << 20);
+/// Largest image read from standard input (read into memory before
+/// decoding).
+pub const MAX_STREAM_BYTES: u64 = 256 << 20;
 /// Output pixels per template pixel in [`weights_png`].
 pub const WEIGHTS_SCALE: usize = 4;
 /// Most templates per row in [`weights_png`]; more classes wrap onto further
@@ -52,16 +65,8 @@ pub const POSITIVE_RGB: [u8; 3] = [178, 24, 43];
 /// The colour of the most negative weight of a template.
 pub const NEGATIVE_RGB: [u8; 3] = [33, 102, 172];
 
-/// The formats [`read_gray`] reads, for error messages.
-const ACCEPTED: &str =
-    "accepted: 8-bit grayscale PNG, or PGM (binary P5 or ASCII P2) with maxval <= 255";
-const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
-/// An upper bound on deflate's compression ratio (its maximum is about
-/// 1032:1).
-const DEFLATE_MAX_RATIO: u64 = 1040;
-/// Largest PGM file read into memory: the largest ASCII image (up to 3
-/// digits and a separator per pixel) plus room for a header.
-const MAX_PGM_BYTES: u64 = (MAX_DIM * MAX_DIM * 4 + (1 << 16)) as u64;
+/// The formats the decoder reads, for error messages.
+pub const ACCEPTED: &str = "accepted: PNG, JPEG, BMP, PNM (PBM/PGM/PPM/PAM), TIFF, WebP";
 
 /// An 8-bit grayscale image, row-major, one byte per pixel (0 = black).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +116,40 @@ pub struct Size {
     pub height: usize,
 }
 
+/// A decoded image: 16-bit luminance and alpha, row-major.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    pub width: usize,
+    pub height: usize,
+    /// `width × height` pairs `[luminance, alpha]`, 0–65535 (alpha 65535 =
+    /// opaque).
+    pub pixels: Vec<[u16; 2]>,
+    /// Whether the file has transparency (an alpha channel, or a `tRNS`
+    /// colour); without it every alpha is 65535.
+    pub has_alpha: bool,
+    /// What the file was, e.g. `PNG, 8-bit RGB`.
+    pub description: String,
+}
+
+impl Decoded {
+    /// Luminance composited over black and rounded to 8 bits.
+    pub fn to_gray_over_black(&self) -> GrayImage {
+        let pixels = self
+            .pixels
+            .iter()
+            .map(|&[l, a]| {
+                let v = u64::from(l) * u64::from(a);
+                ((v + 65535 * 257 / 2) / (65535 * 257)) as u8
+            })
+            .collect();
+        GrayImage {
+            width: self.width,
+            height: self.height,
+            pixels,
+        }
+    }
+}
+
 /// A failure to read or write an image. Each message is one line and names
 /// the file.
 #[derive(Debug, thiserror::Error)]
@@ -118,23 +157,23 @@ pub enum ImageError {
     /// The file could not be opened, read or written.
     #[error("{}: {error}", path.display())]
     Io { path: PathBuf, error: io::Error },
-    /// Not a format [`read_gray`] reads.
+    /// Not a format the decoder reads.
     #[error("{}: {what} is not supported; {ACCEPTED}", path.display())]
     UnsupportedFormat { path: PathBuf, what: String },
-    /// A PNG, but not a grayscale one of 8 bits or fewer.
-    #[error("{}: the PNG is {what}; it must be 8-bit grayscale", path.display())]
-    UnsupportedPng { path: PathBuf, what: String },
-    /// A PGM this reader does not take (16-bit).
-    #[error("{}: the PGM is {what}; {ACCEPTED}", path.display())]
-    UnsupportedPgm { path: PathBuf, what: String },
-    /// Wider or taller than [`MAX_DIM`].
-    #[error("{}: the image is {width}x{height}; the limit is {MAX_DIM}x{MAX_DIM}", path.display())]
+    /// Larger than [`MAX_DIM`] a side or [`MAX_PIXELS`] in all, or needing
+    /// more than [`MAX_ALLOC`] bytes to decode.
+    #[error(
+        "{}: the image is {width}x{height} ({:.1} megapixels); the limit is {} megapixels and {MAX_DIM} pixels a side",
+        path.display(),
+        *width as f64 * *height as f64 / 1e6,
+        MAX_PIXELS / 1_000_000
+    )]
     TooLarge {
         path: PathBuf,
         width: u64,
         height: u64,
     },
-    /// A PNG or PGM that is malformed or ends early.
+    /// A file that is malformed or ends early.
     #[error("{}: corrupt or truncated {format}: {reason}", path.display())]
     Corrupt {
         path: PathBuf,
@@ -154,41 +193,37 @@ fn io_error(path: &Path) -> impl Fn(io::Error) -> ImageError + '_ {
     }
 }
 
-/// Reads an 8-bit grayscale image from a PNG or PGM file; see the module
-/// documentation for what is accepted and how.
-pub fn read_gray(path: &Path) -> Result<GrayImage, ImageError> {
-    // Refuses FIFOs and devices before opening (a FIFO would block).
-    let (mut file, meta) = match crate::fsutil::open_regular(path) {
+/// The decoder limits described in the module documentation.
+pub fn limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_DIM as u32);
+    limits.max_image_height = Some(MAX_DIM as u32);
+    limits.max_alloc = Some(MAX_ALLOC);
+    limits
+}
+
+/// Decodes the image file at `path`; see the module documentation. FIFOs,
+/// sockets and devices are refused before anything is read (a FIFO would
+/// block; standard input is read with [`decode_bytes`]).
+pub fn decode_file(path: &Path) -> Result<Decoded, ImageError> {
+    let (file, _) = match crate::fsutil::open_regular(path) {
         Ok(f) => f,
         Err(crate::fsutil::InputError::Directory) => return Err(unsupported(path, "a directory")),
         Err(e) => return Err(io_error(path)(e.into())),
     };
-    let mut magic = [0u8; 8];
-    let got = crate::fsutil::read_up_to(&mut file, &mut magic).map_err(io_error(path))?;
-    let magic = &magic[..got];
-    if magic.starts_with(PNG_MAGIC) {
-        file.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
-        return read_png(path, file, meta.len());
-    }
-    if magic.starts_with(b"P5") || magic.starts_with(b"P2") {
-        if meta.len() > MAX_PGM_BYTES {
-            return Err(ImageError::Corrupt {
-                path: path.to_owned(),
-                format: "PGM",
-                reason: format!(
-                    "the file is {} bytes, more than any image up to {MAX_DIM}x{MAX_DIM} needs",
-                    meta.len()
-                ),
-            });
-        }
-        let mut data = Vec::with_capacity(meta.len() as usize);
-        file.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
-        file.take(MAX_PGM_BYTES)
-            .read_to_end(&mut data)
-            .map_err(io_error(path))?;
-        return parse_pgm(path, &data);
-    }
-    Err(unsupported(path, identify(magic)))
+    decode_reader(path, BufReader::new(file))
+}
+
+/// Decodes an image held in memory (read from standard input, say); `name`
+/// names it in errors.
+pub fn decode_bytes(name: &Path, bytes: &[u8]) -> Result<Decoded, ImageError> {
+    decode_reader(name, Cursor::new(bytes))
+}
+
+/// Reads an image as 8-bit grayscale, alpha composited over black (MNIST's
+/// background): the pixels exactly as they are, with no preprocessing.
+pub fn read_gray(path: &Path) -> Result<GrayImage, ImageError> {
+    Ok(decode_file(path)?.to_gray_over_black())
 }
 
 fn unsupported(path: &Path, what: &str) -> ImageError {
@@ -202,281 +237,174 @@ fn unsupported(path: &Path, what: &str) -> ImageError {
 fn identify(magic: &[u8]) -> &'static str {
     match magic {
         [] => "an empty file",
-        [0xFF, 0xD8, 0xFF, ..] => "JPEG",
         [b'G', b'I', b'F', b'8', ..] => "GIF",
-        [b'B', b'M', ..] => "BMP",
-        [b'I', b'I', 42, 0, ..] | [b'M', b'M', 0, 42, ..] => "TIFF",
-        [b'R', b'I', b'F', b'F', ..] => "a RIFF file (WebP?)",
-        [b'P', b'1' | b'4', ..] => "PBM (bitmap)",
-        [b'P', b'3' | b'6', ..] => "PPM (colour)",
-        [b'P', b'7', ..] => "PAM",
         [0, 0, 0x08, 0x01 | 0x03, ..] => "an IDX file (a whole dataset, not one image)",
         [0x1F, 0x8B, ..] => "a gzip file",
+        [b'<', ..] => "a text (HTML or SVG?) file",
         _ => "an unknown format",
     }
 }
 
-fn check_dims(path: &Path, width: u64, height: u64) -> Result<(usize, usize), ImageError> {
-    if width > MAX_DIM as u64 || height > MAX_DIM as u64 {
-        return Err(ImageError::TooLarge {
-            path: path.to_owned(),
-            width,
-            height,
-        });
+fn format_name(f: image::ImageFormat) -> &'static str {
+    use image::ImageFormat as F;
+    match f {
+        F::Png => "PNG",
+        F::Jpeg => "JPEG",
+        F::Bmp => "BMP",
+        F::Pnm => "PNM",
+        F::Tiff => "TIFF",
+        F::WebP => "WebP",
+        F::Gif => "GIF",
+        _ => "image",
     }
-    Ok((width as usize, height as usize))
 }
 
-fn read_png(path: &Path, file: File, file_len: u64) -> Result<GrayImage, ImageError> {
-    use png::{BitDepth, ColorType, Transformations};
-
-    let corrupt = |e: png::DecodingError| match e {
-        png::DecodingError::IoError(error) if error.kind() != io::ErrorKind::UnexpectedEof => {
-            ImageError::Io {
-                path: path.to_owned(),
-                error,
-            }
-        }
-        e => ImageError::Corrupt {
-            path: path.to_owned(),
-            format: "PNG",
-            reason: e.to_string(),
-        },
-    };
-    // Enough for the largest accepted image with alpha, plus the decoder's
-    // own buffers.
-    let limits = png::Limits {
-        bytes: 2 * MAX_DIM * MAX_DIM + (16 << 20),
-    };
-    let mut decoder = png::Decoder::new_with_limits(BufReader::new(file), limits);
-    decoder.set_transformations(Transformations::EXPAND);
-    let info = decoder.read_header_info().map_err(corrupt)?;
-    let (color, depth) = (info.color_type, info.bit_depth);
-    let (width, height) = (u64::from(info.width), u64::from(info.height));
-    let what = match (color, depth) {
-        (ColorType::Grayscale | ColorType::GrayscaleAlpha, BitDepth::Sixteen) => {
-            Some("16-bit grayscale")
-        }
-        (ColorType::Rgb, _) => Some("RGB (colour)"),
-        (ColorType::Rgba, _) => Some("RGBA (colour)"),
-        (ColorType::Indexed, _) => Some("palette-indexed (colour)"),
-        _ => None,
-    };
-    if let Some(what) = what {
-        return Err(ImageError::UnsupportedPng {
-            path: path.to_owned(),
-            what: what.to_owned(),
-        });
+fn color_name(c: image::ColorType) -> &'static str {
+    use image::ColorType as C;
+    match c {
+        C::L8 => "8-bit grayscale",
+        C::La8 => "8-bit grayscale with alpha",
+        C::Rgb8 => "8-bit RGB",
+        C::Rgba8 => "8-bit RGBA",
+        C::L16 => "16-bit grayscale",
+        C::La16 => "16-bit grayscale with alpha",
+        C::Rgb16 => "16-bit RGB",
+        C::Rgba16 => "16-bit RGBA",
+        C::Rgb32F => "32-bit float RGB",
+        C::Rgba32F => "32-bit float RGBA",
+        _ => "unusual colour type",
     }
-    let (width, height) = check_dims(path, width, height)?;
-    // Deflate cannot compress better than about 1032:1, so a small file that
-    // claims a large image is corrupt: refuse it before allocating the
-    // pixel buffer. (Rows are filter byte + packed samples.)
-    let samples = if color == ColorType::GrayscaleAlpha {
-        2
-    } else {
-        1
-    };
-    let row_bytes = (width as u64 * samples * depth as u64).div_ceil(8) + 1;
-    let raw = row_bytes * height as u64;
-    if raw > DEFLATE_MAX_RATIO * file_len + 1024 {
+}
+
+/// One line: the `image` crate's messages may hold several.
+fn one_line(s: String) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether the last 64 KiB of a JPEG hold its end-of-image marker
+/// (`FF D9`; trailing bytes after it are allowed, as cameras append some).
+fn jpeg_has_end<R: Read + Seek>(r: &mut R) -> io::Result<bool> {
+    let len = r.seek(SeekFrom::End(0))?;
+    let tail = len.min(64 << 10);
+    r.seek(SeekFrom::Start(len - tail))?;
+    let mut buf = Vec::with_capacity(tail as usize);
+    r.take(tail).read_to_end(&mut buf)?;
+    Ok(buf.windows(2).any(|w| w == [0xFF, 0xD9]))
+}
+
+fn decode_reader<R: BufRead + Seek>(path: &Path, mut r: R) -> Result<Decoded, ImageError> {
+    use image::{ImageDecoder, ImageReader};
+
+    let mut magic = [0u8; 16];
+    let got = crate::fsutil::read_up_to(&mut r, &mut magic).map_err(io_error(path))?;
+    if magic[..got].starts_with(&[0xFF, 0xD8, 0xFF])
+        && !jpeg_has_end(&mut r).map_err(io_error(path))?
+    {
+        // The JPEG decoder fills a cut file's missing rows with grey
+        // rather than failing: refuse it here instead.
         return Err(ImageError::Corrupt {
             path: path.to_owned(),
-            format: "PNG",
-            reason: format!(
-                "a {width}x{height} image needs {raw} bytes of pixel data, more than a {file_len}-byte file can hold"
-            ),
+            format: "JPEG",
+            reason: "the file ends before its end-of-image marker".into(),
         });
     }
-
-    let mut reader = decoder.read_info().map_err(corrupt)?;
-    let channels = match reader.output_color_type() {
-        (ColorType::Grayscale, BitDepth::Eight) => 1,
-        (ColorType::GrayscaleAlpha, BitDepth::Eight) => 2,
-        (c, d) => {
-            return Err(ImageError::UnsupportedPng {
+    r.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
+    let mut reader = ImageReader::new(r)
+        .with_guessed_format()
+        .map_err(io_error(path))?;
+    let Some(format) = reader.format() else {
+        return Err(unsupported(path, identify(&magic[..got])));
+    };
+    let fname = format_name(format);
+    let convert = |e: image::ImageError| -> ImageError {
+        use image::error::{ImageError as E, LimitErrorKind};
+        match e {
+            E::IoError(error) if error.kind() != io::ErrorKind::UnexpectedEof => ImageError::Io {
                 path: path.to_owned(),
-                what: format!("{c:?} at {} bits after expansion", d as u8),
-            })
+                error,
+            },
+            E::IoError(_) => ImageError::Corrupt {
+                path: path.to_owned(),
+                format: fname,
+                reason: "the file ends early".into(),
+            },
+            E::Unsupported(e) => ImageError::UnsupportedFormat {
+                path: path.to_owned(),
+                what: one_line(format!("{fname} ({e})")),
+            },
+            E::Limits(l) => match l.kind() {
+                LimitErrorKind::DimensionError => ImageError::Corrupt {
+                    path: path.to_owned(),
+                    format: fname,
+                    reason: format!(
+                        "the image is larger than the limit of {MAX_DIM} pixels a side"
+                    ),
+                },
+                _ => ImageError::Corrupt {
+                    path: path.to_owned(),
+                    format: fname,
+                    reason: format!(
+                        "decoding it would take more than the limit of {} MiB",
+                        MAX_ALLOC >> 20
+                    ),
+                },
+            },
+            e => ImageError::Corrupt {
+                path: path.to_owned(),
+                format: fname,
+                reason: one_line(e.to_string()),
+            },
         }
     };
-    let size = reader
-        .output_buffer_size()
-        .ok_or_else(|| ImageError::TooLarge {
+    // The allocation cap from the start; the size limits once the size is
+    // known, so that a refusal can say what the size is.
+    let mut alloc_only = image::Limits::no_limits();
+    alloc_only.max_alloc = Some(MAX_ALLOC);
+    reader.limits(alloc_only);
+    // Reads the header only: nothing the size of the image exists yet.
+    let mut decoder = reader.into_decoder().map_err(convert)?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(ImageError::Corrupt {
             path: path.to_owned(),
-            width: width as u64,
-            height: height as u64,
-        })?;
-    let mut buf = vec![0u8; size];
-    let frame = reader.next_frame(&mut buf).map_err(corrupt)?;
-    let row_bytes = width * channels;
-    let mut pixels = Vec::with_capacity(width * height);
-    for y in 0..height {
-        let start = y * frame.line_size;
-        let row = buf
-            .get(start..start + row_bytes)
-            .ok_or_else(|| ImageError::Corrupt {
-                path: path.to_owned(),
-                format: "PNG",
-                reason: "decoded rows are shorter than the width".into(),
-            })?;
-        if channels == 1 {
-            pixels.extend_from_slice(row);
-        } else {
-            pixels.extend(row.chunks_exact(2).map(|ga| over_black(ga[0], ga[1])));
-        }
-    }
-    Ok(GrayImage {
-        width,
-        height,
-        pixels,
-    })
-}
-
-/// Grey `g` with alpha `a`, composited over black, rounded.
-fn over_black(g: u8, a: u8) -> u8 {
-    ((u16::from(g) * u16::from(a) + 127) / 255) as u8
-}
-
-/// A cursor over a PGM file's bytes.
-struct Pgm<'a> {
-    path: &'a Path,
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl Pgm<'_> {
-    fn corrupt(&self, reason: impl Into<String>) -> ImageError {
-        ImageError::Corrupt {
-            path: self.path.to_owned(),
-            format: "PGM",
-            reason: reason.into(),
-        }
-    }
-
-    /// Skips whitespace and `#` comments; returns whether anything was
-    /// skipped.
-    fn skip_space(&mut self) -> bool {
-        let start = self.pos;
-        while let Some(&b) = self.data.get(self.pos) {
-            if b == b'#' {
-                while let Some(&c) = self.data.get(self.pos) {
-                    if c == b'\n' || c == b'\r' {
-                        break;
-                    }
-                    self.pos += 1;
-                }
-            } else if b.is_ascii_whitespace() {
-                self.pos += 1;
-            } else {
-                break;
-            }
-        }
-        self.pos > start
-    }
-
-    /// Reads an unsigned decimal number after required white space; `what`
-    /// names it in errors. Values above `u32::MAX` are refused.
-    fn number(&mut self, what: &str) -> Result<u64, ImageError> {
-        if !self.skip_space() {
-            return Err(match self.data.get(self.pos) {
-                None => self.corrupt(format!("the file ends before the {what}")),
-                Some(_) => self.corrupt(format!("expected white space before the {what}")),
-            });
-        }
-        let start = self.pos;
-        let mut value: u64 = 0;
-        while let Some(&b) = self.data.get(self.pos) {
-            if !b.is_ascii_digit() {
-                break;
-            }
-            value = value * 10 + u64::from(b - b'0');
-            if value > u64::from(u32::MAX) {
-                return Err(self.corrupt(format!("the {what} is too large")));
-            }
-            self.pos += 1;
-        }
-        if self.pos == start {
-            return Err(match self.data.get(self.pos) {
-                None => self.corrupt(format!("the file ends before the {what}")),
-                Some(&b) => self.corrupt(format!(
-                    "expected the {what} (a decimal number), found {:?}",
-                    char::from(b)
-                )),
-            });
-        }
-        Ok(value)
-    }
-}
-
-fn parse_pgm(path: &Path, data: &[u8]) -> Result<GrayImage, ImageError> {
-    let plain = data.get(1) == Some(&b'2');
-    let mut p = Pgm { path, data, pos: 2 };
-    let width = p.number("width")?;
-    let height = p.number("height")?;
-    let maxval = p.number("maxval")?;
-    if width == 0 || height == 0 {
-        return Err(p.corrupt(format!("the image is {width}x{height}")));
-    }
-    let (width, height) = check_dims(path, width, height)?;
-    if maxval == 0 || maxval > 65535 {
-        return Err(p.corrupt(format!("maxval {maxval} is outside 1..=65535")));
-    }
-    if maxval > 255 {
-        return Err(ImageError::UnsupportedPgm {
-            path: path.to_owned(),
-            what: format!("16-bit (maxval {maxval})"),
+            format: fname,
+            reason: format!("the image is {w}x{h}"),
         });
     }
-    let maxval = maxval as u32;
-    // Both at most MAX_DIM: no overflow.
-    let n = width * height;
-    let mut pixels = Vec::with_capacity(0);
-    if plain {
-        // Each sample takes at least one digit and the white space before
-        // it: check the count against what is left before allocating.
-        let left = data.len() - p.pos;
-        if n > left / 2 {
-            return Err(p.corrupt(format!(
-                "{width}x{height} needs {n} samples but only {left} bytes follow the header"
-            )));
-        }
-        pixels.reserve_exact(n);
-        for i in 0..n {
-            let v = p.number("sample")?;
-            if v > u64::from(maxval) {
-                return Err(p.corrupt(format!("sample {i} is {v}, above maxval {maxval}")));
-            }
-            pixels.push(v as u8);
-        }
-    } else {
-        // Exactly one white-space byte ends the header.
-        match data.get(p.pos) {
-            Some(b) if b.is_ascii_whitespace() => p.pos += 1,
-            Some(_) => return Err(p.corrupt("expected one white-space byte after maxval")),
-            None => return Err(p.corrupt("the file ends after the header")),
-        }
-        let raster = &data[p.pos..];
-        let raster = raster.get(..n).ok_or_else(|| {
-            p.corrupt(format!(
-                "{width}x{height} needs {n} pixel bytes but only {} follow the header",
-                raster.len()
-            ))
-        })?;
-        if let Some(i) = raster.iter().position(|&v| u32::from(v) > maxval) {
-            return Err(p.corrupt(format!("pixel {i} is {}, above maxval {maxval}", raster[i])));
-        }
-        pixels = raster.to_vec();
+    if u64::from(w) * u64::from(h) > MAX_PIXELS || w as usize > MAX_DIM || h as usize > MAX_DIM {
+        return Err(ImageError::TooLarge {
+            path: path.to_owned(),
+            width: w.into(),
+            height: h.into(),
+        });
     }
-    if maxval != 255 {
-        for v in &mut pixels {
-            *v = ((u32::from(*v) * 255 + maxval / 2) / maxval) as u8;
+    decoder.set_limits(limits()).map_err(convert)?;
+    let original = decoder.original_color_type();
+    let color = decoder.color_type();
+    let description = match original {
+        image::ExtendedColorType::L1 => format!("{fname}, 1-bit"),
+        image::ExtendedColorType::L2 => format!("{fname}, 2-bit grayscale"),
+        image::ExtendedColorType::L4 => format!("{fname}, 4-bit grayscale"),
+        image::ExtendedColorType::Unknown(_) => format!("{fname}, {}", color_name(color)),
+        o if o.channel_count() == color.channel_count() || fname != "PNG" => {
+            format!("{fname}, {}", color_name(color))
         }
-    }
-    Ok(GrayImage {
+        _ => format!("{fname}, palette ({})", color_name(color)),
+    };
+    let image = image::DynamicImage::from_decoder(decoder).map_err(convert)?;
+    let has_alpha = image.color().has_alpha();
+    let (width, height) = (w as usize, h as usize);
+    let pixels: Vec<[u16; 2]> = image
+        .into_luma_alpha16()
+        .pixels()
+        .map(|p| if has_alpha { p.0 } else { [p.0[0], u16::MAX] })
+        .collect();
+    Ok(Decoded {
         width,
         height,
         pixels,
+        has_alpha,
+        description,
     })
 }
 

@@ -19,9 +19,14 @@
 //! * [`train`]: the training loop (epochs, shuffles, split, resume);
 //! * [`metrics`]: evaluation of any network on any samples;
 //! * [`checkpoint`], [`run_record`]: safetensors files and the run
-//!   metadata they carry; [`image`], [`fsutil`]: images, atomic writes;
+//!   metadata they carry; [`image`], [`fsutil`]: image decoding (PNG,
+//!   JPEG, BMP, PNM, TIFF, WebP) and writing, atomic writes;
 //!   `signals`: SIGINT/SIGTERM/SIGBUS handlers that leave no temporary
-//!   file behind (Unix).
+//!   file behind (Unix);
+//! * [`preprocess`], [`infer`]: a user's picture made into the network's
+//!   input as MNIST was made, and the network's outputs for it;
+//! * [`plot`], [`labels`]: training curves and confusion heat maps, class
+//!   names.
 //!
 //! ```no_run
 //! use idx_softmax::{dataset::{Dataset, LoadOptions}, train::{train, TrainConfig}};
@@ -44,12 +49,16 @@ pub mod engine;
 pub mod fsutil;
 pub mod idx;
 pub mod image;
+pub mod infer;
 pub mod kernels;
+pub mod labels;
 pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod parallel;
 pub mod pixels;
+pub mod plot;
+pub mod preprocess;
 pub mod run_record;
 pub mod samples;
 #[cfg(unix)]

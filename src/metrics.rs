@@ -141,3 +141,108 @@ fn evaluate_chunks(
         confusion,
     }
 }
+
+/// F1 scores from an evaluation's confusion matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct F1Scores {
+    /// Per class, `2·TP / (2·TP + FP + FN)`; NaN for a class that has no
+    /// sample and was never predicted.
+    pub per_class: Vec<f64>,
+    /// The mean over the classes with a defined F1.
+    pub macro_f1: f64,
+    /// The mean weighted by each class's number of samples.
+    pub weighted_f1: f64,
+}
+
+/// Per-class, macro and support-weighted F1 of `ev`.
+pub fn f1_scores(ev: &Evaluation) -> F1Scores {
+    let c = ev.classes;
+    let per_class: Vec<f64> = (0..c)
+        .map(|k| {
+            let tp = ev.confusion[k * c + k] as f64;
+            let actual: u64 = ev.confusion[k * c..(k + 1) * c].iter().sum();
+            let predicted: u64 = (0..c).map(|t| ev.confusion[t * c + k]).sum();
+            let denom = actual as f64 + predicted as f64;
+            if denom == 0.0 {
+                f64::NAN
+            } else {
+                2.0 * tp / denom
+            }
+        })
+        .collect();
+    let defined: Vec<f64> = per_class.iter().copied().filter(|f| !f.is_nan()).collect();
+    let macro_f1 = defined.iter().sum::<f64>() / defined.len().max(1) as f64;
+    let (mut sum, mut total) = (0.0, 0u64);
+    for (k, f) in per_class.iter().enumerate() {
+        let support: u64 = ev.confusion[k * c..(k + 1) * c].iter().sum();
+        if support > 0 {
+            sum += f * support as f64;
+            total += support;
+        }
+    }
+    F1Scores {
+        per_class,
+        macro_f1,
+        weighted_f1: sum / total.max(1) as f64,
+    }
+}
+
+/// How many rows of `logits` (`classes` per row) rank their label among the
+/// `k` highest. Ties rank the lower class first, as the argmax does, so
+/// with `k` = 1 this counts exactly what [`Evaluation::correct`] counts.
+pub fn top_k_correct(
+    logits: &[f32],
+    classes: usize,
+    labels: impl IntoIterator<Item = u32>,
+    k: usize,
+) -> usize {
+    logits
+        .chunks_exact(classes)
+        .zip(labels)
+        .filter(|(z, label)| {
+            let l = *label as usize;
+            let zl = z[l];
+            let above = z
+                .iter()
+                .enumerate()
+                .filter(|&(j, &v)| v > zl || (v == zl && j < l))
+                .count();
+            above < k
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f1_from_the_confusion_matrix() {
+        // 3 classes; class 2 has one sample and is never predicted.
+        let ev = Evaluation {
+            loss: 0.0,
+            accuracy: 0.75,
+            correct: 9,
+            total: 12,
+            classes: 3,
+            confusion: vec![5, 1, 0, 1, 4, 0, 1, 0, 0],
+        };
+        let f = f1_scores(&ev);
+        // Class 0: TP 5, 6 actual, 7 predicted: 10/13.
+        assert!((f.per_class[0] - 10.0 / 13.0).abs() < 1e-12);
+        assert!((f.per_class[1] - 8.0 / 10.0).abs() < 1e-12);
+        assert_eq!(f.per_class[2], 0.0);
+        assert!((f.macro_f1 - (10.0 / 13.0 + 0.8) / 3.0).abs() < 1e-12);
+        let w = (6.0 * 10.0 / 13.0 + 5.0 * 0.8) / 12.0;
+        assert!((f.weighted_f1 - w).abs() < 1e-12);
+    }
+
+    #[test]
+    fn top_k_counts_ties_like_argmax() {
+        let logits = [1.0, 3.0, 2.0, 0.5, 0.5, 0.5];
+        assert_eq!(top_k_correct(&logits, 3, [1, 0], 1), 2);
+        assert_eq!(top_k_correct(&logits, 3, [2, 2], 1), 0);
+        assert_eq!(top_k_correct(&logits, 3, [2, 2], 2), 1);
+        assert_eq!(top_k_correct(&logits, 3, [0, 2], 3), 2);
+    }
+}

@@ -14,6 +14,8 @@
 //! | `epochs` | `10` | the run's planned total |
 //! | `epochs_done` | `4` | epochs trained into these weights |
 //! | `classes`, `features`, `sample_shape`, `dataset_shape`, `train_samples`, `test_samples`, `data_dir` | `10`, `784`, `28x28`, `60000x28x28`, … | the data |
+//! | `class_names` | `["T-shirt/top", …]` | the class names (JSON), when the data has a `labels.txt` or `--labels` is given |
+//! | `input_background` | `0` | the training images' typical border, 0 (black) to 1 (white): `predict` inverts an image whose border differs by more than 0.5 |
 //! | `test_accuracy`, `test_loss`, `train_loss`, `val_accuracy`, `val_loss` | `0.9032`, … | after epoch `epochs_done` |
 //! | `layers`, `crate_version`, `format` | `784-256-10`, `0.1.0`, `idx-softmax/1` | set by [`checkpoint::save`] |
 
@@ -55,6 +57,11 @@ pub struct RunMeta {
     pub test_samples: usize,
     /// Where the training data came from (empty when not from files).
     pub data_dir: String,
+    /// Class names (from `labels.txt` or `--labels`), empty when unnamed.
+    pub class_names: Vec<String>,
+    /// The typical border of the training images, 0 (black) to 1 (white),
+    /// for `predict`'s polarity rule; `None` for non-u8 data.
+    pub input_background: Option<f32>,
 }
 
 /// The results after the last finished epoch, recorded for the reader.
@@ -128,6 +135,15 @@ impl RunMeta {
         put("train_samples", self.train_samples.to_string());
         put("test_samples", self.test_samples.to_string());
         put("data_dir", self.data_dir.clone());
+        if !self.class_names.is_empty() {
+            put(
+                crate::labels::METADATA_KEY,
+                crate::labels::to_metadata(&self.class_names),
+            );
+        }
+        if let Some(b) = self.input_background {
+            put(INPUT_BACKGROUND, b.to_string());
+        }
         put("test_accuracy", results.test_accuracy.to_string());
         put("test_loss", results.test_loss.to_string());
         put("train_loss", results.train_loss.to_string());
@@ -216,6 +232,8 @@ impl RunMeta {
             train_samples: num("train_samples")?,
             test_samples: num("test_samples")?,
             data_dir: md.get("data_dir").cloned().unwrap_or_default(),
+            class_names: recorded_names(ck).unwrap_or_default(),
+            input_background: recorded_background(ck),
         };
         meta.check_network(path, ck)?;
         Ok(meta)
@@ -249,6 +267,24 @@ impl RunMeta {
 /// (files from other tools need not).
 pub fn recorded_shape(ck: &Checkpoint) -> Option<Vec<usize>> {
     ck.metadata.get("sample_shape").and_then(|s| parse_shape(s))
+}
+
+/// Metadata key of [`RunMeta::input_background`].
+pub const INPUT_BACKGROUND: &str = "input_background";
+
+/// The class names a checkpoint records, if valid for its class count.
+pub fn recorded_names(ck: &Checkpoint) -> Option<Vec<String>> {
+    ck.metadata
+        .get(crate::labels::METADATA_KEY)
+        .and_then(|v| crate::labels::from_metadata(v, ck.network.classes()))
+}
+
+/// The training images' typical border a checkpoint records, if any.
+pub fn recorded_background(ck: &Checkpoint) -> Option<f32> {
+    ck.metadata
+        .get(INPUT_BACKGROUND)
+        .and_then(|v| v.parse::<f32>().ok())
+        .filter(|b| (0.0..=1.0).contains(b))
 }
 
 /// The checks every command that loads a model runs (`eval`, `predict`,
@@ -409,6 +445,8 @@ mod tests {
             train_samples: 50,
             test_samples: 20,
             data_dir: "d".into(),
+            class_names: vec!["a".into(), "b".into()],
+            input_background: Some(0.25),
         }
     }
 

@@ -550,7 +550,8 @@ fn predict_on_a_png_matches_predict_on_the_test_index() {
     ]));
     assert_eq!(mnist["label"], 7, "MNIST's first test digit is a 7");
 
-    // Wrong size, wrong format, index out of range.
+    // Wrong size with --preprocess none, a format no decoder reads, index
+    // out of range.
     let wrong = fx.file("wrong.png");
     image::write_gray_png(
         Path::new(&wrong),
@@ -562,25 +563,37 @@ fn predict_on_a_png_matches_predict_on_the_test_index() {
     )
     .unwrap();
     runtime_error(
-        &["predict", "--model", &model, &wrong],
-        &["wrong.png", "14x56", "28x28"],
+        &["predict", "--model", &model, "--preprocess", "none", &wrong],
+        &["wrong.png", "14x56", "28x28", "--preprocess mnist"],
     );
-    let picture = fx.file("weights.png");
-    image::weights_png(
-        &checkpoint::load(Path::new(&model)).unwrap().network,
-        28,
-        28,
-        Path::new(&picture),
-    )
-    .unwrap();
-    runtime_error(
-        &["predict", "--model", &model, &picture],
-        &["weights.png", "grayscale"],
-    );
-    // Nothing is printed when any input is bad.
-    let out = bin(&["predict", "--model", &model, &png0, &wrong]);
+    let gif = fx.file("anim.png");
+    std::fs::write(&gif, b"GIF89a\x01\0\x01\0").unwrap();
+    // A bad file gets its own line; the good ones are still classified.
+    let out = bin(&["predict", "--model", &model, &png0, &gif, &wrong, "--json"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(out.stdout.is_empty());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines = json_lines(&stdout);
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0]["image"].as_str().unwrap().ends_with("test0.png"));
+    // The wrong-size picture is classified after MNIST preprocessing (it
+    // is blank, and says so).
+    assert_eq!(lines[1]["preprocess"], "mnist");
+    assert_eq!(lines[1]["empty"], true);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 2, "{stderr}");
+    assert!(
+        errors[0].contains("anim.png") && errors[0].contains("GIF"),
+        "{stderr}"
+    );
+    assert_eq!(errors[1], "error: 1 of 3 input(s) could not be classified");
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("no digit found"),
+        "{stderr}"
+    );
     runtime_error(
         &[
             "predict",
@@ -753,7 +766,7 @@ fn invalid_option_values_are_usage_errors() {
         (&["train", "--momentum", "2"], "'--momentum <MOMENTUM>'"),
         (&["--epochs", "2", "eval", "--model", "m"], "'eval'"),
         (&["eval"], "--model <FILE>"),
-        (&["predict", "--model", "m.safetensors"], "<IMAGE>"),
+        (&["predict", "--model", "m.safetensors"], "<IMAGE|DIR|->"),
         (
             &["predict", "--model", "m.safetensors", "--test-index", "-1"],
             "'--test-index <N>'",

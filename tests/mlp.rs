@@ -610,6 +610,8 @@ fn resumed_mlp_run_equals_the_uninterrupted_run() {
             train_samples: train_set.len(),
             test_samples: test_set.map_or(0, |t| t.len()),
             data_dir: String::new(),
+            class_names: Vec::new(),
+            input_background: None,
         };
         let results = Results {
             test_accuracy: report.test.as_ref().map_or(0.0, |t| t.accuracy),

@@ -8,11 +8,12 @@
 
 use std::path::PathBuf;
 
-use clap::{value_parser, Args, Parser, Subcommand};
+use clap::{value_parser, Args, Parser, Subcommand, ValueEnum};
 
 use idx_softmax::config;
 use idx_softmax::kernels::KernelPath;
 use idx_softmax::optim::Schedule;
+use idx_softmax::preprocess::Mode;
 
 /// Train softmax regression or an MLP on an IDX image dataset (MNIST by
 /// default), and use the trained model.
@@ -35,8 +36,8 @@ pub enum Cmd {
     /// Evaluate a saved model on the test split: accuracy, loss, per-class
     /// precision and recall, confusion matrix.
     Eval(EvalArgs),
-    /// Classify images (8-bit grayscale PNG or PGM) or test-set samples with
-    /// a saved model.
+    /// Classify images (PNG, JPEG, BMP, PNM, TIFF, WebP; files, directories
+    /// or standard input) or test-set samples with a saved model.
     Predict(PredictArgs),
 }
 
@@ -45,11 +46,13 @@ pub enum Cmd {
 pub struct DataArgs {
     /// Directory holding train-images-idx3-ubyte, train-labels-idx1-ubyte,
     /// t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz; '-' or
-    /// '.' before "idx"). Default: the bundled MNIST.
-    #[arg(long, value_name = "DIR")]
+    /// '.' before "idx") [default: the bundled MNIST, data/mnist in the
+    /// source tree this binary was built from].
+    #[arg(long, value_name = "DIR", env = "IDX_SOFTMAX_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Where decompressed .gz files are cached (default: $IDX_SOFTMAX_CACHE_DIR,
-    /// then ~/.cache/idx-softmax, then the temp directory).
+    /// Where decompressed .gz files are cached [default: the first writable
+    /// of $IDX_SOFTMAX_CACHE_DIR, $XDG_CACHE_HOME/idx-softmax,
+    /// ~/.cache/idx-softmax, the temp directory] [env: IDX_SOFTMAX_CACHE_DIR]
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 }
@@ -57,12 +60,12 @@ pub struct DataArgs {
 /// How the arithmetic runs.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ComputeArgs {
-    /// Worker threads, 1 to 1024 (default: the number of CPUs).
-    #[arg(long, value_parser = value_parser!(u32).range(1..=1024), allow_negative_numbers = true)]
+    /// Worker threads, 1 to 1024 [default: the number of CPUs].
+    #[arg(long, value_parser = value_parser!(u32).range(1..=1024), env = "IDX_SOFTMAX_THREADS", allow_negative_numbers = true)]
     pub threads: Option<u32>,
-    /// Kernel path: gemm, portable, avx2 or avx512 (default: $IDX_SOFTMAX_KERNEL,
-    /// else the checkpoint's for eval/predict/--resume, else the best this
-    /// CPU has).
+    /// Kernel path: gemm, portable, avx2 or avx512 [default: the
+    /// checkpoint's for eval/predict/--resume, else the best this CPU has]
+    /// [env: IDX_SOFTMAX_KERNEL]
     #[arg(long)]
     pub kernel: Option<KernelPath>,
 }
@@ -72,77 +75,126 @@ pub struct ComputeArgs {
 pub struct TrainArgs {
     /// Total passes over the training set [default: 1; with --resume, the
     /// checkpoint's planned total].
-    #[arg(long, value_parser = value_parser!(u32).range(1..), allow_negative_numbers = true)]
+    #[arg(long, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_EPOCHS", allow_negative_numbers = true)]
     pub epochs: Option<u32>,
     /// Samples per SGD step; the last batch of an epoch may be smaller
     /// [default: 100].
-    #[arg(long, value_parser = value_parser!(u32).range(1..), allow_negative_numbers = true)]
+    #[arg(long, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_BATCH_SIZE", allow_negative_numbers = true)]
     pub batch_size: Option<u32>,
     /// Learning rate, finite and > 0 [default: 0.1].
-    #[arg(long, value_parser = parse_lr, allow_hyphen_values = true)]
+    #[arg(long, value_parser = parse_lr, env = "IDX_SOFTMAX_LR", allow_hyphen_values = true)]
     pub lr: Option<f32>,
     /// SGD momentum in [0, 1), as torch.optim.SGD [default: 0].
-    #[arg(long, value_parser = parse_momentum, allow_hyphen_values = true)]
+    #[arg(long, value_parser = parse_momentum, env = "IDX_SOFTMAX_MOMENTUM", allow_hyphen_values = true)]
     pub momentum: Option<f32>,
-    /// Nesterov momentum (needs --momentum > 0).
-    #[arg(long)]
+    /// Nesterov momentum (needs --momentum > 0) [default: off].
+    #[arg(long, env = "IDX_SOFTMAX_NESTEROV")]
     pub nesterov: bool,
     /// L2 weight decay, finite and >= 0 [default: 0].
-    #[arg(long, value_parser = parse_weight_decay, allow_hyphen_values = true)]
+    #[arg(long, value_parser = parse_weight_decay, env = "IDX_SOFTMAX_WEIGHT_DECAY", allow_hyphen_values = true)]
     pub weight_decay: Option<f32>,
     /// Learning-rate schedule: constant, cosine (to 0 over the run, per
     /// step) or step:EVERY:GAMMA (× GAMMA every EVERY epochs) [default:
     /// constant].
-    #[arg(long, value_parser = parse_schedule, value_name = "SCHEDULE")]
+    #[arg(long, value_parser = parse_schedule, value_name = "SCHEDULE", env = "IDX_SOFTMAX_SCHEDULE")]
     pub schedule: Option<Schedule>,
     /// Fraction of the training set held out for validation, in [0, 1);
     /// drawn from the seed [default: 0].
-    #[arg(long, value_parser = parse_val_split, value_name = "FRACTION", allow_hyphen_values = true)]
+    #[arg(long, value_parser = parse_val_split, value_name = "FRACTION", env = "IDX_SOFTMAX_VAL_SPLIT", allow_hyphen_values = true)]
     pub val_split: Option<f32>,
     /// Seed for the weight initialisation, the shuffles and the validation
     /// split [default: 42].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, env = "IDX_SOFTMAX_SEED", allow_negative_numbers = true)]
     pub seed: Option<u64>,
     /// Add a hidden layer of N ReLU units; repeat for more layers
-    /// (`--hidden 512 --hidden 256` is 784→512→256→10). Default: none
-    /// (softmax regression).
-    #[arg(long, value_name = "N", value_parser = parse_hidden)]
+    /// (`--hidden 512 --hidden 256` is 784→512→256→10; the variable takes
+    /// a comma-separated list) [default: none (softmax regression)].
+    #[arg(long, value_name = "N", value_parser = parse_hidden, env = "IDX_SOFTMAX_HIDDEN", value_delimiter = ',')]
     pub hidden: Vec<usize>,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Number of classes, 2 to 65536 (default: the largest training label + 1).
-    #[arg(long, value_parser = value_parser!(u32).range(2..=idx_softmax::dataset::MAX_CLASSES as i64), allow_negative_numbers = true)]
+    /// Number of classes, 2 to 65536 [default: the largest training label +
+    /// 1].
+    #[arg(long, value_parser = value_parser!(u32).range(2..=idx_softmax::dataset::MAX_CLASSES as i64), env = "IDX_SOFTMAX_CLASSES", allow_negative_numbers = true)]
     pub classes: Option<u32>,
     #[command(flatten)]
     pub compute: ComputeArgs,
     /// Run exactly --threads training workers even when that exceeds the
     /// CPUs (by default the fused path runs min(threads, CPUs) workers; the
-    /// weights are bitwise identical either way).
-    #[arg(long)]
+    /// weights are bitwise identical either way) [default: off].
+    #[arg(long, env = "IDX_SOFTMAX_OVERSUBSCRIBE")]
     pub oversubscribe: bool,
     /// Save the model (safetensors, f32: weight [classes, features] and
     /// bias [classes], or 0.weight, 0.bias, 2.weight, … for an MLP as in
     /// nn.Sequential; momentum buffers; the run's settings as metadata),
-    /// rewritten atomically after every epoch.
-    #[arg(long, value_name = "FILE", help_heading = "Outputs")]
+    /// rewritten atomically after every epoch [default: not saved].
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Outputs",
+        env = "IDX_SOFTMAX_SAVE"
+    )]
     pub save: Option<PathBuf>,
     /// Continue the run saved in FILE (by --save) up to --epochs in total;
     /// flags left out are taken from the checkpoint, flags given must match
-    /// it.
-    #[arg(long, value_name = "FILE", help_heading = "Outputs")]
+    /// it [default: a fresh run].
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Outputs",
+        env = "IDX_SOFTMAX_RESUME"
+    )]
     pub resume: Option<PathBuf>,
     /// Write the first layer's weight templates (one per class, or per
     /// hidden unit; red > 0, blue < 0) as a PNG at the end; needs 2-D
-    /// samples.
-    #[arg(long, value_name = "FILE", help_heading = "Outputs")]
+    /// samples [default: none].
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Outputs",
+        env = "IDX_SOFTMAX_WEIGHTS_PNG"
+    )]
     pub weights_png: Option<PathBuf>,
     /// Write per-epoch metrics as JSON lines, rewritten atomically after
-    /// every epoch.
-    #[arg(long, value_name = "FILE", help_heading = "Outputs")]
+    /// every epoch [default: none].
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Outputs",
+        env = "IDX_SOFTMAX_METRICS_JSON"
+    )]
     pub metrics_json: Option<PathBuf>,
-    /// Print one JSON object on stdout instead of the human report.
-    #[arg(long, help_heading = "Outputs")]
+    /// Draw the training curves (train, validation and test loss and
+    /// accuracy per epoch) as a PNG, or an SVG when FILE ends in .svg;
+    /// rewritten atomically after every epoch [default: none].
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Outputs",
+        env = "IDX_SOFTMAX_PLOT"
+    )]
+    pub plot: Option<PathBuf>,
+    /// Class names, one per line, recorded in the --save checkpoint
+    /// [default: labels.txt beside the IDX files, if there is one].
+    #[arg(long, value_name = "FILE", env = "IDX_SOFTMAX_LABELS")]
+    pub labels: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of the human report
+    /// [default: off].
+    #[arg(long, help_heading = "Outputs", env = "IDX_SOFTMAX_JSON")]
     pub json: bool,
+}
+
+/// `eval --split`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitArg {
+    /// The test files (t10k-*).
+    Test,
+    /// The training rows the model learned from (without the held-out
+    /// validation rows).
+    Train,
+    /// The validation rows the checkpoint's run held out (--val-split),
+    /// drawn again from its seed.
+    Val,
 }
 
 /// `eval`.
@@ -150,17 +202,32 @@ pub struct TrainArgs {
 pub struct EvalArgs {
     /// The model, as written by --save (or any safetensors file with F32
     /// weight [classes, features] and bias [classes]).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "IDX_SOFTMAX_MODEL")]
     pub model: PathBuf,
+    /// Which samples to evaluate on.
+    #[arg(long, value_enum, default_value_t = SplitArg::Test, env = "IDX_SOFTMAX_SPLIT")]
+    pub split: SplitArg,
+    /// Also report top-K accuracy: the label among the K most probable
+    /// classes.
+    #[arg(long, value_name = "K", default_value_t = 5, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_TOP_K", allow_negative_numbers = true)]
+    pub top_k: u32,
+    /// Class names, one per line [default: the checkpoint's, else
+    /// labels.txt beside the IDX files].
+    #[arg(long, value_name = "FILE", env = "IDX_SOFTMAX_LABELS")]
+    pub labels: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
     pub compute: ComputeArgs,
-    /// Also write the model's weight templates as a PNG.
-    #[arg(long, value_name = "FILE")]
+    /// Also write the model's weight templates as a PNG [default: none].
+    #[arg(long, value_name = "FILE", env = "IDX_SOFTMAX_WEIGHTS_PNG")]
     pub weights_png: Option<PathBuf>,
-    /// Print one JSON object on stdout instead of the tables.
-    #[arg(long)]
+    /// Draw the confusion matrix as a heat map (PNG, or SVG when FILE ends
+    /// in .svg) [default: none].
+    #[arg(long, value_name = "FILE", env = "IDX_SOFTMAX_CONFUSION_PNG")]
+    pub confusion_png: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of the tables [default: off].
+    #[arg(long, env = "IDX_SOFTMAX_JSON")]
     pub json: bool,
 }
 
@@ -168,26 +235,68 @@ pub struct EvalArgs {
 #[derive(Args, Debug, Clone)]
 pub struct PredictArgs {
     /// The model, as written by --save.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "IDX_SOFTMAX_MODEL")]
     pub model: PathBuf,
-    /// 8-bit grayscale PNG or PGM images of the model's input size (28×28
-    /// for MNIST).
-    #[arg(value_name = "IMAGE", required_unless_present = "test_index")]
+    /// Images (PNG, JPEG, BMP, PNM, TIFF or WebP, told apart by content), a
+    /// directory of them (its image files, sorted by name, not recursive),
+    /// or - for one image on standard input.
+    #[arg(value_name = "IMAGE|DIR|-", required_unless_present = "test_index")]
     pub images: Vec<PathBuf>,
     /// Predict test-set sample N (0-based) instead of an image file; may be
-    /// repeated.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    /// repeated (the variable takes a comma-separated list) [default: none].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "IDX_SOFTMAX_TEST_INDEX",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
     pub test_index: Vec<usize>,
     /// How many of the most probable classes to print.
-    #[arg(long, default_value_t = 3, value_parser = value_parser!(u32).range(1..), allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 3, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_TOP", allow_negative_numbers = true)]
     pub top: u32,
+    /// mnist: invert a light background, scale the digit's bounding box to
+    /// fit 20x20 (of 28x28; the same ratio at other sizes), centre its
+    /// centre of mass; none: the pixels as they are (the image must be the
+    /// model's size) [default: none for an image already the model's size
+    /// and polarity, mnist for any other].
+    #[arg(long, value_name = "MODE", value_parser = parse_preprocess, env = "IDX_SOFTMAX_PREPROCESS")]
+    pub preprocess: Option<Mode>,
+    /// Always invert the image (for a dark digit on a light background)
+    /// [default: when its border is light].
+    #[arg(long, conflicts_with = "no_invert", env = "IDX_SOFTMAX_INVERT")]
+    pub invert: bool,
+    /// Never invert the image [default: invert when its border is light].
+    #[arg(long, env = "IDX_SOFTMAX_NO_INVERT")]
+    pub no_invert: bool,
+    /// Write the image the model actually saw, as a PNG per input, into DIR
+    /// (created if missing) [default: none].
+    #[arg(long, value_name = "DIR", env = "IDX_SOFTMAX_SAVE_PREPROCESSED")]
+    pub save_preprocessed: Option<PathBuf>,
+    /// Class names, one per line [default: the checkpoint's, else
+    /// labels.txt beside the IDX files].
+    #[arg(long, value_name = "FILE", env = "IDX_SOFTMAX_LABELS")]
+    pub labels: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
     pub compute: ComputeArgs,
-    /// Print one JSON object per prediction, one per line.
-    #[arg(long)]
+    /// Print one JSON object per prediction, one per line [default: off].
+    #[arg(long, conflicts_with = "csv", env = "IDX_SOFTMAX_JSON")]
     pub json: bool,
+    /// Print a CSV table, a header and one row per prediction
+    /// [default: off].
+    #[arg(long, env = "IDX_SOFTMAX_CSV")]
+    pub csv: bool,
+    /// Also print every class's probability (JSON "probabilities", CSV
+    /// columns p_CLASS) [default: off].
+    #[arg(long, env = "IDX_SOFTMAX_PROBS")]
+    pub probs: bool,
+}
+
+/// `--preprocess`: `mnist`, `none` (or `auto`, the default).
+pub fn parse_preprocess(s: &str) -> Result<Mode, String> {
+    s.parse()
 }
 
 /// `--lr`: finite and > 0.
@@ -246,6 +355,43 @@ mod tests {
     #[test]
     fn command_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// `--help` shows, for every flag of every command, its default and its
+    /// environment variable.
+    #[test]
+    fn every_flag_documents_its_default_and_variable() {
+        fn check(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_positional() || id == "help" || id == "version" {
+                    continue;
+                }
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let env = arg
+                    .get_env()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .or_else(|| {
+                        help.split("[env: ")
+                            .nth(1)
+                            .map(|r| r.split(']').next().unwrap_or("").to_owned())
+                    });
+                let env = env.unwrap_or_else(|| panic!("{path} --{id}: no environment variable"));
+                assert!(env.starts_with("IDX_SOFTMAX_"), "{path} --{id}: {env}");
+                let want = format!("IDX_SOFTMAX_{}", id.to_ascii_uppercase());
+                assert_eq!(env, want, "{path} --{id}");
+                assert!(
+                    arg.is_required_set()
+                        || !arg.get_default_values().is_empty()
+                        || help.contains("[default: "),
+                    "{path} --{id}: no default shown"
+                );
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&Cli::command(), "idx-softmax");
     }
 
     #[test]

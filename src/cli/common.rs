@@ -10,12 +10,15 @@ use idx_softmax::checkpoint::Checkpoint;
 use idx_softmax::config;
 use idx_softmax::dataset::{find_file, Dataset, GzCache, IdxFile, LoadOptions, Split};
 use idx_softmax::kernels::KernelPath;
+use idx_softmax::labels;
 use idx_softmax::run_record::{recorded_kernel, recorded_shape, shape_string};
 use idx_softmax::train::TrainConfig;
 
 use super::args::DataArgs;
 
-/// `--data-dir`, else the bundled MNIST.
+/// `--data-dir` (or `$IDX_SOFTMAX_DATA_DIR`), else the bundled MNIST: the
+/// source tree's `data/mnist` (a path compiled into the binary), else
+/// `data/mnist` under the current directory.
 pub fn data_dir(args: &DataArgs) -> PathBuf {
     if let Some(d) = &args.data_dir {
         return d.clone();
@@ -25,6 +28,35 @@ pub fn data_dir(args: &DataArgs) -> PathBuf {
         bundled
     } else {
         PathBuf::from("data/mnist")
+    }
+}
+
+/// Fails, saying what to do, when no `--data-dir` was given and the bundled
+/// MNIST is gone (an installed binary whose source tree was removed).
+pub fn check_data_dir(args: &DataArgs, dir: &Path) -> Result<()> {
+    if args.data_dir.is_none() && !dir.is_dir() {
+        bail!(
+            "the bundled MNIST is not at {} (this binary was built from a source tree that is gone) nor at {}: pass --data-dir DIR or set IDX_SOFTMAX_DATA_DIR to a directory holding the four IDX files",
+            idx_softmax::BUNDLED_MNIST,
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The class names for a model of `ck`: `--labels`, else the checkpoint's,
+/// else a `labels.txt` beside the IDX files, else none.
+pub fn class_names(flag: Option<&Path>, ck: &Checkpoint, data: &DataArgs) -> Result<Vec<String>> {
+    let classes = ck.network.classes();
+    if let Some(path) = flag {
+        return Ok(labels::read(path, classes)?);
+    }
+    if let Some(names) = idx_softmax::run_record::recorded_names(ck) {
+        return Ok(names);
+    }
+    match labels::beside(&data_dir(data)) {
+        Some(path) => Ok(labels::read(&path, classes)?),
+        None => Ok(Vec::new()),
     }
 }
 
@@ -58,7 +90,9 @@ fn choose_data_dir(
         data_dir: Some(recorded),
     }) = trained_on
     else {
-        return Ok((data_dir(args), false, None));
+        let dir = data_dir(args);
+        check_data_dir(args, &dir)?;
+        return Ok((dir, false, None));
     };
     let recorded = PathBuf::from(recorded);
     match &args.data_dir {
@@ -334,6 +368,24 @@ mod tests {
         let e = check_output(&dir.path().join("no/a.png"), "--x").unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
         assert!(check_output(Path::new("a.png"), "--x").is_ok());
+    }
+
+    #[test]
+    fn missing_bundled_data_says_what_to_do() {
+        let args = DataArgs::default();
+        let e = check_data_dir(&args, Path::new("/nonexistent/data/mnist")).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--data-dir") && msg.contains("IDX_SOFTMAX_DATA_DIR"),
+            "{msg}"
+        );
+        assert!(msg.contains(idx_softmax::BUNDLED_MNIST), "{msg}");
+        // With --data-dir, the loader's own error names the directory.
+        let args = DataArgs {
+            data_dir: Some("/nonexistent".into()),
+            cache_dir: None,
+        };
+        assert!(check_data_dir(&args, Path::new("/nonexistent")).is_ok());
     }
 
     #[test]

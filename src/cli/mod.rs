@@ -43,6 +43,7 @@ pub fn main() -> ExitCode {
             let outputs = [
                 ("--model", Some(&a.model)),
                 ("--weights-png", a.weights_png.as_ref()),
+                ("--confusion-png", a.confusion_png.as_ref()),
             ];
             if let Err(msg) = common::distinct_outputs(&outputs, &[]) {
                 usage_error(msg);
@@ -82,6 +83,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         ("--save", args.save.as_ref()),
         ("--metrics-json", args.metrics_json.as_ref()),
         ("--weights-png", args.weights_png.as_ref()),
+        ("--plot", args.plot.as_ref()),
         ("--resume", args.resume.as_ref()),
     ];
     if let Err(msg) = common::distinct_outputs(&outputs, &[("--resume", "--save")]) {

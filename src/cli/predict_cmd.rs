@@ -1,33 +1,59 @@
-//! `predict`: classify image files, or samples of the test split, with a
-//! saved model, printing the most probable classes.
+//! `predict`: classify images, directories of images, standard input, or
+//! samples of the test split, with a saved model, printing the most
+//! probable classes.
 //!
-//! An image's pixels are scaled exactly as training scales the IDX bytes
-//! (u8 × [`idx_softmax::dataset::U8_SCALE`], via
-//! [`idx_softmax::image::GrayImage::features`]) and go through the gemm
-//! forward pass. `--test-index N` runs test sample N through the
-//! evaluation's own forward pass (`Network::forward_rows`, on the kernel
-//! path eval would use), so its answer is the one `eval` counts. The two
-//! agree to float rounding; with `--kernel gemm`, bit for bit.
+//! An image is decoded ([`idx_softmax::image::decode_file`]), made into the
+//! model's input ([`idx_softmax::preprocess::prepare`]: luminance, polarity,
+//! and the MNIST normalisation unless it is already the model's size and
+//! polarity), and goes through [`idx_softmax::infer::logits`].
+//! `--test-index N` runs test sample N through the evaluation's own forward
+//! pass (`Network::forward_rows`, on the kernel path eval would use), so
+//! its answer is the one `eval` counts. The two agree to float rounding;
+//! with `--kernel gemm`, bit for bit.
 //!
-//! Every input is read and checked before anything is printed: a bad image
-//! prints nothing and exits 1.
+//! Each input is classified and printed on its own: a bad file gets its own
+//! one-line `error:` on stderr, the others are still classified, and the
+//! exit status is 1 if any failed (after a last line counting the
+//! failures; a single input's failure is just its own line).
 
+use std::collections::HashSet;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
 use idx_softmax::checkpoint::{self, Checkpoint};
 use idx_softmax::image::{self, GrayImage};
-use idx_softmax::run_record::{self, recorded_shape};
+use idx_softmax::infer;
+use idx_softmax::nn::Network;
+use idx_softmax::preprocess::{self, Mode, Options, Prepared};
+use idx_softmax::run_record::{self, recorded_background, recorded_shape};
 
 use super::args::PredictArgs;
-use super::common::{check_features, inference_kernel, load_test_split, pool, threads, TrainedOn};
+use super::common::{
+    check_features, class_names, inference_kernel, load_test_split, pool, threads, TrainedOn,
+};
+
+/// Largest image read from standard input.
+const MAX_STDIN_BYTES: u64 = image::MAX_STREAM_BYTES;
+/// File name extensions taken from a directory (case-insensitive).
+pub const IMAGE_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "bmp", "pgm", "pnm", "ppm", "pbm", "pam", "tif", "tiff", "webp",
+];
 
 /// Where a prediction's input came from.
 enum Source {
-    Image(PathBuf),
-    Test { index: usize, label: u32 },
+    Image {
+        name: String,
+        prepared: Box<Prepared>,
+        saved: Option<PathBuf>,
+    },
+    Test {
+        index: usize,
+        label: u32,
+        saved: Option<PathBuf>,
+    },
 }
 
 /// One input's logits.
@@ -36,66 +62,254 @@ struct Prediction {
     logits: Vec<f32>,
 }
 
+/// One input named on the command line, after expanding directories.
+enum Input {
+    File(PathBuf),
+    Stdin,
+}
+
+/// How predictions are printed.
+struct Printer<'a> {
+    json: bool,
+    csv: bool,
+    probs: bool,
+    top: usize,
+    names: &'a [String],
+}
+
 /// Runs `predict` with `args`.
 pub fn run(args: PredictArgs) -> Result<()> {
     let ck = checkpoint::load(&args.model)?;
     run_record::validate(&args.model, &ck)?;
     let model = &ck.network;
-    let mut predictions = Vec::new();
+    let names = class_names(args.labels.as_deref(), &ck, &args.data)?;
+    if let Some(dir) = &args.save_preprocessed {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow!("--save-preprocessed {}: {e}", dir.display()))?;
+    }
+    let printer = Printer {
+        json: args.json,
+        csv: args.csv,
+        probs: args.probs,
+        top: (args.top as usize).min(model.classes()),
+        names: &names,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.csv {
+        writeln!(out, "{}", printer.csv_header(model.classes()))?;
+    }
+    let opts = Options {
+        mode: args.preprocess.unwrap_or(Mode::Auto),
+        invert: match (args.invert, args.no_invert) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
+        background: recorded_background(&ck).unwrap_or(0.0),
+    };
+    let shape = preprocess::input_shape(recorded_shape(&ck).as_deref(), model.features());
+    let mut used_names = HashSet::new();
+    let (mut failed, mut total) = (0usize, 0usize);
+    let mut fail = |e: anyhow::Error| {
+        eprintln!("error: {e:#}");
+        failed += 1;
+    };
 
-    let images = args
-        .images
-        .iter()
-        .map(|p| read_input(p, &ck, &args.model))
-        .collect::<Result<Vec<_>>>()?;
-    for (path, img) in args.images.iter().zip(&images) {
-        let x = img.features();
-        let mut logits = vec![0.0; model.classes()];
-        model.forward_f32(&x, 1, &mut Vec::new(), &mut logits);
-        predictions.push(Prediction {
-            source: Source::Image(path.clone()),
-            logits,
+    let mut inputs = Vec::new();
+    let mut unlisted = Vec::new();
+    for arg in &args.images {
+        match expand(arg) {
+            Ok(found) => inputs.extend(found),
+            Err(e) => unlisted.push(e),
+        }
+    }
+    // A single input's failure is the command's one error line.
+    let single = inputs.len() + unlisted.len() + args.test_index.len() == 1;
+    if single {
+        if let Some(e) = unlisted.pop() {
+            return Err(e);
+        }
+    }
+    for e in unlisted {
+        total += 1;
+        fail(e);
+    }
+    for input in inputs {
+        total += 1;
+        let result = classify(&input, model, shape, &opts, &args.model).and_then(|(name, p)| {
+            let saved = match &args.save_preprocessed {
+                Some(dir) => Some(save_preprocessed(dir, &name, &p.image, &mut used_names)?),
+                None => None,
+            };
+            if p.empty {
+                eprintln!(
+                    "warning: {name}: no digit found (the image is blank or has no contrast)"
+                );
+            }
+            let logits = infer::logits(model, &p.image.features());
+            Ok(Prediction {
+                source: Source::Image {
+                    name,
+                    prepared: Box::new(p),
+                    saved,
+                },
+                logits,
+            })
         });
+        match result {
+            Ok(p) => writeln!(out, "{}", printer.render(&p))?,
+            Err(e) if single => return Err(e),
+            Err(e) => fail(e),
+        }
     }
 
     if !args.test_index.is_empty() {
-        predictions.extend(predict_test(&args, &ck)?);
-    }
-
-    let top = (args.top as usize).min(model.classes());
-    for p in &predictions {
-        let probs = softmax(&p.logits);
-        let ranked = ranked(&probs);
-        if args.json {
-            println!("{}", prediction_json(p, &probs, &ranked[..top]));
-        } else {
-            println!("{}", prediction_line(p, &probs, &ranked[..top]));
+        total += args.test_index.len();
+        match predict_test(&args, &ck) {
+            Ok(preds) => {
+                for mut p in preds {
+                    if let (Some(dir), Source::Test { index, saved, .. }) =
+                        (&args.save_preprocessed, &mut p.source)
+                    {
+                        if let Some(img) = test_image(&args, &ck, *index)? {
+                            *saved = Some(save_preprocessed(
+                                dir,
+                                &format!("test-{index}"),
+                                &img,
+                                &mut used_names,
+                            )?);
+                        }
+                    }
+                    writeln!(out, "{}", printer.render(&p))?
+                }
+            }
+            Err(e) => {
+                out.flush()?;
+                return Err(e);
+            }
         }
+    }
+    out.flush()?;
+    if failed > 0 {
+        bail!("{failed} of {total} input(s) could not be classified");
     }
     Ok(())
 }
 
-/// Reads an image and checks it fits the model: its size must be the
-/// recorded sample shape when the checkpoint has one, and its pixel count
-/// the model's feature count in any case.
-fn read_input(path: &Path, ck: &Checkpoint, model_path: &Path) -> Result<GrayImage> {
-    let img = image::read_gray(path)?;
-    let k = ck.network.features();
-    let (w, h) = (img.width, img.height);
-    match recorded_shape(ck).as_deref() {
-        Some(&[mh, mw]) if mh * mw == k && (h, w) != (mh, mw) => bail!(
-            "{}: the image is {w}x{h} pixels, but the model {} takes {mw}x{mh} images",
-            path.display(),
-            model_path.display()
-        ),
-        _ if w * h != k => bail!(
-            "{}: the image is {w}x{h} = {} pixels, but the model {} takes {k} features",
-            path.display(),
-            w * h,
-            model_path.display()
-        ),
-        _ => Ok(img),
+/// An argument as inputs: `-` is standard input, a directory its image
+/// files (by extension, sorted by name, not recursive), anything else a
+/// file whose content decides its format.
+fn expand(arg: &Path) -> Result<Vec<Input>> {
+    if arg.as_os_str() == "-" {
+        return Ok(vec![Input::Stdin]);
     }
+    if !arg.is_dir() {
+        return Ok(vec![Input::File(arg.to_owned())]);
+    }
+    let entries =
+        std::fs::read_dir(arg).map_err(|e| anyhow!("{}: cannot list: {e}", arg.display()))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| anyhow!("{}: cannot list: {e}", arg.display()))?;
+        let path = entry.path();
+        let is_image = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+        if is_image && path.is_file() {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        bail!(
+            "{}: the directory holds no image files (by extension: {})",
+            arg.display(),
+            IMAGE_EXTENSIONS.join(", ")
+        );
+    }
+    files.sort();
+    Ok(files.into_iter().map(Input::File).collect())
+}
+
+/// Decodes and prepares one input; returns its display name too.
+fn classify(
+    input: &Input,
+    model: &Network,
+    shape: Option<(usize, usize)>,
+    opts: &Options,
+    model_path: &Path,
+) -> Result<(String, Prepared)> {
+    let (name, decoded) = match input {
+        Input::File(path) => (path.display().to_string(), image::decode_file(path)?),
+        Input::Stdin => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .lock()
+                .take(MAX_STDIN_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| anyhow!("standard input: {e}"))?;
+            if bytes.len() as u64 > MAX_STDIN_BYTES {
+                bail!(
+                    "standard input: more than {} MiB, too large for an image",
+                    MAX_STDIN_BYTES >> 20
+                );
+            }
+            let decoded = image::decode_bytes(Path::new("standard input"), &bytes)?;
+            ("-".to_string(), decoded)
+        }
+    };
+    let Some((h, w)) = shape else {
+        bail!(
+            "{name}: the model {} takes {} features, not a 2-D image",
+            model_path.display(),
+            model.features()
+        );
+    };
+    let prepared = preprocess::prepare(&decoded, h, w, opts)
+        .map_err(|e| anyhow!("{name}: {e} (model {})", model_path.display()))?;
+    Ok((name, prepared))
+}
+
+/// Writes `img` as `DIR/STEM.png` (with `-2`, `-3`, … when two inputs share
+/// a stem); returns the path.
+fn save_preprocessed(
+    dir: &Path,
+    name: &str,
+    img: &GrayImage,
+    used: &mut HashSet<String>,
+) -> Result<PathBuf> {
+    let stem = match Path::new(name).file_stem().and_then(|s| s.to_str()) {
+        Some(s) if name != "-" && !s.is_empty() => s.to_owned(),
+        _ => "stdin".to_owned(),
+    };
+    let mut candidate = stem.clone();
+    let mut n = 1;
+    while !used.insert(candidate.clone()) {
+        n += 1;
+        candidate = format!("{stem}-{n}");
+    }
+    let path = dir.join(format!("{candidate}.png"));
+    image::write_gray_png(&path, img)?;
+    Ok(path)
+}
+
+/// Test sample `index` as an image, for `--save-preprocessed`.
+fn test_image(args: &PredictArgs, ck: &Checkpoint, index: usize) -> Result<Option<GrayImage>> {
+    let trained_on = TrainedOn {
+        model: &args.model,
+        data_dir: run_record::recorded_data_dir(ck),
+    };
+    let loaded = load_test_split(&args.data, ck.network.classes(), Some(trained_on))?;
+    let images = &loaded.data.images;
+    let (Some(px), &[h, w]) = (images.as_u8(), images.sample_shape()) else {
+        return Ok(None);
+    };
+    let k = h * w;
+    Ok(Some(GrayImage {
+        width: w,
+        height: h,
+        pixels: px[index * k..(index + 1) * k].to_vec(),
+    }))
 }
 
 /// The logits of the `--test-index` samples, computed as `eval` does.
@@ -134,84 +348,243 @@ fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> 
             source: Source::Test {
                 index,
                 label: labels.get(index),
+                saved: None,
             },
             logits: z.to_vec(),
         })
         .collect())
 }
 
-/// Softmax of `z`, in f64.
-fn softmax(z: &[f32]) -> Vec<f64> {
-    let m = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let e: Vec<f64> = z.iter().map(|&v| (v as f64 - m).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.iter().map(|v| v / s).collect()
-}
+impl Printer<'_> {
+    fn name(&self, class: usize) -> Option<&str> {
+        self.names.get(class).map(String::as_str)
+    }
 
-/// Class indices by decreasing probability; ties keep the lower class
-/// first, so the first entry is the argmax `eval` counts.
-fn ranked(probs: &[f64]) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..probs.len()).collect();
-    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-    idx
-}
-
-fn prediction_json(p: &Prediction, probs: &[f64], top: &[usize]) -> Value {
-    let top: Vec<Value> = top
-        .iter()
-        .map(|&c| json!({ "class": c, "probability": probs[c] }))
-        .collect();
-    let mut v = json!({ "predicted": top[0]["class"], "top": top });
-    match &p.source {
-        Source::Image(path) => v["image"] = json!(path.display().to_string()),
-        Source::Test { index, label } => {
-            v["test_index"] = json!(index);
-            v["label"] = json!(label);
+    /// `7`, or `7 (seven)` with names.
+    fn class(&self, class: usize) -> String {
+        match self.name(class) {
+            Some(n) if n != class.to_string() => format!("{class} ({n})"),
+            _ => class.to_string(),
         }
     }
-    v
+
+    fn render(&self, p: &Prediction) -> String {
+        let probs = infer::softmax(&p.logits);
+        let ranked = infer::ranked(&probs);
+        let top = &ranked[..self.top];
+        if self.json {
+            self.json(p, &probs, top).to_string()
+        } else if self.csv {
+            self.csv_row(p, &probs, top)
+        } else {
+            self.line(p, &probs, top)
+        }
+    }
+
+    fn json(&self, p: &Prediction, probs: &[f64], top: &[usize]) -> Value {
+        let top_json: Vec<Value> = top
+            .iter()
+            .map(|&c| {
+                let mut v = json!({ "class": c, "probability": probs[c] });
+                if let Some(n) = self.name(c) {
+                    v["name"] = json!(n);
+                }
+                v
+            })
+            .collect();
+        let mut v = json!({ "predicted": top[0], "top": top_json });
+        if let Some(n) = self.name(top[0]) {
+            v["name"] = json!(n);
+        }
+        if self.probs {
+            v["probabilities"] = json!(probs);
+        }
+        match &p.source {
+            Source::Image {
+                name,
+                prepared,
+                saved,
+            } => {
+                v["image"] = json!(name);
+                v["preprocess"] = json!(if prepared.normalised { "mnist" } else { "none" });
+                v["inverted"] = json!(prepared.inverted);
+                if prepared.empty {
+                    v["empty"] = json!(true);
+                }
+                if let Some(s) = saved {
+                    v["preprocessed_png"] = json!(s.display().to_string());
+                }
+            }
+            Source::Test {
+                index,
+                label,
+                saved,
+            } => {
+                v["test_index"] = json!(index);
+                v["label"] = json!(label);
+                if let Some(n) = self.name(*label as usize) {
+                    v["label_name"] = json!(n);
+                }
+                if let Some(s) = saved {
+                    v["preprocessed_png"] = json!(s.display().to_string());
+                }
+            }
+        }
+        v
+    }
+
+    fn line(&self, p: &Prediction, probs: &[f64], top: &[usize]) -> String {
+        let (name, note) = match &p.source {
+            Source::Image { name, prepared, .. } => {
+                let mut notes = Vec::new();
+                if prepared.inverted {
+                    notes.push("inverted");
+                }
+                if prepared.normalised {
+                    notes.push("mnist-preprocessed");
+                }
+                if prepared.empty {
+                    notes.push("no digit found");
+                }
+                let note = if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!("   [{}]", notes.join(", "))
+                };
+                (name.clone(), note)
+            }
+            Source::Test { index, label, .. } => (
+                format!("test #{index} (label {})", self.class(*label as usize)),
+                String::new(),
+            ),
+        };
+        let ranked: Vec<String> = top
+            .iter()
+            .map(|&c| format!("{} {:.4}", self.class(c), probs[c]))
+            .collect();
+        format!(
+            "{name}: {}   top {}: {}{note}",
+            self.class(top[0]),
+            top.len(),
+            ranked.join(", ")
+        )
+    }
+
+    fn csv_header(&self, classes: usize) -> String {
+        let mut cols: Vec<String> = [
+            "image",
+            "label",
+            "predicted",
+            "name",
+            "probability",
+            "preprocess",
+            "inverted",
+        ]
+        .map(String::from)
+        .to_vec();
+        if self.probs {
+            for c in 0..classes {
+                cols.push(csv_field(&format!(
+                    "p_{}",
+                    self.name(c).map_or(c.to_string(), str::to_owned)
+                )));
+            }
+        }
+        cols.join(",")
+    }
+
+    fn csv_row(&self, p: &Prediction, probs: &[f64], top: &[usize]) -> String {
+        let c = top[0];
+        let (image, label, preprocess, inverted) = match &p.source {
+            Source::Image { name, prepared, .. } => (
+                name.clone(),
+                String::new(),
+                if prepared.normalised { "mnist" } else { "none" },
+                prepared.inverted.to_string(),
+            ),
+            Source::Test { index, label, .. } => (
+                format!("test:{index}"),
+                label.to_string(),
+                "none",
+                "false".into(),
+            ),
+        };
+        let mut cols = vec![
+            csv_field(&image),
+            label,
+            c.to_string(),
+            csv_field(self.name(c).unwrap_or("")),
+            format!("{:.6}", probs[c]),
+            preprocess.to_string(),
+            inverted,
+        ];
+        if self.probs {
+            cols.extend(probs.iter().map(|p| format!("{p:.6}")));
+        }
+        cols.join(",")
+    }
 }
 
-fn prediction_line(p: &Prediction, probs: &[f64], top: &[usize]) -> String {
-    let name = match &p.source {
-        Source::Image(path) => path.display().to_string(),
-        Source::Test { index, label } => format!("test #{index} (label {label})"),
-    };
-    let ranked: Vec<String> = top
-        .iter()
-        .map(|&c| format!("{c} ({:.4})", probs[c]))
-        .collect();
-    format!(
-        "{name}: {}   top {}: {}",
-        top[0],
-        top.len(),
-        ranked.join(", ")
-    )
+/// A CSV field, quoted when it holds a comma, quote or line break (RFC
+/// 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn softmax_and_ranking() {
-        let p = softmax(&[1.0, 3.0, 3.0, -1000.0]);
-        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-        assert_eq!(ranked(&p), [1, 2, 0, 3]);
-        assert_eq!(p[3], 0.0);
+    fn printer(names: &[String]) -> Printer<'_> {
+        Printer {
+            json: true,
+            csv: false,
+            probs: true,
+            top: 1,
+            names,
+        }
     }
 
     #[test]
     fn json_lines() {
         let p = Prediction {
-            source: Source::Test { index: 4, label: 1 },
+            source: Source::Test {
+                index: 4,
+                label: 1,
+                saved: None,
+            },
             logits: vec![0.0, 2.0],
         };
-        let probs = softmax(&p.logits);
-        let v = prediction_json(&p, &probs, &ranked(&probs)[..1]);
+        let names = vec!["zero".to_string(), "one".to_string()];
+        let pr = printer(&names);
+        let probs = infer::softmax(&p.logits);
+        let v = pr.json(&p, &probs, &infer::ranked(&probs)[..1]);
         assert_eq!(v["predicted"], 1);
+        assert_eq!(v["name"], "one");
+        assert_eq!(v["label_name"], "one");
         assert_eq!(v["test_index"], 4);
         assert_eq!(v["top"].as_array().unwrap().len(), 1);
-        assert!(prediction_line(&p, &probs, &ranked(&probs)).starts_with("test #4 (label 1): 1"));
+        assert_eq!(v["probabilities"].as_array().unwrap().len(), 2);
+        assert!(pr
+            .line(&p, &probs, &infer::ranked(&probs))
+            .starts_with("test #4 (label 1 (one)): 1 (one)"));
+        assert_eq!(
+            pr.csv_header(2),
+            "image,label,predicted,name,probability,preprocess,inverted,p_zero,p_one"
+        );
+        assert!(pr
+            .csv_row(&p, &probs, &[1, 0])
+            .starts_with("test:4,1,1,one,0.88"));
+    }
+
+    #[test]
+    fn csv_quoting() {
+        assert_eq!(csv_field("a.png"), "a.png");
+        assert_eq!(csv_field("a,b.png"), "\"a,b.png\"");
+        assert_eq!(csv_field("say \"7\""), "\"say \"\"7\"\"\"");
     }
 }

@@ -201,6 +201,8 @@ mod tests {
             train_samples: 600,
             test_samples: 100,
             data_dir: String::new(),
+            class_names: Vec::new(),
+            input_background: None,
         }
     }
 

@@ -16,18 +16,21 @@ use serde_json::json;
 
 use idx_softmax::dataset::Dataset;
 use idx_softmax::image;
+use idx_softmax::labels;
 use idx_softmax::metrics;
 use idx_softmax::optim::{Schedule, Sgd};
+use idx_softmax::plot;
+use idx_softmax::preprocess;
 use idx_softmax::run_record::{self, shape_string, Results, RunMeta};
 use idx_softmax::samples::Samples;
-use idx_softmax::train::{EpochReport, TrainConfig, Trainer};
+use idx_softmax::train::{split_train_val, EpochReport, TrainConfig, Trainer};
 
 use super::args::TrainArgs;
 use super::common::{
     check_output, f32_as_printed, image_shape, load_dataset, rss_anon_kb, TrainedOn,
 };
 use super::metrics_log::MetricsLog;
-use super::report::{epoch_json, epoch_line, progress_bar};
+use super::report::{epoch_json, epoch_line, Progress};
 use super::settings::{self, explicit_kernel};
 
 /// Runs `train` with `args`.
@@ -36,6 +39,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ("--save", &args.save),
         ("--weights-png", &args.weights_png),
         ("--metrics-json", &args.metrics_json),
+        ("--plot", &args.plot),
     ] {
         if let Some(p) = path {
             check_output(p, flag)?;
@@ -96,6 +100,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let start_epoch = trainer.epochs_done();
     let mut meta = run_meta(&cfg, kernel, data, &train_set, data_dir);
+    meta.class_names = class_names(args.labels.as_deref(), data_dir, data.classes)?;
 
     if !args.json {
         print_header(
@@ -112,13 +117,23 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
 
     let n_train = trainer.train_samples() as u64;
-    let bar = progress_bar((cfg.epochs - start_epoch) as u64 * n_train);
+    let bar = Progress::new(
+        (cfg.epochs - start_epoch) as u64 * n_train,
+        start_epoch,
+        cfg.epochs,
+    );
     let epoch_base = AtomicU64::new(0);
     let progress = |done: u64| bar.set_position(epoch_base.load(Ordering::Relaxed) + done);
     let steps_per_epoch = trainer.train_samples().div_ceil(cfg.batch_size);
     let mut log = MetricsLog::new(args.metrics_json.clone(), start_epoch);
     let mut epochs: Vec<(EpochReport, f32)> =
         Vec::with_capacity((cfg.epochs - start_epoch).min(1024));
+    // The rows trained on, for the plot's training accuracy.
+    let plot_rows = match &args.plot {
+        Some(_) => Some(split_train_val(data.train.len(), cfg.val_split, cfg.seed)?.0),
+        None => None,
+    };
+    let mut curve: Vec<plot::EpochPoint> = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
     while trainer.epochs_done() < cfg.epochs {
         let report = trainer
@@ -126,6 +141,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .with_context(|| format!("training on {}", data_dir.display()))?;
         let stats = report.stats;
         epoch_base.fetch_add(n_train, Ordering::Relaxed);
+        bar.epoch_done(stats.epoch, stats.train_loss);
         let lr = lr_at_end(&cfg.sgd, stats.epoch, steps_per_epoch, cfg.epochs);
         if !args.json {
             bar.suspend(|| println!("{}", epoch_line(&report, cfg.epochs)));
@@ -139,6 +155,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if let Some(path) = &args.save {
             meta.epochs_done = stats.epoch;
             run_record::save(path, &trainer.state(), &meta, &results(&report))?;
+        }
+        if let (Some(path), Some(rows)) = (&args.plot, &plot_rows) {
+            let train = metrics::evaluate_rows(trainer.network(), &train_set, kernel, rows);
+            let test = report.test.as_ref();
+            curve.push(plot::EpochPoint {
+                epoch: stats.epoch,
+                train_loss: stats.train_loss,
+                train_accuracy: Some(train.accuracy),
+                val_loss: report.validation.as_ref().map(|v| v.loss),
+                val_accuracy: report.validation.as_ref().map(|v| v.accuracy),
+                test_loss: test.map_or(f64::NAN, |t| t.loss),
+                test_accuracy: test.map_or(f64::NAN, |t| t.accuracy),
+            });
+            plot::training_curves(path, &curve)?;
         }
         epochs.push((report, lr));
     }
@@ -204,6 +234,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             ("saved", &args.save),
             ("resumed_from", &resumed_from),
             ("metrics_json", &args.metrics_json),
+            ("plot", &args.plot),
         ] {
             if let Some(p) = path {
                 out[key] = json!(p.display().to_string());
@@ -228,6 +259,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         if let Some(path) = &args.metrics_json {
             println!("metrics  {}", path.display());
+        }
+        if let Some(path) = &args.plot {
+            let (w, h) = plot::CURVES_SIZE;
+            println!("plot     {} ({w}x{h} pixels)", path.display());
         }
         if let Some((path, size)) = picture {
             println!(
@@ -343,6 +378,23 @@ fn run_meta(
             .unwrap_or_else(|_| data_dir.to_owned())
             .display()
             .to_string(),
+        class_names: Vec::new(),
+        input_background: match (data.train.images.as_u8(), data.train.images.sample_shape()) {
+            (Some(px), &[h, w]) => Some(preprocess::typical_background(px, h, w, 2000)),
+            _ => None,
+        },
+    }
+}
+
+/// The class names: `--labels`, else a `labels.txt` beside the data, else
+/// none.
+pub fn class_names(flag: Option<&Path>, data_dir: &Path, classes: usize) -> Result<Vec<String>> {
+    match flag
+        .map(Path::to_path_buf)
+        .or_else(|| labels::beside(data_dir))
+    {
+        Some(path) => Ok(labels::read(&path, classes)?),
+        None => Ok(Vec::new()),
     }
 }
 

@@ -1,0 +1,427 @@
+//! Pictures of results, drawn with `plotters`: the training curves and the
+//! confusion matrix as a heat map.
+//!
+//! Text is drawn with DejaVu Sans, bundled in the binary
+//! (`assets/fonts/DejaVuSans.ttf`, Bitstream Vera licence, see
+//! `assets/fonts/LICENSE-DejaVu.txt`): a PNG never depends on the fonts
+//! installed where it is drawn. (An SVG names the font family and leaves it
+//! to the viewer, as SVGs do.)
+//!
+//! A path ending in `.svg` (any case) gets an SVG, any other a PNG. Both are
+//! written atomically ([`crate::fsutil::write_atomic`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::image::{write_rgb_png, RgbImage, Size};
+
+/// The bundled font.
+static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+/// The family name the pictures ask for.
+const FAMILY: &str = "sans-serif";
+
+/// A picture that could not be drawn or written. One line, naming the
+/// file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", path.display())]
+pub struct PlotError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Registers the bundled font once.
+fn font() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        // The font is a fixed, valid file: registering cannot fail.
+        let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
+    });
+}
+
+/// Whether `path` asks for an SVG.
+pub fn is_svg(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+}
+
+/// Something drawn on any backend.
+trait Picture {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+/// Draws `pic` on a `width × height` canvas and writes it to `path` as PNG
+/// or SVG.
+fn render(path: &Path, width: u32, height: u32, pic: &impl Picture) -> Result<Size, PlotError> {
+    font();
+    let fail = |reason: String| PlotError {
+        path: path.to_owned(),
+        reason,
+    };
+    if is_svg(path) {
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+            pic.draw(&root).map_err(fail)?;
+            root.present().map_err(|e| fail(e.to_string()))?;
+        }
+        crate::fsutil::write_atomic(path, |f| std::io::Write::write_all(f, svg.as_bytes()))
+            .map_err(|e| fail(e.to_string()))?;
+    } else {
+        let mut buf = vec![0u8; width as usize * height as usize * 3];
+        {
+            let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
+            pic.draw(&root).map_err(fail)?;
+            root.present().map_err(|e| fail(e.to_string()))?;
+        }
+        let img = RgbImage {
+            width: width as usize,
+            height: height as usize,
+            pixels: buf,
+        };
+        write_rgb_png(path, &img).map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(Size {
+        width: width as usize,
+        height: height as usize,
+    })
+}
+
+/// One epoch of the training curves; `None` where not measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EpochPoint {
+    /// 1-based.
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+}
+
+/// Width and height of the training-curves picture.
+pub const CURVES_SIZE: (u32, u32) = (1100, 450);
+
+const TRAIN_COLOUR: RGBColor = RGBColor(31, 119, 180);
+const VAL_COLOUR: RGBColor = RGBColor(255, 127, 14);
+const TEST_COLOUR: RGBColor = RGBColor(44, 160, 44);
+
+/// Draws loss (left) and accuracy (right) per epoch, for the training,
+/// validation and test sets, and writes the picture to `path`.
+pub fn training_curves(path: &Path, points: &[EpochPoint]) -> Result<Size, PlotError> {
+    if points.is_empty() {
+        return Err(PlotError {
+            path: path.to_owned(),
+            reason: "no epoch to plot".into(),
+        });
+    }
+    let (w, h) = CURVES_SIZE;
+    render(path, w, h, &Curves(points))
+}
+
+struct Curves<'a>(&'a [EpochPoint]);
+
+impl Picture for Curves<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        curves(root, self.0)
+    }
+}
+
+struct Heatmap<'a> {
+    confusion: &'a [u64],
+    classes: usize,
+    labels: Vec<String>,
+    cell: u32,
+    label_px: u32,
+}
+
+impl Picture for Heatmap<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        heatmap(
+            root,
+            self.confusion,
+            self.classes,
+            &|c| self.labels[c].clone(),
+            self.cell,
+            self.label_px,
+        )
+    }
+}
+
+type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
+fn curves<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    points: &[EpochPoint],
+) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let (left, right) = root.split_horizontally(root.dim_in_pixel().0 / 2);
+    let series = |f: &dyn Fn(&EpochPoint) -> Option<f64>| -> Vec<(f64, f64)> {
+        points
+            .iter()
+            .filter_map(|p| f(p).filter(|v| v.is_finite()).map(|v| (p.epoch as f64, v)))
+            .collect()
+    };
+    let loss: Vec<Series> = vec![
+        ("train", TRAIN_COLOUR, series(&|p| Some(p.train_loss))),
+        ("validation", VAL_COLOUR, series(&|p| p.val_loss)),
+        ("test", TEST_COLOUR, series(&|p| Some(p.test_loss))),
+    ];
+    let accuracy: Vec<Series> = vec![
+        ("train", TRAIN_COLOUR, series(&|p| p.train_accuracy)),
+        ("validation", VAL_COLOUR, series(&|p| p.val_accuracy)),
+        ("test", TEST_COLOUR, series(&|p| Some(p.test_accuracy))),
+    ];
+    let first = points.iter().map(|p| p.epoch).min().unwrap_or(1) as f64;
+    let last = points.iter().map(|p| p.epoch).max().unwrap_or(1) as f64;
+    // Losses fall and accuracies rise: keep each legend where its curves
+    // are not.
+    let (up, down) = (
+        SeriesLabelPosition::UpperRight,
+        SeriesLabelPosition::LowerRight,
+    );
+    panel(&left, "loss", "cross-entropy", &loss, first, last, up)?;
+    panel(&right, "accuracy", "accuracy", &accuracy, first, last, down)?;
+    Ok(())
+}
+
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    y_label: &str,
+    series: &[Series],
+    first: f64,
+    last: f64,
+    legend: SeriesLabelPosition,
+) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let values = series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * 0.1).max(1e-3);
+    let (x0, x1) = if last > first {
+        (first, last)
+    } else {
+        (first - 0.5, last + 0.5)
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FAMILY, 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, (lo - pad)..(hi + pad))
+        .map_err(e)?;
+    let epochs = (last - first) as usize + 1;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_label)
+        .x_labels(epochs.min(12) + 1)
+        .x_label_formatter(&|x| {
+            if (x - x.round()).abs() < 1e-9 {
+                format!("{}", x.round() as i64)
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|y| format!("{y:.3}"))
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 15))
+        .draw()
+        .map_err(e)?;
+    for (name, colour, pts) in series {
+        if pts.is_empty() {
+            continue;
+        }
+        let colour = *colour;
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))
+            .map_err(e)?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))
+            .map_err(e)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FAMILY, 14))
+        .position(legend)
+        .draw()
+        .map_err(e)?;
+    Ok(())
+}
+
+/// Pixels per cell of the confusion heat map (shrunk for many classes).
+fn cell_size(classes: usize) -> u32 {
+    match classes {
+        0..=12 => 56,
+        13..=30 => 28,
+        31..=60 => 14,
+        _ => 6,
+    }
+}
+
+/// Most classes a confusion heat map is drawn for.
+pub const MAX_HEATMAP_CLASSES: usize = 256;
+
+/// Draws the `classes × classes` confusion matrix (row = true class, column
+/// = predicted, counts row-major) as a heat map: each cell shaded by the
+/// fraction of its row (white 0 to dark blue 1), with its count written in
+/// it when the cells are large enough. `names` label the axes when given
+/// (one per class), else class numbers.
+pub fn confusion_heatmap(
+    path: &Path,
+    confusion: &[u64],
+    classes: usize,
+    names: &[String],
+) -> Result<Size, PlotError> {
+    let fail = |reason: String| PlotError {
+        path: path.to_owned(),
+        reason,
+    };
+    if classes == 0 || confusion.len() != classes * classes {
+        return Err(fail(format!(
+            "a confusion matrix of {} counts is not {classes} x {classes}",
+            confusion.len()
+        )));
+    }
+    if classes > MAX_HEATMAP_CLASSES {
+        return Err(fail(format!(
+            "{classes} classes: a heat map is drawn for at most {MAX_HEATMAP_CLASSES}"
+        )));
+    }
+    let label = |c: usize| -> String {
+        match names.get(c) {
+            Some(n) if names.len() == classes => n.clone(),
+            _ => c.to_string(),
+        }
+    };
+    let longest = (0..classes)
+        .map(|c| label(c).chars().count())
+        .max()
+        .unwrap_or(1);
+    let cell = cell_size(classes);
+    let label_px = (longest as u32 * 8 + 20).clamp(40, 200);
+    let grid = cell * classes as u32;
+    let (w, h) = (grid + label_px + 40, grid + label_px + 60);
+    let pic = Heatmap {
+        confusion,
+        classes,
+        labels: (0..classes).map(label).collect(),
+        cell,
+        label_px,
+    };
+    render(path, w, h, &pic)
+}
+
+fn heatmap<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    confusion: &[u64],
+    classes: usize,
+    label: &dyn Fn(usize) -> String,
+    cell: u32,
+    label_px: u32,
+) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let title = (FAMILY, 20).into_font();
+    root.draw(&Text::new(
+        "confusion matrix (row: true class, column: predicted)",
+        (10, 10),
+        title,
+    ))
+    .map_err(e)?;
+    let (gx, gy) = (label_px as i32 + 20, label_px as i32 + 40);
+    let c = cell as i32;
+    let small = (FAMILY, (cell as f64 * 0.3).clamp(8.0, 16.0)).into_font();
+    for t in 0..classes {
+        let row: u64 = confusion[t * classes..(t + 1) * classes].iter().sum();
+        for p in 0..classes {
+            let n = confusion[t * classes + p];
+            let frac = if row > 0 { n as f64 / row as f64 } else { 0.0 };
+            let shade = |white: u8, full: u8| {
+                (f64::from(white) + (f64::from(full) - f64::from(white)) * frac.sqrt()).round()
+                    as u8
+            };
+            let colour = RGBColor(shade(255, 8), shade(255, 48), shade(255, 107));
+            let (x, y) = (gx + p as i32 * c, gy + t as i32 * c);
+            root.draw(&Rectangle::new([(x, y), (x + c, y + c)], colour.filled()))
+                .map_err(e)?;
+            root.draw(&Rectangle::new(
+                [(x, y), (x + c, y + c)],
+                RGBColor(200, 200, 200).stroke_width(1),
+            ))
+            .map_err(e)?;
+            if cell >= 28 && n > 0 {
+                let ink = if frac.sqrt() > 0.5 { WHITE } else { BLACK };
+                let style = small
+                    .clone()
+                    .color(&ink)
+                    .pos(plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Center,
+                        plotters::style::text_anchor::VPos::Center,
+                    ));
+                root.draw(&Text::new(n.to_string(), (x + c / 2, y + c / 2), style))
+                    .map_err(e)?;
+            }
+        }
+    }
+    // Axis labels: predicted classes along the top (rotated), true classes
+    // down the left.
+    let font = (FAMILY, (cell as f64 * 0.3).clamp(8.0, 15.0)).into_font();
+    for k in 0..classes {
+        let name = label(k);
+        let right = font
+            .clone()
+            .color(&BLACK)
+            .pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Right,
+                plotters::style::text_anchor::VPos::Center,
+            ));
+        root.draw(&Text::new(
+            name.clone(),
+            (gx - 6, gy + k as i32 * c + c / 2),
+            right,
+        ))
+        .map_err(e)?;
+        let up = font
+            .clone()
+            .transform(FontTransform::Rotate270)
+            .color(&BLACK)
+            .pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Left,
+                plotters::style::text_anchor::VPos::Center,
+            ));
+        root.draw(&Text::new(name, (gx + k as i32 * c + c / 2, gy - 6), up))
+            .map_err(e)?;
+    }
+    let axis = (FAMILY, 15).into_font();
+    root.draw(&Text::new("predicted class", (gx, 34), axis.clone()))
+        .map_err(e)?;
+    let vertical = axis.transform(FontTransform::Rotate270).color(&BLACK).pos(
+        plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Center,
+            plotters::style::text_anchor::VPos::Top,
+        ),
+    );
+    root.draw(&Text::new(
+        "true class",
+        (6, gy + (classes as i32 * c) / 2),
+        vertical,
+    ))
+    .map_err(e)?;
+    Ok(())
+}
