@@ -142,18 +142,6 @@ fn bench_products(c: &mut Criterion) {
                 },
             );
         }
-        group.bench_function(BenchmarkId::new("row/gemm", batch), |b| {
-            b.iter(|| {
-                for ((z, gr), (l, &y)) in logits
-                    .chunks_exact(C)
-                    .zip(g.chunks_exact_mut(C))
-                    .zip(losses.iter_mut().zip(&labels))
-                {
-                    *l = softmax_ce::row(z, y as usize, 1.0 / batch as f32, gr);
-                }
-                black_box(&g);
-            })
-        });
         group.finish();
     }
 }

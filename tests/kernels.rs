@@ -286,14 +286,15 @@ fn softmax_ce_matches_reference() {
         let labels: Vec<u32> = (0..b).map(|_| rng.random_range(0..c as u32)).collect();
         let mut g = vec![f32::NAN; b * c];
         let mut losses = vec![f32::NAN; b];
-        for r in 0..b {
-            losses[r] = softmax_ce::row(
-                &logits[r * c..(r + 1) * c],
-                labels[r] as usize,
-                1.0 / b as f32,
-                &mut g[r * c..(r + 1) * c],
-            );
-        }
+        softmax_ce::block(
+            KernelPath::Portable,
+            &logits,
+            c,
+            |i| labels[i] as usize,
+            1.0 / b as f32,
+            &mut g,
+            &mut losses,
+        );
         let lab: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
         let (want_loss, want_g) = reference::softmax_ce(&to_f64(&logits), &lab, c);
         // The evaluation's f64 softmax: loss = lse − z_y, p = e^(z − lse).
@@ -337,25 +338,29 @@ fn softmax_ce_is_stable_at_extreme_logits() {
         (&[5.0, 5.0, 5.0, 5.0], 2, (4.0f64).ln()),
         (&[-1e4, -1e4], 1, (2.0f64).ln()),
     ];
-    for (z, label, want_loss) in cases {
-        let mut g = vec![f32::NAN; z.len()];
-        let loss = softmax_ce::row(z, label, 1.0, &mut g);
-        assert!(
-            loss.is_finite() && g.iter().all(|v| v.is_finite()),
-            "{z:?}: loss {loss}, g {g:?}"
-        );
-        assert!(
-            (loss as f64 - want_loss).abs() <= 1e-3 * (1.0 + want_loss),
-            "{z:?}: loss {loss}, want {want_loss}"
-        );
-        // G = p − onehot, by hand.
-        let (_, want_g) = reference::softmax_ce(&to_f64(z), &[label], z.len());
-        assert_close("extreme g", &g, &want_g, &vec![0.0; z.len()], 1e-6);
+    for path in KernelPath::available().into_iter().filter(|p| p.is_fused()) {
+        for (z, label, want_loss) in cases {
+            let mut g = vec![f32::NAN; z.len()];
+            let mut loss = [f32::NAN];
+            softmax_ce::block(path, z, z.len(), |_| label, 1.0, &mut g, &mut loss);
+            let loss = loss[0];
+            assert!(
+                loss.is_finite() && g.iter().all(|v| v.is_finite()),
+                "{path} {z:?}: loss {loss}, g {g:?}"
+            );
+            assert!(
+                (loss as f64 - want_loss).abs() <= 1e-3 * (1.0 + want_loss),
+                "{path} {z:?}: loss {loss}, want {want_loss}"
+            );
+            // G = p − onehot, by hand.
+            let (_, want_g) = reference::softmax_ce(&to_f64(z), &[label], z.len());
+            assert_close("extreme g", &g, &want_g, &vec![0.0; z.len()], 1e-6);
+        }
+        // All-equal logits: uniform p.
+        let mut g = [0.0f32; 4];
+        softmax_ce::block(path, &[3.0; 4], 4, |_| 0, 1.0, &mut g, &mut [0.0]);
+        assert_eq!(g, [-0.75, 0.25, 0.25, 0.25], "{path}");
     }
-    // All-equal logits: uniform p.
-    let mut g = [0.0f32; 4];
-    softmax_ce::row(&[3.0; 4], 0, 1.0, &mut g);
-    assert_eq!(g, [-0.75, 0.25, 0.25, 0.25]);
 }
 
 #[test]

@@ -13,28 +13,10 @@
 //! The gradient of cross-entropy through softmax collapses to `p − onehot`,
 //! which is why the two are fused: one pass over the row yields both the
 //! loss and the gradient the weight update needs.
-
-/// Loss of one row, writing `g = (softmax(z) − onehot(label)) · inv_batch`.
-///
-/// # Panics
-/// If `label ≥ z.len()` or the lengths of `z` and `g` differ.
-#[inline]
-pub fn row(z: &[f32], label: usize, inv_batch: f32, g: &mut [f32]) -> f32 {
-    assert_eq!(z.len(), g.len(), "softmax_ce::row: length mismatch");
-    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut s = 0.0f32;
-    for (gi, &zi) in g.iter_mut().zip(z) {
-        let e = (zi - m).exp();
-        *gi = e;
-        s += e;
-    }
-    let scale = inv_batch / s;
-    for gi in g.iter_mut() {
-        *gi *= scale;
-    }
-    g[label] -= inv_batch;
-    m + s.ln() - z[label]
-}
+//!
+//! Two entry points, one per job: [`block`] is the training step's (f32,
+//! a block of rows, a vectorised exponential), [`log_sum_exp`] and
+//! [`probabilities`] are evaluation's and prediction's (f64, one row).
 
 /// `ln Σ_c e^{z_c}`, shifted by the maximum and summed in f64: the
 /// evaluation's and prediction's softmax (`p_c = e^{z_c − lse}`,
@@ -107,13 +89,14 @@ unsafe fn exp_neg_slice_avx2(v: &mut [f32]) {
 }
 
 /// Softmax-CE for a block of rows with a vectorised exponential: the fused
-/// training path's version of [`row`]. `logits` and `g` are rows × C;
+/// training step's softmax. `logits` and `g` are rows × C;
 /// `label(i)` is row i's label. Writes `g = (p − onehot) · inv_batch` and
 /// the per-row losses.
 ///
 /// The exponentials of the whole block run as one vector loop (the rows
-/// are contiguous), which is what makes this faster than calling [`row`]
-/// per row: C = 10 is too short a vector on its own.
+/// are contiguous), which is what makes this fast: C = 10 is too short a
+/// vector on its own. Every training path (fused and gemm) uses it; the
+/// gemm path passes `Portable` for the same bits on every CPU.
 pub fn block(
     path: super::KernelPath,
     logits: &[f32],
