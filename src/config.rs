@@ -213,6 +213,20 @@ pub fn kernel_for(
     }
 }
 
+/// The kernel path inference (evaluation, prediction) runs a network on
+/// when none is asked for: the one that trained it (`recorded`) where it
+/// serves these samples, so the logits are the training step's, else the
+/// best one for the sample type.
+pub fn inference_kernel(
+    recorded: Option<KernelPath>,
+    u8_samples: bool,
+) -> Result<KernelPath, ConfigError> {
+    match recorded.and_then(|k| kernel_for(Some(k), u8_samples).ok()) {
+        Some(k) => Ok(k),
+        None => kernel_for(None, u8_samples),
+    }
+}
+
 impl Sgd {
     /// Checks the optimiser's settings (each rule above, once).
     pub fn validate(&self) -> Result<(), ConfigError> {
