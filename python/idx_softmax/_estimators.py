@@ -410,6 +410,18 @@ class SoftmaxRegression(_IdxClassifier):
         self.verbose = verbose
         self.warm_start = warm_start
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Why poor_score: the defaults are fixed (the notebook's single epoch
+        # of minibatch-100 SGD at lr 0.1, which gives the CLI's bits). On the
+        # 300-sample sets of scikit-learn's check_classifiers_train that is
+        # 3 SGD steps from a random start: too few for its 0.83 training-
+        # accuracy bar (0.775 binary, 0.14 three-class). With 10 epochs the
+        # same data clears it (tests/test_sklearn.py checks that); the wider
+        # MLPClassifier clears it with its defaults and keeps the full check.
+        tags.classifier_tags.poor_score = True
+        return tags
+
     @property
     def coef_(self):
         check_is_fitted(self)

@@ -18,7 +18,7 @@ use numpy::ndarray::{ArrayView1, ArrayView2};
 use numpy::{
     PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rayon::prelude::*;
@@ -47,9 +47,15 @@ fn value_error(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
 
+/// Files that are missing or unreadable are `OSError`s (missing ones
+/// `FileNotFoundError`); files that are there but malformed, `ValueError`s.
 fn data_error(e: DataError) -> PyErr {
-    match e {
-        DataError::Io { .. } | DataError::Missing { .. } | DataError::CacheUnwritable { .. } => {
+    match &e {
+        DataError::Missing { .. } => PyFileNotFoundError::new_err(e.to_string()),
+        DataError::Invalid { path, .. } if !path.exists() => {
+            PyFileNotFoundError::new_err(e.to_string())
+        }
+        DataError::Io { .. } | DataError::CacheUnwritable { .. } => {
             PyOSError::new_err(e.to_string())
         }
         _ => value_error(e),
