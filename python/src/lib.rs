@@ -616,9 +616,11 @@ fn fit(
                 val_accuracies.push(v.accuracy);
                 validation = Some((v.accuracy, v.loss));
             }
+            // Between epochs: a Ctrl-C stops the fit (KeyboardInterrupt),
+            // and the progress callback runs.
+            Python::attach(|py| py.check_signals())?;
             if let Some(cb) = &on_epoch {
                 Python::attach(|py| -> PyResult<()> {
-                    py.check_signals()?;
                     let d = PyDict::new(py);
                     d.set_item("epoch", report.stats.epoch)?;
                     d.set_item("epochs", cfg.epochs)?;
