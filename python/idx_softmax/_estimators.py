@@ -12,6 +12,7 @@ back as ``ValueError`` (bad parameters and data) or ``OSError`` (files).
 from __future__ import annotations
 
 import json
+import math
 import operator
 import os
 import sys
@@ -71,6 +72,23 @@ def _progress(verbose, first_epoch, epochs, total):
         tqdm.write(line(r))
 
     return on_epoch, bar
+
+
+def _data_origin(X, features):
+    """What a checkpoint records about the data: the sample shape and the
+    data directory. Arrays from ``load_idx`` (and views of them) know both;
+    for others a square feature count is taken as a square image (784 ->
+    28x28, so the CLI's ``eval`` and ``predict`` accept the model on MNIST),
+    anything else as a flat vector, from no directory."""
+    base = X
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, _core.IdxData):
+        shape = list(base.sample_shape)
+        if math.prod(shape) == features:
+            return shape, base.data_dir
+    side = math.isqrt(features)
+    return ([side, side] if side > 1 and side * side == features else [features]), ""
 
 
 class _IdxClassifier(ClassifierMixin, BaseEstimator):
@@ -188,8 +206,9 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
 
     # -- training -----------------------------------------------------
 
-    def _train(self, X, y, *, warm, run_epochs, total_epochs):
+    def _train(self, X, y, *, warm, run_epochs, total_epochs, origin):
         params = self._engine_params()
+        params["sample_shape"], params["data_dir"] = origin
         if total_epochs is not None:
             params["epochs"] = total_epochs
         first = self._model.epochs_done if warm else 0
@@ -230,14 +249,18 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         with ``warm_start=True`` after an earlier fit, ``epochs`` more
         epochs continuing that run bit for bit. Returns self."""
         warm = bool(self.warm_start) and hasattr(self, "_model")
+        given = X
         X, y = self._check_X_y(X, y, reset=not warm)
+        origin = _data_origin(given, X.shape[1])
         if warm:
             y_enc = self._encode(y)
             total = self._model.epochs_done + _int("epochs", self.epochs)
         else:
             self.classes_, y_enc = self._classes_of(y)
             total = None
-        return self._train(X, y_enc, warm=warm, run_epochs=None, total_epochs=total)
+        return self._train(
+            X, y_enc, warm=warm, run_epochs=None, total_epochs=total, origin=origin
+        )
 
     def partial_fit(self, X, y, classes=None):
         """One epoch on (X, y), continuing the run of the previous calls:
@@ -245,7 +268,9 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         first call ``classes`` (all the labels to expect) defaults to those
         of y."""
         first = not hasattr(self, "_model")
+        given = X
         X, y = self._check_X_y(X, y, reset=first)
+        origin = _data_origin(given, X.shape[1])
         if first:
             if classes is None:
                 self.classes_, y_enc = self._classes_of(y)
@@ -253,7 +278,9 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
                 self.classes_ = np.unique(np.asarray(classes))
                 y_enc = self._encode(y)
             total = _int("epochs", self.epochs)
-            return self._train(X, y_enc, warm=False, run_epochs=1, total_epochs=total)
+            return self._train(
+                X, y_enc, warm=False, run_epochs=1, total_epochs=total, origin=origin
+            )
         if classes is not None and not np.array_equal(
             np.unique(np.asarray(classes)), self.classes_
         ):
@@ -264,7 +291,9 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         y_enc = self._encode(y)
         done = self._model.epochs_done
         total = max(_int("epochs", self.epochs), done + 1)
-        return self._train(X, y_enc, warm=True, run_epochs=1, total_epochs=total)
+        return self._train(
+            X, y_enc, warm=True, run_epochs=1, total_epochs=total, origin=origin
+        )
 
     # -- prediction ---------------------------------------------------
 

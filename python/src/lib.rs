@@ -100,10 +100,13 @@ struct IdxData {
 
 #[pymethods]
 impl IdxData {
-    /// The directory the files came from.
+    /// The directory the files came from (absolute, as `--save` records it).
     #[getter]
     fn data_dir(&self) -> String {
-        self.dir.display().to_string()
+        std::path::absolute(&self.dir)
+            .unwrap_or_else(|_| self.dir.clone())
+            .display()
+            .to_string()
     }
 
     /// The number of classes the loader inferred (largest training label + 1).
@@ -288,6 +291,10 @@ struct Model {
     validation: Option<(f64, f64)>,
     /// Extra metadata read from a checkpoint (e.g. Python class labels).
     metadata: BTreeMap<String, String>,
+    /// The shape of one sample, e.g. `[28, 28]`, and the data directory
+    /// (empty if not from files), as the checkpoint records them.
+    sample_shape: Vec<usize>,
+    data_dir: String,
 }
 
 impl Model {
@@ -350,6 +357,16 @@ impl Model {
     #[getter]
     fn digest(&self) -> String {
         self.network().digest()
+    }
+
+    #[getter]
+    fn sample_shape(&self) -> Vec<usize> {
+        self.sample_shape.clone()
+    }
+
+    #[getter]
+    fn data_dir(&self) -> String {
+        self.data_dir.clone()
     }
 
     #[getter]
@@ -423,9 +440,8 @@ impl Model {
             let zeros = vec![0u8; n];
             let samples = Samples::new(pixels, LabelValues::U8(&zeros), k, c, vec![])
                 .map_err(sample_error)?;
-            let path =
-                config::inference_kernel(recorded, samples.as_u8().is_some())
-                    .map_err(config_error)?;
+            let path = config::inference_kernel(recorded, samples.as_u8().is_some())
+                .map_err(config_error)?;
             let mut out = vec![0.0f32; n * c];
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -465,10 +481,10 @@ impl Model {
             epochs_done: self.state.epochs_done,
             classes: net.classes(),
             features: net.features(),
-            sample_shape: vec![net.features()],
+            sample_shape: self.sample_shape.clone(),
             train_samples: self.train_samples,
             test_samples: 0,
-            data_dir: "python".into(),
+            data_dir: self.data_dir.clone(),
         };
         let results = Results {
             test_accuracy: f64::NAN,
@@ -547,8 +563,8 @@ fn count(v: i64) -> usize {
 /// is called after each epoch, with the GIL held.
 #[pyfunction]
 #[pyo3(signature = (x, y, classes, *, epochs, batch_size, lr, momentum, nesterov,
-    weight_decay, schedule, val_split, seed, threads, hidden, init=None,
-    run_epochs=None, on_epoch=None))]
+    weight_decay, schedule, val_split, seed, threads, hidden, sample_shape=None,
+    data_dir=None, init=None, run_epochs=None, on_epoch=None))]
 #[allow(clippy::too_many_arguments)]
 fn fit(
     py: Python<'_>,
@@ -566,6 +582,8 @@ fn fit(
     seed: &Bound<'_, PyAny>,
     threads: Option<i64>,
     hidden: Vec<i64>,
+    sample_shape: Option<Vec<usize>>,
+    data_dir: Option<String>,
     init: Option<PyRef<'_, Model>>,
     run_epochs: Option<usize>,
     on_epoch: Option<Py<PyAny>>,
@@ -601,7 +619,8 @@ fn fit(
     let labels = yb.values()?;
     let init_state = init.as_ref().map(|m| m.state.clone());
     py.detach(move || -> PyResult<Model> {
-        let samples = Samples::new(pixels, labels, k, classes, vec![]).map_err(sample_error)?;
+        let samples = Samples::new(pixels, labels, k, classes, sample_shape.unwrap_or_default())
+            .map_err(sample_error)?;
         let mut trainer = match init_state {
             Some(state) => Trainer::resume(&samples, None, cfg.clone(), state),
             None => Trainer::new(&samples, None, cfg.clone()),
@@ -648,6 +667,8 @@ fn fit(
             val_accuracies,
             validation,
             metadata: BTreeMap::new(),
+            sample_shape: samples.sample_shape().to_vec(),
+            data_dir: data_dir.unwrap_or_default(),
         })
     })
 }
@@ -661,7 +682,8 @@ fn load_model(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
         let ck = checkpoint::load(&path).map_err(checkpoint_error)?;
         if !ck.metadata.contains_key(FORMAT_KEY) {
             // Not written by this crate: the network alone.
-            let network = ck.network;
+            let network = ck.network.clone();
+            let features = network.features();
             return Ok(Model {
                 train_samples: 0,
                 config: TrainConfig {
@@ -676,6 +698,10 @@ fn load_model(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
                 losses: Vec::new(),
                 val_accuracies: Vec::new(),
                 validation: None,
+                sample_shape: run_record::recorded_shape(&ck)
+                    .filter(|s| s.iter().product::<usize>() == features)
+                    .unwrap_or_else(|| vec![features]),
+                data_dir: String::new(),
                 metadata: ck.metadata,
             });
         }
@@ -694,6 +720,8 @@ fn load_model(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
             losses: Vec::new(),
             val_accuracies: Vec::new(),
             validation,
+            sample_shape: meta.sample_shape,
+            data_dir: meta.data_dir,
             metadata: ck
                 .metadata
                 .into_iter()
