@@ -74,6 +74,14 @@ def _progress(verbose, first_epoch, epochs, total):
     return on_epoch, bar
 
 
+def _unseen(y, classes):
+    try:
+        unseen = np.setdiff1d(np.unique(y), classes).tolist()
+    except TypeError:
+        unseen = "of another type"
+    return f"y contains labels {unseen!r} that are not in classes_ {classes.tolist()!r}"
+
+
 def _data_origin(X, features):
     """What a checkpoint records about the data: the sample shape and the
     data directory. Arrays from ``load_idx`` (and views of them) know both;
@@ -177,36 +185,30 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         classes, encoded = np.unique(y, return_inverse=True)
         return classes, encoded.reshape(-1).astype(np.uint32)
 
-    def _encode(self, y):
-        """y as indices into the known ``classes_``."""
-        classes = self.classes_
+    @staticmethod
+    def _encode(y, classes):
+        """y as indices into ``classes`` (sorted, distinct)."""
         if (
             y.dtype == np.uint8
             and classes.dtype == np.uint8
             and np.array_equal(classes, np.arange(classes.size))
         ):
             if y.size and int(y.max()) >= classes.size:
-                raise ValueError(self._unseen(y))
+                raise ValueError(_unseen(y, classes))
             return np.ascontiguousarray(y)
         try:
             idx = np.searchsorted(classes, y)
         except TypeError:
-            raise ValueError(self._unseen(y)) from None
+            raise ValueError(_unseen(y, classes)) from None
         idx = np.minimum(idx, classes.size - 1)
         if not np.array_equal(classes[idx], y):
-            raise ValueError(self._unseen(y))
+            raise ValueError(_unseen(y, classes))
         return idx.astype(np.uint32)
-
-    def _unseen(self, y):
-        unseen = np.setdiff1d(np.unique(y), self.classes_)
-        return (
-            f"y contains labels {unseen.tolist()!r} that are not in classes_ "
-            f"{self.classes_.tolist()!r}"
-        )
 
     # -- training -----------------------------------------------------
 
-    def _train(self, X, y, *, warm, run_epochs, total_epochs, origin):
+    def _train(self, X, y, classes, *, warm, run_epochs, total_epochs, origin):
+        """Runs the engine; the estimator changes only if it succeeds."""
         params = self._engine_params()
         params["sample_shape"], params["data_dir"] = origin
         if total_epochs is not None:
@@ -218,7 +220,7 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
             model = _core.fit(
                 X,
                 y,
-                len(self.classes_),
+                len(classes),
                 **params,
                 init=self._model if warm else None,
                 run_epochs=run_epochs,
@@ -227,6 +229,7 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         finally:
             if bar is not None:
                 bar.close()
+        self.classes_ = classes
         self._set_model(model, extend=warm)
         return self
 
@@ -243,6 +246,8 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         self.loss_curve_ = losses
         if vals:
             self.validation_scores_ = vals
+        elif hasattr(self, "validation_scores_"):
+            del self.validation_scores_
 
     def fit(self, X, y):
         """Trains for ``epochs`` epochs from the seeded initialisation, or,
@@ -253,13 +258,15 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         X, y = self._check_X_y(X, y, reset=not warm)
         origin = _data_origin(given, X.shape[1])
         if warm:
-            y_enc = self._encode(y)
+            classes = self.classes_
+            y_enc = self._encode(y, classes)
             total = self._model.epochs_done + _int("epochs", self.epochs)
         else:
-            self.classes_, y_enc = self._classes_of(y)
+            classes, y_enc = self._classes_of(y)
             total = None
         return self._train(
-            X, y_enc, warm=warm, run_epochs=None, total_epochs=total, origin=origin
+            X, y_enc, classes, warm=warm, run_epochs=None, total_epochs=total,
+            origin=origin,
         )
 
     def partial_fit(self, X, y, classes=None):
@@ -273,13 +280,14 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         origin = _data_origin(given, X.shape[1])
         if first:
             if classes is None:
-                self.classes_, y_enc = self._classes_of(y)
+                classes, y_enc = self._classes_of(y)
             else:
-                self.classes_ = np.unique(np.asarray(classes))
-                y_enc = self._encode(y)
+                classes = np.unique(np.asarray(classes))
+                y_enc = self._encode(y, classes)
             total = _int("epochs", self.epochs)
             return self._train(
-                X, y_enc, warm=False, run_epochs=1, total_epochs=total, origin=origin
+                X, y_enc, classes, warm=False, run_epochs=1, total_epochs=total,
+                origin=origin,
             )
         if classes is not None and not np.array_equal(
             np.unique(np.asarray(classes)), self.classes_
@@ -288,11 +296,12 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
                 f"classes={np.asarray(classes).tolist()!r} is not the same as on the "
                 f"first call to partial_fit, was: {self.classes_.tolist()!r}"
             )
-        y_enc = self._encode(y)
+        y_enc = self._encode(y, self.classes_)
         done = self._model.epochs_done
         total = max(_int("epochs", self.epochs), done + 1)
         return self._train(
-            X, y_enc, warm=True, run_epochs=1, total_epochs=total, origin=origin
+            X, y_enc, self.classes_, warm=True, run_epochs=1, total_epochs=total,
+            origin=origin,
         )
 
     # -- prediction ---------------------------------------------------

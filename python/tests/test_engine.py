@@ -327,6 +327,12 @@ def test_bad_data_raises_value_error():
         clf.predict(np.array([[1.0, np.inf]]))
     with pytest.raises(ValueError, match="not in classes_"):
         clf.partial_fit(np.ones((2, 2)), [0, 7])
+    # a failed fit leaves the fitted estimator as it was
+    before = (clf.weights_digest_, list(clf.classes_))
+    with pytest.raises(ValueError, match="--lr"):
+        clf.set_params(lr=-1).fit(np.ones((3, 2)), ["a", "b", "c"])
+    assert (clf.weights_digest_, list(clf.classes_)) == before
+    assert clf.set_params(lr=0.1).predict(np.ones((1, 2)))[0] in (0, 1)
 
 
 def test_file_errors(tmp_path):
