@@ -345,17 +345,21 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         ``--resume`` continues it."""
         check_is_fitted(self)
         extra = {}
+        names = None
         labels = self.classes_
         if not (
             labels.dtype.kind in "iu" and np.array_equal(labels, np.arange(labels.size))
         ):
+            # The CLI's class names (predict prints them), and the labels
+            # themselves for load() to give back exactly.
+            names = [str(c) for c in labels.tolist()]
             try:
                 extra[_core.PY_CLASSES_KEY] = json.dumps(
                     {"dtype": labels.dtype.str, "values": labels.tolist()}
                 )
             except (TypeError, ValueError):
                 pass  # labels JSON cannot hold: load() gives 0..C-1
-        self._model.save(os.fspath(path), extra)
+        self._model.save(os.fspath(path), extra, names)
 
     @classmethod
     def load(cls, path):
@@ -382,6 +386,10 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
                 classes = np.asarray(rec["values"], dtype=np.dtype(rec["dtype"]))
             except (ValueError, KeyError, TypeError):
                 classes = None
+        if (classes is None or classes.shape != (sizes[-1],)) and len(
+            model.class_names
+        ) == sizes[-1]:
+            classes = np.asarray(model.class_names)  # labels.txt / --labels
         if classes is None or classes.shape != (sizes[-1],):
             classes = np.arange(sizes[-1])
         est.classes_ = classes

@@ -291,10 +291,15 @@ struct Model {
     validation: Option<(f64, f64)>,
     /// Extra metadata read from a checkpoint (e.g. Python class labels).
     metadata: BTreeMap<String, String>,
+    /// Class names a checkpoint records (`labels.txt`, `--labels`).
+    class_names: Vec<String>,
     /// The shape of one sample, e.g. `[28, 28]`, and the data directory
     /// (empty if not from files), as the checkpoint records them.
     sample_shape: Vec<usize>,
     data_dir: String,
+    /// The training images' typical border (u8 2-D samples), as `--save`
+    /// records it for `predict`.
+    input_background: Option<f32>,
 }
 
 impl Model {
@@ -407,6 +412,12 @@ impl Model {
         Ok(d)
     }
 
+    /// The class names the checkpoint records (empty if none).
+    #[getter]
+    fn class_names(&self) -> Vec<String> {
+        self.class_names.clone()
+    }
+
     /// Metadata read from the checkpoint this model was loaded from.
     fn metadata(&self) -> BTreeMap<String, String> {
         self.metadata.clone()
@@ -468,12 +479,13 @@ impl Model {
     /// Writes the model as the CLI's run checkpoint (`--save`'s format):
     /// the network, momentum buffers, and the run's settings as metadata,
     /// plus the `extra` string pairs (Python's class labels).
-    #[pyo3(signature = (path, extra=None))]
+    #[pyo3(signature = (path, extra=None, class_names=None))]
     fn save(
         &self,
         py: Python<'_>,
         path: PathBuf,
         extra: Option<BTreeMap<String, String>>,
+        class_names: Option<Vec<String>>,
     ) -> PyResult<()> {
         let net = self.network();
         let meta = RunMeta {
@@ -485,6 +497,8 @@ impl Model {
             train_samples: self.train_samples,
             test_samples: 0,
             data_dir: self.data_dir.clone(),
+            class_names: class_names.unwrap_or_else(|| self.class_names.clone()),
+            input_background: self.input_background,
         };
         let results = Results {
             test_accuracy: f64::NAN,
@@ -504,7 +518,7 @@ impl Model {
         let path = dir.join("model.safetensors");
         let me = slf.get();
         let extra = me.metadata.clone();
-        me.save(py, path.clone(), Some(extra))?;
+        me.save(py, path.clone(), Some(extra), None)?;
         let bytes = std::fs::read(&path).map_err(|e| PyOSError::new_err(e.to_string()));
         let _ = std::fs::remove_dir_all(&dir);
         let module = py.import("idx_softmax._core")?;
@@ -669,6 +683,8 @@ fn fit(
             metadata: BTreeMap::new(),
             sample_shape: samples.sample_shape().to_vec(),
             data_dir: data_dir.unwrap_or_default(),
+            input_background: idx_softmax::preprocess::samples_background(&samples),
+            class_names: Vec::new(),
         })
     })
 }
@@ -702,6 +718,8 @@ fn load_model(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
                     .filter(|s| s.iter().product::<usize>() == features)
                     .unwrap_or_else(|| vec![features]),
                 data_dir: String::new(),
+                input_background: None,
+                class_names: Vec::new(),
                 metadata: ck.metadata,
             });
         }
@@ -722,6 +740,8 @@ fn load_model(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
             validation,
             sample_shape: meta.sample_shape,
             data_dir: meta.data_dir,
+            input_background: meta.input_background,
+            class_names: meta.class_names,
             metadata: ck
                 .metadata
                 .into_iter()

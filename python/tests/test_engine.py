@@ -144,6 +144,9 @@ def test_labels_survive_save_load_and_pickle(tmp_path):
     clf.save(tmp_path / "m.safetensors")
     back = MLPClassifier.load(tmp_path / "m.safetensors")
     assert list(back.classes_) == ["cat", "dog", "emu"]
+    # recorded as the CLI's class names too (predict prints them)
+    assert idx_softmax._core.load_model(str(tmp_path / "m.safetensors")).class_names == [
+        "cat", "dog", "emu"]
     assert np.array_equal(back.predict(X), clf.predict(X))
     again = pickle.loads(pickle.dumps(clf))
     assert np.array_equal(again.predict_proba(X), clf.predict_proba(X))
