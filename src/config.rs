@@ -17,9 +17,9 @@ pub const MAX_THREADS: usize = 1024;
 pub struct ConfigError(pub String);
 
 impl ConfigError {
-    /// The message without the flag it starts with (`must be finite and
-    /// > 0, got 0` for `--lr must be …`): for a parser whose caller
-    /// already names the flag, as clap does.
+    /// The message without the flag it starts with (for `--lr must be
+    /// finite and > 0, got 0`, the part after `--lr`): for a parser whose
+    /// caller already names the flag, as clap does.
     pub fn rule(&self) -> &str {
         match self.0.strip_prefix("--") {
             Some(rest) => rest.split_once(' ').map_or(&self.0, |(_, r)| r),
@@ -210,6 +210,20 @@ pub fn kernel_for(
         Some(k) => err(format!(
             "--kernel {k} reads u8 pixels only; f32 data runs on --kernel gemm"
         )),
+    }
+}
+
+/// The kernel path inference (evaluation, prediction) runs a network on
+/// when none is asked for: the one that trained it (`recorded`) where it
+/// serves these samples, so the logits are the training step's, else the
+/// best one for the sample type.
+pub fn inference_kernel(
+    recorded: Option<KernelPath>,
+    u8_samples: bool,
+) -> Result<KernelPath, ConfigError> {
+    match recorded.and_then(|k| kernel_for(Some(k), u8_samples).ok()) {
+        Some(k) => Ok(k),
+        None => kernel_for(None, u8_samples),
     }
 }
 

@@ -883,6 +883,21 @@ impl Labels {
             LabelValues::Decoded(v) => v[i],
         }
     }
+    /// The mapped label bytes, when the file holds u8 labels (the zero-copy
+    /// view the Python front end hands out); `None` for decoded labels.
+    pub fn as_u8(&self) -> Option<&[u8]> {
+        match &self.values {
+            LabelValues::Mapped(file) => Some(file.payload()),
+            LabelValues::Decoded(_) => None,
+        }
+    }
+    /// The decoded labels, when the file holds wider integers than u8.
+    pub fn as_u32(&self) -> Option<&[u32]> {
+        match &self.values {
+            LabelValues::Mapped(_) => None,
+            LabelValues::Decoded(v) => Some(v),
+        }
+    }
     /// All labels, in order.
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.len()).map(|i| self.get(i))

@@ -67,3 +67,16 @@ pub mod train;
 
 /// The bundled MNIST directory, as seen from this crate's source tree.
 pub const BUNDLED_MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
+
+/// The data directory when none is given: the bundled MNIST where this
+/// build's source tree still has it, else `data/mnist` under the current
+/// directory. The CLI's `--data-dir` default and Python's
+/// `load_idx(data_dir=None)` both use it.
+pub fn default_data_dir() -> std::path::PathBuf {
+    let bundled = std::path::PathBuf::from(BUNDLED_MNIST);
+    if bundled.is_dir() {
+        bundled
+    } else {
+        std::path::PathBuf::from("data/mnist")
+    }
+}

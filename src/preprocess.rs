@@ -353,6 +353,16 @@ fn quantise(v: &[f32], width: usize, height: usize) -> GrayImage {
     }
 }
 
+/// What a checkpoint records as `input_background` for a run trained on
+/// `samples`: [`typical_background`] of up to 2000 images when they are u8
+/// and 2-D, else nothing. `--save` and Python's `save` both use it.
+pub fn samples_background(samples: &crate::samples::Samples<'_>) -> Option<f32> {
+    match (samples.as_u8(), samples.sample_shape()) {
+        (Some(px), &[h, w]) => Some(typical_background(px, h, w, 2000)),
+        _ => None,
+    }
+}
+
 /// The typical border of u8 images of `height × width` in `pixels` (one
 /// image after another), 0 to 1: the median, over up to `limit` images
 /// spread through the set, of each image's border median.

@@ -360,6 +360,18 @@ pub fn save(
     meta: &RunMeta,
     results: &Results,
 ) -> Result<(), RecordError> {
+    save_with(path, state, meta, results, &BTreeMap::new())
+}
+
+/// [`save`], plus `extra_metadata` pairs (the Python front end records its
+/// class labels this way); the run's own keys win over them.
+pub fn save_with(
+    path: &Path,
+    state: &TrainState,
+    meta: &RunMeta,
+    results: &Results,
+    extra_metadata: &BTreeMap<String, String>,
+) -> Result<(), RecordError> {
     let params = state.network.params();
     let names: Vec<String> = params
         .tensors()
@@ -372,7 +384,9 @@ pub fn save(
             extra.push((name, &t.shape, &state.momentum[t.range()]));
         }
     }
-    checkpoint::save(path, &state.network, &extra, &meta.to_metadata(results))?;
+    let mut metadata = extra_metadata.clone();
+    metadata.extend(meta.to_metadata(results));
+    checkpoint::save(path, &state.network, &extra, &metadata)?;
     Ok(())
 }
 

@@ -20,14 +20,9 @@ use super::args::DataArgs;
 /// source tree's `data/mnist` (a path compiled into the binary), else
 /// `data/mnist` under the current directory.
 pub fn data_dir(args: &DataArgs) -> PathBuf {
-    if let Some(d) = &args.data_dir {
-        return d.clone();
-    }
-    let bundled = PathBuf::from(idx_softmax::BUNDLED_MNIST);
-    if bundled.is_dir() {
-        bundled
-    } else {
-        PathBuf::from("data/mnist")
+    match &args.data_dir {
+        Some(d) => d.clone(),
+        None => idx_softmax::default_data_dir(),
     }
 }
 
@@ -252,11 +247,7 @@ pub fn inference_kernel(
     if let Some(k) = super::settings::explicit_kernel(flag)? {
         return Ok(config::kernel_for(Some(k), u8_samples)?);
     }
-    let recorded = recorded_kernel(ck).and_then(|k| config::kernel_for(Some(k), u8_samples).ok());
-    match recorded {
-        Some(k) => Ok(k),
-        None => Ok(config::kernel_for(None, u8_samples)?),
-    }
+    Ok(config::inference_kernel(recorded_kernel(ck), u8_samples)?)
 }
 
 /// `--threads`, else the number of CPUs.

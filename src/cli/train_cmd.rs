@@ -379,10 +379,7 @@ fn run_meta(
             .display()
             .to_string(),
         class_names: Vec::new(),
-        input_background: match (data.train.images.as_u8(), data.train.images.sample_shape()) {
-            (Some(px), &[h, w]) => Some(preprocess::typical_background(px, h, w, 2000)),
-            _ => None,
-        },
+        input_background: preprocess::samples_background(train_set),
     }
 }
 
