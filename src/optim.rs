@@ -144,13 +144,12 @@ impl Sgd {
     }
 }
 
-/// [`Sgd::apply`] compiled with AVX-512F.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
+/// [`Sgd::apply`]'s update compiled with AVX-512F: a safe
+/// `#[target_feature]` fn (its only requirement is the ISA; callers need
+/// `unsafe` to vouch for it).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn apply_avx512(
+fn apply_avx512(
     sgd: &Sgd,
     lr: f32,
     params: &mut [f32],

@@ -72,19 +72,18 @@ fn exp_neg_slice(v: &mut [f32]) {
     }
 }
 
-/// # Safety
-/// The CPU supports AVX-512F.
+/// [`exp_neg_slice`] compiled for AVX-512F: a safe `#[target_feature]` fn
+/// (its only requirement is the ISA, so only its callers need `unsafe`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn exp_neg_slice_avx512(v: &mut [f32]) {
+fn exp_neg_slice_avx512(v: &mut [f32]) {
     exp_neg_slice(v)
 }
 
-/// # Safety
-/// The CPU supports AVX2 and FMA.
+/// [`exp_neg_slice`] compiled for AVX2 and FMA (safe, as above).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn exp_neg_slice_avx2(v: &mut [f32]) {
+fn exp_neg_slice_avx2(v: &mut [f32]) {
     exp_neg_slice(v)
 }
 
