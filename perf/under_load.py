@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Usage: perf/under_load.py [--runs N] [--bin PATH] [-- ARGS...]
+
+The "graceful under load" measurement: before each timed run, one
+competing CPU-bound process (a Python busy loop) starts, and it is killed
+when the run ends. Interleaved rounds of --threads 1, the default thread
+count pinned (the engine pins its workers when they fill every CPU) and
+unpinned (IDX_SOFTMAX_NO_PIN=1). Prints the median / min / max
+train_seconds of each and the ratios to the 1-thread median (the target:
+default threads <= 1.15x the 1-thread time under the same load).
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as bl  # noqa: E402
+
+
+def timed(binary, args, env=None):
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(0.05)  # let the competitor take its core first
+    try:
+        return bl.run_json([binary, "--json", *args], env=env)["train_seconds"]
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--bin", default=bl.default_binary())
+    ap.add_argument("args", nargs=argparse.REMAINDER)
+    o = ap.parse_args()
+    binary = bl.require_binary(o.bin)
+    extra = [a for a in o.args if a != "--"]
+    cpus = os.cpu_count() or 1
+    variants = {
+        "1 thread": (["--threads", "1"], None),
+        f"{cpus} threads, pinned": (["--threads", str(cpus)], None),
+        f"{cpus} threads, unpinned": (["--threads", str(cpus)], dict(os.environ, IDX_SOFTMAX_NO_PIN="1")),
+    }
+    res = {k: [] for k in variants}
+    for _ in range(o.runs):
+        for k, (args, env) in variants.items():
+            res[k].append(timed(binary, [*args, *extra], env))
+    print(f"machine: {bl.machine_summary()}; {o.runs} interleaved rounds, one busy loop beside each run")
+    base = statistics.median(res["1 thread"])
+    for k, v in res.items():
+        m = statistics.median(v)
+        print(f"{k:24} median {m*1e3:7.2f} ms  min {min(v)*1e3:7.2f}  max {max(v)*1e3:7.2f}  x{m/base:.2f} of 1 thread")
+
+
+if __name__ == "__main__":
+    main()
