@@ -99,7 +99,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ),
     };
     let start_epoch = trainer.epochs_done();
-    let mut meta = run_meta(&cfg, kernel, data, &train_set, data_dir);
+    let mut meta = run_meta(
+        &cfg,
+        kernel,
+        data,
+        &train_set,
+        data_dir,
+        args.save.is_some(),
+    );
     meta.class_names = class_names(args.labels.as_deref(), data_dir, data.classes)?;
 
     if !args.json {
@@ -353,13 +360,16 @@ fn divergence_warning(epoch: usize, loss: f64, classes: usize) -> String {
 }
 
 /// What the checkpoint records about this run (with `epochs_done` 0 until
-/// an epoch finishes).
+/// an epoch finishes). The images' typical background is measured only
+/// when a checkpoint will be saved (`saving`): it reads 2000 images, time
+/// a run without `--save` need not spend.
 fn run_meta(
     cfg: &TrainConfig,
     kernel: idx_softmax::kernels::KernelPath,
     data: &Dataset,
     train_set: &Samples<'_>,
     data_dir: &Path,
+    saving: bool,
 ) -> RunMeta {
     RunMeta {
         config: TrainConfig {
@@ -379,7 +389,9 @@ fn run_meta(
             .display()
             .to_string(),
         class_names: Vec::new(),
-        input_background: preprocess::samples_background(train_set),
+        input_background: saving
+            .then(|| preprocess::samples_background(train_set))
+            .flatten(),
     }
 }
 
