@@ -52,22 +52,6 @@ fn read_err(dir: &Path, name: &str, bytes: &[u8]) -> (ImageError, String) {
     (e, msg)
 }
 
-/// PNG's CRC-32 (ISO 3309), bit by bit.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .unwrap()
@@ -164,16 +148,6 @@ fn format_is_detected_by_content_not_name() {
     assert_eq!(read_gray(&pgm_named_png).unwrap(), img);
 }
 
-/// A PNG chunk: length, type, data, CRC.
-fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
-    let mut out = (data.len() as u32).to_be_bytes().to_vec();
-    let mut body = kind.to_vec();
-    body.extend_from_slice(data);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32(&body).to_be_bytes());
-    out
-}
-
 /// An Adam7-interlaced 8-bit grayscale PNG of `img`, built by hand (the
 /// reference encoder writes no interlaced files).
 fn interlaced_png(img: &GrayImage) -> Vec<u8> {
@@ -204,9 +178,9 @@ fn interlaced_png(img: &GrayImage) -> Vec<u8> {
     ihdr.extend_from_slice(&(img.height as u32).to_be_bytes());
     ihdr.extend_from_slice(&[8, 0, 0, 0, 1]); // 8-bit gray, interlaced
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    out.extend(chunk(b"IHDR", &ihdr));
-    out.extend(chunk(b"IDAT", &z.finish().unwrap()));
-    out.extend(chunk(b"IEND", b""));
+    out.extend(common::png_chunk(b"IHDR", &ihdr));
+    out.extend(common::png_chunk(b"IDAT", &z.finish().unwrap()));
+    out.extend(common::png_chunk(b"IEND", b""));
     out
 }
 
@@ -451,9 +425,12 @@ fn bad_pngs_are_rejected() {
     ihdr.extend_from_slice(&16000u32.to_be_bytes());
     ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit grayscale
     let mut claims = b"\x89PNG\r\n\x1a\n".to_vec();
-    claims.extend(chunk(b"IHDR", &ihdr));
-    claims.extend(chunk(b"IDAT", &[0x78, 0x9C, 0x03, 0, 0, 0, 0, 1]));
-    claims.extend(chunk(b"IEND", b""));
+    claims.extend(common::png_chunk(b"IHDR", &ihdr));
+    claims.extend(common::png_chunk(
+        b"IDAT",
+        &[0x78, 0x9C, 0x03, 0, 0, 0, 0, 1],
+    ));
+    claims.extend(common::png_chunk(b"IEND", b""));
     let (e, msg) = read_err(dir.path(), "claims.png", &claims);
     assert!(matches!(e, ImageError::TooLarge { .. }), "{e}");
     assert!(msg.contains("16000x16000"), "{msg}");

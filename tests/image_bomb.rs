@@ -3,6 +3,8 @@
 //! pixels. Measured with a counting global allocator (its own test binary,
 //! so no other test's allocations are counted).
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,30 +53,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-/// PNG's CRC-32.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    let mut body = kind.to_vec();
-    body.extend_from_slice(data);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32(&body).to_be_bytes());
-}
-
 /// A valid 16384 × 16384 8-bit grayscale PNG, all black: 268 MB of pixels
 /// in a few hundred KB.
 fn bomb() -> Vec<u8> {
@@ -89,9 +67,9 @@ fn bomb() -> Vec<u8> {
     ihdr.extend_from_slice(&(SIDE as u32).to_be_bytes());
     ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    chunk(&mut png, b"IHDR", &ihdr);
-    chunk(&mut png, b"IDAT", &idat);
-    chunk(&mut png, b"IEND", b"");
+    png.extend(common::png_chunk(b"IHDR", &ihdr));
+    png.extend(common::png_chunk(b"IDAT", &idat));
+    png.extend(common::png_chunk(b"IEND", b""));
     png
 }
 
