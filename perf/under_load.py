@@ -5,9 +5,11 @@ The "graceful under load" measurement: before each timed run, one
 competing CPU-bound process (a Python busy loop) starts, and it is killed
 when the run ends. Interleaved rounds of --threads 1, the default thread
 count pinned (the engine pins its workers when they fill every CPU) and
-unpinned (IDX_SOFTMAX_NO_PIN=1). Prints the median / min / max
-train_seconds of each and the ratios to the 1-thread median (the target:
-default threads <= 1.15x the 1-thread time under the same load).
+unpinned (IDX_SOFTMAX_NO_PIN=1), the order rotating from round to round.
+Prints the median / min / max train_seconds of each, the ratios to the
+1-thread median (the target: default threads <= 1.15x the 1-thread time
+under the same load) and how often workers were benched for losing their
+CPU (`benchings` in --json).
 """
 
 import argparse
@@ -26,7 +28,8 @@ def timed(binary, args, env=None):
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     time.sleep(0.05)  # let the competitor take its core first
     try:
-        return bl.run_json([binary, "--json", *args], env=env)["train_seconds"]
+        d = bl.run_json([binary, "--json", *args], env=env)
+        return d["train_seconds"], d.get("benchings")
     finally:
         busy.kill()
         busy.wait()
@@ -47,14 +50,22 @@ def main():
         f"{cpus} threads, unpinned": (["--threads", str(cpus)], dict(os.environ, IDX_SOFTMAX_NO_PIN="1")),
     }
     res = {k: [] for k in variants}
-    for _ in range(o.runs):
-        for k, (args, env) in variants.items():
-            res[k].append(timed(binary, [*args, *extra], env))
+    benched = {k: [] for k in variants}
+    names = list(variants)
+    for r in range(o.runs):
+        # Rotate the order from round to round.
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            args, env = variants[k]
+            seconds, benchings = timed(binary, [*args, *extra], env)
+            res[k].append(seconds)
+            benched[k].append(benchings)
     print(f"machine: {bl.machine_summary()}; {o.runs} interleaved rounds, one busy loop beside each run")
     base = statistics.median(res["1 thread"])
     for k, v in res.items():
         m = statistics.median(v)
-        print(f"{k:24} median {m*1e3:7.2f} ms  min {min(v)*1e3:7.2f}  max {max(v)*1e3:7.2f}  x{m/base:.2f} of 1 thread")
+        b = [x for x in benched[k] if x is not None]
+        bs = f"  benchings median {statistics.median(b):g} max {max(b)}" if b else ""
+        print(f"{k:24} median {m*1e3:7.2f} ms  min {min(v)*1e3:7.2f}  max {max(v)*1e3:7.2f}  x{m/base:.2f} of 1 thread{bs}")
 
 
 if __name__ == "__main__":

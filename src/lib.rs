@@ -16,6 +16,7 @@
 //! * [`config`]: the run configuration and every rule about it;
 //! * [`engine`]: one epoch's step plans and the scheduler that runs them;
 //!   [`parallel`]: the completion counter and shared-slice protocol under it;
+//!   [`placement`]: which CPU each worker runs on;
 //! * [`train`]: the training loop (epochs, shuffles, split, resume);
 //! * [`metrics`]: evaluation of any network on any samples;
 //! * [`checkpoint`], [`run_record`]: safetensors files and the run
@@ -57,6 +58,7 @@ pub mod nn;
 pub mod optim;
 pub mod parallel;
 pub mod pixels;
+pub mod placement;
 pub mod plot;
 pub mod preprocess;
 pub mod run_record;

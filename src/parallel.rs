@@ -102,6 +102,11 @@ impl CompletionCounter {
         self.wake.notify_all();
     }
 
+    /// Items done so far.
+    pub fn count(&self) -> usize {
+        self.done.load(Ordering::Relaxed)
+    }
+
     /// Whether [`Self::abandon`] was called.
     pub fn is_abandoned(&self) -> bool {
         self.abandoned.load(Ordering::SeqCst)
@@ -118,27 +123,42 @@ impl CompletionCounter {
     /// abandoned: the items will never be done.
     #[must_use]
     pub fn wait_for(&self, target: usize) -> bool {
-        // Acquire pairs with the completers' RMWs (a release sequence), so
-        // the finished items' writes are visible after this returns.
-        let reached = || {
-            self.done.load(Ordering::Acquire) >= target || self.abandoned.load(Ordering::Relaxed)
-        };
-        if !reached() {
-            self.block_until(target);
+        if !self.reached(target) {
+            self.block_until(target, None);
         }
         !self.abandoned.load(Ordering::SeqCst)
     }
 
-    fn block_until(&self, target: usize) {
-        let reached = || {
-            self.done.load(Ordering::Acquire) >= target || self.abandoned.load(Ordering::Relaxed)
-        };
+    /// [`Self::wait_for`] that gives up once it has waited `patience()`
+    /// (evaluated only if the wait gets as far as sleeping): the caller
+    /// learns that the items are late, and can wait again.
+    #[must_use]
+    pub fn wait_patiently(&self, target: usize, patience: &dyn Fn() -> Duration) -> Wait {
+        if !self.reached(target) && !self.block_until(target, Some(patience)) {
+            return Wait::Late;
+        }
+        if self.abandoned.load(Ordering::SeqCst) {
+            Wait::Abandoned
+        } else {
+            Wait::Reached
+        }
+    }
+
+    fn reached(&self, target: usize) -> bool {
+        // Acquire pairs with the completers' RMWs (a release sequence), so
+        // the finished items' writes are visible after this returns.
+        self.done.load(Ordering::Acquire) >= target || self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Waits until [`Self::reached`]; with `patience`, gives up (returns
+    /// false) once that much time has passed since the call.
+    fn block_until(&self, target: usize, patience: Option<&dyn Fn() -> Duration>) -> bool {
         let start = Instant::now();
         loop {
             // Check the clock only every 64 spins: it costs more than a spin.
             for _ in 0..64 {
-                if reached() {
-                    return;
+                if self.reached(target) {
+                    return true;
                 }
                 std::hint::spin_loop();
             }
@@ -147,18 +167,43 @@ impl CompletionCounter {
             }
         }
         for _ in 0..YIELD_LIMIT {
-            if reached() {
-                return;
+            if self.reached(target) {
+                return true;
             }
             std::thread::yield_now();
         }
+        let deadline = patience.map(|p| start + p());
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let mut on_time = true;
         while self.done.load(Ordering::SeqCst) < target && !self.abandoned.load(Ordering::SeqCst) {
-            guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+            let Some(deadline) = deadline else {
+                guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                continue;
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                on_time = false;
+                break;
+            }
+            guard = self
+                .wake
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        on_time
     }
+}
+
+/// How [`CompletionCounter::wait_patiently`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    Reached,
+    Abandoned,
+    /// Patience ran out first.
+    Late,
 }
 
 /// See [`CompletionCounter::abandon_on_panic`].

@@ -26,6 +26,7 @@
 //! the final weights are bitwise identical for any thread count: same
 //! seed, same binary, same kernel path, same bits.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
@@ -39,6 +40,7 @@ use crate::engine::{phased, EpochCtx, SchedulePosition};
 use crate::kernels::KernelPath;
 use crate::metrics::{self, Evaluation};
 use crate::nn::Network;
+use crate::placement::Placement;
 use crate::samples::Samples;
 
 /// Mixed into the seed for the validation split's own random stream, so
@@ -71,6 +73,9 @@ pub struct EpochStats {
     /// Wall time of the training loop alone (shuffle and steps).
     pub seconds: f64,
     pub samples: usize,
+    /// Times a worker lost its CPU for long enough to be benched (see
+    /// [`crate::engine::bench`]): a sign of other work on the machine.
+    pub benchings: u32,
 }
 
 impl EpochStats {
@@ -110,6 +115,7 @@ pub struct Trainer<'a> {
     cfg: TrainConfig,
     kernel: KernelPath,
     pool: rayon::ThreadPool,
+    placement: Arc<Placement>,
     network: Network,
     momentum: Vec<f32>,
     rng: Xoshiro256PlusPlus,
@@ -143,7 +149,8 @@ impl<'a> Trainer<'a> {
         }
         let sizes = crate::config::network_sizes(&cfg, k, c)?;
         let (order, val_rows) = split_train_val(train.len(), cfg.val_split, cfg.seed)?;
-        let pool = build_pool(&cfg)?;
+        let placement = Arc::new(Placement::plan(cfg.threads, cfg.workers()));
+        let pool = build_pool(&cfg, &placement)?;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
         let network = Network::init(&sizes, &mut rng).map_err(|e| TrainError::Config(e.0))?;
         let momentum = if cfg.sgd.has_momentum() {
@@ -157,6 +164,7 @@ impl<'a> Trainer<'a> {
             cfg,
             kernel,
             pool,
+            placement,
             network,
             momentum,
             rng,
@@ -316,18 +324,19 @@ impl<'a> Trainer<'a> {
             &mut self.momentum,
             progress,
         );
-        match &layout {
+        let run = match &layout {
             None => {
                 let mut bufs = FusedBuffers::new(batch, c);
                 let plan = FusedStep::new(&ctx, self.kernel, k, c, &mut bufs);
-                phased::run(&plan, workers, &self.pool);
+                phased::run(&plan, workers, &self.pool, &self.placement)
             }
             Some(layout) => {
                 let mut bufs = GemmBuffers::new(batch, layout.sizes());
                 let plan = GemmStep::new(&ctx, layout, self.kernel, &mut bufs);
-                phased::run(&plan, workers, &self.pool);
+                phased::run(&plan, workers, &self.pool, &self.placement)
             }
-        }
+        };
+        // An abandoned epoch shows in the outcome below (a non-finite loss).
         let loss_sum = ctx
             .outcome()
             .map_err(|step| TrainError::NonFinite { epoch, step })?;
@@ -345,6 +354,7 @@ impl<'a> Trainer<'a> {
             train_loss: loss_sum / n as f64,
             seconds,
             samples: n,
+            benchings: run.benchings,
         })
     }
 
@@ -369,20 +379,16 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// The thread pool of a run, its first threads pinned per [`pinning_plan`].
-fn build_pool(cfg: &TrainConfig) -> Result<rayon::ThreadPool, TrainError> {
-    let mut builder = rayon::ThreadPoolBuilder::new()
+/// The thread pool of a run, its threads placed per `placement`.
+fn build_pool(
+    cfg: &TrainConfig,
+    placement: &Arc<Placement>,
+) -> Result<rayon::ThreadPool, TrainError> {
+    let placement = placement.clone();
+    rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads)
-        .thread_name(|i| format!("train-{i}"));
-    if let Some(cores) = pinning_plan(cfg) {
-        builder = builder.start_handler(move |i| {
-            // Best effort: a refused request leaves the thread unpinned.
-            if let Some(&core) = cores.get(i) {
-                let _ = core_affinity::set_for_current(core);
-            }
-        });
-    }
-    builder
+        .thread_name(|i| format!("train-{i}"))
+        .start_handler(move |i| placement.start_thread(i))
         .build()
         .map_err(|e| TrainError::Config(format!("cannot start {} threads: {e}", cfg.threads)))
 }
@@ -406,27 +412,6 @@ pub fn train(
     }
     Ok((trainer.into_network(), reports))
 }
-
-/// The CPU for each of the first `min(threads, CPUs)` pool threads (the
-/// ones that run the fused workers), when those workers occupy every CPU
-/// this process may use and `IDX_SOFTMAX_NO_PIN` is unset. Threads beyond
-/// the CPU count stay unpinned. With fewer workers than CPUs nothing is
-/// pinned: concurrent runs would otherwise all pile onto the first CPUs.
-///
-/// Why: an epoch lasts ~15 ms, shorter than the OS takes to notice that
-/// two freshly woken workers share one CPU while another sits idle; on the
-/// 2-CPU development VM about half of all single-epoch runs then ran as if
-/// on one core. Pinning places them once. Results do not depend on it.
-fn pinning_plan(cfg: &TrainConfig) -> Option<Vec<core_affinity::CoreId>> {
-    if cfg.threads < 2 || std::env::var_os(NO_PIN_ENV).is_some() {
-        return None;
-    }
-    let cores = core_affinity::get_core_ids()?;
-    (cores.len() >= 2 && cfg.threads >= cores.len()).then_some(cores)
-}
-
-/// Environment variable that turns CPU pinning of the pool threads off.
-pub const NO_PIN_ENV: &str = "IDX_SOFTMAX_NO_PIN";
 
 /// Splits `0..n` into training and validation indices, both sorted. The
 /// validation rows are a seeded random `fraction` of the set, drawn from a

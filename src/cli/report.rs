@@ -109,6 +109,7 @@ pub fn epoch_json(r: &EpochReport, lr: f32) -> Value {
         "seconds": r.stats.seconds,
         "eval_seconds": r.eval_seconds,
         "samples_per_second": r.stats.samples_per_second(),
+        "benchings": r.stats.benchings,
     });
     if let Some(test) = &r.test {
         v["test_loss"] = json!(test.loss);

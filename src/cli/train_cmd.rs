@@ -221,6 +221,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "layers": trainer.network().describe(),
             "train_seconds": train_seconds,
             "samples_per_second": samples as f64 / train_seconds,
+            "benchings": epochs.iter().map(|(r, _)| r.stats.benchings).sum::<u32>(),
             "load_seconds": loaded.seconds,
             "eval_seconds": last.eval_seconds,
             "rss_anon_kb": rss_anon_kb(),

@@ -1,7 +1,8 @@
 //! One training epoch, for any network: the step plans and the scheduler
 //! that runs them.
 //!
-//! * [`phased`]: the scheduler (tickets and a completion counter), once;
+//! * [`phased`]: the scheduler (tickets and a completion counter), once,
+//!   and [`bench`], its answer to a worker that loses its CPU;
 //! * [`fused_step`]: softmax regression on u8 samples with the fused SIMD
 //!   kernels, two phases per step;
 //! * [`gemm_step`]: any network (softmax regression or an MLP) on u8 or
@@ -11,6 +12,7 @@
 //! momentum (one flat buffer each, see [`crate::nn::ParamStore`]), the
 //! loss sum and the failure flag.
 
+pub mod bench;
 pub mod fused_step;
 pub mod gemm_step;
 pub mod phased;

@@ -9,13 +9,19 @@
 //! inside a chunk, and no worker waits at a barrier for one that has no
 //! work.
 //!
+//! A worker that loses its CPU inside a chunk does hold the others up;
+//! when that lasts, it is benched for a while ([`super::bench`]).
+//!
 //! Which worker runs a chunk never changes the result, provided the plan
 //! keeps its side of the contract below; so the bits are the same for any
 //! number of workers.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
-use crate::parallel::{CachePadded, CompletionCounter};
+use super::bench::{self, Bench};
+use crate::parallel::{CachePadded, CompletionCounter, Wait};
+use crate::placement::Placement;
 
 /// What to do after a chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,40 +64,78 @@ pub trait StepPlan: Sync {
 
 /// Runs every chunk of `plan` on `workers` workers: the calling thread when
 /// `workers` is 1, else `workers` threads of `pool` (a broadcast: the pool
-/// must have at least that many threads; the rest return at once).
-/// Returns whether the epoch ran to the end (false: a chunk abandoned it).
+/// must have at least that many threads; the rest return at once), placed
+/// per `placement` (whose thread `i` is the pool's thread `i`).
 /// A panic in a chunk abandons the epoch and is re-raised here.
-pub fn run<P: StepPlan>(plan: &P, workers: usize, pool: &rayon::ThreadPool) -> bool {
+pub fn run<P: StepPlan>(
+    plan: &P,
+    workers: usize,
+    pool: &rayon::ThreadPool,
+    placement: &Placement,
+) -> Outcome {
+    let workers = workers.max(1);
     let shared = Shared {
         tickets: CachePadded(AtomicUsize::new(0)),
         done: CompletionCounter::new(),
+        running: (0..workers)
+            .map(|_| CachePadded(AtomicUsize::new(IDLE)))
+            .collect(),
+        bench: Bench::new(workers),
+        placement,
+        start: Instant::now(),
     };
-    if workers <= 1 {
-        shared.worker(plan);
+    if workers == 1 {
+        shared.worker(plan, 0);
     } else {
         pool.broadcast(|b| {
             if b.index() < workers {
-                shared.worker(plan)
+                shared.worker(plan, b.index())
             }
         });
     }
-    !shared.done.is_abandoned()
+    Outcome {
+        finished: !shared.done.is_abandoned(),
+        benchings: shared.bench.benchings(),
+    }
 }
 
-struct Shared {
+/// How an epoch's run went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether it ran to the end (false: a chunk abandoned it).
+    pub finished: bool,
+    /// Workers benched for losing their CPU ([`super::bench`]).
+    pub benchings: u32,
+}
+
+/// A `running` slot's value while its worker holds no chunk.
+const IDLE: usize = usize::MAX;
+
+struct Shared<'p> {
     /// The next ticket to claim (on its own cache lines: every claim
     /// writes it).
     tickets: CachePadded<AtomicUsize>,
     /// Chunks finished.
     done: CompletionCounter,
+    /// Per worker: the ticket of the chunk it is running, or [`IDLE`]
+    /// while it claims or waits (each on its own lines: written twice a
+    /// chunk).
+    running: Vec<CachePadded<AtomicUsize>>,
+    /// Workers that lost their CPU, sitting out ([`super::bench`]).
+    bench: Bench,
+    placement: &'p Placement,
+    start: Instant,
 }
 
-impl Shared {
-    /// One worker's epoch: claim tickets until the epoch is done.
-    fn worker<P: StepPlan>(&self, plan: &P) {
+impl Shared<'_> {
+    /// Worker `me`'s epoch: claim tickets until the epoch is done.
+    fn worker<P: StepPlan>(&self, plan: &P, me: usize) {
         let mut scratch = plan.scratch();
         let phases_per_step = plan.phases();
         let phases = phases_per_step * plan.steps();
+        // Whoever leaves first wakes the sitters: once one worker is out of
+        // tickets (or the epoch is abandoned) nobody needs to sit out.
+        let _finish = self.bench.finish_on_drop();
         if phases == 0 {
             return;
         }
@@ -103,6 +147,12 @@ impl Shared {
         let (mut phase, mut phase_start) = (0, 0);
         let mut phase_len = plan.chunks(0, 0);
         loop {
+            if self.bench.is_benched(me) {
+                self.bench.sit_out(me);
+            }
+            // Back to its own CPU if benching moved it (also when the move
+            // came after the sit-out, or in an earlier epoch).
+            self.placement.come_back(me);
             let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
             while ticket >= phase_start + phase_len {
                 phase += 1;
@@ -113,16 +163,46 @@ impl Shared {
                 let (s, p) = split(phase);
                 phase_len = plan.chunks(s, p);
             }
-            if !self.done.wait_for(phase_start) {
+            if !self.wait_for_phase(me, phase_start) {
                 // Abandoned by another worker.
                 return;
             }
+            // Marked as running only now: a worker that waits holds nobody
+            // up, and must not be benched for it.
+            self.running[me].store(ticket, Ordering::Relaxed);
             let (s, p) = split(phase);
             if plan.run(s, p, ticket - phase_start, &mut scratch) == Flow::Abandon {
                 self.done.abandon();
                 return;
             }
             self.done.complete(phase_start + phase_len);
+            self.running[me].store(IDLE, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until every chunk before ticket `phase_start` is done; if that
+    /// takes longer than [`bench::patience`], first benches the workers
+    /// still inside those chunks. False if the epoch was abandoned.
+    fn wait_for_phase(&self, me: usize, phase_start: usize) -> bool {
+        let patience = || {
+            let chunks = self.done.count().max(1) as u32;
+            bench::patience(self.start.elapsed() * self.running.len() as u32 / chunks)
+        };
+        match self.done.wait_patiently(phase_start, &patience) {
+            Wait::Reached => true,
+            Wait::Abandoned => false,
+            Wait::Late => {
+                for (w, slot) in self.running.iter().enumerate() {
+                    // A running ticket below `phase_start` is a chunk of an
+                    // earlier phase: its worker is what we wait for (or has
+                    // just finished it; benching it then costs a sit-out).
+                    if w != me && slot.load(Ordering::Relaxed) < phase_start && self.bench.bench(w)
+                    {
+                        self.placement.move_here(w);
+                    }
+                }
+                self.done.wait_for(phase_start)
+            }
         }
     }
 }
@@ -213,7 +293,15 @@ mod tests {
     fn every_chunk_runs_once_in_phase_order() {
         for workers in [1, 2, 3, 5, 8] {
             let plan = Recorder::new(40, 3, None);
-            assert!(run(&plan, workers, &pool(workers)));
+            assert!(
+                run(
+                    &plan,
+                    workers,
+                    &pool(workers),
+                    &Placement::unpinned(workers)
+                )
+                .finished
+            );
             let v = plan.violations.lock().unwrap();
             assert!(
                 v.is_empty(),
@@ -230,7 +318,15 @@ mod tests {
     fn abandon_stops_later_phases() {
         for workers in [1, 2, 4] {
             let plan = Recorder::new(10, 2, Some((3, 1, 0)));
-            assert!(!run(&plan, workers, &pool(workers)));
+            assert!(
+                !run(
+                    &plan,
+                    workers,
+                    &pool(workers),
+                    &Placement::unpinned(workers)
+                )
+                .finished
+            );
             // Nothing of step 4 or later ran.
             let first_later = plan.index(4, 0, 0);
             assert!(
@@ -269,9 +365,89 @@ mod tests {
         for workers in [1, 2, 4] {
             let pool = pool(workers);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(&Panics, workers, &pool)
+                run(&Panics, workers, &pool, &Placement::unpinned(workers))
             }));
             assert!(r.is_err(), "{workers} workers: the panic was swallowed");
+        }
+    }
+
+    /// Chunk (30, 0, 1) stands for a worker that loses its CPU: once
+    /// `threads_wanted` different workers have started, it sleeps 30 ms.
+    struct Stalls {
+        threads_wanted: usize,
+        threads: Mutex<std::collections::HashSet<std::thread::ThreadId>>,
+        runs: Vec<AtomicU32>,
+    }
+
+    impl Stalls {
+        fn new(threads_wanted: usize) -> Self {
+            Self {
+                threads_wanted,
+                threads: Mutex::new(Default::default()),
+                runs: (0..200 * 2 * 4).map(|_| AtomicU32::new(0)).collect(),
+            }
+        }
+    }
+
+    impl StepPlan for Stalls {
+        type Scratch = ();
+        /// Called once by each worker as it starts.
+        fn scratch(&self) {
+            let me = std::thread::current().id();
+            self.threads.lock().unwrap().insert(me);
+        }
+        fn steps(&self) -> usize {
+            200
+        }
+        fn phases(&self) -> usize {
+            2
+        }
+        fn chunks(&self, _: usize, _: usize) -> usize {
+            4
+        }
+        fn run(&self, step: usize, phase: usize, chunk: usize, _: &mut ()) -> Flow {
+            if (step, phase, chunk) == (30, 0, 1) {
+                // Wait (up to 10 s) for the other workers to show up, so
+                // that they are there to notice the stall.
+                let t = std::time::Instant::now();
+                while self.threads.lock().unwrap().len() < self.threads_wanted
+                    && t.elapsed().as_secs() < 10
+                {
+                    std::thread::yield_now();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(30));
+            }
+            self.runs[(step * 2 + phase) * 4 + chunk].fetch_add(1, Ordering::SeqCst);
+            Flow::Continue
+        }
+    }
+
+    #[test]
+    fn a_worker_stuck_in_a_chunk_is_benched_and_nothing_is_lost() {
+        for workers in [1, 2, 3] {
+            let plan = Stalls::new(workers);
+            // The pool's threads register with the placement, so that
+            // benching moves them too.
+            let placement = std::sync::Arc::new(Placement::unpinned(workers));
+            let p = placement.clone();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .start_handler(move |i| p.start_thread(i))
+                .build()
+                .unwrap();
+            let outcome = run(&plan, workers, &pool, &placement);
+            assert!(outcome.finished);
+            if workers == 1 {
+                assert_eq!(outcome.benchings, 0, "one worker has nobody to bench");
+            } else {
+                assert!(
+                    outcome.benchings >= 1,
+                    "{workers} workers: the 30 ms chunk held the others up without a benching"
+                );
+            }
+            for (i, r) in plan.runs.iter().enumerate() {
+                assert_eq!(r.load(Ordering::SeqCst), 1, "{workers} workers: chunk {i}");
+            }
         }
     }
 }
