@@ -74,7 +74,7 @@ pub struct EpochStats {
     pub seconds: f64,
     pub samples: usize,
     /// Times a worker lost its CPU for long enough to be benched (see
-    /// [`crate::engine::bench`]): a sign of other work on the machine.
+    /// [`crate::engine::bench`](mod@crate::engine::bench)): a sign of other work on the machine.
     pub benchings: u32,
 }
 

@@ -2,7 +2,7 @@
 //! that runs them.
 //!
 //! * [`phased`]: the scheduler (tickets and a completion counter), once,
-//!   and [`bench`], its answer to a worker that loses its CPU;
+//!   and [`bench`](mod@bench), its answer to a worker that loses its CPU;
 //! * [`fused_step`]: softmax regression on u8 samples with the fused SIMD
 //!   kernels, two phases per step;
 //! * [`gemm_step`]: any network (softmax regression or an MLP) on u8 or

@@ -10,7 +10,7 @@
 //! work.
 //!
 //! A worker that loses its CPU inside a chunk does hold the others up;
-//! when that lasts, it is benched for a while ([`super::bench`]).
+//! when that lasts, it is benched for a while ([`super::bench`](mod@super::bench)).
 //!
 //! Which worker runs a chunk never changes the result, provided the plan
 //! keeps its side of the contract below; so the bits are the same for any
@@ -104,7 +104,7 @@ pub fn run<P: StepPlan>(
 pub struct Outcome {
     /// Whether it ran to the end (false: a chunk abandoned it).
     pub finished: bool,
-    /// Workers benched for losing their CPU ([`super::bench`]).
+    /// Workers benched for losing their CPU ([`super::bench`](mod@super::bench)).
     pub benchings: u32,
 }
 
@@ -121,7 +121,7 @@ struct Shared<'p> {
     /// while it claims or waits (each on its own lines: written twice a
     /// chunk).
     running: Vec<CachePadded<AtomicUsize>>,
-    /// Workers that lost their CPU, sitting out ([`super::bench`]).
+    /// Workers that lost their CPU, sitting out ([`super::bench`](mod@super::bench)).
     bench: Bench,
     placement: &'p Placement,
     start: Instant,
