@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Usage: perf/under_load.py [--runs N] [--bin PATH] [-- ARGS...]
+"""Usage: perf/under_load.py [--runs N] [--bin PATH] [--baseline BIN] [-- ARGS...]
 
 The "graceful under load" measurement: before each timed run, one
 competing CPU-bound process (a Python busy loop) starts, and it is killed
@@ -39,29 +39,35 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--bin", default=bl.default_binary())
+    ap.add_argument("--baseline", metavar="BIN",
+                    help="also run another build's 1-thread and pinned variants in the same rounds (before/after)")
     ap.add_argument("args", nargs=argparse.REMAINDER)
     o = ap.parse_args()
     binary = bl.require_binary(o.bin)
     extra = [a for a in o.args if a != "--"]
     cpus = os.cpu_count() or 1
     variants = {
-        "1 thread": (["--threads", "1"], None),
-        f"{cpus} threads, pinned": (["--threads", str(cpus)], None),
-        f"{cpus} threads, unpinned": (["--threads", str(cpus)], dict(os.environ, IDX_SOFTMAX_NO_PIN="1")),
+        "1 thread": (binary, ["--threads", "1"], None),
+        f"{cpus} threads, pinned": (binary, ["--threads", str(cpus)], None),
+        f"{cpus} threads, unpinned": (binary, ["--threads", str(cpus)], dict(os.environ, IDX_SOFTMAX_NO_PIN="1")),
     }
+    if o.baseline:
+        base_bin = bl.require_binary(o.baseline)
+        variants["baseline: 1 thread"] = (base_bin, ["--threads", "1"], None)
+        variants[f"baseline: {cpus} threads"] = (base_bin, ["--threads", str(cpus)], None)
     res = {k: [] for k in variants}
     benched = {k: [] for k in variants}
     names = list(variants)
     for r in range(o.runs):
         # Rotate the order from round to round.
         for k in names[r % len(names):] + names[:r % len(names)]:
-            args, env = variants[k]
-            seconds, benchings = timed(binary, [*args, *extra], env)
+            exe, args, env = variants[k]
+            seconds, benchings = timed(exe, [*args, *extra], env)
             res[k].append(seconds)
             benched[k].append(benchings)
     print(f"machine: {bl.machine_summary()}; {o.runs} interleaved rounds, one busy loop beside each run")
-    base = statistics.median(res["1 thread"])
     for k, v in res.items():
+        base = statistics.median(res["baseline: 1 thread" if k.startswith("baseline") else "1 thread"])
         m = statistics.median(v)
         b = [x for x in benched[k] if x is not None]
         bs = f"  benchings median {statistics.median(b):g} max {max(b)}" if b else ""

@@ -326,7 +326,7 @@ impl<'a> Trainer<'a> {
         );
         let run = match &layout {
             None => {
-                let mut bufs = FusedBuffers::new(batch, c);
+                let mut bufs = FusedBuffers::new(batch, k, c);
                 let plan = FusedStep::new(&ctx, self.kernel, k, c, &mut bufs);
                 phased::run(&plan, workers, &self.pool, &self.placement)
             }

@@ -166,6 +166,50 @@ fn fused_results_do_not_depend_on_the_split() {
                 );
             }
         }
+
+        // Rows split into blocks, each continuing the sums of the ones
+        // before: the same bits as one pass, on full blocks and the tail
+        // columns (width 100 = 64 + 32 + 4 on AVX-512).
+        for (k0, width) in [(0, k), (7, 100), (780, 4)] {
+            let mut one_pass = vec![f32::NAN; c * width];
+            fused::weight_grad(path, &images, k, &rows, &g, c, k0, width, &mut one_pass);
+            for block in [1, 5, 12, 36] {
+                let mut blocks = vec![f32::NAN; c * width];
+                for (i, part) in rows.chunks(block).enumerate() {
+                    let g_part = &g[i * block * c..(i * block + part.len()) * c];
+                    if i == 0 {
+                        fused::weight_grad(
+                            path,
+                            &images,
+                            k,
+                            part,
+                            g_part,
+                            c,
+                            k0,
+                            width,
+                            &mut blocks,
+                        );
+                    } else {
+                        fused::weight_grad_continue(
+                            path,
+                            &images,
+                            k,
+                            part,
+                            g_part,
+                            c,
+                            k0,
+                            width,
+                            &mut blocks,
+                        );
+                    }
+                }
+                assert_eq!(
+                    bits(&one_pass),
+                    bits(&blocks),
+                    "{path}: columns {k0}+{width} in row blocks of {block}"
+                );
+            }
+        }
     }
 }
 

@@ -660,6 +660,7 @@ fn fit(
                     d.set_item("train_loss", report.stats.train_loss)?;
                     d.set_item("seconds", report.stats.seconds)?;
                     d.set_item("samples_per_second", report.stats.samples_per_second())?;
+                    d.set_item("benchings", report.stats.benchings)?;
                     if let Some(v) = &report.validation {
                         d.set_item("val_accuracy", v.accuracy)?;
                         d.set_item("val_loss", v.loss)?;

@@ -172,6 +172,53 @@ pub fn weight_grad(
     width: usize,
     out: &mut [f32],
 ) {
+    weight_grad_from(path, images, k, rows, g, c, k0, width, out, Start::Zero)
+}
+
+/// [`weight_grad`] that continues the sums already in `out` (from earlier
+/// rows) instead of starting at zero: every sum gets the very operations,
+/// in the same order, that one [`weight_grad`] call over all the rows
+/// would give it, so splitting a batch into row blocks changes no bit.
+///
+/// # Panics
+///
+/// As [`weight_grad`].
+#[allow(clippy::too_many_arguments)]
+pub fn weight_grad_continue(
+    path: KernelPath,
+    images: &[u8],
+    k: usize,
+    rows: &[u32],
+    g: &[f32],
+    c: usize,
+    k0: usize,
+    width: usize,
+    out: &mut [f32],
+) {
+    weight_grad_from(path, images, k, rows, g, c, k0, width, out, Start::Out)
+}
+
+/// Where the gradient sums start.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Zero,
+    /// From the values in `out`.
+    Out,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_from(
+    path: KernelPath,
+    images: &[u8],
+    k: usize,
+    rows: &[u32],
+    g: &[f32],
+    c: usize,
+    k0: usize,
+    width: usize,
+    out: &mut [f32],
+    start: Start,
+) {
     // Checked arithmetic: a wrapped size must not pass for a small one.
     assert_eq!(
         Some(g.len()),
@@ -199,13 +246,13 @@ pub fn weight_grad(
         // SAFETY: ISA availability asserted; every row index was checked
         // above, and the kernels read only columns k0..k0+width ≤ K of them.
         #[cfg(target_arch = "x86_64")]
-        KernelPath::Avx512 => unsafe { grad_avx512(images, k, rows, g, c, k0, width, out) },
+        KernelPath::Avx512 => unsafe { grad_avx512(images, k, rows, g, c, k0, width, out, start) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA availability asserted above; rows and columns checked as for Avx512.
-        KernelPath::Avx2 => unsafe { grad_avx2(images, k, rows, g, c, k0, width, out) },
+        KernelPath::Avx2 => unsafe { grad_avx2(images, k, rows, g, c, k0, width, out, start) },
         // SAFETY: the portable path needs no ISA; rows and columns checked above.
         KernelPath::Portable => unsafe {
-            weight_grad_cols::<Portable, 1, GROUP>(images, k, rows, g, c, k0, width, out)
+            weight_grad_cols::<Portable, 1, GROUP>(images, k, rows, g, c, k0, width, out, start)
         },
         _ => panic!("{path} is not a fused kernel path"),
     }
@@ -266,9 +313,10 @@ unsafe fn grad_avx512(
     k0: usize,
     width: usize,
     out: &mut [f32],
+    start: Start,
 ) {
     // SAFETY: the caller checked AVX-512F; see `weight_grad`.
-    unsafe { weight_grad_cols::<Avx512, 4, 5>(images, k, rows, g, c, k0, width, out) }
+    unsafe { weight_grad_cols::<Avx512, 4, 5>(images, k, rows, g, c, k0, width, out, start) }
 }
 
 /// # Safety
@@ -286,9 +334,10 @@ unsafe fn grad_avx2(
     k0: usize,
     width: usize,
     out: &mut [f32],
+    start: Start,
 ) {
     // SAFETY: the caller checked AVX2 and FMA; see `weight_grad`.
-    unsafe { weight_grad_cols::<Avx2, 2, 5>(images, k, rows, g, c, k0, width, out) }
+    unsafe { weight_grad_cols::<Avx2, 2, 5>(images, k, rows, g, c, k0, width, out, start) }
 }
 
 // ---------------------------------------------------------------------------
@@ -430,21 +479,23 @@ unsafe fn weight_grad_cols<V: Vector, const NV: usize, const GG: usize>(
     k0: usize,
     width: usize,
     out: &mut [f32],
+    start: Start,
 ) {
     let mut j = 0;
     while j + NV * V::LANES <= width {
         // SAFETY: forwarded contract; columns k0+j .. k0+j+NV·LANES ≤ k0+width ≤ K.
-        unsafe { grad_block::<V, NV, GG>(images, k, rows, g, c, k0 + j, j, width, out) };
+        unsafe { grad_block::<V, NV, GG>(images, k, rows, g, c, k0 + j, j, width, out, start) };
         j += NV * V::LANES;
     }
     while j + V::LANES <= width {
         // SAFETY: forwarded contract; columns k0+j .. k0+j+LANES ≤ k0+width ≤ K.
-        unsafe { grad_block::<V, 1, GG>(images, k, rows, g, c, k0 + j, j, width, out) };
+        unsafe { grad_block::<V, 1, GG>(images, k, rows, g, c, k0 + j, j, width, out, start) };
         j += V::LANES;
     }
     if j < width {
+        let rem = width - j;
         // SAFETY: forwarded contract; the tail's columns k0+j .. k0+width ≤ K.
-        unsafe { grad_tail::<V>(images, k, rows, g, c, k0 + j, j, width - j, width, out) };
+        unsafe { grad_tail::<V>(images, k, rows, g, c, k0 + j, j, rem, width, out, start) };
     }
 }
 
@@ -466,6 +517,7 @@ unsafe fn grad_block<V: Vector, const NV: usize, const GG: usize>(
     j: usize,
     width: usize,
     out: &mut [f32],
+    start: Start,
 ) {
     let mut c0 = 0;
     while c0 < c {
@@ -477,6 +529,7 @@ unsafe fn grad_block<V: Vector, const NV: usize, const GG: usize>(
         unsafe {
             if take == GG {
                 let acc = grad_group::<V, NV, GG>(
+                    load_group::<V, NV, GG>(out, c0, j, width, start),
                     images,
                     k,
                     rows,
@@ -489,6 +542,7 @@ unsafe fn grad_block<V: Vector, const NV: usize, const GG: usize>(
                 store_group::<V, NV, GG>(&acc, out, c0, j, width);
             } else {
                 let acc = grad_group::<V, NV, 1>(
+                    load_group::<V, NV, 1>(out, c0, j, width, start),
                     images,
                     k,
                     rows,
@@ -526,13 +580,19 @@ unsafe fn grad_tail<V: Vector>(
     rem: usize,
     width: usize,
     out: &mut [f32],
+    start: Start,
 ) {
     for cls in 0..c {
         // SAFETY: as grad_block, but x comes from a padded stack copy of
         // the row's bytes col..col+rem (inside the row), and the result is
         // stored through a padded buffer.
         unsafe {
+            let mut from = [0f32; MAX_LANES];
+            if start == Start::Out {
+                from[..rem].copy_from_slice(&out[cls * width + j..cls * width + j + rem]);
+            }
             let acc = grad_group::<V, 1, 1>(
+                [[V::load(from.as_ptr())]],
                 images,
                 k,
                 rows,
@@ -554,14 +614,16 @@ unsafe fn grad_tail<V: Vector>(
 }
 
 /// The register block: `NV` vectors of columns × `G` classes, summed over
-/// the rows in order. `load_x(row_ptr, v)` loads vector `v` of the block
-/// from a row.
+/// the rows in order, starting from `init`. `load_x(row_ptr, v)` loads
+/// vector `v` of the block from a row.
 ///
 /// # Safety
 /// `V`'s ISA is available; every row index is in bounds, `col + NV·LANES
 /// ≤ k`, and classes `c0 .. c0 + G` are columns of `g` (rows.len() × `c`).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn grad_group<V: Vector, const NV: usize, const G: usize>(
+    init: [[V; G]; NV],
     images: &[u8],
     k: usize,
     rows: &[u32],
@@ -572,7 +634,7 @@ unsafe fn grad_group<V: Vector, const NV: usize, const G: usize>(
 ) -> [[V; G]; NV] {
     // SAFETY: see callers; `rows[b]` was bounds-checked, g is rows × C.
     unsafe {
-        let mut acc = [[V::zero(); G]; NV];
+        let mut acc = init;
         for (b, &idx) in rows.iter().enumerate() {
             let p = images.as_ptr().add(idx as usize * k);
             let xv: [V; NV] = core::array::from_fn(|v| load_x(p, v));
@@ -586,6 +648,33 @@ unsafe fn grad_group<V: Vector, const NV: usize, const G: usize>(
         }
         acc
     }
+}
+
+/// The sums a register block starts from: zeros, or (continuing) the
+/// values at the block's place in `out`.
+///
+/// # Safety
+/// `V`'s ISA is available (the loads are bounds-asserted).
+#[inline(always)]
+unsafe fn load_group<V: Vector, const NV: usize, const G: usize>(
+    out: &[f32],
+    c0: usize,
+    j: usize,
+    width: usize,
+    start: Start,
+) -> [[V; G]; NV] {
+    core::array::from_fn(|v| {
+        core::array::from_fn(|cls| {
+            if start == Start::Zero {
+                // SAFETY: the ISA is available (caller).
+                return unsafe { V::zero() };
+            }
+            let at = (c0 + cls) * width + j + v * V::LANES;
+            assert!(at + V::LANES <= out.len());
+            // SAFETY: bounds asserted just above; the ISA is available.
+            unsafe { V::load(out.as_ptr().add(at)) }
+        })
+    })
 }
 
 /// # Safety

@@ -81,7 +81,9 @@ macro_rules! grad_variant {
         /// The CPU must have the ISA; every row index must be below N.
         unsafe fn f(images: &[u8], rows: &[u32], g: &[f32], out: &mut [f32]) {
             // SAFETY: the caller guarantees the ISA and the row indices.
-            unsafe { weight_grad_cols::<$v, $nv, $g>(images, K, rows, g, C, 0, K, out) }
+            unsafe {
+                weight_grad_cols::<$v, $nv, $g>(images, K, rows, g, C, 0, K, out, Start::Zero)
+            }
         }
         f
     }};
