@@ -1,15 +1,17 @@
 //! The bench: a worker that loses its CPU sits out for a while.
 //!
 //! A chunk is run by the worker that claimed it, so a worker that the OS
-//! deschedules inside a chunk holds up the end of that phase until it runs
-//! again. When another process wants the same CPU that is a whole time
+//! deschedules while it holds a chunk (inside it, or before it could start
+//! it) holds up the end of that phase until it runs again. When another process wants the same CPU that is a whole time
 //! slice (milliseconds), against chunks of microseconds: with one busy
 //! neighbour, two workers on two CPUs ran slower than one worker alone.
 //!
 //! So the scheduler ([`super::phased`]) watches its waits. A worker that
 //! has waited for a phase longer than [`patience`] benches every worker
-//! still inside an earlier chunk: it moves them onto its own CPU, where
-//! it is about to sleep, so that they finish their chunks at once
+//! that holds a chunk it waits for (one whose phase is open: a worker that
+//! itself waits for an earlier phase is left alone). It moves them onto
+//! its own CPU, where it is about to sleep, so that they finish their
+//! chunks at once
 //! ([`crate::placement::Placement::move_here`]), and they then sit out for
 //! a while before they claim again. The sit-out doubles with every
 //! benching in an epoch (1, 2, 4, … 64 ms): under lasting load the epoch

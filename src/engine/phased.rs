@@ -5,12 +5,13 @@
 //! phase order. Workers claim the next ticket with an atomic counter and
 //! run its chunk once every chunk of the earlier phases is done
 //! ([`CompletionCounter`]). So the split adapts to whichever worker is
-//! running: a worker that the OS deschedules holds nobody up unless it is
-//! inside a chunk, and no worker waits at a barrier for one that has no
+//! running: a worker that the OS deschedules holds nobody up unless it
+//! holds a chunk, and no worker waits at a barrier for one that has no
 //! work.
 //!
-//! A worker that loses its CPU inside a chunk does hold the others up;
-//! when that lasts, it is benched for a while ([`super::bench`](mod@super::bench)).
+//! A worker that loses its CPU while it holds a chunk does hold the others
+//! up; when that lasts, it is benched for a while
+//! ([`super::bench`](mod@super::bench)).
 //!
 //! Which worker runs a chunk never changes the result, provided the plan
 //! keeps its side of the contract below; so the bits are the same for any
@@ -77,7 +78,7 @@ pub fn run<P: StepPlan>(
     let shared = Shared {
         tickets: CachePadded(AtomicUsize::new(0)),
         done: CompletionCounter::new(),
-        running: (0..workers)
+        holding: (0..workers)
             .map(|_| CachePadded(AtomicUsize::new(IDLE)))
             .collect(),
         bench: Bench::new(workers),
@@ -108,7 +109,7 @@ pub struct Outcome {
     pub benchings: u32,
 }
 
-/// A `running` slot's value while its worker holds no chunk.
+/// A `holding` slot's value while its worker holds no ticket.
 const IDLE: usize = usize::MAX;
 
 struct Shared<'p> {
@@ -117,10 +118,10 @@ struct Shared<'p> {
     tickets: CachePadded<AtomicUsize>,
     /// Chunks finished.
     done: CompletionCounter,
-    /// Per worker: the ticket of the chunk it is running, or [`IDLE`]
-    /// while it claims or waits (each on its own lines: written twice a
-    /// chunk).
-    running: Vec<CachePadded<AtomicUsize>>,
+    /// Per worker: the first ticket of the phase of the ticket it holds
+    /// (claimed, not yet finished), or [`IDLE`] (each on its own lines:
+    /// written twice a chunk).
+    holding: Vec<CachePadded<AtomicUsize>>,
     /// Workers that lost their CPU, sitting out ([`super::bench`](mod@super::bench)).
     bench: Bench,
     placement: &'p Placement,
@@ -163,41 +164,43 @@ impl Shared<'_> {
                 let (s, p) = split(phase);
                 phase_len = plan.chunks(s, p);
             }
+            self.holding[me].store(phase_start, Ordering::Relaxed);
             if !self.wait_for_phase(me, phase_start) {
                 // Abandoned by another worker.
                 return;
             }
-            // Marked as running only now: a worker that waits holds nobody
-            // up, and must not be benched for it.
-            self.running[me].store(ticket, Ordering::Relaxed);
             let (s, p) = split(phase);
             if plan.run(s, p, ticket - phase_start, &mut scratch) == Flow::Abandon {
                 self.done.abandon();
                 return;
             }
+            self.holding[me].store(IDLE, Ordering::Relaxed);
             self.done.complete(phase_start + phase_len);
-            self.running[me].store(IDLE, Ordering::Relaxed);
         }
     }
 
     /// Waits until every chunk before ticket `phase_start` is done; if that
     /// takes longer than [`bench::patience`], first benches the workers
-    /// still inside those chunks. False if the epoch was abandoned.
+    /// that hold those chunks. False if the epoch was abandoned.
     fn wait_for_phase(&self, me: usize, phase_start: usize) -> bool {
         let patience = || {
             let chunks = self.done.count().max(1) as u32;
-            bench::patience(self.start.elapsed() * self.running.len() as u32 / chunks)
+            bench::patience(self.start.elapsed() * self.holding.len() as u32 / chunks)
         };
         match self.done.wait_patiently(phase_start, &patience) {
             Wait::Reached => true,
             Wait::Abandoned => false,
             Wait::Late => {
-                for (w, slot) in self.running.iter().enumerate() {
-                    // A running ticket below `phase_start` is a chunk of an
-                    // earlier phase: its worker is what we wait for (or has
-                    // just finished it; benching it then costs a sit-out).
-                    if w != me && slot.load(Ordering::Relaxed) < phase_start && self.bench.bench(w)
-                    {
+                let open = self.done.count();
+                for (w, slot) in self.holding.iter().enumerate() {
+                    // A worker holding a ticket of an earlier phase that is
+                    // open (all its own earlier phases done) is what we
+                    // wait for: descheduled inside its chunk, or before it
+                    // could start it. One whose phase is not open yet waits
+                    // like us, and is left alone. (One that has just
+                    // finished costs a needless sit-out, nothing more.)
+                    let held = slot.load(Ordering::Relaxed);
+                    if w != me && held < phase_start && held <= open && self.bench.bench(w) {
                         self.placement.move_here(w);
                     }
                 }
