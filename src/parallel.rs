@@ -6,8 +6,9 @@
 //! phases, 600 steps an epoch. Waiting that puts threads to sleep at once
 //! costs tens of µs per wake-up, more than the work; waiting that only
 //! spins starves the workers when there are more threads than cores. So
-//! [`CompletionCounter::wait_for`] spins for up to 20 µs, then yields the
-//! CPU, then parks.
+//! [`CompletionCounter::wait_for`] spins for up to 20 µs ([`SPIN_TIME`];
+//! 2 µs, [`SPIN_TIME_SHARED`], for workers that are not pinned), then yields
+//! the CPU, then parks.
 
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -15,10 +16,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long a waiter spins before it starts yielding: longer than the
-/// imbalance at the end of a normal phase (a chunk, a few µs), shorter than
-/// the wake-up from a park it avoids (tens of µs).
-const SPIN_TIME: Duration = Duration::from_micros(20);
+/// How long a waiter spins before it starts yielding, when every worker has
+/// a CPU of its own (pinned): longer than the imbalance at the end of a
+/// normal phase (a chunk, a few µs), shorter than the wake-up from a park
+/// it avoids (tens of µs).
+pub const SPIN_TIME: Duration = Duration::from_micros(20);
+/// The same for workers the OS places (not pinned). Under load it may put
+/// two of them on one CPU; then a spinning waiter keeps the worker it waits
+/// for off that CPU, and every phase end cost a whole spin: with one busy
+/// loop beside the run, 2 unpinned workers took 2.5× the time of 1 worker
+/// with 20 µs, 1.26× with 2 µs, and quiet runs measured no slower
+/// (interleaved, 9 rounds).
+pub const SPIN_TIME_SHARED: Duration = Duration::from_micros(2);
 /// `yield_now` calls before parking: lets a core shared with other work
 /// run the thread we are waiting for.
 const YIELD_LIMIT: u32 = 32;
@@ -39,6 +48,8 @@ const YIELD_LIMIT: u32 = 32;
 /// [`Self::abandon`].
 pub struct CompletionCounter {
     done: CachePadded<AtomicUsize>,
+    /// How long a waiter spins before it yields.
+    spin: Duration,
     /// Set when the work was abandoned (a worker panicked, or training
     /// diverged): waiters give up instead of waiting for work that will
     /// never finish.
@@ -69,9 +80,16 @@ impl Default for CompletionCounter {
 }
 
 impl CompletionCounter {
+    /// A counter whose waiters spin for [`SPIN_TIME`].
     pub fn new() -> Self {
+        Self::with_spin(SPIN_TIME)
+    }
+
+    /// A counter whose waiters spin for `spin` before they yield.
+    pub fn with_spin(spin: Duration) -> Self {
         Self {
             done: CachePadded(AtomicUsize::new(0)),
+            spin,
             abandoned: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
@@ -162,7 +180,7 @@ impl CompletionCounter {
                 }
                 std::hint::spin_loop();
             }
-            if start.elapsed() > SPIN_TIME {
+            if start.elapsed() > self.spin {
                 break;
             }
         }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::bench::{self, Bench};
-use crate::parallel::{CachePadded, CompletionCounter, Wait};
+use crate::parallel::{CachePadded, CompletionCounter, Wait, SPIN_TIME, SPIN_TIME_SHARED};
 use crate::placement::Placement;
 
 /// What to do after a chunk.
@@ -77,7 +77,11 @@ pub fn run<P: StepPlan>(
     let workers = workers.max(1);
     let shared = Shared {
         tickets: CachePadded(AtomicUsize::new(0)),
-        done: CompletionCounter::new(),
+        done: CompletionCounter::with_spin(if placement.pins_any() {
+            SPIN_TIME
+        } else {
+            SPIN_TIME_SHARED
+        }),
         holding: (0..workers)
             .map(|_| CachePadded(AtomicUsize::new(IDLE)))
             .collect(),
