@@ -85,22 +85,25 @@ impl Placement {
     }
 
     /// Moves pool thread `index` onto the CPU the caller runs on (the
-    /// caller is about to sleep there). Best effort; a thread not started
-    /// yet, or a refused request, is left where it is.
-    pub fn move_here(&self, index: usize) {
+    /// caller is about to sleep there), and returns that CPU. Best effort;
+    /// a thread not started yet, or a refused request, is left where it
+    /// is. Only call it while the pool lives (its thread ids are valid).
+    pub fn move_here(&self, index: usize) -> Option<usize> {
         let tid = self
             .tids
             .get(index)
             .map_or(0, |t| t.load(Ordering::Acquire));
-        if tid == 0 {
-            return;
+        // Without the process's CPU set a moved unpinned thread could not
+        // go back: then nothing moves.
+        if tid == 0 || self.allowed.is_empty() {
+            return None;
         }
-        if let Some(cpu) = os::current_cpu() {
-            os::set_affinity(tid, &[cpu]);
-            // Set after the move: a thread that sees the flag was moved,
-            // and a move it misses is caught at its next check.
-            self.displaced[index].store(true, Ordering::Release);
-        }
+        let cpu = os::current_cpu()?;
+        os::set_affinity(tid, &[cpu]);
+        // Set after the move: a thread that sees the flag was moved, and a
+        // move it misses is caught at its next check.
+        self.displaced[index].store(true, Ordering::Release);
+        Some(cpu)
     }
 
     /// Called on pool thread `index`, often (a relaxed load when nothing
@@ -161,8 +164,9 @@ mod os {
             // SAFETY: `cpu` < CPU_SETSIZE, within the set.
             unsafe { libc::CPU_SET(cpu, &mut set) };
         }
-        // SAFETY: `set` is a valid cpu_set_t of the size passed; a bad tid
-        // only makes the call fail, which is ignored (best effort).
+        // SAFETY: `set` is a valid cpu_set_t of the size passed; the call
+        // reads nothing else. The tid is one of this process's live pool
+        // threads (see `move_here`); a failure is ignored (best effort).
         unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) };
     }
 }
@@ -192,7 +196,9 @@ mod tests {
     #[test]
     fn a_moved_thread_runs_on_the_movers_cpu_and_goes_back() {
         let allowed = os::allowed_cpus();
-        let placement = std::sync::Arc::new(Placement::plan(2, 2));
+        // Workers on every CPU (at least 2, so that thread 1 exists).
+        let n = allowed.len().max(2);
+        let placement = std::sync::Arc::new(Placement::plan(n, n));
         let expect_pins = allowed.len() >= 2 && std::env::var_os(NO_PIN_ENV).is_none();
         assert_eq!(placement.pins_any(), expect_pins);
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
@@ -209,8 +215,7 @@ mod tests {
             ack_tx.send(current_mask()).unwrap();
         });
         let pinned = ack_rx.recv().unwrap();
-        let here = os::current_cpu().unwrap();
-        placement.move_here(1);
+        let here = placement.move_here(1).expect("moved");
         go_tx.send(()).unwrap();
         let moved = ack_rx.recv().unwrap();
         let restored = ack_rx.recv().unwrap();

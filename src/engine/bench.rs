@@ -2,9 +2,10 @@
 //!
 //! A chunk is run by the worker that claimed it, so a worker that the OS
 //! deschedules while it holds a chunk (inside it, or before it could start
-//! it) holds up the end of that phase until it runs again. When another process wants the same CPU that is a whole time
-//! slice (milliseconds), against chunks of microseconds: with one busy
-//! neighbour, two workers on two CPUs ran slower than one worker alone.
+//! it) holds up the end of that phase until it runs again. When another
+//! process wants the same CPU that is a whole time slice (milliseconds),
+//! against chunks of microseconds: with one busy neighbour, two workers on
+//! two CPUs ran slower than one worker alone.
 //!
 //! So the scheduler ([`super::phased`]) watches its waits. A worker that
 //! has waited for a phase longer than [`patience`] benches every worker

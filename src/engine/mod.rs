@@ -4,7 +4,7 @@
 //! * [`phased`]: the scheduler (tickets and a completion counter), once,
 //!   and [`bench`](mod@bench), its answer to a worker that loses its CPU;
 //! * [`fused_step`]: softmax regression on u8 samples with the fused SIMD
-//!   kernels, two phases per step;
+//!   kernels, two phases per block of 120 batch rows;
 //! * [`gemm_step`]: any network (softmax regression or an MLP) on u8 or
 //!   f32 samples through sgemm, two phases per step.
 //!

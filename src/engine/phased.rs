@@ -113,6 +113,15 @@ pub struct Outcome {
     pub benchings: u32,
 }
 
+/// Calls [`Placement::come_back`] for a worker when dropped.
+struct ComeBack<'p>(&'p Placement, usize);
+
+impl Drop for ComeBack<'_> {
+    fn drop(&mut self) {
+        self.0.come_back(self.1);
+    }
+}
+
 /// A `holding` slot's value while its worker holds no ticket.
 const IDLE: usize = usize::MAX;
 
@@ -141,6 +150,9 @@ impl Shared<'_> {
         // Whoever leaves first wakes the sitters: once one worker is out of
         // tickets (or the epoch is abandoned) nobody needs to sit out.
         let _finish = self.bench.finish_on_drop();
+        // A worker moved by a benching goes back to its CPU as it leaves
+        // (the evaluation after the epoch runs on the same threads).
+        let _home = ComeBack(self.placement, me);
         if phases == 0 {
             return;
         }
@@ -158,6 +170,8 @@ impl Shared<'_> {
             // Back to its own CPU if benching moved it (also when the move
             // came after the sit-out, or in an earlier epoch).
             self.placement.come_back(me);
+            // (Between this claim and the `holding` store below, a few
+            // instructions, the claim is invisible to a late waiter.)
             let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
             while ticket >= phase_start + phase_len {
                 phase += 1;
@@ -202,7 +216,9 @@ impl Shared<'_> {
                     // wait for: descheduled inside its chunk, or before it
                     // could start it. One whose phase is not open yet waits
                     // like us, and is left alone. (One that has just
-                    // finished costs a needless sit-out, nothing more.)
+                    // finished costs a needless sit-out and move, and
+                    // counts as a benching; one that has left the epoch
+                    // goes back to its CPU as it leaves, or at the next.)
                     let held = slot.load(Ordering::Relaxed);
                     if w != me && held < phase_start && held <= open && self.bench.bench(w) {
                         self.placement.move_here(w);

@@ -584,8 +584,9 @@ unsafe fn grad_tail<V: Vector>(
 ) {
     for cls in 0..c {
         // SAFETY: as grad_block, but x comes from a padded stack copy of
-        // the row's bytes col..col+rem (inside the row), and the result is
-        // stored through a padded buffer.
+        // the row's bytes col..col+rem (inside the row), the starting sums
+        // are loaded from and the result stored through padded buffers
+        // (V::LANES ≤ MAX_LANES, so one vector fits in each).
         unsafe {
             let mut from = [0f32; MAX_LANES];
             if start == Start::Out {
