@@ -86,7 +86,9 @@ pub fn run<P: StepPlan>(
             .map(|_| CachePadded(AtomicUsize::new(IDLE)))
             .collect(),
         bench: Bench::new(workers),
-        placement,
+        // One worker is the calling thread, not a pool thread, and benches
+        // nobody: it has no placement to keep.
+        placement: (workers > 1).then_some(placement),
         start: Instant::now(),
     };
     if workers == 1 {
@@ -114,11 +116,13 @@ pub struct Outcome {
 }
 
 /// Calls [`Placement::come_back`] for a worker when dropped.
-struct ComeBack<'p>(&'p Placement, usize);
+struct ComeBack<'p>(Option<&'p Placement>, usize);
 
 impl Drop for ComeBack<'_> {
     fn drop(&mut self) {
-        self.0.come_back(self.1);
+        if let Some(p) = self.0 {
+            p.come_back(self.1);
+        }
     }
 }
 
@@ -137,7 +141,8 @@ struct Shared<'p> {
     holding: Vec<CachePadded<AtomicUsize>>,
     /// Workers that lost their CPU, sitting out ([`super::bench`](mod@super::bench)).
     bench: Bench,
-    placement: &'p Placement,
+    /// The pool's placement (None when the calling thread works alone).
+    placement: Option<&'p Placement>,
     start: Instant,
 }
 
@@ -169,7 +174,9 @@ impl Shared<'_> {
             }
             // Back to its own CPU if benching moved it (also when the move
             // came after the sit-out, or in an earlier epoch).
-            self.placement.come_back(me);
+            if let Some(p) = self.placement {
+                p.come_back(me);
+            }
             // (Between this claim and the `holding` store below, a few
             // instructions, the claim is invisible to a late waiter.)
             let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
@@ -221,7 +228,9 @@ impl Shared<'_> {
                     // goes back to its CPU as it leaves, or at the next.)
                     let held = slot.load(Ordering::Relaxed);
                     if w != me && held < phase_start && held <= open && self.bench.bench(w) {
-                        self.placement.move_here(w);
+                        if let Some(p) = self.placement {
+                            p.move_here(w);
+                        }
                     }
                 }
                 self.done.wait_for(phase_start)
