@@ -39,6 +39,11 @@ pub const COL_CHUNK: usize = 64;
 /// which the gradient phase reads once per column chunk.
 pub const BLOCK_ROWS: usize = 120;
 
+/// Row blocks of a step over a batch of `batch` rows (at least 1).
+fn blocks_for(batch: usize) -> usize {
+    batch.div_ceil(BLOCK_ROWS).max(1)
+}
+
 /// The fused plan over an epoch's shared context.
 pub struct FusedStep<'s> {
     ctx: &'s EpochCtx<'s>,
@@ -66,7 +71,7 @@ pub struct FusedBuffers {
 
 impl FusedBuffers {
     pub fn new(batch: usize, features: usize, classes: usize) -> Self {
-        let dw = if batch > BLOCK_ROWS {
+        let dw = if blocks_for(batch) > 1 {
             classes * features.div_ceil(COL_CHUNK) * COL_CHUNK
         } else {
             0
@@ -97,7 +102,8 @@ impl<'s> FusedStep<'s> {
         assert!(path.is_fused(), "FusedStep needs a fused kernel path");
         let images = ctx.samples.as_u8().expect("FusedStep needs u8 samples");
         assert_eq!(ctx.params.len(), c * k + c, "parameters must be W then b");
-        let blocks = ctx.batch(0).len().div_ceil(BLOCK_ROWS).max(1);
+        // The first batch is the largest (only the last may be short).
+        let blocks = blocks_for(ctx.batch(0).len());
         assert!(
             blocks == 1 || bufs.dw.len() >= c * k.div_ceil(COL_CHUNK) * COL_CHUNK,
             "FusedBuffers too small for this batch"
