@@ -50,19 +50,20 @@ impl Placement {
         let pins = (0..threads)
             .map(|i| (pin && i < allowed.len()).then(|| allowed[i]))
             .collect();
+        Self::with_pins(pins, allowed)
+    }
+
+    /// A plan that pins nothing (the scheduler's tests).
+    pub fn unpinned(threads: usize) -> Self {
+        Self::with_pins(vec![None; threads], os::allowed_cpus())
+    }
+
+    /// One thread per entry of `pins`, none started yet.
+    fn with_pins(pins: Vec<Option<usize>>, allowed: Vec<usize>) -> Self {
+        let threads = pins.len();
         Self {
             pins,
             allowed,
-            tids: (0..threads).map(|_| AtomicI32::new(0)).collect(),
-            displaced: (0..threads).map(|_| AtomicBool::new(false)).collect(),
-        }
-    }
-
-    /// A plan that pins nothing (tests, and pools that only evaluate).
-    pub fn unpinned(threads: usize) -> Self {
-        Self {
-            pins: vec![None; threads],
-            allowed: os::allowed_cpus(),
             tids: (0..threads).map(|_| AtomicI32::new(0)).collect(),
             displaced: (0..threads).map(|_| AtomicBool::new(false)).collect(),
         }
