@@ -14,7 +14,7 @@
 //! ```
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use idx_softmax::dataset::U8_SCALE;
+use idx_softmax::data::U8_SCALE;
 use idx_softmax::kernels::{fused, gemm, softmax_ce, KernelPath};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -47,7 +47,7 @@ fn inputs(batch: usize) -> Inputs {
     let rows: Vec<u32> = (0..batch).map(|_| rng.random_range(0..N as u32)).collect();
     let mut x = vec![0.0f32; batch * K];
     for (xr, &r) in x.chunks_exact_mut(K).zip(&rows) {
-        idx_softmax::pixels::u8_to_f32(&images[r as usize * K..(r as usize + 1) * K], xr);
+        idx_softmax::data::pixels::u8_to_f32(&images[r as usize * K..(r as usize + 1) * K], xr);
     }
     Inputs {
         images,

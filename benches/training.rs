@@ -10,13 +10,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use idx_softmax::dataset::{Dataset, LoadOptions};
+use idx_softmax::data::{Dataset, LoadOptions};
 use idx_softmax::kernels::KernelPath;
-use idx_softmax::train::{TrainConfig, Trainer};
+use idx_softmax::run::{TrainConfig, Trainer};
 
 fn bench_training(c: &mut Criterion) {
     let data = Dataset::load(
-        Path::new(idx_softmax::BUNDLED_MNIST),
+        Path::new(idx_softmax::data::BUNDLED_MNIST),
         &LoadOptions::default(),
     )
     .expect("bundled MNIST");

@@ -13,9 +13,9 @@
 
 use std::path::Path;
 
-use idx_softmax::dataset::{Dataset, LoadOptions};
+use idx_softmax::data::{Dataset, LoadOptions};
 use idx_softmax::kernels::KernelPath;
-use idx_softmax::train::{TrainConfig, Trainer};
+use idx_softmax::run::{TrainConfig, Trainer};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -37,7 +37,7 @@ fn main() {
         s.split(',').map(|h| h.parse().expect("HIDDEN")).collect()
     });
     let data = Dataset::load(
-        Path::new(idx_softmax::BUNDLED_MNIST),
+        Path::new(idx_softmax::data::BUNDLED_MNIST),
         &LoadOptions::default(),
     )
     .expect("MNIST");

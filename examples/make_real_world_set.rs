@@ -16,7 +16,7 @@ mod gen;
 
 use std::path::PathBuf;
 
-use idx_softmax::dataset::{Dataset, LoadOptions};
+use idx_softmax::data::{Dataset, LoadOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seed: u64 = args.next().map_or(Ok(1), |s| s.parse())?;
     let dir = std::env::var_os("IDX_SOFTMAX_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(idx_softmax::BUNDLED_MNIST));
+        .unwrap_or_else(|| PathBuf::from(idx_softmax::data::BUNDLED_MNIST));
     let data = Dataset::load(&dir, &LoadOptions::default())?;
     let pixels = data
         .test

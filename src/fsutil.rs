@@ -1,5 +1,5 @@
 //! Small file-system helpers shared by the readers and writers
-//! ([`crate::checkpoint`], [`crate::image`], [`crate::dataset`]).
+//! ([`crate::checkpoint`], [`crate::image`], [`crate::data`]).
 //!
 //! Every path the tool reads goes through [`regular_file`] /
 //! [`open_regular`], which refuse directories, FIFOs, sockets and devices

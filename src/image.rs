@@ -30,13 +30,13 @@
 //!
 //! [`write_gray_png`] and [`write_rgb_png`] write 8-bit PNGs atomically (a
 //! temporary file in the same directory, synced, then renamed; see
-//! [`write_atomic`]). [`weights_png`] draws a model's weight templates.
+//! [`write_atomic`]). The pictures of what a model learned are
+//! [`crate::plot`]'s.
 
 use std::io::{self, BufRead, BufReader, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::write_atomic;
-use crate::nn::Network;
 
 /// Largest width or height decoded.
 pub const MAX_DIM: usize = 16384;
@@ -50,21 +50,6 @@ pub const MAX_ALLOC: u64 = MAX_PIXELS * 8 + (64 << 20);
 /// Largest image read from standard input (read into memory before
 /// decoding).
 pub const MAX_STREAM_BYTES: u64 = 256 << 20;
-/// Output pixels per template pixel in [`weights_png`].
-pub const WEIGHTS_SCALE: usize = 4;
-/// Most templates per row in [`weights_png`]; more classes wrap onto further
-/// rows.
-pub const WEIGHTS_PER_ROW: usize = 10;
-/// Largest scale [`render_weights`] accepts.
-pub const MAX_SCALE: usize = 64;
-/// The colour of the gaps between templates: mid grey, distinct from the
-/// white of a zero weight.
-pub const GAP_RGB: [u8; 3] = [128, 128, 128];
-/// The colour of the most positive weight of a template.
-pub const POSITIVE_RGB: [u8; 3] = [178, 24, 43];
-/// The colour of the most negative weight of a template.
-pub const NEGATIVE_RGB: [u8; 3] = [33, 102, 172];
-
 /// The formats the decoder reads, for error messages.
 pub const ACCEPTED: &str = "accepted: PNG, JPEG, BMP, PNM (PBM/PGM/PPM/PAM), TIFF, WebP";
 
@@ -79,11 +64,11 @@ pub struct GrayImage {
 
 impl GrayImage {
     /// The pixels as model features, scaled to [0, 1] by
-    /// [`crate::dataset::U8_SCALE`] as the training data is.
+    /// [`crate::data::U8_SCALE`] as the training data is.
     pub fn features(&self) -> Vec<f32> {
         self.pixels
             .iter()
-            .map(|&p| f32::from(p) * crate::dataset::U8_SCALE)
+            .map(|&p| f32::from(p) * crate::data::U8_SCALE)
             .collect()
     }
 }
@@ -473,143 +458,4 @@ pub fn write_gray_png(path: &Path, image: &GrayImage) -> Result<(), ImageError> 
 pub fn write_rgb_png(path: &Path, image: &RgbImage) -> Result<(), ImageError> {
     let (w, h) = check_image(path, image.width, image.height, 3, &image.pixels)?;
     write_png(path, w, h, png::ColorType::Rgb, &image.pixels)
-}
-
-/// The diverging colour of `t` in [-1, 1]: white at 0, shading linearly to
-/// [`POSITIVE_RGB`] at 1 and [`NEGATIVE_RGB`] at -1.
-pub fn diverging(t: f32) -> [u8; 3] {
-    let t = if t.is_nan() { 0.0 } else { t.clamp(-1.0, 1.0) };
-    let end = if t >= 0.0 { POSITIVE_RGB } else { NEGATIVE_RGB };
-    let a = t.abs();
-    end.map(|e| (255.0 + (f32::from(e) - 255.0) * a).round() as u8)
-}
-
-/// Draws weight templates: row `c` of `wt` (`templates` rows: a class, or
-/// a hidden unit) reshaped to `height × width`, in order, left to right, in
-/// one row of up to [`WEIGHTS_PER_ROW`], or a near-square grid of
-/// `⌈√templates⌉` columns beyond that, each template pixel drawn as a
-/// `scale × scale` block, with a gap one template pixel wide (`scale` output
-/// pixels) of [`GAP_RGB`] between templates.
-///
-/// Colours use [`diverging`] with a symmetric scale per template: a weight
-/// `w` of template `c` is drawn at `w / max|w_c|`, so each template's
-/// strongest weight is fully saturated (an all-zero template is white). The
-/// bias is not drawn.
-///
-/// The image is `cols × width × scale + (cols − 1) × scale` pixels wide
-/// and `rows × height × scale + (rows − 1) × scale` high, with
-/// `cols` as above and `rows = ⌈templates / cols⌉`:
-/// 1156 × 112 for MNIST's 10 templates of 28 × 28 at scale 4.
-///
-/// `path` only names the destination in errors. Fails if `height × width`
-/// is not the model's feature count, `scale` is not in `1..=MAX_SCALE`, the
-/// model is inconsistent or holds non-finite weights, or the picture would
-/// be more than `4 × MAX_DIM` (65536) pixels wide or high.
-pub fn render_weights(
-    wt: &[f32],
-    templates: usize,
-    height: usize,
-    width: usize,
-    scale: usize,
-    path: &Path,
-) -> Result<RgbImage, ImageError> {
-    let invalid = |reason: String| ImageError::InvalidInput {
-        path: path.to_owned(),
-        reason,
-    };
-    let c = templates;
-    let k = wt.len().checked_div(c).unwrap_or(0);
-    if height.checked_mul(width) != Some(k) || k == 0 {
-        return Err(invalid(format!(
-            "the model has {k} features, which is not {height} x {width}"
-        )));
-    }
-    if c == 0 || c.checked_mul(k) != Some(wt.len()) {
-        return Err(invalid(format!(
-            "the weight holds {} values, not templates x features = {c} x {k}",
-            wt.len()
-        )));
-    }
-    if !(1..=MAX_SCALE).contains(&scale) {
-        return Err(invalid(format!("scale {scale} is outside 1..={MAX_SCALE}")));
-    }
-    if let Some(i) = wt.iter().position(|v| !v.is_finite()) {
-        return Err(invalid(format!(
-            "weight {} of template {} is {}",
-            i % k,
-            i / k,
-            wt[i]
-        )));
-    }
-    // A row of up to ten templates (softmax regression's classes), or a
-    // near-square grid for an MLP's hundreds of hidden units.
-    let cols = if c <= WEIGHTS_PER_ROW {
-        c
-    } else {
-        (c as f64).sqrt().ceil() as usize
-    };
-    let rows = c.div_ceil(cols);
-    let extent = |n: usize, len: usize| {
-        n.checked_mul(len)?
-            .checked_mul(scale)?
-            .checked_add((n - 1).checked_mul(scale)?)
-    };
-    const LIMIT: usize = 4 * MAX_DIM;
-    let (out_w, out_h) = match (extent(cols, width), extent(rows, height)) {
-        (Some(w), Some(h)) if w <= LIMIT && h <= LIMIT => (w, h),
-        _ => {
-            return Err(invalid(format!(
-                "{c} templates of {height} x {width} at scale {scale} would exceed {LIMIT} pixels a side"
-            )))
-        }
-    };
-    let mut pixels = GAP_RGB.repeat(out_w * out_h);
-    for (class, template) in wt.chunks_exact(k).enumerate() {
-        let m = template.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let x0 = (class % cols) * (width + 1) * scale;
-        let y0 = (class / cols) * (height + 1) * scale;
-        for (i, &w) in template.iter().enumerate() {
-            let rgb = diverging(if m > 0.0 { w / m } else { 0.0 });
-            let (ty, tx) = (i / width, i % width);
-            for dy in 0..scale {
-                let y = y0 + ty * scale + dy;
-                let x = x0 + tx * scale;
-                let start = (y * out_w + x) * 3;
-                for px in pixels[start..start + 3 * scale].chunks_exact_mut(3) {
-                    px.copy_from_slice(&rgb);
-                }
-            }
-        }
-    }
-    Ok(RgbImage {
-        width: out_w,
-        height: out_h,
-        pixels,
-    })
-}
-
-/// Draws the network's first-layer weight templates (one per class for
-/// softmax regression, one per hidden unit for an MLP) as
-/// [`render_weights`] does at [`WEIGHTS_SCALE`] and writes them to `path`
-/// as an RGB PNG, atomically. Returns the picture's size.
-pub fn weights_png(
-    network: &Network,
-    height: usize,
-    width: usize,
-    path: &Path,
-) -> Result<Size, ImageError> {
-    let templates = network.sizes()[1];
-    let image = render_weights(
-        network.params().get(0),
-        templates,
-        height,
-        width,
-        WEIGHTS_SCALE,
-        path,
-    )?;
-    write_rgb_png(path, &image)?;
-    Ok(Size {
-        width: image.width,
-        height: image.height,
-    })
 }

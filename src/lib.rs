@@ -2,35 +2,41 @@
 //! image datasets, trained with minibatch SGD by SIMD, multithreaded CPU
 //! kernels.
 //!
-//! The modules follow the data flow:
+//! The modules follow the data flow, data → kernels → network → run →
+//! results → front ends:
 //!
-//! * data: [`idx`] (the IDX format, a pure parser), [`dataset`] (finding,
-//!   decompressing and memory-mapping the four files of a dataset),
-//!   [`samples`] (the engine's only input: borrowed u8 or f32 rows plus
-//!   labels, from the mapping or from NumPy) and [`pixels`] (the u8
-//!   scaling);
+//! * [`data`]: the IDX format, the mapped files, the verified gzip cache,
+//!   datasets found in a directory, and [`data::Samples`], the engine's
+//!   only input (borrowed u8 or f32 rows plus labels, from a mapping or
+//!   from NumPy);
 //! * [`kernels`]: fused u8 SIMD, sgemm, softmax-CE, with run-time ISA
 //!   dispatch and naive f64 references;
 //! * [`nn`]: the network, its layers and its flat parameter store;
-//! * [`optim`]: SGD with momentum, weight decay and schedules;
-//! * [`config`]: the run configuration and every rule about it;
-//! * [`engine`]: one epoch's step plans and the scheduler that runs them;
-//!   [`parallel`]: the completion counter and shared-slice protocol under it;
-//!   [`placement`]: which CPU each worker runs on;
-//! * [`train`]: the training loop (epochs, shuffles, split, resume);
-//! * [`metrics`]: evaluation of any network on any samples;
-//! * [`checkpoint`], [`run_record`]: safetensors files and the run
-//!   metadata they carry; [`image`], [`fsutil`]: image decoding (PNG,
-//!   JPEG, BMP, PNM, TIFF, WebP) and writing, atomic writes;
-//!   `signals`: SIGINT/SIGTERM/SIGBUS handlers that leave no temporary
-//!   file behind (Unix);
-//! * [`preprocess`], [`infer`]: a user's picture made into the network's
-//!   input as MNIST was made, and the network's outputs for it;
-//! * [`plot`], [`labels`]: training curves and confusion heat maps, class
-//!   names.
+//!   [`optim`]: SGD with momentum, weight decay and schedules;
+//! * [`engine`]: how one epoch runs: the step plans, the scheduler and its
+//!   workers, their placement on CPUs;
+//! * [`run`]: the one run API: a [`run::RunSpec`] of the user's choices,
+//!   resolved against the defaults or a checkpoint, and a [`run::Run`]
+//!   that trains, saves and reports; [`setting`] names the settings and
+//!   their rules, for every front end's messages;
+//! * [`infer`]: batch inference in fixed parallel chunks, for evaluation,
+//!   `eval`, `predict`, Python and the server; [`metrics`]: accuracy, loss,
+//!   confusion, F1, top-k;
+//! * [`checkpoint`]: safetensors files; [`model`]: a saved model and what
+//!   its run recorded, read in one place;
+//! * [`image`], [`preprocess`]: a user's picture decoded and made into the
+//!   network's input as MNIST was made; [`plot`], [`labels`]: curves, heat
+//!   maps, weight pictures, class names;
+//! * [`fsutil`], `signals`: atomic writes, regular-file checks, clean exits
+//!   on SIGINT/SIGTERM/SIGBUS (Unix).
+//!
+//! The command-line tool (`src/main.rs`, feature `cli`) and the Python
+//! package (`python/`) are thin front ends over [`run`], [`infer`] and
+//! [`model`].
 //!
 //! ```no_run
-//! use idx_softmax::{dataset::{Dataset, LoadOptions}, train::{train, TrainConfig}};
+//! use idx_softmax::data::{Dataset, LoadOptions};
+//! use idx_softmax::run::{train, TrainConfig};
 //! let data = Dataset::load("data/mnist".as_ref(), &LoadOptions::default())?;
 //! let (train_set, test_set) = (data.train.samples(data.classes)?, data.test.samples(data.classes)?);
 //! let (net, reports) = train(&train_set, Some(&test_set), TrainConfig::default(), &|_| {}, |_| {})?;
@@ -44,41 +50,20 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod checkpoint;
-pub mod config;
-pub mod dataset;
+pub mod data;
 pub mod engine;
 pub mod fsutil;
-pub mod idx;
 pub mod image;
 pub mod infer;
 pub mod kernels;
 pub mod labels;
 pub mod metrics;
+pub mod model;
 pub mod nn;
 pub mod optim;
-pub mod parallel;
-pub mod pixels;
-pub mod placement;
 pub mod plot;
 pub mod preprocess;
-pub mod run_record;
-pub mod samples;
+pub mod run;
+pub mod setting;
 #[cfg(unix)]
 pub mod signals;
-pub mod train;
-
-/// The bundled MNIST directory, as seen from this crate's source tree.
-pub const BUNDLED_MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
-
-/// The data directory when none is given: the bundled MNIST where this
-/// build's source tree still has it, else `data/mnist` under the current
-/// directory. The CLI's `--data-dir` default and Python's
-/// `load_idx(data_dir=None)` both use it.
-pub fn default_data_dir() -> std::path::PathBuf {
-    let bundled = std::path::PathBuf::from(BUNDLED_MNIST);
-    if bundled.is_dir() {
-        bundled
-    } else {
-        std::path::PathBuf::from("data/mnist")
-    }
-}

@@ -1,14 +1,9 @@
 //! Evaluation: mean cross-entropy and argmax accuracy over a split.
 
-use rayon::prelude::*;
-
+use crate::data::Samples;
+use crate::infer::Rows;
 use crate::kernels::{softmax_ce, KernelPath};
 use crate::nn::Network;
-use crate::samples::Samples;
-
-/// Rows per evaluation task: fixed, so the order in which losses are summed
-/// never depends on the thread count.
-const EVAL_ROWS: usize = 250;
 
 /// Loss, accuracy and confusion matrix of a model on a set of samples.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,14 +62,14 @@ pub fn row_loss_and_argmax(z: &[f32], label: usize) -> (f64, usize) {
     (softmax_ce::log_sum_exp(z) - z[label] as f64, best)
 }
 
+/// How many of the most probable classes `eval`'s top-k accuracy counts
+/// by default.
+pub const DEFAULT_TOP_K: usize = 5;
+
 /// Evaluates `net` on all of `samples`, in parallel on the current rayon
 /// pool.
 pub fn evaluate(net: &Network, samples: &Samples<'_>, path: KernelPath) -> Evaluation {
-    let n = samples.len();
-    evaluate_chunks(net, samples, path, n, |chunk, rows| {
-        let r0 = chunk * EVAL_ROWS;
-        rows.extend(r0 as u32..(r0 + EVAL_ROWS).min(n) as u32);
-    })
+    evaluate_top_k(net, samples, Rows::All, path, 1).0
 }
 
 /// Evaluates `net` on the samples `rows` of `samples`.
@@ -84,62 +79,57 @@ pub fn evaluate_rows(
     path: KernelPath,
     rows: &[u32],
 ) -> Evaluation {
-    evaluate_chunks(net, samples, path, rows.len(), |chunk, out| {
-        out.extend_from_slice(&rows[chunk * EVAL_ROWS..((chunk + 1) * EVAL_ROWS).min(rows.len())]);
-    })
+    evaluate_top_k(net, samples, Rows::Only(rows), path, 1).0
 }
 
-/// The shared engine of the two above: `n` samples in chunks of
-/// [`EVAL_ROWS`], `fill(chunk, rows)` listing each chunk's sample indices.
-fn evaluate_chunks(
+/// The evaluation of `net` on `rows` of `samples`, and how many rows rank
+/// their label among the `k` most probable classes ([`top_k_correct`]),
+/// from one pass of batch inference ([`crate::infer::map_chunks`]).
+pub fn evaluate_top_k(
     net: &Network,
     samples: &Samples<'_>,
+    rows: Rows<'_>,
     path: KernelPath,
-    n: usize,
-    fill: impl Fn(usize, &mut Vec<u32>) + Sync,
-) -> Evaluation {
+    k: usize,
+) -> (Evaluation, usize) {
     let c = net.classes();
-    // Each chunk returns its loss sum and its (label, prediction) pairs:
-    // O(rows) memory, where a per-chunk confusion matrix would be O(C²).
-    let chunks: Vec<(f64, Vec<(u32, u32)>)> = (0..n.div_ceil(EVAL_ROWS))
-        .into_par_iter()
-        .map_init(
-            || (Vec::new(), Vec::new(), Vec::new()),
-            |(rows, logits, xbuf): &mut (Vec<u32>, Vec<f32>, Vec<f32>), chunk| {
-                rows.clear();
-                fill(chunk, rows);
-                logits.resize(rows.len() * c, 0.0);
-                net.forward_rows(samples, rows, path, xbuf, logits);
-                let mut loss = 0.0;
-                let mut pairs = Vec::with_capacity(rows.len());
-                for (z, &r) in logits.chunks_exact(c).zip(rows.iter()) {
-                    let label = samples.label(r as usize);
-                    let (l, predicted) = row_loss_and_argmax(z, label as usize);
-                    loss += l;
-                    pairs.push((label, predicted as u32));
-                }
-                (loss, pairs)
-            },
-        )
-        .collect();
+    let n = rows.len(samples.len());
+    // Each chunk returns its loss sum, its top-k count and its (label,
+    // prediction) pairs: O(rows) memory, where a per-chunk confusion
+    // matrix would be O(C²).
+    let chunks = crate::infer::map_chunks(net, samples, rows, path, |idx, logits| {
+        let mut loss = 0.0;
+        let mut pairs = Vec::with_capacity(idx.len());
+        for (z, &r) in logits.chunks_exact(c).zip(idx) {
+            let label = samples.label(r as usize);
+            let (l, predicted) = row_loss_and_argmax(z, label as usize);
+            loss += l;
+            pairs.push((label, predicted as u32));
+        }
+        let top = top_k_correct(logits, c, idx.iter().map(|&r| samples.label(r as usize)), k);
+        (loss, top, pairs)
+    });
     // Reduce in chunk order: the same sum whatever the thread count.
     let mut loss = 0.0;
+    let mut top = 0;
     let mut confusion = vec![0u64; c * c];
-    for (l, pairs) in &chunks {
+    for (l, t, pairs) in &chunks {
         loss += l;
+        top += t;
         for &(label, predicted) in pairs {
             confusion[label as usize * c + predicted as usize] += 1;
         }
     }
     let correct = (0..c).map(|j| confusion[j * c + j]).sum::<u64>() as usize;
-    Evaluation {
+    let ev = Evaluation {
         loss: loss / n.max(1) as f64,
         accuracy: correct as f64 / n.max(1) as f64,
         correct,
         total: n,
         classes: c,
         confusion,
-    }
+    };
+    (ev, top)
 }
 
 /// F1 scores from an evaluation's confusion matrix.

@@ -249,25 +249,24 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert!(Sgd::plain(0.1).validate().is_ok());
-        assert!(Sgd {
-            momentum: 1.0,
-            ..Sgd::plain(0.1)
+        use crate::run::spec::check_sgd;
+        assert!(check_sgd(&Sgd::plain(0.1)).is_ok());
+        for bad in [
+            Sgd {
+                momentum: 1.0,
+                ..Sgd::plain(0.1)
+            },
+            Sgd {
+                nesterov: true,
+                ..Sgd::plain(0.1)
+            },
+            Sgd {
+                weight_decay: -1.0,
+                ..Sgd::plain(0.1)
+            },
+            Sgd::plain(f32::NAN),
+        ] {
+            assert!(check_sgd(&bad).is_err(), "{bad:?}");
         }
-        .validate()
-        .is_err());
-        assert!(Sgd {
-            nesterov: true,
-            ..Sgd::plain(0.1)
-        }
-        .validate()
-        .is_err());
-        assert!(Sgd {
-            weight_decay: -1.0,
-            ..Sgd::plain(0.1)
-        }
-        .validate()
-        .is_err());
-        assert!(Sgd::plain(f32::NAN).validate().is_err());
     }
 }

@@ -100,9 +100,8 @@ pub struct Prepared {
 }
 
 /// Why an image cannot be prepared.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PrepareError {
-    #[error("the image is {width}x{height} pixels, but the model takes {want_width}x{want_height} images (use --preprocess mnist to scale it)")]
     WrongSize {
         width: usize,
         height: usize,
@@ -110,6 +109,25 @@ pub enum PrepareError {
         want_height: usize,
     },
 }
+
+impl PrepareError {
+    /// The message, naming the preprocessing setting by `name`.
+    pub fn message(&self, name: crate::setting::Naming<'_>) -> String {
+        match self {
+            Self::WrongSize {
+                width,
+                height,
+                want_width,
+                want_height,
+            } => format!(
+                "the image is {width}x{height} pixels, but the model takes {want_width}x{want_height} images (use {} mnist to scale it)",
+                name(crate::setting::Setting::Preprocess)
+            ),
+        }
+    }
+}
+
+crate::setting::worded_error!(PrepareError);
 
 /// Prepares `img` for a model taking `height × width` inputs; see the
 /// module documentation.
@@ -356,7 +374,7 @@ fn quantise(v: &[f32], width: usize, height: usize) -> GrayImage {
 /// What a checkpoint records as `input_background` for a run trained on
 /// `samples`: [`typical_background`] of up to 2000 images when they are u8
 /// and 2-D, else nothing. `--save` and Python's `save` both use it.
-pub fn samples_background(samples: &crate::samples::Samples<'_>) -> Option<f32> {
+pub fn samples_background(samples: &crate::data::samples::Samples<'_>) -> Option<f32> {
     match (samples.as_u8(), samples.sample_shape()) {
         (Some(px), &[h, w]) => Some(typical_background(px, h, w, 2000)),
         _ => None,

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::{file, gzip, labels_u8, NAMES};
-use idx_softmax::idx::ElementType;
+use idx_softmax::data::idx::ElementType;
 
 const BIN: &str = env!("CARGO_BIN_EXE_idx-softmax");
 
@@ -76,8 +76,7 @@ fn run_in(cache: &Path, args: &[&str]) -> Output {
         cmd.args(["--threads", "1"]);
     }
     cmd.args(args)
-        .env(idx_softmax::dataset::CACHE_ENV, cache)
-        .env_remove("IDX_SOFTMAX_KERNEL")
+        .env(idx_softmax::data::CACHE_ENV, cache)
         .output()
         .unwrap()
 }
@@ -170,7 +169,7 @@ fn bad_flags_exit_2() {
         // A negative number is a value, so the range rule speaks.
         (
             &["--batch-size", "-5"],
-            "invalid value '-5' for '--batch-size <BATCH_SIZE>': -5 is not in 1..",
+            "invalid value '-5' for '--batch-size <BATCH_SIZE>': must be >= 1, got -5",
         ),
         (
             &["--lr", "0"],
@@ -365,4 +364,43 @@ fn unwritable_cache_dir_is_explained() {
         "{err}"
     );
     assert!(err.contains("set --cache-dir (or IDX_SOFTMAX_CACHE_DIR) to a writable directory"));
+}
+
+/// IDX_SOFTMAX_KERNEL caps the paths, as on a smaller CPU: the default run
+/// takes the capped path, a faster one asked for is refused like one the
+/// CPU lacks, f32 data still runs on gemm, and a value that names no path
+/// is a usage error naming the variable.
+#[test]
+fn the_kernel_variable_caps_the_paths() {
+    let f = Fixture::new(&tiny());
+    let data = f.data.path().to_str().unwrap();
+    let run = |cap: &str, extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--data-dir", data, "--json", "--threads", "1"])
+            .args(extra)
+            .env(idx_softmax::data::CACHE_ENV, f.cache.path())
+            .env("IDX_SOFTMAX_KERNEL", cap);
+        cmd.output().unwrap()
+    };
+    let o = run("portable", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kernel"], "portable");
+    let o = run("portable", &["--kernel", "avx2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--kernel avx2 is not available on this CPU"),
+        "{}",
+        stderr(&o)
+    );
+    // An empty value is unset.
+    let o = run("", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run("quantum", &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--kernel must be one of gemm, portable, avx2, avx512, got 'quantum' (in $IDX_SOFTMAX_KERNEL)"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -76,7 +76,7 @@ impl Data {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
-        for e in std::fs::read_dir(idx_softmax::BUNDLED_MNIST).unwrap() {
+        for e in std::fs::read_dir(idx_softmax::data::BUNDLED_MNIST).unwrap() {
             let e = e.unwrap();
             let name = e.file_name();
             if name.to_string_lossy().contains("idx") {

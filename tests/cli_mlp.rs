@@ -62,7 +62,6 @@ fn bin(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_idx-softmax"))
         .args(args)
         .env("IDX_SOFTMAX_CACHE_DIR", cache)
-        .env_remove("IDX_SOFTMAX_KERNEL")
         .output()
         .expect("the binary runs")
 }
@@ -210,7 +209,7 @@ fn hidden_flag_values_and_combinations() {
 
 /// A 6-feature f32 dataset (2 × 3 samples), 3 classes.
 fn write_f32_dataset(dir: &Path) {
-    use idx_softmax::idx::ElementType;
+    use idx_softmax::data::idx::ElementType;
     std::fs::create_dir(dir).unwrap();
     let be = |v: &[f32]| v.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>();
     for (split, n) in [("train", 60), ("t10k", 15)] {
@@ -896,7 +895,7 @@ fn mnist_mlp_one_epoch_reaches_95_percent() {
     assert_eq!(ev["accuracy"], report["test_accuracy"]);
     assert_eq!(ev["weights_digest"], report["weights_digest"]);
     if let Some(exe) = common::python() {
-        let mnist = Path::new(idx_softmax::BUNDLED_MNIST);
+        let mnist = Path::new(idx_softmax::data::BUNDLED_MNIST);
         let numpy = numpy_eval(
             &exe,
             model,

@@ -548,7 +548,7 @@ fn predict_on_a_png_matches_predict_on_the_test_index() {
         "0",
         "--json",
         "--data-dir",
-        idx_softmax::BUNDLED_MNIST,
+        idx_softmax::data::BUNDLED_MNIST,
     ]));
     assert_eq!(mnist["label"], 7, "MNIST's first test digit is a 7");
 
@@ -843,7 +843,7 @@ fn png_size(path: &str) -> (u32, u32) {
 
 /// A dataset whose samples are 1-D (64 features).
 fn write_flat_dataset(dir: &Path) {
-    use idx_softmax::idx::ElementType;
+    use idx_softmax::data::idx::ElementType;
     let (n, k) = (40, 64);
     let pixels: Vec<u8> = (0..n * k).map(|i| (i * 7 % 256) as u8).collect();
     let labels: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();

@@ -7,8 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{file, gzip, labels_u8, NAMES};
-use idx_softmax::dataset::{DataError, Dataset, GzCache, LoadOptions, MAX_CLASSES, MAX_WEIGHTS};
-use idx_softmax::idx::ElementType;
+use idx_softmax::data::idx::ElementType;
+use idx_softmax::data::{DataError, Dataset, GzCache, LoadOptions, MAX_CLASSES, MAX_WEIGHTS};
 
 /// `labels.len()` 4×4 u8 images; class `c` lights up row `c`.
 fn images_for(labels: &[u32]) -> Vec<u8> {
@@ -70,7 +70,9 @@ fn load_err_with(files: Files, classes: Option<usize>) -> String {
     write(data.path(), &files);
     let mut o = opts(cache.path());
     o.classes = classes;
-    let err = Dataset::load(data.path(), &o).unwrap_err().to_string();
+    let err = Dataset::load(data.path(), &o)
+        .unwrap_err()
+        .message(&common::flag);
     assert!(!err.contains('\n'), "{err}");
     err.replace(&data.path().display().to_string(), "DIR")
 }
@@ -579,7 +581,7 @@ fn a_changed_cache_file_of_a_checksummed_directory_is_rebuilt_and_verified() {
     // The bundled MNIST has SHA256SUMS: its cache, tampered with, comes back
     // byte for byte as the checksums say.
     let cache = temp();
-    let mnist = Path::new(idx_softmax::BUNDLED_MNIST);
+    let mnist = Path::new(idx_softmax::data::BUNDLED_MNIST);
     Dataset::load(mnist, &opts(cache.path())).unwrap();
     let name = idx_files(cache.path())
         .into_iter()
@@ -599,7 +601,10 @@ fn a_changed_cache_file_of_a_checksummed_directory_is_rebuilt_and_verified() {
         .unwrap()
         .to_owned();
     use sha2::Digest;
-    let got = idx_softmax::dataset::hex(&sha2::Sha256::digest(std::fs::read(&victim).unwrap()));
+    let got = format!(
+        "{:x}",
+        sha2::Sha256::digest(std::fs::read(&victim).unwrap())
+    );
     assert_eq!(got, want);
 }
 
@@ -682,7 +687,9 @@ fn no_writable_cache_explains_what_to_do() {
         cache: GzCache::with_dirs(vec![a.clone(), b.clone()]),
         classes: None,
     };
-    let msg = Dataset::load(data.path(), &o).unwrap_err().to_string();
+    let msg = Dataset::load(data.path(), &o)
+        .unwrap_err()
+        .message(&common::flag);
     assert!(
         msg.starts_with(&format!(
             "cannot cache the decompressed {}: {} (",
@@ -725,7 +732,7 @@ fn sha256sums_are_checked_when_present() {
     let (data, cache) = (temp(), temp());
     let files = tiny();
     write_gz(data.path(), &files);
-    let digest = |b: &[u8]| idx_softmax::dataset::hex(&Sha256::digest(b));
+    let digest = |b: &[u8]| format!("{:x}", Sha256::digest(b));
     let good: String = NAMES
         .iter()
         .zip(&files.0)

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use idx_softmax::dataset::{DataError, GzCache, IdxFile};
-use idx_softmax::idx::{self, ElementType, IdxError, IdxHeader};
+use idx_softmax::data::idx::{self, ElementType, IdxError, IdxHeader};
+use idx_softmax::data::{DataError, GzCache, IdxFile};
 
 // ---------------------------------------------------------------------------
 // Allocation tracking: the largest single allocation made by this thread

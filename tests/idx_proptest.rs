@@ -2,7 +2,7 @@
 //! every type code and random dims, and arbitrary (or lightly corrupted)
 //! bytes never panic it.
 
-use idx_softmax::idx::{self, ElementType, IdxError, IdxHeader};
+use idx_softmax::data::idx::{self, ElementType, IdxError, IdxHeader};
 use proptest::prelude::*;
 
 fn element_type() -> impl Strategy<Value = ElementType> {

@@ -7,11 +7,9 @@ use common::assert_one_line;
 use std::fs;
 use std::path::Path;
 
-use idx_softmax::image::{
-    self, read_gray, render_weights, weights_png, write_gray_png, GrayImage, ImageError, Size,
-    GAP_RGB,
-};
+use idx_softmax::image::{self, read_gray, write_gray_png, GrayImage, ImageError, Size};
 use idx_softmax::nn::Network;
+use idx_softmax::plot::{self, render_weights, weights_png, GAP_RGB};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -524,7 +522,7 @@ fn features_are_scaled_like_the_dataset() {
         pixels: vec![0, 51, 255],
     };
     // Exactly the training data's conversion (kernels::convert).
-    let u = idx_softmax::dataset::U8_SCALE;
+    let u = idx_softmax::data::U8_SCALE;
     assert_eq!(img.features(), [0.0, 51.0 * u, 255.0 * u]);
     assert!((img.features()[1] - 0.2).abs() < 1e-6);
 }
@@ -584,7 +582,7 @@ fn weights_picture_has_the_expected_layout_and_colours() {
     // Symmetric scale: -1.5 against max |w| = 2 is 75% of the way to blue.
     assert_eq!(
         [r_, g, b],
-        image::diverging(-0.75),
+        plot::diverging(-0.75),
         "negative weight not on the symmetric scale"
     );
     // An all-zero template is white; a near-zero weight of class 3 nearly so.
@@ -690,7 +688,7 @@ fn mlp_weights_picture_draws_the_first_layer() {
         .unwrap()
     };
     assert_eq!(tile(0, 100), [255, 255, 255]);
-    assert_eq!(tile(5, pos), image::diverging(1.0));
+    assert_eq!(tile(5, pos), plot::diverging(1.0));
     // Drawn from the first layer only: changing the second changes nothing.
     let before = fs::read(&path).unwrap();
     net.params_mut().get_mut(2).fill(3.0);

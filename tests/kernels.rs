@@ -6,7 +6,7 @@
 mod common;
 
 use common::{random_f32, random_u8};
-use idx_softmax::dataset::U8_SCALE;
+use idx_softmax::data::U8_SCALE;
 use idx_softmax::kernels::{bias_grad, fused, gemm, reference, softmax_ce, KernelPath};
 use idx_softmax::optim::Sgd;
 use rand::{Rng, SeedableRng};
@@ -421,9 +421,18 @@ fn bias_grad_and_update() {
 
 #[test]
 fn forcing_an_unavailable_path_is_an_error() {
+    use idx_softmax::run::spec::{kernel_for, SpecError};
     for p in KernelPath::ALL {
-        let parsed = p.name().parse::<KernelPath>();
-        assert_eq!(parsed.is_ok(), p.is_available(), "{p}");
+        // Any path's name parses; running one this CPU lacks (or the
+        // IDX_SOFTMAX_KERNEL cap excludes) is refused when it is asked for.
+        assert_eq!(p.name().parse::<KernelPath>(), Ok(p));
+        match kernel_for(Some(p), true) {
+            Ok(k) => assert!(p.is_available() && k == p, "{p}"),
+            Err(e) => {
+                assert!(!p.is_available(), "{p}: {e}");
+                assert_eq!(e, SpecError::KernelUnavailable { kernel: p });
+            }
+        }
     }
     assert!("sse9"
         .parse::<KernelPath>()

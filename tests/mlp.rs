@@ -7,14 +7,14 @@
 mod common;
 
 use common::mlp::{self as reference, RefSgd};
+use idx_softmax::data::pixels::U8_SCALE;
+use idx_softmax::data::samples::Samples;
 use idx_softmax::kernels::KernelPath;
 use idx_softmax::metrics;
 use idx_softmax::nn::Network;
 use idx_softmax::optim::{Schedule, Sgd};
-use idx_softmax::pixels::U8_SCALE;
-use idx_softmax::run_record::{self, Results, RunMeta};
-use idx_softmax::samples::Samples;
-use idx_softmax::train::{TrainConfig, Trainer};
+use idx_softmax::run::record::{self, Results, RunMeta};
+use idx_softmax::run::{TrainConfig, Trainer};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -559,7 +559,7 @@ fn mlp_bits_do_not_depend_on_the_worker_count() {
     }
 }
 
-/// 3 epochs straight equal 1 epoch, a run checkpoint (run_record::save and
+/// 3 epochs straight equal 1 epoch, a run checkpoint (record::save and
 /// load, through a file) and 2 resumed epochs, bit for bit: weights,
 /// momentum and epochs done; for u8 and f32 samples.
 #[test]
@@ -619,10 +619,10 @@ fn resumed_mlp_run_equals_the_uninterrupted_run() {
             train_loss: report.stats.train_loss,
             validation: report.validation.as_ref().map(|v| (v.accuracy, v.loss)),
         };
-        run_record::save(&path, &first.state(), &meta, &results).unwrap();
+        record::save(&path, &first.state(), &meta, &results).unwrap();
         drop(first);
 
-        let (ck, got_meta, state) = run_record::load(&path).unwrap();
+        let (ck, got_meta, state) = record::load(&path).unwrap();
         assert_eq!(got_meta.config.hidden, [24, 12]);
         assert_eq!(got_meta.epochs_done, 1);
         assert_eq!(
@@ -645,7 +645,7 @@ fn resumed_mlp_run_equals_the_uninterrupted_run() {
         assert!(a == b, "{name}: momentum or epochs differ");
 
         // A checkpoint of another network is refused.
-        let (_, _, state) = run_record::load(&path).unwrap();
+        let (_, _, state) = record::load(&path).unwrap();
         let other = TrainConfig {
             hidden: vec![24],
             ..cfg.clone()

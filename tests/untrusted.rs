@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use idx_softmax::checkpoint;
-use idx_softmax::idx::ElementType;
+use idx_softmax::data::idx::ElementType;
 
 const BIN: &str = env!("CARGO_BIN_EXE_idx-softmax");
 
@@ -26,8 +26,7 @@ fn cache() -> PathBuf {
 fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
-        .env(idx_softmax::dataset::CACHE_ENV, cache())
-        .env_remove("IDX_SOFTMAX_KERNEL")
+        .env(idx_softmax::data::CACHE_ENV, cache())
         .stdin(Stdio::null());
     cmd
 }
@@ -251,7 +250,7 @@ fn in_mount_namespace(script: &str, env: &[(&str, &Path)]) -> Option<Output> {
     }
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "sh", "-c", script])
-        .env(idx_softmax::dataset::CACHE_ENV, cache())
+        .env(idx_softmax::data::CACHE_ENV, cache())
         .env("BIN", BIN);
     for (k, v) in env {
         cmd.env(k, v);
@@ -469,7 +468,18 @@ fn fused_kernel_on_float_data_is_a_usage_error() {
     }
     for kernel in ["avx512", "avx2", "portable"] {
         let o = run(&["--data-dir", s(&data), "--kernel", kernel]);
-        usage_error(&o, &["--kernel", kernel, "u8", "f32"]);
+        // A path this CPU lacks (or IDX_SOFTMAX_KERNEL caps away) is
+        // refused for that, first.
+        let available = kernel
+            .parse::<idx_softmax::kernels::KernelPath>()
+            .unwrap()
+            .is_available();
+        let why: &[&str] = if available {
+            &["--kernel", kernel, "u8", "f32"]
+        } else {
+            &["--kernel", kernel, "not available on this CPU"]
+        };
+        usage_error(&o, why);
     }
     let o = run(&["--data-dir", s(&data), "--kernel", "gemm", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -495,10 +505,10 @@ fn negative_numbers_meet_the_range_rule() {
         ("--weight-decay", "must be finite and >= 0"),
         ("--momentum", "must be in [0, 1)"),
         ("--val-split", "must be in [0, 1)"),
-        ("--epochs", "is not in 1.."),
-        ("--batch-size", "is not in 1.."),
-        ("--threads", "is not in 1..=1024"),
-        ("--classes", "is not in 2.."),
+        ("--epochs", "must be >= 1, got -1"),
+        ("--batch-size", "must be >= 1, got -1"),
+        ("--threads", "must be in 1..=1024, got -1"),
+        ("--classes", "must be in 2..=65536, got -1"),
     ] {
         let o = run(&[flag, "-1"]);
         let err = usage_error(&o, &[flag, want]);

@@ -11,6 +11,7 @@ back as ``ValueError`` (bad parameters and data) or ``OSError`` (files).
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import operator
@@ -29,6 +30,45 @@ __all__ = ["SoftmaxRegression", "MLPClassifier"]
 # The pixel types the engine borrows without a copy; anything else is
 # converted once, to float32.
 _BORROWED = (np.float32, np.uint8)
+
+# The library's defaults, by parameter name: the one place they are stated
+# is the Rust crate (``TrainConfig::default``); the signatures below take
+# them from there.
+_D = _core.defaults()
+
+# Every estimator's parameters after its own (the network's), in signature
+# order: the run's settings, with the library's defaults, then this
+# package's own conventions.
+_RUN_PARAMS = {
+    **{name: _D[name] for name in (
+        "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
+        "schedule", "val_split", "seed", "threads")},
+    "pixel_scale": "auto",
+    "verbose": 0,
+    "warm_start": False,
+}
+
+
+def _init_with(params):
+    """An ``__init__`` that takes exactly ``params`` (name: default) and
+    stores each as an attribute of the same name, as scikit-learn wants of
+    an estimator. Its signature, which ``get_params`` and ``help`` read, is
+    the explicit one: ``(self, name=default, ...)``."""
+    P = inspect.Parameter
+    sig = inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD)]
+        + [P(name, P.POSITIONAL_OR_KEYWORD, default=d) for name, d in params.items()]
+    )
+
+    def __init__(self, *args, **kwargs):
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        for name, value in bound.arguments.items():
+            if name != "self":
+                setattr(self, name, value)
+
+    __init__.__signature__ = sig
+    return __init__
 
 
 def _int(name, value):
@@ -407,9 +447,9 @@ class SoftmaxRegression(_IdxClassifier):
     """Softmax (multinomial logistic) regression trained by minibatch SGD
     on the idx-softmax engine.
 
-    The defaults are the notebook's (and the CLI's): one epoch, batches of
-    100, lr 0.1, seed 42 -- the same seed gives the CLI's bits
-    (``weights_digest_`` equals the CLI's ``weights_digest``).
+    The defaults are the library's, the notebook's (and the CLI's): one
+    epoch, batches of 100, lr 0.1, seed 42 -- the same seed gives the CLI's
+    bits (``weights_digest_`` equals the CLI's ``weights_digest``).
 
     Parameters mirror the CLI's flags: ``epochs``, ``batch_size``, ``lr``,
     ``momentum``, ``nesterov``, ``weight_decay``, ``schedule``
@@ -426,35 +466,6 @@ class SoftmaxRegression(_IdxClassifier):
     ``loss_curve_``, ``weights_digest_``, ``kernel_``.
     """
 
-    def __init__(
-        self,
-        epochs=1,
-        batch_size=100,
-        lr=0.1,
-        momentum=0.0,
-        nesterov=False,
-        weight_decay=0.0,
-        schedule="constant",
-        val_split=0.0,
-        seed=42,
-        threads=None,
-        pixel_scale="auto",
-        verbose=0,
-        warm_start=False,
-    ):
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.momentum = momentum
-        self.nesterov = nesterov
-        self.weight_decay = weight_decay
-        self.schedule = schedule
-        self.val_split = val_split
-        self.seed = seed
-        self.threads = threads
-        self.pixel_scale = pixel_scale
-        self.verbose = verbose
-        self.warm_start = warm_start
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -479,6 +490,9 @@ class SoftmaxRegression(_IdxClassifier):
         return dict(self._model.tensors())["bias"]
 
 
+SoftmaxRegression.__init__ = _init_with(_RUN_PARAMS)
+
+
 class MLPClassifier(_IdxClassifier):
     """A ReLU multilayer perceptron trained by minibatch SGD on the
     idx-softmax engine (the CLI's ``--hidden``): ``hidden_layer_sizes``
@@ -489,37 +503,6 @@ class MLPClassifier(_IdxClassifier):
     ``intercepts_``, and SoftmaxRegression's others.
     """
 
-    def __init__(
-        self,
-        hidden_layer_sizes=(256,),
-        epochs=1,
-        batch_size=100,
-        lr=0.1,
-        momentum=0.0,
-        nesterov=False,
-        weight_decay=0.0,
-        schedule="constant",
-        val_split=0.0,
-        seed=42,
-        threads=None,
-        pixel_scale="auto",
-        verbose=0,
-        warm_start=False,
-    ):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.momentum = momentum
-        self.nesterov = nesterov
-        self.weight_decay = weight_decay
-        self.schedule = schedule
-        self.val_split = val_split
-        self.seed = seed
-        self.threads = threads
-        self.pixel_scale = pixel_scale
-        self.verbose = verbose
-        self.warm_start = warm_start
 
     def _hidden(self):
         h = self.hidden_layer_sizes
@@ -536,3 +519,8 @@ class MLPClassifier(_IdxClassifier):
     def intercepts_(self):
         check_is_fitted(self)
         return [a for name, a in self._model.tensors() if name.endswith("bias")]
+
+
+MLPClassifier.__init__ = _init_with(
+    {"hidden_layer_sizes": tuple(_D["hidden_layer_sizes"]), **_RUN_PARAMS}
+)

@@ -2,10 +2,12 @@
 //!
 //! Everything here is conversion: NumPy buffers become borrowed
 //! [`Samples`] (no copy for C-contiguous uint8/float32), the estimator's
-//! parameters become a [`TrainConfig`], library errors become Python
-//! exceptions with the library's one-line messages. Every rule (validation,
-//! configuration, the training loop, the checkpoint format) is the main
-//! crate's; the GIL is released while the engine runs.
+//! parameters become a [`RunSpec`], and library errors become Python
+//! exceptions worded with the parameters' names ([`py_name`]). The run
+//! itself — defaults, rules, epochs, the record a checkpoint keeps — is
+//! the library's ([`Run`]); inference is [`infer`]'s; a model file is read
+//! by [`SavedModel`]. The GIL is released while the engine runs, and a
+//! Ctrl-C stops a fit within a step.
 //!
 //! The scikit-learn conventions (label encoding, input checking, the
 //! estimator API) are in the Python package next to this module.
@@ -13,6 +15,9 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use numpy::ndarray::{ArrayView1, ArrayView2};
 use numpy::{
@@ -20,72 +25,75 @@ use numpy::{
 };
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
-use rayon::prelude::*;
 
-use idx_softmax::checkpoint::{self, CheckpointError, FORMAT_KEY};
-use idx_softmax::config::{self, ConfigError, TrainConfig};
-use idx_softmax::dataset::{DataError, Dataset, GzCache, LoadOptions, Split};
-use idx_softmax::kernels::KernelPath;
+use idx_softmax::checkpoint::CheckpointError;
+use idx_softmax::data::{
+    DataError, Dataset, GzCache, LabelValues, LoadOptions, Pixels, Samples, Split,
+};
+use idx_softmax::infer;
+use idx_softmax::model::{ModelError, SavedModel};
 use idx_softmax::nn::Network;
-use idx_softmax::optim::Sgd;
-use idx_softmax::run_record::{self, RecordError, Results, RunMeta};
-use idx_softmax::samples::{LabelValues, Pixels, SampleError, Samples};
-use idx_softmax::train::{TrainError, TrainState, Trainer};
+use idx_softmax::run::record::{self, RecordError, Results, RunMeta};
+use idx_softmax::run::spec::{self, SpecError};
+use idx_softmax::run::{DataInfo, Outputs, Resume, Run, RunError, RunSpec, TrainState, MLP_HIDDEN};
+use idx_softmax::setting::{worded, Setting};
 
 /// Metadata key under which a checkpoint written from Python records the
 /// estimator's `classes_` (a JSON list), so that `load` gives back string
 /// or non-contiguous labels. The CLI ignores it.
 const PY_CLASSES_KEY: &str = "python_classes";
 
-/// Rows per prediction task (the same chunking as evaluation).
-const PREDICT_ROWS: usize = 250;
+/// How often a fit checks for a pending signal (Ctrl-C).
+const SIGNAL_POLL: Duration = Duration::from_millis(100);
 
 // ---------------------------------------------------------------- errors
 
-fn value_error(e: impl std::fmt::Display) -> PyErr {
-    PyValueError::new_err(e.to_string())
+/// The estimators' name for a setting: their parameter's.
+fn py_name(s: Setting) -> String {
+    match s {
+        Setting::Hidden => "hidden_layer_sizes".into(),
+        Setting::Kernel => "IDX_SOFTMAX_KERNEL".into(),
+        Setting::Resume => "warm_start".into(),
+        Setting::Save => "save()".into(),
+        other => other.key().into(),
+    }
+}
+
+/// A library error as a `ValueError`, worded with the parameters' names.
+fn value_error(e: &(dyn std::error::Error + 'static)) -> PyErr {
+    PyValueError::new_err(worded(e, &py_name).unwrap_or_else(|| e.to_string()))
+}
+
+fn text_error(msg: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(msg.to_string())
 }
 
 /// Files that are missing or unreadable are `OSError`s (missing ones
 /// `FileNotFoundError`); files that are there but malformed, `ValueError`s.
 fn data_error(e: DataError) -> PyErr {
     match &e {
-        DataError::Missing { .. } => PyFileNotFoundError::new_err(e.to_string()),
+        DataError::Missing { .. } => PyFileNotFoundError::new_err(e.message(&py_name)),
         DataError::Invalid { path, .. } if !path.exists() => {
-            PyFileNotFoundError::new_err(e.to_string())
+            PyFileNotFoundError::new_err(e.message(&py_name))
         }
         DataError::Io { .. } | DataError::CacheUnwritable { .. } => {
-            PyOSError::new_err(e.to_string())
+            PyOSError::new_err(e.message(&py_name))
         }
-        _ => value_error(e),
+        _ => value_error(&e),
     }
 }
 
-fn checkpoint_error(e: CheckpointError) -> PyErr {
-    match e {
-        CheckpointError::Io { .. } => PyOSError::new_err(e.to_string()),
-        _ => value_error(e),
+fn model_error(e: ModelError) -> PyErr {
+    match &e {
+        ModelError::Record(RecordError::Checkpoint(CheckpointError::Io { .. })) => {
+            PyOSError::new_err(e.message(&py_name))
+        }
+        _ => value_error(&e),
     }
 }
 
 fn record_error(e: RecordError) -> PyErr {
-    match e {
-        RecordError::Checkpoint(c) => checkpoint_error(c),
-        RecordError::Invalid(_) => value_error(e),
-    }
-}
-
-fn sample_error(e: SampleError) -> PyErr {
-    value_error(e)
-}
-
-fn config_error(e: ConfigError) -> PyErr {
-    value_error(e)
-}
-
-fn train_error(e: TrainError) -> PyErr {
-    value_error(e)
+    model_error(ModelError::Record(e))
 }
 
 // ------------------------------------------------------------ load_idx
@@ -142,7 +150,7 @@ fn split_arrays<'py>(
     let (n, k) = (split.len(), split.images.features());
     let x: Bound<'py, PyAny> = match split.images.as_u8() {
         Some(bytes) => {
-            let view = ArrayView2::from_shape((n, k), bytes).map_err(value_error)?;
+            let view = ArrayView2::from_shape((n, k), bytes).map_err(text_error)?;
             // SAFETY: `bytes` is the read-only mapping owned by `owner`'s
             // Dataset, which is immutable (frozen) and lives as long as
             // the array holds `owner` as its base. The array is made
@@ -175,7 +183,8 @@ fn split_arrays<'py>(
 
 /// `load_idx(data_dir=None, cache_dir=None)`: the CLI's loader (file
 /// discovery, gzip cache, one-line errors) on `data_dir`, by default the
-/// bundled MNIST. Returns `(X_train, y_train, X_test, y_test, IdxData)`.
+/// library's default data directory. Returns `(X_train, y_train, X_test,
+/// y_test, IdxData)`.
 #[pyfunction]
 #[pyo3(signature = (data_dir=None, cache_dir=None))]
 #[allow(clippy::type_complexity)]
@@ -190,7 +199,9 @@ fn load_idx<'py>(
     Bound<'py, PyAny>,
     Bound<'py, IdxData>,
 )> {
-    let dir = data_dir.unwrap_or_else(idx_softmax::default_data_dir);
+    let dir = idx_softmax::data::locate(data_dir.as_deref(), None)
+        .map_err(data_error)?
+        .dir;
     let opts = LoadOptions {
         cache: cache_dir.map_or_else(GzCache::default_dirs, GzCache::at),
         classes: None,
@@ -216,26 +227,25 @@ enum XBuf<'py> {
 impl<'py> XBuf<'py> {
     fn new(x: &Bound<'py, PyAny>) -> PyResult<Self> {
         if let Ok(a) = x.cast::<PyArray2<u8>>() {
-            return Ok(Self::U8(a.try_readonly().map_err(value_error)?));
+            return Ok(Self::U8(a.try_readonly().map_err(text_error)?));
         }
         if let Ok(a) = x.cast::<PyArray2<f32>>() {
-            return Ok(Self::F32(a.try_readonly().map_err(value_error)?));
+            return Ok(Self::F32(a.try_readonly().map_err(text_error)?));
         }
-        Err(value_error(
+        Err(text_error(
             "X must be a 2-D uint8 or float32 NumPy array (the Python layer converts others)",
         ))
     }
 
-    fn shape(&self) -> (usize, usize) {
-        let s = match self {
-            Self::U8(a) => a.shape(),
-            Self::F32(a) => a.shape(),
-        };
-        (s[0], s[1])
+    fn features(&self) -> usize {
+        match self {
+            Self::U8(a) => a.shape()[1],
+            Self::F32(a) => a.shape()[1],
+        }
     }
 
     fn pixels(&self) -> PyResult<Pixels<'_>> {
-        let not_c = |_| value_error("X must be C-contiguous (the Python layer converts others)");
+        let not_c = |_| text_error("X must be C-contiguous (the Python layer converts others)");
         Ok(match self {
             Self::U8(a) => Pixels::U8(a.as_slice().map_err(not_c)?),
             Self::F32(a) => Pixels::F32(Cow::Borrowed(a.as_slice().map_err(not_c)?)),
@@ -252,18 +262,18 @@ enum YBuf<'py> {
 impl<'py> YBuf<'py> {
     fn new(y: &Bound<'py, PyAny>) -> PyResult<Self> {
         if let Ok(a) = y.cast::<PyArray1<u8>>() {
-            return Ok(Self::U8(a.try_readonly().map_err(value_error)?));
+            return Ok(Self::U8(a.try_readonly().map_err(text_error)?));
         }
         if let Ok(a) = y.cast::<PyArray1<u32>>() {
-            return Ok(Self::U32(a.try_readonly().map_err(value_error)?));
+            return Ok(Self::U32(a.try_readonly().map_err(text_error)?));
         }
-        Err(value_error(
+        Err(text_error(
             "y must be a 1-D uint8 or uint32 array of class indices",
         ))
     }
 
     fn values(&self) -> PyResult<LabelValues<'_>> {
-        let not_c = |_| value_error("y must be contiguous");
+        let not_c = |_| text_error("y must be contiguous");
         Ok(match self {
             Self::U8(a) => LabelValues::U8(a.as_slice().map_err(not_c)?),
             Self::U32(a) => LabelValues::U32(Cow::Borrowed(a.as_slice().map_err(not_c)?)),
@@ -278,33 +288,53 @@ impl<'py> YBuf<'py> {
 #[pyclass(frozen, module = "idx_softmax._core")]
 struct Model {
     state: TrainState,
-    /// The settings of the run that produced it (`kernel`: the path that
-    /// trained it), as a checkpoint records them.
-    config: TrainConfig,
-    /// Samples trained on per epoch, for the checkpoint's record.
-    train_samples: usize,
-    /// Per-epoch mean training losses of this fit call.
+    /// The run's record, as a checkpoint keeps it; `None` for a network
+    /// read from another tool's file.
+    meta: Option<RunMeta>,
+    /// The results after its last epoch, if known.
+    results: Option<Results>,
+    /// Per-epoch mean training losses and validation accuracies of the
+    /// fit call that made it.
     losses: Vec<f64>,
-    /// Per-epoch validation accuracies of this fit call (with a split).
     val_accuracies: Vec<f64>,
-    /// The last validation `(accuracy, loss)`, if any.
-    validation: Option<(f64, f64)>,
-    /// Extra metadata read from a checkpoint (e.g. Python class labels).
-    metadata: BTreeMap<String, String>,
-    /// Class names a checkpoint records (`labels.txt`, `--labels`).
-    class_names: Vec<String>,
-    /// The shape of one sample, e.g. `[28, 28]`, and the data directory
-    /// (empty if not from files), as the checkpoint records them.
-    sample_shape: Vec<usize>,
-    data_dir: String,
-    /// The training images' typical border (u8 2-D samples), as `--save`
-    /// records it for `predict`.
-    input_background: Option<f32>,
+    /// Python's own metadata read from a checkpoint (its class labels).
+    extra: BTreeMap<String, String>,
 }
 
 impl Model {
     fn network(&self) -> &Network {
         &self.state.network
+    }
+
+    /// The model as a run to continue.
+    fn resume(&self) -> Resume {
+        Resume {
+            meta: self.meta.clone(),
+            state: self.state.clone(),
+            source: "the fitted model".into(),
+        }
+    }
+
+    /// A model from a file.
+    fn from_saved(saved: &SavedModel) -> Result<Self, RecordError> {
+        let meta = if saved.is_run() {
+            Some(saved.run()?.0)
+        } else {
+            None
+        };
+        Ok(Self {
+            state: saved.state()?,
+            meta,
+            results: saved.results(),
+            losses: Vec::new(),
+            val_accuracies: Vec::new(),
+            extra: saved
+                .metadata()
+                .iter()
+                .filter(|(k, _)| *k == PY_CLASSES_KEY)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
     }
 }
 
@@ -316,20 +346,25 @@ fn tensor_view<'py>(model: &Bound<'py, Model>, i: usize) -> PyResult<Bound<'py, 
     let data = &params.data()[t.range()];
     let arr = match t.shape.as_slice() {
         [n] => {
-            let view = ArrayView1::from_shape(*n, data).map_err(value_error)?;
+            let view = ArrayView1::from_shape(*n, data).map_err(text_error)?;
             // SAFETY: the model is frozen; its parameters never change or
             // move while the array holds it as its base.
             unsafe { PyArray1::borrow_from_array(&view, model.clone().into_any()) }.into_any()
         }
         [r, c] => {
-            let view = ArrayView2::from_shape((*r, *c), data).map_err(value_error)?;
+            let view = ArrayView2::from_shape((*r, *c), data).map_err(text_error)?;
             // SAFETY: as above.
             unsafe { PyArray2::borrow_from_array(&view, model.clone().into_any()) }.into_any()
         }
-        s => return Err(value_error(format!("unexpected tensor shape {s:?}"))),
+        s => return Err(text_error(format!("unexpected tensor shape {s:?}"))),
     };
     arr.call_method1("setflags", (false,))?;
     Ok(arr)
+}
+
+/// A JSON value as the Python object `json.loads` makes of it.
+fn to_python<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    py.import("json")?.call_method1("loads", (v.to_string(),))
 }
 
 #[pymethods]
@@ -366,12 +401,18 @@ impl Model {
 
     #[getter]
     fn sample_shape(&self) -> Vec<usize> {
-        self.sample_shape.clone()
+        match &self.meta {
+            Some(m) => m.sample_shape.clone(),
+            None => vec![self.network().features()],
+        }
     }
 
+    /// The data directory the run recorded (empty if not from files).
     #[getter]
     fn data_dir(&self) -> String {
-        self.data_dir.clone()
+        self.meta
+            .as_ref()
+            .map_or_else(String::new, |m| m.data_dir.clone())
     }
 
     #[getter]
@@ -382,7 +423,7 @@ impl Model {
     /// The kernel path that trained the model (or its checkpoint records).
     #[getter]
     fn kernel(&self) -> Option<&'static str> {
-        self.config.kernel.map(|k| k.name())
+        self.meta.as_ref()?.config.kernel.map(|k| k.name())
     }
 
     #[getter]
@@ -395,38 +436,37 @@ impl Model {
         self.val_accuracies.clone()
     }
 
-    /// The run's recorded settings, by the estimators' parameter names.
-    fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let c = &self.config;
-        let d = PyDict::new(py);
-        d.set_item("epochs", c.epochs)?;
-        d.set_item("batch_size", c.batch_size)?;
-        d.set_item("lr", printed(c.sgd.lr))?;
-        d.set_item("momentum", printed(c.sgd.momentum))?;
-        d.set_item("nesterov", c.sgd.nesterov)?;
-        d.set_item("weight_decay", printed(c.sgd.weight_decay))?;
-        d.set_item("schedule", c.sgd.schedule.to_string())?;
-        d.set_item("val_split", printed(c.val_split))?;
-        d.set_item("seed", c.seed)?;
-        d.set_item("hidden", c.hidden.clone())?;
-        Ok(d)
+    /// The run's recorded settings by the library's names (`hidden`, …),
+    /// or, for another tool's network, the defaults with its hidden
+    /// layers.
+    fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let json = match &self.meta {
+            Some(m) => m.config.settings_json(),
+            None => idx_softmax::run::TrainConfig {
+                hidden: self.network().hidden().to_vec(),
+                ..Default::default()
+            }
+            .settings_json(),
+        };
+        to_python(py, &json)
     }
 
     /// The class names the checkpoint records (empty if none).
     #[getter]
     fn class_names(&self) -> Vec<String> {
-        self.class_names.clone()
+        self.meta
+            .as_ref()
+            .map_or_else(Vec::new, |m| m.class_names.clone())
     }
 
-    /// Metadata read from the checkpoint this model was loaded from.
+    /// Python's own metadata read from the checkpoint.
     fn metadata(&self) -> BTreeMap<String, String> {
-        self.metadata.clone()
+        self.extra.clone()
     }
 
     /// The logits (n × C, float32) of X (a 2-D C-contiguous uint8 or
-    /// float32 array), computed with the GIL released. uint8 pixels are
-    /// scaled by 1/255, as in training; the fused kernels serve softmax
-    /// regression on them.
+    /// float32 array), by the library's batch inference, with the GIL
+    /// released. uint8 pixels are scaled by 1/255, as in training.
     #[pyo3(signature = (x, threads=None))]
     fn logits<'py>(
         &self,
@@ -436,49 +476,38 @@ impl Model {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let threads = thread_count(threads)?;
         let xb = XBuf::new(x)?;
-        let (n, k) = xb.shape();
+        let k = xb.features();
         let net = self.network();
         if k != net.features() {
-            return Err(value_error(format!(
+            return Err(text_error(format!(
                 "X has {k} features, but the model takes {}",
                 net.features()
             )));
         }
         let c = net.classes();
         let pixels = xb.pixels()?;
-        let recorded = self.config.kernel;
+        let recorded = self.meta.as_ref().and_then(|m| m.config.kernel);
         let out = py.detach(|| -> PyResult<Vec<f32>> {
+            let n = match &pixels {
+                Pixels::U8(p) => p.len() / k,
+                Pixels::F32(p) => p.len() / k,
+            };
             let zeros = vec![0u8; n];
             let samples = Samples::new(pixels, LabelValues::U8(&zeros), k, c, vec![])
-                .map_err(sample_error)?;
-            let path = config::inference_kernel(recorded, samples.as_u8().is_some())
-                .map_err(config_error)?;
-            let mut out = vec![0.0f32; n * c];
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .map_err(|e| value_error(format!("cannot start {threads} threads: {e}")))?;
-            pool.install(|| {
-                out.par_chunks_mut(PREDICT_ROWS * c)
-                    .enumerate()
-                    .for_each_init(
-                        || (Vec::new(), Vec::new()),
-                        |(rows, ws): &mut (Vec<u32>, Vec<f32>), (i, chunk)| {
-                            let r0 = i * PREDICT_ROWS;
-                            rows.clear();
-                            rows.extend(r0 as u32..(r0 + chunk.len() / c) as u32);
-                            net.forward_rows(&samples, rows, path, ws, chunk);
-                        },
-                    )
-            });
-            Ok(out)
+                .map_err(|e| value_error(&e))?;
+            spec::check_kernel_env().map_err(|e| value_error(&e))?;
+            let path = spec::inference_kernel(None, recorded, samples.as_u8().is_some())
+                .map_err(|e| value_error(&e))?;
+            let pool = infer::thread_pool(threads).map_err(|e| value_error(&e))?;
+            Ok(pool.install(|| infer::logits(net, &samples, infer::Rows::All, path)))
         })?;
+        let n = out.len() / c;
         PyArray1::from_vec(py, out).reshape([n, c])
     }
 
     /// Writes the model as the CLI's run checkpoint (`--save`'s format):
-    /// the network, momentum buffers, and the run's settings as metadata,
-    /// plus the `extra` string pairs (Python's class labels).
+    /// the network, momentum buffers, and the run's record, plus the
+    /// `extra` string pairs (Python's class labels) and `class_names`.
     #[pyo3(signature = (path, extra=None, class_names=None))]
     fn save(
         &self,
@@ -487,94 +516,59 @@ impl Model {
         extra: Option<BTreeMap<String, String>>,
         class_names: Option<Vec<String>>,
     ) -> PyResult<()> {
-        let net = self.network();
-        let meta = RunMeta {
-            config: self.config.clone(),
-            epochs_done: self.state.epochs_done,
-            classes: net.classes(),
-            features: net.features(),
-            sample_shape: self.sample_shape.clone(),
-            train_samples: self.train_samples,
-            test_samples: 0,
-            data_dir: self.data_dir.clone(),
-            class_names: class_names.unwrap_or_else(|| self.class_names.clone()),
-            input_background: self.input_background,
+        let Some(meta) = &self.meta else {
+            return Err(text_error(
+                "this model holds another tool's network and no run to save; fit it first",
+            ));
         };
-        let results = Results {
+        let mut meta = meta.clone();
+        if let Some(names) = class_names {
+            meta.class_names = names;
+        }
+        let results = self.results.unwrap_or(Results {
             test_accuracy: f64::NAN,
             test_loss: f64::NAN,
-            train_loss: self.losses.last().copied().unwrap_or(f64::NAN),
-            validation: self.validation,
-        };
+            train_loss: f64::NAN,
+            validation: None,
+        });
         let extra = extra.unwrap_or_default();
-        py.detach(|| run_record::save_with(&path, &self.state, &meta, &results, &extra))
+        py.detach(|| record::save_with(&path, &self.state, &meta, &results, &extra))
             .map_err(record_error)
     }
 
     /// Pickling: the checkpoint's bytes.
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (Vec<u8>,))> {
         let py = slf.py();
-        let dir = tempdir()?;
-        let path = dir.join("model.safetensors");
+        let dir = tempfile::tempdir().map_err(|e| PyOSError::new_err(e.to_string()))?;
+        let path = dir.path().join("model.safetensors");
         let me = slf.get();
-        let extra = me.metadata.clone();
-        me.save(py, path.clone(), Some(extra), None)?;
-        let bytes = std::fs::read(&path).map_err(|e| PyOSError::new_err(e.to_string()));
-        let _ = std::fs::remove_dir_all(&dir);
+        me.save(py, path.clone(), Some(me.extra.clone()), None)?;
+        let bytes = std::fs::read(&path).map_err(|e| PyOSError::new_err(e.to_string()))?;
         let module = py.import("idx_softmax._core")?;
-        Ok((module.getattr("_model_from_bytes")?, (bytes?,)))
+        Ok((module.getattr("_model_from_bytes")?, (bytes,)))
     }
-}
-
-/// The f32 as its shortest decimal, widened (0.1f32 → 0.1).
-fn printed(v: f32) -> f64 {
-    v.to_string().parse().unwrap_or(v as f64)
-}
-
-/// A fresh private directory for a pickling round trip.
-fn tempdir() -> PyResult<PathBuf> {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("idx-softmax-py-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| PyOSError::new_err(e.to_string()))?;
-    Ok(dir)
 }
 
 /// The inverse of `Model.__reduce__`.
 #[pyfunction]
 fn _model_from_bytes(py: Python<'_>, data: Vec<u8>) -> PyResult<Model> {
-    let dir = tempdir()?;
-    let path = dir.join("model.safetensors");
-    let written = std::fs::write(&path, &data).map_err(|e| PyOSError::new_err(e.to_string()));
-    let model = written.and_then(|_| load_model(py, path));
-    let _ = std::fs::remove_dir_all(&dir);
-    model
+    let dir = tempfile::tempdir().map_err(|e| PyOSError::new_err(e.to_string()))?;
+    let path = dir.path().join("model.safetensors");
+    std::fs::write(&path, &data).map_err(|e| PyOSError::new_err(e.to_string()))?;
+    load_model(py, path)
 }
 
-/// `threads`: None = every CPU (the CLI's default), else checked by the
-/// library's rule.
+/// `threads`, by the library's rule and default.
 fn thread_count(threads: Option<i64>) -> PyResult<usize> {
-    match threads {
-        None => Ok(config::available_cpus()),
-        Some(t) => {
-            let t = usize::try_from(t).unwrap_or(0);
-            config::check_threads(t).map_err(config_error)?;
-            Ok(t)
-        }
-    }
-}
-
-/// A non-negative integer setting; negative values become 0, which the
-/// library's rule then refuses with its own message.
-fn count(v: i64) -> usize {
-    usize::try_from(v).unwrap_or(0)
+    spec::thread_count(threads).map_err(|e| value_error(&e))
 }
 
 /// Trains on `(x, y)` (y: class indices below `classes`) and returns the
-/// new model. With `init`, continues that model's run bit for bit
-/// (`Trainer::resume`): `epochs` is then the run's planned total, and the
-/// call trains `min(run_epochs, epochs − done)` epochs. `on_epoch(dict)`
-/// is called after each epoch, with the GIL held.
+/// new model. With `init`, continues that model's run bit for bit:
+/// `epochs` is then the run's planned total, and the call trains at most
+/// `run_epochs` epochs. `on_epoch(dict)` is called after each epoch, with
+/// the epoch's record. A Ctrl-C stops the fit within a step, raising
+/// `KeyboardInterrupt`; `init` is left as it was.
 #[pyfunction]
 #[pyo3(signature = (x, y, classes, *, epochs, batch_size, lr, momentum, nesterov,
     weight_decay, schedule, val_split, seed, threads, hidden, sample_shape=None,
@@ -602,92 +596,130 @@ fn fit(
     run_epochs: Option<usize>,
     on_epoch: Option<Py<PyAny>>,
 ) -> PyResult<Model> {
-    let seed: u64 = seed.extract().map_err(|_| {
-        value_error(format!(
-            "--seed must be an integer in 0..={}, got {seed}",
-            u64::MAX
-        ))
-    })?;
-    let cfg = TrainConfig {
-        epochs: count(epochs),
-        batch_size: count(batch_size),
-        sgd: Sgd {
-            lr,
-            momentum,
-            nesterov,
-            weight_decay,
-            schedule: config::parse_schedule(schedule).map_err(config_error)?,
-        },
-        seed,
-        val_split,
-        hidden: hidden.into_iter().map(count).collect(),
-        threads: thread_count(threads)?,
-        kernel: KernelPath::from_env().map_err(value_error)?,
+    let seed = match seed.extract::<i128>() {
+        Ok(s) => spec::check_seed(s),
+        Err(_) => Err(SpecError::Invalid {
+            setting: Setting::Seed,
+            given: seed.to_string(),
+        }),
+    }
+    .map_err(|e| value_error(&e))?;
+    let run_spec = RunSpec {
+        epochs: Some(epochs),
+        batch_size: Some(batch_size),
+        lr: Some(lr),
+        momentum: Some(momentum),
+        nesterov: Some(nesterov),
+        weight_decay: Some(weight_decay),
+        schedule: Some(spec::parse_schedule(schedule).map_err(|e| value_error(&e))?),
+        val_split: Some(val_split),
+        seed: Some(seed),
+        hidden: Some(hidden),
+        classes: None,
+        threads,
+        kernel: None,
         oversubscribe: false,
     };
-    cfg.validate().map_err(config_error)?;
+    let resume = init.as_ref().map(|m| m.resume());
+    let resolved = run_spec
+        .resolve(resume.as_ref().and_then(Resume::recorded))
+        .map_err(|e| value_error(&e))?;
+    let total = resolved.config.epochs;
     let xb = XBuf::new(x)?;
     let yb = YBuf::new(y)?;
-    let (_, k) = xb.shape();
+    let k = xb.features();
     let pixels = xb.pixels()?;
     let labels = yb.values()?;
-    let init_state = init.as_ref().map(|m| m.state.clone());
-    py.detach(move || -> PyResult<Model> {
-        let samples = Samples::new(pixels, labels, k, classes, sample_shape.unwrap_or_default())
-            .map_err(sample_error)?;
-        let mut trainer = match init_state {
-            Some(state) => Trainer::resume(&samples, None, cfg.clone(), state),
-            None => Trainer::new(&samples, None, cfg.clone()),
-        }
-        .map_err(train_error)?;
-        let todo = (cfg.epochs - trainer.epochs_done()).min(run_epochs.unwrap_or(usize::MAX));
-        let (mut losses, mut val_accuracies, mut validation) = (Vec::new(), Vec::new(), None);
-        for _ in 0..todo {
-            let report = trainer.run_epoch(&|_| {}).map_err(train_error)?;
-            losses.push(report.stats.train_loss);
-            if let Some(v) = &report.validation {
-                val_accuracies.push(v.accuracy);
-                validation = Some((v.accuracy, v.loss));
-            }
-            // Between epochs: a Ctrl-C stops the fit (KeyboardInterrupt),
-            // and the progress callback runs.
-            Python::attach(|py| py.check_signals())?;
-            if let Some(cb) = &on_epoch {
-                Python::attach(|py| -> PyResult<()> {
-                    let d = PyDict::new(py);
-                    d.set_item("epoch", report.stats.epoch)?;
-                    d.set_item("epochs", cfg.epochs)?;
-                    d.set_item("train_loss", report.stats.train_loss)?;
-                    d.set_item("seconds", report.stats.seconds)?;
-                    d.set_item("samples_per_second", report.stats.samples_per_second())?;
-                    d.set_item("benchings", report.stats.benchings)?;
+    let (tx, rx) = mpsc::channel::<serde_json::Value>();
+    let stop = AtomicBool::new(false);
+    let outcome = py.detach(move || {
+        std::thread::scope(|scope| {
+            let stop = &stop;
+            // The worker owns the sender: the channel closes when it ends.
+            let worker = scope.spawn(move || -> Result<Model, PyErr> {
+                let samples =
+                    Samples::new(pixels, labels, k, classes, sample_shape.unwrap_or_default())
+                        .map_err(|e| value_error(&e))?;
+                let info = DataInfo {
+                    dir: data_dir.filter(|d| !d.is_empty()).map(PathBuf::from),
+                    ..DataInfo::default()
+                };
+                let run_err = |e: RunError| value_error(&e);
+                let mut run = Run::new(
+                    resolved.config,
+                    &samples,
+                    None,
+                    info,
+                    resume,
+                    Outputs::default(),
+                )
+                .map_err(run_err)?;
+                if let Some(n) = run_epochs {
+                    run.limit_epochs(n);
+                }
+                run.set_stop_flag(stop);
+                let (mut losses, mut val_accuracies) = (Vec::new(), Vec::new());
+                run.train(&|_| {}, &mut |report| {
+                    losses.push(report.stats.train_loss);
                     if let Some(v) = &report.validation {
-                        d.set_item("val_accuracy", v.accuracy)?;
-                        d.set_item("val_loss", v.loss)?;
+                        val_accuracies.push(v.accuracy);
                     }
-                    cb.call1(py, (d,))?;
-                    Ok(())
-                })?;
+                    let mut json = report.to_json();
+                    json["epochs"] = serde_json::json!(total);
+                    let _ = tx.send(json);
+                })
+                .map_err(run_err)?;
+                Ok(Model {
+                    meta: Some(run.record().clone()),
+                    results: run.results(),
+                    state: run.state(),
+                    losses,
+                    val_accuracies,
+                    extra: BTreeMap::new(),
+                })
+            });
+            // This thread waits for the worker's epochs, calls back, and
+            // checks for signals in between: a Ctrl-C raises the stop flag,
+            // and the worker ends its epoch at the next step.
+            let mut failure: Option<PyErr> = None;
+            loop {
+                match rx.recv_timeout(SIGNAL_POLL) {
+                    Ok(record) => {
+                        if failure.is_none() {
+                            if let Some(cb) = &on_epoch {
+                                let called = Python::attach(|py| -> PyResult<()> {
+                                    let d = to_python(py, &record)?;
+                                    cb.call1(py, (d,))?;
+                                    Ok(())
+                                });
+                                if let Err(e) = called {
+                                    failure = Some(e);
+                                    stop.store(true, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if failure.is_none() {
+                            if let Err(e) = Python::attach(|py| py.check_signals()) {
+                                failure = Some(e);
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
             }
-        }
-        let config = TrainConfig {
-            kernel: Some(trainer.kernel()),
-            ..cfg
-        };
-        Ok(Model {
-            state: trainer.state(),
-            config,
-            train_samples: trainer.train_samples(),
-            losses,
-            val_accuracies,
-            validation,
-            metadata: BTreeMap::new(),
-            sample_shape: samples.sample_shape().to_vec(),
-            data_dir: data_dir.unwrap_or_default(),
-            input_background: idx_softmax::preprocess::samples_background(&samples),
-            class_names: Vec::new(),
+            let result = worker
+                .join()
+                .unwrap_or_else(|_| Err(text_error("the training thread panicked")));
+            match failure {
+                Some(e) => Err(e),
+                None => result,
+            }
         })
-    })
+    });
+    outcome
 }
 
 /// Reads a checkpoint: a run checkpoint written by the CLI's `--save` or
@@ -696,66 +728,28 @@ fn fit(
 #[pyfunction]
 fn load_model(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
     py.detach(|| {
-        let ck = checkpoint::load(&path).map_err(checkpoint_error)?;
-        if !ck.metadata.contains_key(FORMAT_KEY) {
-            // Not written by this crate: the network alone.
-            let network = ck.network.clone();
-            let features = network.features();
-            return Ok(Model {
-                train_samples: 0,
-                config: TrainConfig {
-                    hidden: network.hidden().to_vec(),
-                    ..TrainConfig::default()
-                },
-                state: TrainState {
-                    network,
-                    momentum: Vec::new(),
-                    epochs_done: 0,
-                },
-                losses: Vec::new(),
-                val_accuracies: Vec::new(),
-                validation: None,
-                sample_shape: run_record::recorded_shape(&ck)
-                    .filter(|s| s.iter().product::<usize>() == features)
-                    .unwrap_or_else(|| vec![features]),
-                data_dir: String::new(),
-                input_background: None,
-                class_names: Vec::new(),
-                metadata: ck.metadata,
-            });
-        }
-        let (ck, meta, state) = run_record::load(&path).map_err(record_error)?;
-        let validation = match (
-            ck.metadata.get("val_accuracy").and_then(|v| v.parse().ok()),
-            ck.metadata.get("val_loss").and_then(|v| v.parse().ok()),
-        ) {
-            (Some(a), Some(l)) => Some((a, l)),
-            _ => None,
-        };
-        Ok(Model {
-            state,
-            config: meta.config,
-            train_samples: meta.train_samples,
-            losses: Vec::new(),
-            val_accuracies: Vec::new(),
-            validation,
-            sample_shape: meta.sample_shape,
-            data_dir: meta.data_dir,
-            input_background: meta.input_background,
-            class_names: meta.class_names,
-            metadata: ck
-                .metadata
-                .into_iter()
-                .filter(|(k, _)| k == PY_CLASSES_KEY)
-                .collect(),
-        })
+        let saved = SavedModel::load(&path).map_err(model_error)?;
+        Model::from_saved(&saved).map_err(record_error)
     })
 }
 
 /// The number of CPUs `threads=None` uses.
 #[pyfunction]
 fn available_cpus() -> usize {
-    config::available_cpus()
+    idx_softmax::run::available_cpus()
+}
+
+/// The library's defaults for the estimators' parameters, by their
+/// names: the estimators' `__init__` signatures take them from here.
+#[pyfunction]
+fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let mut d = idx_softmax::run::TrainConfig::default().settings_json();
+    d["threads"] = serde_json::Value::Null;
+    d["hidden_layer_sizes"] = serde_json::json!(MLP_HIDDEN);
+    if let Some(o) = d.as_object_mut() {
+        o.remove("hidden");
+    }
+    to_python(py, &d)
 }
 
 #[pymodule]
@@ -767,7 +761,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_model, m)?)?;
     m.add_function(wrap_pyfunction!(_model_from_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(available_cpus, m)?)?;
+    m.add_function(wrap_pyfunction!(defaults, m)?)?;
     m.add("PY_CLASSES_KEY", PY_CLASSES_KEY)?;
-    m.add("BUNDLED_MNIST", idx_softmax::BUNDLED_MNIST)?;
+    m.add("BUNDLED_MNIST", idx_softmax::data::BUNDLED_MNIST)?;
     Ok(())
 }

@@ -2,18 +2,22 @@
 //! value into a usage error (exit status 2) before anything runs.
 //!
 //! Training flags that a checkpoint records (`--epochs`, `--batch-size`,
-//! `--lr`, …) are `Option`s: without `--resume` a missing flag takes its
-//! default (see [`crate::cli::settings`]); with `--resume` it takes the
-//! checkpoint's value, and a flag that is given must agree with it.
+//! `--lr`, …) are `Option`s: without `--resume` a missing flag takes the
+//! library's default; with `--resume` it takes the checkpoint's value, and
+//! a flag that is given must agree with it (see
+//! [`idx_softmax::run::spec`]). The parsers check each value by the
+//! library's rule for its setting, and the help texts quote the library's
+//! rules and defaults: nothing here states one.
 
 use std::path::PathBuf;
 
-use clap::{value_parser, Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use idx_softmax::config;
 use idx_softmax::kernels::KernelPath;
 use idx_softmax::optim::Schedule;
 use idx_softmax::preprocess::Mode;
+use idx_softmax::run::spec::{self, SpecError};
+use idx_softmax::setting::Setting;
 
 /// Train softmax regression or an MLP on an IDX image dataset (MNIST by
 /// default), and use the trained model.
@@ -46,9 +50,10 @@ pub enum Cmd {
 pub struct DataArgs {
     /// Directory holding train-images-idx3-ubyte, train-labels-idx1-ubyte,
     /// t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz; '-' or
-    /// '.' before "idx") [default: the bundled MNIST, data/mnist in the
-    /// source tree this binary was built from].
-    #[arg(long, value_name = "DIR", env = "IDX_SOFTMAX_DATA_DIR")]
+    /// '.' before "idx") [default: $IDX_SOFTMAX_DATA_DIR, else the bundled
+    /// MNIST, data/mnist in the source tree this binary was built from]
+    /// [env: IDX_SOFTMAX_DATA_DIR]
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Where decompressed .gz files are cached [default: the first writable
     /// of $IDX_SOFTMAX_CACHE_DIR, $XDG_CACHE_HOME/idx-softmax,
@@ -60,63 +65,50 @@ pub struct DataArgs {
 /// How the arithmetic runs.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ComputeArgs {
-    /// Worker threads, 1 to 1024 [default: the number of CPUs].
-    #[arg(long, value_parser = value_parser!(u32).range(1..=1024), env = "IDX_SOFTMAX_THREADS", allow_negative_numbers = true)]
-    pub threads: Option<u32>,
+    #[arg(long, help = help("Worker threads", Setting::Threads), value_parser = parse_threads, env = "IDX_SOFTMAX_THREADS", allow_negative_numbers = true)]
+    pub threads: Option<i64>,
     /// Kernel path: gemm, portable, avx2 or avx512 [default: the
-    /// checkpoint's for eval/predict/--resume, else the best this CPU has]
-    /// [env: IDX_SOFTMAX_KERNEL]
-    #[arg(long)]
+    /// checkpoint's for eval/predict/--resume, else the best this CPU has;
+    /// the variable caps what this CPU has, as on a CPU without AVX-512
+    /// (avx2) or without AVX2 (portable)] [env: IDX_SOFTMAX_KERNEL]
+    #[arg(long, value_parser = parse_kernel)]
     pub kernel: Option<KernelPath>,
+}
+
+impl ComputeArgs {
+    /// `--threads`, else the library's default ([`spec::thread_count`]).
+    pub fn thread_count(&self) -> Result<usize, SpecError> {
+        spec::thread_count(self.threads)
+    }
 }
 
 /// `train` (and the top level).
 #[derive(Args, Debug, Clone, Default)]
 pub struct TrainArgs {
-    /// Total passes over the training set [default: 1; with --resume, the
-    /// checkpoint's planned total].
-    #[arg(long, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_EPOCHS", allow_negative_numbers = true)]
-    pub epochs: Option<u32>,
-    /// Samples per SGD step; the last batch of an epoch may be smaller
-    /// [default: 100].
-    #[arg(long, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_BATCH_SIZE", allow_negative_numbers = true)]
-    pub batch_size: Option<u32>,
-    /// Learning rate, finite and > 0 [default: 0.1].
-    #[arg(long, value_parser = parse_lr, env = "IDX_SOFTMAX_LR", allow_hyphen_values = true)]
+    #[arg(long, help = help("Total passes over the training set (with --resume: the run's new total)", Setting::Epochs), value_parser = parse_epochs, env = "IDX_SOFTMAX_EPOCHS", allow_negative_numbers = true)]
+    pub epochs: Option<i64>,
+    #[arg(long, help = help("Samples per SGD step; the last batch of an epoch may be smaller", Setting::BatchSize), value_parser = parse_batch_size, env = "IDX_SOFTMAX_BATCH_SIZE", allow_negative_numbers = true)]
+    pub batch_size: Option<i64>,
+    #[arg(long, help = help("Learning rate", Setting::Lr), value_parser = parse_lr, env = "IDX_SOFTMAX_LR", allow_hyphen_values = true)]
     pub lr: Option<f32>,
-    /// SGD momentum in [0, 1), as torch.optim.SGD [default: 0].
-    #[arg(long, value_parser = parse_momentum, env = "IDX_SOFTMAX_MOMENTUM", allow_hyphen_values = true)]
+    #[arg(long, help = help("SGD momentum, as torch.optim.SGD", Setting::Momentum), value_parser = parse_momentum, env = "IDX_SOFTMAX_MOMENTUM", allow_hyphen_values = true)]
     pub momentum: Option<f32>,
-    /// Nesterov momentum (needs --momentum > 0) [default: off].
-    #[arg(long, env = "IDX_SOFTMAX_NESTEROV")]
+    #[arg(long, help = help("Nesterov momentum", Setting::Nesterov), env = "IDX_SOFTMAX_NESTEROV")]
     pub nesterov: bool,
-    /// L2 weight decay, finite and >= 0 [default: 0].
-    #[arg(long, value_parser = parse_weight_decay, env = "IDX_SOFTMAX_WEIGHT_DECAY", allow_hyphen_values = true)]
+    #[arg(long, help = help("L2 weight decay", Setting::WeightDecay), value_parser = parse_weight_decay, env = "IDX_SOFTMAX_WEIGHT_DECAY", allow_hyphen_values = true)]
     pub weight_decay: Option<f32>,
-    /// Learning-rate schedule: constant, cosine (to 0 over the run, per
-    /// step) or step:EVERY:GAMMA (× GAMMA every EVERY epochs) [default:
-    /// constant].
-    #[arg(long, value_parser = parse_schedule, value_name = "SCHEDULE", env = "IDX_SOFTMAX_SCHEDULE")]
+    #[arg(long, help = help("Learning-rate schedule: constant, cosine (to 0 over the run, per step) or step:EVERY:GAMMA (x GAMMA every EVERY epochs)", Setting::Schedule), value_parser = parse_schedule, value_name = "SCHEDULE", env = "IDX_SOFTMAX_SCHEDULE")]
     pub schedule: Option<Schedule>,
-    /// Fraction of the training set held out for validation, in [0, 1);
-    /// drawn from the seed [default: 0].
-    #[arg(long, value_parser = parse_val_split, value_name = "FRACTION", env = "IDX_SOFTMAX_VAL_SPLIT", allow_hyphen_values = true)]
+    #[arg(long, help = help("Fraction of the training set held out for validation, drawn from the seed", Setting::ValSplit), value_parser = parse_val_split, value_name = "FRACTION", env = "IDX_SOFTMAX_VAL_SPLIT", allow_hyphen_values = true)]
     pub val_split: Option<f32>,
-    /// Seed for the weight initialisation, the shuffles and the validation
-    /// split [default: 42].
-    #[arg(long, env = "IDX_SOFTMAX_SEED", allow_negative_numbers = true)]
+    #[arg(long, help = help("Seed for the weight initialisation, the shuffles and the validation split", Setting::Seed), env = "IDX_SOFTMAX_SEED", allow_negative_numbers = true)]
     pub seed: Option<u64>,
-    /// Add a hidden layer of N ReLU units; repeat for more layers
-    /// (`--hidden 512 --hidden 256` is 784→512→256→10; the variable takes
-    /// a comma-separated list) [default: none (softmax regression)].
-    #[arg(long, value_name = "N", value_parser = parse_hidden, env = "IDX_SOFTMAX_HIDDEN", value_delimiter = ',')]
-    pub hidden: Vec<usize>,
+    #[arg(long, value_name = "N", help = help("Add a hidden layer of N ReLU units; repeat for more layers (--hidden 512 --hidden 256 is 784-512-256-10; the variable takes a comma-separated list)", Setting::Hidden), value_parser = parse_hidden, env = "IDX_SOFTMAX_HIDDEN", value_delimiter = ',', allow_negative_numbers = true)]
+    pub hidden: Vec<i64>,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Number of classes, 2 to 65536 [default: the largest training label +
-    /// 1].
-    #[arg(long, value_parser = value_parser!(u32).range(2..=idx_softmax::dataset::MAX_CLASSES as i64), env = "IDX_SOFTMAX_CLASSES", allow_negative_numbers = true)]
-    pub classes: Option<u32>,
+    #[arg(long, help = help("Number of classes", Setting::Classes), value_parser = parse_classes, env = "IDX_SOFTMAX_CLASSES", allow_negative_numbers = true)]
+    pub classes: Option<i64>,
     #[command(flatten)]
     pub compute: ComputeArgs,
     /// Run exactly --threads training workers even when that exceeds the
@@ -184,6 +176,22 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
+/// A flag's help: what it is, the library's rule for its value, and the
+/// library's default.
+fn help(what: &str, s: Setting) -> String {
+    let mut h = what.to_owned();
+    if s != Setting::Nesterov && s != Setting::Seed {
+        h += &format!("; {}", s.rule());
+    }
+    if s == Setting::Nesterov {
+        h += " (needs --momentum > 0)";
+    }
+    if let Some(d) = s.default_text() {
+        h += &format!(" [default: {d}]");
+    }
+    h
+}
+
 /// `eval --split`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SplitArg {
@@ -209,8 +217,8 @@ pub struct EvalArgs {
     pub split: SplitArg,
     /// Also report top-K accuracy: the label among the K most probable
     /// classes.
-    #[arg(long, value_name = "K", default_value_t = 5, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_TOP_K", allow_negative_numbers = true)]
-    pub top_k: u32,
+    #[arg(long, value_name = "K", default_value_t = idx_softmax::metrics::DEFAULT_TOP_K, value_parser = parse_top, env = "IDX_SOFTMAX_TOP_K", allow_negative_numbers = true)]
+    pub top_k: usize,
     /// Class names, one per line [default: the checkpoint's, else
     /// labels.txt beside the IDX files].
     #[arg(long, value_name = "FILE", env = "IDX_SOFTMAX_LABELS")]
@@ -253,8 +261,8 @@ pub struct PredictArgs {
     )]
     pub test_index: Vec<usize>,
     /// How many of the most probable classes to print.
-    #[arg(long, default_value_t = 3, value_parser = value_parser!(u32).range(1..), env = "IDX_SOFTMAX_TOP", allow_negative_numbers = true)]
-    pub top: u32,
+    #[arg(long, default_value_t = idx_softmax::infer::DEFAULT_TOP, value_parser = parse_top, env = "IDX_SOFTMAX_TOP", allow_negative_numbers = true)]
+    pub top: usize,
     /// mnist: invert a light background, scale the digit's bounding box to
     /// fit 20x20 (of 28x28; the same ratio at other sizes), centre its
     /// centre of mass; none: the pixels as they are (the image must be the
@@ -299,52 +307,86 @@ pub fn parse_preprocess(s: &str) -> Result<Mode, String> {
     s.parse()
 }
 
-/// `--lr`: finite and > 0.
-pub fn parse_lr(s: &str) -> Result<f32, String> {
-    checked(s, config::check_lr)
+/// A number, checked by the library's rule for its setting.
+fn checked<T>(s: &str, rule: fn(f32) -> Result<T, SpecError>) -> Result<T, String> {
+    let v: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    rule(v).map_err(|e| e.rule_text())
 }
 
-/// `--momentum`: in [0, 1).
-pub fn parse_momentum(s: &str) -> Result<f32, String> {
-    checked(s, config::check_momentum)
-}
-
-/// `--weight-decay`: finite and ≥ 0.
-pub fn parse_weight_decay(s: &str) -> Result<f32, String> {
-    checked(s, config::check_weight_decay)
-}
-
-/// `--val-split`: in [0, 1).
-pub fn parse_val_split(s: &str) -> Result<f32, String> {
-    checked(s, config::check_val_split)
-}
-
-/// `--hidden`: a width in 1..=MAX_WIDTH.
-pub fn parse_hidden(s: &str) -> Result<usize, String> {
-    let w: usize = s
+/// A whole number, checked by the library's rule for its setting.
+fn whole<T>(s: &str, rule: impl Fn(i64) -> Result<T, SpecError>) -> Result<T, String> {
+    let v: i64 = s
         .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a whole number"))?;
-    config::check_hidden(w).map_err(|e| e.rule().to_owned())?;
-    Ok(w)
+    rule(v).map_err(|e| e.rule_text())
 }
 
-/// `--schedule`: `constant`, `cosine` or `step:EVERY:GAMMA`.
+/// `--lr`.
+pub fn parse_lr(s: &str) -> Result<f32, String> {
+    checked(s, spec::check_lr)
+}
+
+/// `--momentum`.
+pub fn parse_momentum(s: &str) -> Result<f32, String> {
+    checked(s, spec::check_momentum)
+}
+
+/// `--weight-decay`.
+pub fn parse_weight_decay(s: &str) -> Result<f32, String> {
+    checked(s, spec::check_weight_decay)
+}
+
+/// `--val-split`.
+pub fn parse_val_split(s: &str) -> Result<f32, String> {
+    checked(s, spec::check_val_split)
+}
+
+/// `--epochs`: its value as given (the library resolves it).
+pub fn parse_epochs(s: &str) -> Result<i64, String> {
+    whole(s, |v| spec::check_count(Setting::Epochs, v).map(|_| v))
+}
+
+/// `--batch-size`.
+pub fn parse_batch_size(s: &str) -> Result<i64, String> {
+    whole(s, |v| spec::check_count(Setting::BatchSize, v).map(|_| v))
+}
+
+/// `--hidden`: one width.
+pub fn parse_hidden(s: &str) -> Result<i64, String> {
+    whole(s, |v| spec::check_hidden(v).map(|_| v))
+}
+
+/// `--classes`.
+pub fn parse_classes(s: &str) -> Result<i64, String> {
+    whole(s, |v| spec::check_classes(v).map(|_| v))
+}
+
+/// `--threads`.
+pub fn parse_threads(s: &str) -> Result<i64, String> {
+    whole(s, |v| spec::check_threads(v).map(|_| v))
+}
+
+/// `--top` and `--top-k`: how many classes, at least 1.
+pub fn parse_top(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i64>() {
+        Ok(k) if k >= 1 => Ok(k as usize),
+        Ok(k) => Err(format!("{k} is not in 1..")),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+/// `--schedule`.
 pub fn parse_schedule(s: &str) -> Result<Schedule, String> {
     s.parse()
 }
 
-/// A number, checked by the library's rule for its flag.
-fn checked(s: &str, rule: fn(f32) -> Result<(), config::ConfigError>) -> Result<f32, String> {
-    let v = parse_f32(s)?;
-    rule(v).map_err(|e| e.rule().to_owned())?;
-    Ok(v)
-}
-
-fn parse_f32(s: &str) -> Result<f32, String> {
-    s.trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number"))
+/// `--kernel`.
+pub fn parse_kernel(s: &str) -> Result<KernelPath, String> {
+    spec::parse_kernel(s).map_err(|e| e.rule_text())
 }
 
 #[cfg(test)]

@@ -1,130 +1,29 @@
-//! What the subcommands share: finding and loading the data, the thread
-//! pool, checking output paths before any work, number formatting.
+//! What the subcommands share: loading data from the directory the library
+//! locates, checking output paths before any work, class names, memory.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
-use idx_softmax::checkpoint::Checkpoint;
-use idx_softmax::config;
-use idx_softmax::dataset::{find_file, Dataset, GzCache, IdxFile, LoadOptions, Split};
-use idx_softmax::kernels::KernelPath;
+use idx_softmax::data::{locate, DataError, GzCache};
 use idx_softmax::labels;
-use idx_softmax::run_record::{recorded_kernel, recorded_shape, shape_string};
-use idx_softmax::train::TrainConfig;
+use idx_softmax::model::SavedModel;
 
 use super::args::DataArgs;
+use super::names::flag;
 
-/// `--data-dir` (or `$IDX_SOFTMAX_DATA_DIR`), else the bundled MNIST: the
-/// source tree's `data/mnist` (a path compiled into the binary), else
-/// `data/mnist` under the current directory.
-pub fn data_dir(args: &DataArgs) -> PathBuf {
-    match &args.data_dir {
-        Some(d) => d.clone(),
-        None => idx_softmax::default_data_dir(),
-    }
-}
-
-/// Fails, saying what to do, when no `--data-dir` was given and the bundled
-/// MNIST is gone (an installed binary whose source tree was removed).
-pub fn check_data_dir(args: &DataArgs, dir: &Path) -> Result<()> {
-    if args.data_dir.is_none() && !dir.is_dir() {
-        bail!(
-            "the bundled MNIST is not at {} (this binary was built from a source tree that is gone) nor at {}: pass --data-dir DIR or set IDX_SOFTMAX_DATA_DIR to a directory holding the four IDX files",
-            idx_softmax::BUNDLED_MNIST,
-            dir.display()
-        );
-    }
-    Ok(())
-}
-
-/// The class names for a model of `ck`: `--labels`, else the checkpoint's,
-/// else a `labels.txt` beside the IDX files, else none.
-pub fn class_names(flag: Option<&Path>, ck: &Checkpoint, data: &DataArgs) -> Result<Vec<String>> {
-    let classes = ck.network.classes();
-    if let Some(path) = flag {
-        return Ok(labels::read(path, classes)?);
-    }
-    if let Some(names) = idx_softmax::run_record::recorded_names(ck) {
-        return Ok(names);
-    }
-    match labels::beside(&data_dir(data)) {
-        Some(path) => Ok(labels::read(&path, classes)?),
-        None => Ok(Vec::new()),
-    }
-}
-
-/// `--cache-dir`, else the default search order.
-fn cache(args: &DataArgs) -> GzCache {
-    match &args.cache_dir {
-        Some(d) => GzCache::at(d),
-        None => GzCache::default_dirs(),
-    }
-}
-
-/// The model a command works with, and the data directory its checkpoint
-/// records (as `--save` writes it: absolute).
-#[derive(Clone, Copy, Debug)]
-pub struct TrainedOn<'a> {
-    pub model: &'a Path,
-    pub data_dir: Option<&'a str>,
-}
-
-/// The data directory to use, and whether it is the one the model was
-/// trained on, taken from its checkpoint: without `--data-dir`, a model's
-/// own data (it must still exist); with a `--data-dir` that differs from
-/// it, a note says so (printed by [`Loaded::print_note`] once the data
-/// is known to fit the model, so a failure stays one line).
-fn choose_data_dir(
-    args: &DataArgs,
-    trained_on: Option<TrainedOn<'_>>,
-) -> Result<(PathBuf, bool, Option<String>)> {
-    let Some(TrainedOn {
-        model,
-        data_dir: Some(recorded),
-    }) = trained_on
-    else {
-        let dir = data_dir(args);
-        check_data_dir(args, &dir)?;
-        return Ok((dir, false, None));
-    };
-    let recorded = PathBuf::from(recorded);
-    match &args.data_dir {
-        Some(given) => {
-            let same = match (std::fs::canonicalize(given), std::fs::canonicalize(&recorded)) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => given == &recorded,
-            };
-            let note = (!same).then(|| {
-                format!(
-                    "note: {} was trained on {}; using --data-dir {}",
-                    model.display(),
-                    recorded.display(),
-                    given.display()
-                )
-            });
-            Ok((given.clone(), same, note))
-        }
-        None if recorded.is_dir() => Ok((recorded, true, None)),
-        None => bail!(
-            "{}: the model was trained on {}, which is not a directory here; pass --data-dir to choose the data",
-            model.display(),
-            recorded.display()
-        ),
-    }
-}
-
-/// A loaded dataset, where it came from and how long loading took.
+/// Something loaded from a data directory, where from, and how long it
+/// took.
 pub struct Loaded<T> {
     pub dir: PathBuf,
     pub data: T,
     pub seconds: f64,
-    /// Whether `dir` is the directory the model was trained on (as its
-    /// checkpoint records it).
+    /// Whether `dir` is the directory the model was trained on.
     pub from_model: bool,
-    /// A note for stderr: the data is not the data the model was trained on.
-    pub note: Option<String>,
+    /// A note for stderr: the data is not the data the model was trained
+    /// on.
+    note: Option<String>,
 }
 
 impl<T> Loaded<T> {
@@ -146,125 +45,58 @@ impl<T> Loaded<T> {
     }
 }
 
-/// Loads the whole dataset (both splits); with `trained_on`, from the
-/// directory the model was trained on unless `--data-dir` says otherwise.
-pub fn load_dataset(
+/// Loads with `open(dir, cache)` from the data directory the library
+/// locates ([`locate`]): `--data-dir`, else, for a `model` (its path and
+/// recorded data directory), the model's own, else the default.
+pub fn load<T>(
     args: &DataArgs,
-    classes: Option<usize>,
-    trained_on: Option<TrainedOn<'_>>,
-) -> Result<Loaded<Dataset>> {
-    let (dir, from_model, note) = choose_data_dir(args, trained_on)?;
-    let opts = LoadOptions {
-        cache: cache(args),
-        classes,
+    model: Option<(&Path, Option<&str>)>,
+    open: impl FnOnce(&Path, GzCache) -> Result<T, DataError>,
+) -> Result<Loaded<T>> {
+    let located = locate(args.data_dir.as_deref(), model)?;
+    let cache = match &args.cache_dir {
+        Some(d) => GzCache::at(d),
+        None => GzCache::default_dirs(),
     };
     let start = Instant::now();
-    let data = Dataset::load(&dir, &opts)?;
+    let data = open(&located.dir, cache)?;
     Ok(Loaded {
-        dir,
+        dir: located.dir,
         data,
         seconds: start.elapsed().as_secs_f64(),
-        from_model,
-        note,
+        from_model: located.from_model,
+        note: located.note.map(|n| n.message(&flag)),
     })
 }
 
-/// Loads only the test split, for a model with `classes` classes: every
-/// test label must be below it.
-pub fn load_test_split(
-    args: &DataArgs,
+/// A model file's own data: its path and the directory it records.
+pub fn trained_on(model: &SavedModel) -> Option<(&Path, Option<&str>)> {
+    Some((model.path(), model.data_dir()))
+}
+
+/// The class names: `--labels`, else the model's (`model`), else a
+/// `labels.txt` beside the data, else none.
+pub fn class_names(
+    flag_path: Option<&Path>,
+    model: Option<&SavedModel>,
+    data_dir: &Path,
     classes: usize,
-    trained_on: Option<TrainedOn<'_>>,
-) -> Result<Loaded<Split>> {
-    let (dir, from_model, note) = choose_data_dir(args, trained_on)?;
-    let start = Instant::now();
-    match std::fs::metadata(&dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => bail!("{}: is not a directory", dir.display()),
-        Err(e) => bail!("{}: {e}", dir.display()),
+) -> Result<Vec<String>> {
+    if let Some(path) = flag_path {
+        return Ok(labels::read(path, classes)?);
     }
-    let cache = cache(args);
-    let images = find_file(&dir, "test images", "t10k-images", "idx3-ubyte")?;
-    let labels = find_file(&dir, "test labels", "t10k-labels", "idx1-ubyte")?;
-    let split = Split::open(
-        IdxFile::open(&images, &cache)?,
-        IdxFile::open(&labels, &cache)?,
-    )?;
-    if let Some((i, v)) = split.labels.first_at_least(classes) {
-        bail!(
-            "{}: label {i} is {v}, but the model has {classes} classes",
-            split.labels.path().display()
-        );
+    if let Some(names) = model.and_then(SavedModel::class_names) {
+        return Ok(names);
     }
-    Ok(Loaded {
-        dir,
-        data: split,
-        seconds: start.elapsed().as_secs_f64(),
-        from_model,
-        note,
-    })
-}
-
-/// Checks that the model `ck` takes the samples of `split`: the same
-/// feature count and, when the checkpoint records one, the same sample
-/// shape (a 28×28 model refuses 14×56 images).
-pub fn check_features(ck: &Checkpoint, model_path: &Path, split: &Split) -> Result<()> {
-    let network = &ck.network;
-    let k = split.images.features();
-    let shape = split.images.sample_shape();
-    if network.features() != k {
-        bail!(
-            "{}: the model takes {} features, but {} holds samples of {} ({k} features)",
-            model_path.display(),
-            network.features(),
-            split.images.path().display(),
-            shape_string(shape)
-        );
+    match labels::beside(data_dir) {
+        Some(path) => Ok(labels::read(&path, classes)?),
+        None => Ok(Vec::new()),
     }
-    if let Some(recorded) = recorded_shape(ck) {
-        if recorded != shape {
-            bail!(
-                "{}: the model was trained on samples of {}, but {} holds samples of {}",
-                model_path.display(),
-                shape_string(&recorded),
-                split.images.path().display(),
-                shape_string(shape)
-            );
-        }
-    }
-    Ok(())
-}
-
-/// The kernel path `eval` and `predict` run `ck`'s network on, for u8 (or
-/// not) samples: `--kernel` or `$IDX_SOFTMAX_KERNEL` if given (checked by
-/// the library's rule), else the one that trained it where it serves, else
-/// the best one for the data.
-pub fn inference_kernel(
-    flag: Option<KernelPath>,
-    ck: &Checkpoint,
-    u8_samples: bool,
-) -> Result<KernelPath> {
-    if let Some(k) = super::settings::explicit_kernel(flag)? {
-        return Ok(config::kernel_for(Some(k), u8_samples)?);
-    }
-    Ok(config::inference_kernel(recorded_kernel(ck), u8_samples)?)
-}
-
-/// `--threads`, else the number of CPUs.
-pub fn threads(flag: Option<u32>) -> usize {
-    flag.map_or_else(|| TrainConfig::default().threads, |t| t as usize)
-}
-
-/// A rayon pool of `threads` threads for evaluation.
-pub fn pool(threads: usize) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .with_context(|| format!("cannot start {threads} threads"))
 }
 
 /// A usage error found after parsing (a flag that cannot apply to the data
-/// it meets): reported as clap reports its own, with exit status 2.
+/// it meets, two flags naming one file): reported as clap reports its own,
+/// with exit status 2.
 #[derive(Debug)]
 pub struct UsageError(pub String);
 
@@ -276,24 +108,19 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// Checks, before any work, that `path` can be written by `flag`: it is
-/// not a directory, a device or another non-regular file, its directory
-/// exists, and a file can be created there (see
-/// [`idx_softmax::fsutil::probe_output`]).
-pub fn check_output(path: &Path, flag: &str) -> Result<()> {
-    idx_softmax::fsutil::probe_output(path)
-        .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
-}
-
-/// Checks that no two of the `flags` name one file (compared by canonical
-/// directory and file name, so `./a` and `a` collide), except the pairs in
+/// Checks, before any work, that each of `outputs` (flag, path) can be
+/// written (see [`idx_softmax::fsutil::probe_output`]) and that no two of
+/// `outputs` and `inputs` name one file (compared by canonical directory
+/// and file name, so `./a` and `a` collide), except the pairs in
 /// `allowed`. The message names both flags.
-pub fn distinct_outputs(
-    flags: &[(&str, Option<&PathBuf>)],
+pub fn check_outputs(
+    outputs: &[(&str, Option<&PathBuf>)],
+    inputs: &[(&str, Option<&PathBuf>)],
     allowed: &[(&str, &str)],
-) -> Result<(), String> {
-    let given: Vec<(&str, &PathBuf, PathBuf)> = flags
+) -> Result<()> {
+    let given: Vec<(&str, &PathBuf, PathBuf)> = outputs
         .iter()
+        .chain(inputs)
         .filter_map(|&(f, p)| {
             let p = p?;
             Some((
@@ -309,34 +136,22 @@ pub fn distinct_outputs(
                 .iter()
                 .any(|&(x, y)| (x, y) == (*fa, *fb) || (y, x) == (*fa, *fb));
             if ida == idb && !ok {
-                return Err(format!(
+                return Err(UsageError(format!(
                     "{fa} {} and {fb} {} name the same file; give each its own path",
                     pa.display(),
                     pb.display()
-                ));
+                ))
+                .into());
             }
         }
     }
-    Ok(())
-}
-
-/// The `(height, width)` of 2-D samples, for weight pictures; `what` names
-/// the data in the error.
-pub fn image_shape(shape: &[usize], what: &Path) -> Result<(usize, usize)> {
-    match shape {
-        [h, w] => Ok((*h, *w)),
-        _ => bail!(
-            "--weights-png needs 2-D samples (height x width), but {} holds samples of shape {}",
-            what.display(),
-            shape_string(shape)
-        ),
+    for &(flag, path) in outputs {
+        if let Some(p) = path {
+            idx_softmax::fsutil::probe_output(p)
+                .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", p.display()))?;
+        }
     }
-}
-
-/// The f32 as its shortest decimal form, widened (0.1f32 → 0.1, not
-/// 0.10000000149011612).
-pub fn f32_as_printed(v: f32) -> f64 {
-    v.to_string().parse().unwrap_or(v as f64)
+    Ok(())
 }
 
 /// Anonymous resident memory (heap, stacks; not mapped files) in KiB, from
@@ -354,35 +169,23 @@ mod tests {
     #[test]
     fn output_checks() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(check_output(&dir.path().join("a.png"), "--x").is_ok());
-        assert!(check_output(dir.path(), "--x").is_err());
-        let e = check_output(&dir.path().join("no/a.png"), "--x").unwrap_err();
+        let a = dir.path().join("a.png");
+        assert!(check_outputs(&[("--x", Some(&a))], &[], &[]).is_ok());
+        let d = dir.path().to_owned();
+        assert!(check_outputs(&[("--x", Some(&d))], &[], &[]).is_err());
+        let missing = dir.path().join("no/a.png");
+        let e = check_outputs(&[("--x", Some(&missing))], &[], &[]).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
-        assert!(check_output(Path::new("a.png"), "--x").is_ok());
-    }
-
-    #[test]
-    fn missing_bundled_data_says_what_to_do() {
-        let args = DataArgs::default();
-        let e = check_data_dir(&args, Path::new("/nonexistent/data/mnist")).unwrap_err();
-        let msg = e.to_string();
+        let e = check_outputs(&[("--x", Some(&a))], &[("--y", Some(&a))], &[]).unwrap_err();
         assert!(
-            msg.contains("--data-dir") && msg.contains("IDX_SOFTMAX_DATA_DIR"),
-            "{msg}"
+            e.to_string().contains("--x") && e.to_string().contains("--y"),
+            "{e}"
         );
-        assert!(msg.contains(idx_softmax::BUNDLED_MNIST), "{msg}");
-        // With --data-dir, the loader's own error names the directory.
-        let args = DataArgs {
-            data_dir: Some("/nonexistent".into()),
-            cache_dir: None,
-        };
-        assert!(check_data_dir(&args, Path::new("/nonexistent")).is_ok());
-    }
-
-    #[test]
-    fn shapes_for_pictures() {
-        assert_eq!(image_shape(&[28, 28], Path::new("d")).unwrap(), (28, 28));
-        assert!(image_shape(&[784], Path::new("d")).is_err());
-        assert_eq!(f32_as_printed(0.1), 0.1);
+        assert!(check_outputs(
+            &[("--x", Some(&a))],
+            &[("--y", Some(&a))],
+            &[("--y", "--x")]
+        )
+        .is_ok());
     }
 }

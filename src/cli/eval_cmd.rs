@@ -9,34 +9,29 @@
 //! exactly the `test_accuracy` (or `val_accuracy`) its training run
 //! reported.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
-use rayon::prelude::*;
+use anyhow::Result;
 use serde_json::json;
 
-use idx_softmax::checkpoint::{self, Checkpoint};
-use idx_softmax::dataset::{Dataset, Split};
+use idx_softmax::data::{Dataset, LoadOptions, Split};
 use idx_softmax::image;
+use idx_softmax::infer::{self, Rows as InferRows};
 use idx_softmax::metrics;
+use idx_softmax::model::{Rows, SavedModel};
 use idx_softmax::plot;
-use idx_softmax::train::split_train_val;
+use idx_softmax::run::record::shape_string;
 
 use super::args::{EvalArgs, SplitArg};
-use super::common::{
-    check_features, check_output, class_names, image_shape, inference_kernel, load_dataset,
-    load_test_split, pool, threads, Loaded, TrainedOn,
-};
-use super::report::{confusion_table, evaluation_json, per_class_table};
-use idx_softmax::run_record;
+use super::common::{check_outputs, class_names, load, trained_on, Loaded};
+use super::report::{confusion_table, evaluation_json, per_class_table, picture_line};
 
-/// The samples evaluated. (One per process: the variants' sizes do not
-/// matter.)
+/// The samples evaluated: the test split, or the training file and the
+/// rows of it taken. (One per process: the variants' sizes do not matter.)
 #[allow(clippy::large_enum_variant)]
 enum Samples {
     Test(Loaded<Split>),
-    /// The training file and the rows of it taken.
     Train(Loaded<Dataset>, Vec<u32>),
 }
 
@@ -47,36 +42,23 @@ impl Samples {
             Samples::Train(l, _) => &l.data.train,
         }
     }
-    fn dir(&self) -> &Path {
+
+    /// Where they were loaded from, in how long, and what the report's
+    /// `data` line says of it.
+    fn origin(&self) -> (&std::path::Path, f64, bool, &'static str) {
         match self {
-            Samples::Test(l) => &l.dir,
-            Samples::Train(l, _) => &l.dir,
+            Samples::Test(l) => (&l.dir, l.seconds, l.from_model, l.source()),
+            Samples::Train(l, _) => (&l.dir, l.seconds, l.from_model, l.source()),
         }
     }
-    fn seconds(&self) -> f64 {
-        match self {
-            Samples::Test(l) => l.seconds,
-            Samples::Train(l, _) => l.seconds,
-        }
-    }
+
     fn print_note(&self) {
         match self {
             Samples::Test(l) => l.print_note(),
             Samples::Train(l, _) => l.print_note(),
         }
     }
-    fn is_from_model(&self) -> bool {
-        match self {
-            Samples::Test(l) => l.from_model,
-            Samples::Train(l, _) => l.from_model,
-        }
-    }
-    fn source(&self) -> &'static str {
-        match self {
-            Samples::Test(l) => l.source(),
-            Samples::Train(l, _) => l.source(),
-        }
-    }
+
     fn rows(&self) -> Option<&[u32]> {
         match self {
             Samples::Test(_) => None,
@@ -85,134 +67,94 @@ impl Samples {
     }
 }
 
-fn split_name(s: SplitArg) -> &'static str {
+fn rows_arg(s: SplitArg) -> Rows {
     match s {
-        SplitArg::Test => "test",
-        SplitArg::Train => "train",
-        SplitArg::Val => "val",
+        SplitArg::Test => Rows::Test,
+        SplitArg::Train => Rows::Train,
+        SplitArg::Val => Rows::Val,
     }
 }
 
-/// Loads the samples `--split` names.
-fn load_samples(args: &EvalArgs, ck: &Checkpoint) -> Result<Samples> {
-    let classes = ck.network.classes();
-    let trained_on = TrainedOn {
-        model: &args.model,
-        data_dir: run_record::recorded_data_dir(ck),
-    };
-    if args.split == SplitArg::Test {
-        return Ok(Samples::Test(load_test_split(
-            &args.data,
-            classes,
-            Some(trained_on),
-        )?));
+/// Loads the samples `--split` names, from the data the model was trained
+/// on unless `--data-dir` says otherwise.
+fn load_samples(args: &EvalArgs, model: &SavedModel) -> Result<Samples> {
+    let classes = model.network().classes();
+    let which = rows_arg(args.split);
+    if which == Rows::Test {
+        let loaded = load(&args.data, trained_on(model), |dir, cache| {
+            Split::load_test(dir, &cache)
+        })?;
+        model.check_labels(&loaded.data)?;
+        return Ok(Samples::Test(loaded));
     }
-    let loaded = load_dataset(&args.data, Some(classes), Some(trained_on))?;
-    let n = loaded.data.train.len();
-    let md = &ck.metadata;
-    let model = args.model.display();
-    let fraction: f32 = md
-        .get("val_split")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    if args.split == SplitArg::Val && fraction <= 0.0 {
-        bail!(
-            "{model}: the run held out no validation split (train with --val-split F to have one)"
-        );
-    }
-    if fraction <= 0.0 {
-        return Ok(Samples::Train(loaded, (0..n as u32).collect()));
-    }
-    let seed: u64 = match md.get("seed").and_then(|v| v.parse().ok()) {
-        Some(s) => s,
-        None => bail!("{model}: records a validation split but no seed to draw it from"),
-    };
-    if let Some(recorded) = md
-        .get("train_samples")
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if recorded != n {
-            bail!(
-                "{model} was trained on {recorded} training samples, but {} holds {n}: its validation split cannot be drawn again",
-                loaded.data.train.images.path().display()
-            );
-        }
-    }
-    let (train, val) = split_train_val(n, fraction, seed)?;
-    let rows = if args.split == SplitArg::Val {
-        val
-    } else {
-        train
-    };
+    let loaded = load(&args.data, trained_on(model), |dir, cache| {
+        Dataset::load(
+            dir,
+            &LoadOptions {
+                cache,
+                classes: Some(classes),
+            },
+        )
+    })?;
+    let train = &loaded.data.train;
+    let rows = model
+        .rows(which, train.len(), train.images.path())?
+        .expect("training rows");
     Ok(Samples::Train(loaded, rows))
 }
 
 /// Runs `eval` with `args`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    for (flag, path) in [
-        ("--weights-png", &args.weights_png),
-        ("--confusion-png", &args.confusion_png),
-    ] {
-        if let Some(p) = path {
-            check_output(p, flag)?;
-        }
-    }
-    let ck = checkpoint::load(&args.model)?;
-    run_record::validate(&args.model, &ck)?;
-    let model = &ck.network;
-    let names = class_names(args.labels.as_deref(), &ck, &args.data)?;
-    let samples = load_samples(&args, &ck)?;
+    check_outputs(
+        &[
+            ("--weights-png", args.weights_png.as_ref()),
+            ("--confusion-png", args.confusion_png.as_ref()),
+        ],
+        &[("--model", Some(&args.model))],
+        &[],
+    )?;
+    let model = SavedModel::load(&args.model)?;
+    let net = model.network();
+    let samples = load_samples(&args, &model)?;
     let split = samples.split();
-    check_features(&ck, &args.model, split)?;
+    model.check_samples(split)?;
+    let (data_dir, load_seconds, from_model, source) = samples.origin();
+    let names = class_names(
+        args.labels.as_deref(),
+        Some(&model),
+        data_dir,
+        net.classes(),
+    )?;
     samples.print_note();
     let picture_shape = match &args.weights_png {
-        Some(_) => Some(image_shape(
-            split.images.sample_shape(),
-            split.images.path(),
-        )?),
+        Some(_) => match split.images.sample_shape() {
+            &[h, w] => Some((h, w)),
+            shape => anyhow::bail!(
+                "--weights-png needs 2-D samples (height x width), but {} holds samples of shape {}",
+                split.images.path().display(),
+                shape_string(shape)
+            ),
+        },
         None => None,
     };
-    let set = split.samples(model.classes())?;
-    let kernel = inference_kernel(args.compute.kernel, &ck, set.as_u8().is_some())?;
-    let threads = threads(args.compute.threads);
-    let pool = pool(threads)?;
+    let set = split.samples(net.classes())?;
+    let kernel = model.inference_kernel(args.compute.kernel, set.as_u8().is_some())?;
+    let threads = args.compute.thread_count()?;
+    let pool = infer::thread_pool(threads)?;
     let start = Instant::now();
-    let ev = pool.install(|| match samples.rows() {
-        None => metrics::evaluate(model, &set, kernel),
-        Some(rows) => metrics::evaluate_rows(model, &set, kernel, rows),
-    });
-    let all: Vec<u32>;
+    let c = net.classes();
+    let top_k = args.top_k.min(c);
     let rows = match samples.rows() {
-        Some(r) => r,
-        None => {
-            all = (0..split.len() as u32).collect();
-            &all
-        }
+        None => InferRows::All,
+        Some(r) => InferRows::Only(r),
     };
-    let top_k = (args.top_k as usize).min(model.classes());
-    let c = model.classes();
-    let logits: Vec<f32> = pool.install(|| {
-        rows.par_chunks(1000)
-            .map(|chunk| {
-                let mut out = vec![0.0f32; chunk.len() * c];
-                model.forward_rows(&set, chunk, kernel, &mut Vec::new(), &mut out);
-                out
-            })
-            .collect::<Vec<_>>()
-            .concat()
-    });
-    let top_k_correct = metrics::top_k_correct(
-        &logits,
-        c,
-        rows.iter().map(|&r| split.labels.get(r as usize)),
-        top_k,
-    );
-    let top_k_accuracy = top_k_correct as f64 / rows.len().max(1) as f64;
+    let (ev, top_k_correct) =
+        pool.install(|| metrics::evaluate_top_k(net, &set, rows, kernel, top_k));
+    let top_k_accuracy = top_k_correct as f64 / ev.total.max(1) as f64;
     let f1 = metrics::f1_scores(&ev);
     let eval_seconds = start.elapsed().as_secs_f64();
-
     let picture = match (&args.weights_png, picture_shape) {
-        (Some(path), Some((h, w))) => Some((path, image::weights_png(model, h, w, path)?)),
+        (Some(path), Some((h, w))) => Some((path, plot::weights_png(net, h, w, path)?)),
         _ => None,
     };
     let heatmap: Option<(&PathBuf, image::Size)> = match &args.confusion_png {
@@ -222,7 +164,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         )),
         None => None,
     };
-    let which = split_name(args.split);
+    let which = rows_arg(args.split).name();
 
     if args.json {
         let mut out = evaluation_json(&ev);
@@ -245,21 +187,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
             out["class_names"] = json!(names);
         }
         out["model"] = json!(args.model.display().to_string());
-        out["data_dir"] = json!(samples.dir().display().to_string());
-        out["data_from_model"] = json!(samples.is_from_model());
-        out["classes"] = json!(model.classes());
-        out["features"] = json!(model.features());
-        out["layers"] = json!(model.describe());
+        out["data_dir"] = json!(data_dir.display().to_string());
+        out["data_from_model"] = json!(from_model);
+        out["classes"] = json!(net.classes());
+        out["features"] = json!(net.features());
+        out["layers"] = json!(net.describe());
         out["kernel"] = json!(kernel.name());
         out["threads"] = json!(threads);
-        out["load_seconds"] = json!(samples.seconds());
+        out["load_seconds"] = json!(load_seconds);
         out["eval_seconds"] = json!(eval_seconds);
-        out["weights_digest"] = json!(model.digest());
-        if let Some(e) = ck
-            .metadata
-            .get("epochs_done")
-            .and_then(|e| e.parse::<u64>().ok())
-        {
+        out["weights_digest"] = json!(net.digest());
+        if let Some(e) = model.epochs_done() {
             out["epochs_done"] = json!(e);
         }
         if let Some((path, _)) = picture {
@@ -271,26 +209,22 @@ pub fn run(args: EvalArgs) -> Result<()> {
         println!("{out}");
         return Ok(());
     }
-    let trained = match ck.metadata.get("epochs_done") {
+    let trained = match model.epochs_done() {
         Some(e) => format!("; trained {e} epoch(s)"),
         None => String::new(),
     };
-    let shape = if model.is_linear() {
-        format!(
-            "{} features × {} classes",
-            model.features(),
-            model.classes()
-        )
+    let shape = if net.is_linear() {
+        format!("{} features × {} classes", net.features(), net.classes())
     } else {
-        format!("network {}, ReLU", model.describe())
+        format!("network {}, ReLU", net.describe())
     };
     println!("model    {} ({shape}{trained})", args.model.display());
     println!(
         "data     {} ({} {which} samples; loaded in {:.3} s{})",
-        samples.dir().display(),
+        data_dir.display(),
         ev.total,
-        samples.seconds(),
-        samples.source()
+        load_seconds,
+        source
     );
     println!(
         "accuracy {:.4} ({}/{})  mean loss {:.4}  ({:.3} s, kernel {kernel}, {threads} thread(s))",
@@ -304,7 +238,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         "top-{top_k}    accuracy {top_k_accuracy:.4} ({top_k_correct}/{})",
         ev.total
     );
-    println!("weights  sha256 {}", model.digest());
+    println!("weights  sha256 {}", net.digest());
     println!();
     print!("{}", per_class_table(&ev, &f1.per_class, &names));
     println!();
@@ -312,12 +246,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     print!("{}", confusion_table(&ev));
     for (path, size) in picture.into_iter().chain(heatmap) {
         println!();
-        println!(
-            "picture  {} ({}x{} pixels)",
-            path.display(),
-            size.width,
-            size.height
-        );
+        println!("{}", picture_line(path, size));
     }
     Ok(())
 }

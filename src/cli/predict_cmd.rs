@@ -23,17 +23,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
-use idx_softmax::checkpoint::{self, Checkpoint};
+use idx_softmax::data::Split;
 use idx_softmax::image::{self, GrayImage};
 use idx_softmax::infer;
-use idx_softmax::nn::Network;
+use idx_softmax::model::SavedModel;
 use idx_softmax::preprocess::{self, Mode, Options, Prepared};
-use idx_softmax::run_record::{self, recorded_background, recorded_shape};
 
 use super::args::PredictArgs;
-use super::common::{
-    check_features, class_names, inference_kernel, load_test_split, pool, threads, TrainedOn,
-};
+use super::common::{class_names, load, trained_on, Loaded};
+use super::names::flag;
 
 /// Largest image read from standard input.
 const MAX_STDIN_BYTES: u64 = image::MAX_STREAM_BYTES;
@@ -79,10 +77,16 @@ struct Printer<'a> {
 
 /// Runs `predict` with `args`.
 pub fn run(args: PredictArgs) -> Result<()> {
-    let ck = checkpoint::load(&args.model)?;
-    run_record::validate(&args.model, &ck)?;
-    let model = &ck.network;
-    let names = class_names(args.labels.as_deref(), &ck, &args.data)?;
+    let saved = SavedModel::load(&args.model)?;
+    let model = saved.network();
+    let default_dir = idx_softmax::data::default_data_dir();
+    let names_dir = args.data.data_dir.as_deref().unwrap_or(&default_dir);
+    let names = class_names(
+        args.labels.as_deref(),
+        Some(&saved),
+        names_dir,
+        model.classes(),
+    )?;
     if let Some(dir) = &args.save_preprocessed {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow!("--save-preprocessed {}: {e}", dir.display()))?;
@@ -91,7 +95,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         json: args.json,
         csv: args.csv,
         probs: args.probs,
-        top: (args.top as usize).min(model.classes()),
+        top: args.top.min(model.classes()),
         names: &names,
     };
     let mut out = std::io::stdout().lock();
@@ -105,9 +109,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
             (_, true) => Some(false),
             _ => None,
         },
-        background: recorded_background(&ck).unwrap_or(0.0),
+        background: saved.background().unwrap_or(0.0),
     };
-    let shape = preprocess::input_shape(recorded_shape(&ck).as_deref(), model.features());
+    let shape = saved.input_shape();
     let mut used_names = HashSet::new();
     let (mut failed, mut total) = (0usize, 0usize);
     let mut fail = |e: anyhow::Error| {
@@ -136,7 +140,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     }
     for input in inputs {
         total += 1;
-        let result = classify(&input, model, shape, &opts, &args.model).and_then(|(name, p)| {
+        let result = classify(&input, &saved, shape, &opts).and_then(|(name, p)| {
             let saved = match &args.save_preprocessed {
                 Some(dir) => Some(save_preprocessed(dir, &name, &p.image, &mut used_names)?),
                 None => None,
@@ -146,7 +150,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
                     "warning: {name}: no digit found (the image is blank or has no contrast)"
                 );
             }
-            let logits = infer::logits(model, &p.image.features());
+            let logits = infer::logits_one(model, &p.image.features());
             Ok(Prediction {
                 source: Source::Image {
                     name,
@@ -165,13 +169,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
 
     if !args.test_index.is_empty() {
         total += args.test_index.len();
-        match predict_test(&args, &ck) {
-            Ok(preds) => {
+        match predict_test(&args, &saved) {
+            Ok((loaded, preds)) => {
                 for mut p in preds {
                     if let (Some(dir), Source::Test { index, saved, .. }) =
                         (&args.save_preprocessed, &mut p.source)
                     {
-                        if let Some(img) = test_image(&args, &ck, *index)? {
+                        if let Some(img) = test_image(&loaded.data, *index) {
                             *saved = Some(save_preprocessed(
                                 dir,
                                 &format!("test-{index}"),
@@ -234,11 +238,11 @@ fn expand(arg: &Path) -> Result<Vec<Input>> {
 /// Decodes and prepares one input; returns its display name too.
 fn classify(
     input: &Input,
-    model: &Network,
+    model: &SavedModel,
     shape: Option<(usize, usize)>,
     opts: &Options,
-    model_path: &Path,
 ) -> Result<(String, Prepared)> {
+    let model_path = model.path();
     let (name, decoded) = match input {
         Input::File(path) => (path.display().to_string(), image::decode_file(path)?),
         Input::Stdin => {
@@ -262,11 +266,16 @@ fn classify(
         bail!(
             "{name}: the model {} takes {} features, not a 2-D image",
             model_path.display(),
-            model.features()
+            model.network().features()
         );
     };
-    let prepared = preprocess::prepare(&decoded, h, w, opts)
-        .map_err(|e| anyhow!("{name}: {e} (model {})", model_path.display()))?;
+    let prepared = preprocess::prepare(&decoded, h, w, opts).map_err(|e| {
+        anyhow!(
+            "{name}: {} (model {})",
+            e.message(&flag),
+            model_path.display()
+        )
+    })?;
     Ok((name, prepared))
 }
 
@@ -293,35 +302,34 @@ fn save_preprocessed(
     Ok(path)
 }
 
-/// Test sample `index` as an image, for `--save-preprocessed`.
-fn test_image(args: &PredictArgs, ck: &Checkpoint, index: usize) -> Result<Option<GrayImage>> {
-    let trained_on = TrainedOn {
-        model: &args.model,
-        data_dir: run_record::recorded_data_dir(ck),
-    };
-    let loaded = load_test_split(&args.data, ck.network.classes(), Some(trained_on))?;
-    let images = &loaded.data.images;
+/// Test sample `index` as an image, for `--save-preprocessed` (u8 2-D
+/// samples only).
+fn test_image(split: &Split, index: usize) -> Option<GrayImage> {
+    let images = &split.images;
     let (Some(px), &[h, w]) = (images.as_u8(), images.sample_shape()) else {
-        return Ok(None);
+        return None;
     };
     let k = h * w;
-    Ok(Some(GrayImage {
+    Some(GrayImage {
         width: w,
         height: h,
         pixels: px[index * k..(index + 1) * k].to_vec(),
-    }))
+    })
 }
 
-/// The logits of the `--test-index` samples, computed as `eval` does.
-fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> {
-    let model = &ck.network;
-    let trained_on = TrainedOn {
-        model: &args.model,
-        data_dir: run_record::recorded_data_dir(ck),
-    };
-    let loaded = load_test_split(&args.data, model.classes(), Some(trained_on))?;
+/// The logits of the `--test-index` samples, computed as `eval` does, and
+/// the split they came from.
+fn predict_test(
+    args: &PredictArgs,
+    saved: &SavedModel,
+) -> Result<(Loaded<Split>, Vec<Prediction>)> {
+    let model = saved.network();
+    let loaded = load(&args.data, trained_on(saved), |dir, cache| {
+        Split::load_test(dir, &cache)
+    })?;
     let split = &loaded.data;
-    check_features(ck, &args.model, split)?;
+    saved.check_labels(split)?;
+    saved.check_samples(split)?;
     loaded.print_note();
     if let Some(&bad) = args.test_index.iter().find(|&&i| i >= split.len()) {
         bail!(
@@ -332,15 +340,13 @@ fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> 
         );
     }
     let samples = split.samples(model.classes())?;
-    let kernel = inference_kernel(args.compute.kernel, ck, samples.as_u8().is_some())?;
+    let kernel = saved.inference_kernel(args.compute.kernel, samples.as_u8().is_some())?;
     let rows: Vec<u32> = args.test_index.iter().map(|&i| i as u32).collect();
     let c = model.classes();
-    let mut logits = vec![0.0f32; rows.len() * c];
-    let mut xbuf = Vec::new();
-    pool(threads(args.compute.threads))?
-        .install(|| model.forward_rows(&samples, &rows, kernel, &mut xbuf, &mut logits));
+    let logits = infer::thread_pool(args.compute.thread_count()?)?
+        .install(|| infer::logits(model, &samples, infer::Rows::Only(&rows), kernel));
     let labels = &split.labels;
-    Ok(args
+    let preds = args
         .test_index
         .iter()
         .zip(logits.chunks_exact(c))
@@ -352,7 +358,8 @@ fn predict_test(args: &PredictArgs, ck: &Checkpoint) -> Result<Vec<Prediction>> 
             },
             logits: z.to_vec(),
         })
-        .collect())
+        .collect();
+    Ok((loaded, preds))
 }
 
 impl Printer<'_> {

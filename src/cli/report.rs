@@ -10,9 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::{json, Value};
 
 use idx_softmax::metrics::Evaluation;
-use idx_softmax::train::EpochReport;
-
-use super::common::f32_as_printed;
+use idx_softmax::run::EpochReport;
 
 /// How long a run goes before its progress bar appears: shorter runs stay
 /// silent.
@@ -98,28 +96,14 @@ pub fn humane_rate(per_sec: f64) -> String {
     }
 }
 
-/// One epoch as a JSON object: the `per_epoch` entries of `--json` and the
-/// lines of `--metrics-json`. `lr` is the learning rate of the epoch's last
-/// step.
-pub fn epoch_json(r: &EpochReport, lr: f32) -> Value {
-    let mut v = json!({
-        "epoch": r.stats.epoch,
-        "train_loss": r.stats.train_loss,
-        "lr": f32_as_printed(lr),
-        "seconds": r.stats.seconds,
-        "eval_seconds": r.eval_seconds,
-        "samples_per_second": r.stats.samples_per_second(),
-        "benchings": r.stats.benchings,
-    });
-    if let Some(test) = &r.test {
-        v["test_loss"] = json!(test.loss);
-        v["test_accuracy"] = json!(test.accuracy);
-    }
-    if let Some(val) = &r.validation {
-        v["val_loss"] = json!(val.loss);
-        v["val_accuracy"] = json!(val.accuracy);
-    }
-    v
+/// The report's line for a picture written to `path`.
+pub fn picture_line(path: &std::path::Path, size: idx_softmax::image::Size) -> String {
+    format!(
+        "picture  {} ({}x{} pixels)",
+        path.display(),
+        size.width,
+        size.height
+    )
 }
 
 /// One epoch as a line of the human report.

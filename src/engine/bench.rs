@@ -13,7 +13,7 @@
 //! itself waits for an earlier phase is left alone). It moves them onto
 //! its own CPU, where it is about to sleep, so that they finish their
 //! chunks at once
-//! ([`crate::placement::Placement::move_here`]), and they then sit out for
+//! ([`crate::engine::placement::Placement::move_here`]), and they then sit out for
 //! a while before they claim again. The sit-out doubles with every
 //! benching in an epoch (1, 2, 4, … 64 ms): under lasting load the epoch
 //! runs on the workers that keep their CPUs, at the cost of one short
@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::parallel::CachePadded;
+use crate::engine::parallel::CachePadded;
 
 /// The shortest wait for a phase that counts as a stall: far above the
 /// imbalance at the end of a normal phase (a chunk: 1–100 µs), far below

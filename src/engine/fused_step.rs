@@ -22,8 +22,8 @@
 //! operations (see [`crate::kernels::fused`]), so the bits never depend on
 //! which worker ran it.
 
+use crate::engine::parallel::{split_range, SharedSlice};
 use crate::kernels::{fused, softmax_ce, KernelPath};
-use crate::parallel::{split_range, SharedSlice};
 
 use super::phased::{Flow, StepPlan};
 use super::EpochCtx;

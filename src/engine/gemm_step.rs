@@ -24,9 +24,9 @@
 //! Every output element is computed inside one chunk, whose shape depends
 //! only on the step, so the bits never depend on the worker count.
 
+use crate::engine::parallel::SharedSlice;
 use crate::kernels::{bias_grad, fused, softmax_ce, KernelPath};
 use crate::nn::{relu_backward, Linear, Network};
-use crate::parallel::SharedSlice;
 
 use super::phased::{Flow, StepPlan};
 use super::EpochCtx;

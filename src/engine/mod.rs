@@ -15,13 +15,15 @@
 pub mod bench;
 pub mod fused_step;
 pub mod gemm_step;
+pub mod parallel;
 pub mod phased;
+pub mod placement;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use crate::data::Samples;
 use crate::optim::Sgd;
-use crate::parallel::{CachePadded, SharedSlice};
-use crate::samples::Samples;
+use parallel::{CachePadded, SharedSlice};
 use phased::Flow;
 
 /// An epoch's place in the run, for the learning-rate schedule.
@@ -59,6 +61,9 @@ pub struct EpochCtx<'s> {
     /// perf/ab_compare.py).
     outcome: CachePadded<Outcome>,
     progress: &'s (dyn Fn(u64) + Sync),
+    /// Raised by another thread to stop the epoch at the next step's end
+    /// (Ctrl-C in Python).
+    stop: Option<&'s AtomicBool>,
 }
 
 /// The epoch's running result.
@@ -66,9 +71,13 @@ struct Outcome {
     /// The loss sum (f64 bits), updated once per step by the step's
     /// designated chunk: the phase order makes those updates sequential.
     loss_sum: AtomicU64,
-    /// 1-based step whose loss was not finite; 0 while all is well.
+    /// 1-based step whose loss was not finite ([`INTERRUPTED`] when the
+    /// stop flag ended the epoch); 0 while all is well.
     failed_step: AtomicUsize,
 }
+
+/// [`EpochCtx::outcome`]'s error when the stop flag ended the epoch.
+pub const INTERRUPTED: usize = usize::MAX;
 
 impl<'s> EpochCtx<'s> {
     #[allow(clippy::too_many_arguments)]
@@ -81,6 +90,7 @@ impl<'s> EpochCtx<'s> {
         params: &'s mut [f32],
         momentum: &'s mut [f32],
         progress: &'s (dyn Fn(u64) + Sync),
+        stop: Option<&'s AtomicBool>,
     ) -> Self {
         Self {
             samples,
@@ -95,6 +105,7 @@ impl<'s> EpochCtx<'s> {
                 failed_step: AtomicUsize::new(0),
             }),
             progress,
+            stop,
         }
     }
 
@@ -110,9 +121,17 @@ impl<'s> EpochCtx<'s> {
 
     /// Records step `step`'s per-row `losses`: adds them to the epoch's
     /// sum, reports progress now and then, and abandons the epoch if the
-    /// loss is not finite. Called by exactly one chunk per step, in a phase
-    /// after the losses were written.
+    /// loss is not finite or the stop flag is up. Called by exactly one
+    /// chunk per step, in a phase after the losses were written.
     pub fn finish_step(&self, step: usize, losses: &[f32]) -> Flow {
+        // One relaxed load a step: the flag is raised rarely, and seeing
+        // it a step late costs nothing.
+        if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            self.outcome
+                .failed_step
+                .store(INTERRUPTED, Ordering::SeqCst);
+            return Flow::Abandon;
+        }
         let batch_loss: f64 = losses.iter().map(|&l| l as f64).sum();
         if !batch_loss.is_finite() {
             self.outcome.failed_step.store(step + 1, Ordering::SeqCst);
@@ -131,7 +150,8 @@ impl<'s> EpochCtx<'s> {
         Flow::Continue
     }
 
-    /// The epoch's outcome: the loss sum, or the 1-based step that failed.
+    /// The epoch's outcome: the loss sum, or the 1-based step that failed
+    /// ([`INTERRUPTED`] if the stop flag ended it).
     pub fn outcome(&self) -> Result<f64, usize> {
         match self.outcome.failed_step.load(Ordering::Relaxed) {
             0 => Ok(f64::from_bits(

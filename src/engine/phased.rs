@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::bench::{self, Bench};
-use crate::parallel::{CachePadded, CompletionCounter, Wait, SPIN_TIME, SPIN_TIME_SHARED};
-use crate::placement::Placement;
+use crate::engine::parallel::{CachePadded, CompletionCounter, Wait, SPIN_TIME, SPIN_TIME_SHARED};
+use crate::engine::placement::Placement;
 
 /// What to do after a chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

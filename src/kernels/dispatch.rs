@@ -2,19 +2,24 @@
 //!
 //! The CPU's features are detected once and cached ([`KernelPath::best`],
 //! [`KernelPath::is_available`]). The path is chosen once per run, by the
-//! rule in [`crate::config::kernel_for`], and passed down to every kernel
+//! rule in [`crate::run::spec::kernel_for`], and passed down to every kernel
 //! call, which dispatches on it with one `match`. A user (or a test) can
-//! force any path with `--kernel` or the `IDX_SOFTMAX_KERNEL`
-//! environment variable; forcing a path the CPU lacks is an error, never a
-//! crash. Release builds need no `-C target-cpu`: the AVX code is compiled
+//! force any path with `--kernel` (a parameter in other front ends);
+//! forcing a path the CPU lacks is an error, never a crash. The
+//! `IDX_SOFTMAX_KERNEL` environment variable ([`KERNEL_ENV`]) instead
+//! stands for a smaller CPU: it caps the paths available, so a whole run,
+//! test suite included, behaves as on a CPU without AVX-512 (`avx2`) or
+//! without AVX2 (`portable`). Release builds need no `-C target-cpu`: the AVX code is compiled
 //! per function with `#[target_feature]` and only called after detection.
 
 use std::fmt;
 use std::str::FromStr;
-#[cfg(target_arch = "x86_64")]
 use std::sync::OnceLock;
 
-/// Environment variable that forces a kernel path.
+/// Environment variable that caps the kernel paths, as if the CPU had no
+/// faster one: `avx2` stands for a CPU without AVX-512, `portable` for one
+/// without AVX2 (ARM, say), `gemm` for one without the fused kernels. An
+/// empty value counts as unset. Read once per process.
 pub const KERNEL_ENV: &str = "IDX_SOFTMAX_KERNEL";
 
 /// A kernel path for the training step and evaluation.
@@ -44,8 +49,29 @@ impl KernelPath {
         }
     }
 
-    /// Whether this CPU can run the path.
+    /// Whether this CPU can run the path (within the cap of
+    /// [`KERNEL_ENV`], if set).
     pub fn is_available(self) -> bool {
+        if let Ok(Some(cap)) = env_cap() {
+            if self.rank() > cap.rank() {
+                return false;
+            }
+        }
+        self.cpu_has()
+    }
+
+    /// Speed order of the paths, for the cap.
+    fn rank(self) -> u8 {
+        match self {
+            Self::Gemm => 0,
+            Self::Portable => 1,
+            Self::Avx2 => 2,
+            Self::Avx512 => 3,
+        }
+    }
+
+    /// Whether the CPU itself has the path's instructions.
+    fn cpu_has(self) -> bool {
         match self {
             Self::Gemm | Self::Portable => true,
             #[cfg(target_arch = "x86_64")]
@@ -62,32 +88,31 @@ impl KernelPath {
         !matches!(self, Self::Gemm)
     }
 
-    /// The fastest path available here (cached after the first call).
+    /// The fastest path available here: the default for u8 samples.
     pub fn best() -> Self {
-        if Self::Avx512.is_available() {
-            Self::Avx512
-        } else if Self::Avx2.is_available() {
-            Self::Avx2
-        } else {
-            Self::Portable
-        }
+        [Self::Avx512, Self::Avx2, Self::Portable, Self::Gemm]
+            .into_iter()
+            .find(|p| p.is_available())
+            .unwrap_or(Self::Gemm)
     }
 
     /// Every path this CPU can run.
     pub fn available() -> Vec<Self> {
         Self::ALL.into_iter().filter(|p| p.is_available()).collect()
     }
+}
 
-    /// The path forced by `IDX_SOFTMAX_KERNEL`, if set.
-    pub fn from_env() -> Result<Option<Self>, String> {
-        match std::env::var(KERNEL_ENV) {
-            Ok(v) if !v.is_empty() => v
-                .parse::<Self>()
-                .map(Some)
-                .map_err(|e| format!("{KERNEL_ENV}: {e}")),
-            _ => Ok(None),
-        }
-    }
+/// The cap [`KERNEL_ENV`] sets, if any; its value when that names no path
+/// (front ends report it: [`crate::run::spec::check_kernel_env`]).
+pub fn env_cap() -> Result<Option<KernelPath>, &'static str> {
+    static CAP: OnceLock<Result<Option<KernelPath>, String>> = OnceLock::new();
+    CAP.get_or_init(|| match std::env::var(KERNEL_ENV) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map(Some).map_err(|_| v),
+        _ => Ok(None),
+    })
+    .as_ref()
+    .map(|c| *c)
+    .map_err(String::as_str)
 }
 
 impl fmt::Display for KernelPath {
@@ -99,16 +124,12 @@ impl fmt::Display for KernelPath {
 impl FromStr for KernelPath {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let path = Self::ALL
+        Self::ALL
             .into_iter()
             .find(|p| p.name().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
                 format!("unknown kernel path '{s}' (expected gemm, portable, avx2 or avx512)")
-            })?;
-        if !path.is_available() {
-            return Err(format!("kernel path '{s}' is not supported by this CPU"));
-        }
-        Ok(path)
+            })
     }
 }
 

@@ -12,7 +12,7 @@
 //!
 //! Each layer is a `forward` / `backward` pair on a block of rows, outputs
 //! first, dimensions last (llm.c's style). The training loop
-//! ([`crate::train`]) calls them through a step plan; inference calls
+//! ([`crate::run`]) calls them through a step plan; inference calls
 //! [`Network::forward_rows`].
 
 pub mod params;
@@ -20,8 +20,8 @@ pub mod params;
 use rand::Rng;
 use rand_distr::StandardNormal;
 
+use crate::data::samples::Samples;
 use crate::kernels::{fused, gemm, KernelPath};
-use crate::samples::Samples;
 pub use params::{ParamStore, TensorSpec};
 
 /// Largest accepted layer width (inputs, hidden units or classes).

@@ -109,7 +109,7 @@ impl ParamStore {
         for v in &self.data {
             h.update(v.to_le_bytes());
         }
-        crate::dataset::hex(&h.finalize())
+        format!("{:x}", h.finalize())
     }
 
     /// Whether every parameter is finite.

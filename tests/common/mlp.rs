@@ -222,8 +222,8 @@ pub fn f32_samples<'a>(
     labels: &'a [u8],
     k: usize,
     c: usize,
-) -> idx_softmax::samples::Samples<'a> {
-    use idx_softmax::samples::{LabelValues, Pixels, Samples};
+) -> idx_softmax::data::samples::Samples<'a> {
+    use idx_softmax::data::samples::{LabelValues, Pixels, Samples};
     Samples::new(
         Pixels::F32(std::borrow::Cow::Borrowed(x)),
         LabelValues::U8(labels),
@@ -240,7 +240,7 @@ pub fn u8_samples<'a>(
     labels: &'a [u8],
     k: usize,
     c: usize,
-) -> idx_softmax::samples::Samples<'a> {
-    use idx_softmax::samples::{LabelValues, Pixels, Samples};
+) -> idx_softmax::data::samples::Samples<'a> {
+    use idx_softmax::data::samples::{LabelValues, Pixels, Samples};
     Samples::new(Pixels::U8(x), LabelValues::U8(labels), k, c, vec![]).unwrap()
 }

@@ -5,8 +5,8 @@ pub mod mlp;
 
 use std::path::{Path, PathBuf};
 
-use idx_softmax::dataset::{Dataset, GzCache, LoadOptions};
-use idx_softmax::idx::{self, ElementType, IdxHeader};
+use idx_softmax::data::idx::{self, ElementType, IdxHeader};
+use idx_softmax::data::{Dataset, GzCache, LoadOptions};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -23,7 +23,8 @@ pub fn mnist() -> &'static Dataset {
             cache: test_cache(),
             classes: None,
         };
-        Dataset::load(Path::new(idx_softmax::BUNDLED_MNIST), &opts).expect("bundled MNIST loads")
+        Dataset::load(Path::new(idx_softmax::data::BUNDLED_MNIST), &opts)
+            .expect("bundled MNIST loads")
     })
 }
 
@@ -156,6 +157,25 @@ pub fn gather_f64(images: &[u8], k: usize, rows: &[u32], scale: f64) -> Vec<f64>
 }
 
 /// Asserts an error message is one line and starts with `path`; returns it.
+/// The weights digest of the default run (the notebook's epoch on MNIST,
+/// seed 42) on each kernel path: the bits are promised per path, and each
+/// path rounds differently. Every path gives 0.9032.
+pub fn default_digest(kernel: idx_softmax::kernels::KernelPath) -> &'static str {
+    use idx_softmax::kernels::KernelPath;
+    match kernel {
+        KernelPath::Avx512 => "66072fba588cb2cc85487f698f4beecd4fb4114db070231ad499ef55bd3af66e",
+        KernelPath::Avx2 => "cf281c1a6c9bcbfbbc95ecf402af8688573dc928ad07199e476939f113dc8530",
+        KernelPath::Portable => "b0651d977e0a76e173df9dc3d002942df3f9559034655319edcb02348808740c",
+        KernelPath::Gemm => "813f7e4baf919663a917ae98fd4d17b4e82c51839a61fa6297df89890d4b3dd8",
+    }
+}
+
+/// A command line's name for a setting (`--batch-size`), for checking a
+/// library error's wording as the CLI shows it.
+pub fn flag(s: idx_softmax::setting::Setting) -> String {
+    format!("--{}", s.key().replace('_', "-"))
+}
+
 pub fn assert_one_line(e: &impl std::fmt::Display, path: &Path) -> String {
     let msg = e.to_string();
     assert!(!msg.contains('\n'), "multi-line message: {msg}");
@@ -169,10 +189,10 @@ pub fn assert_one_line(e: &impl std::fmt::Display, path: &Path) -> String {
 
 /// The training and test splits of `data` as the engine's samples.
 pub fn samples(
-    data: &idx_softmax::dataset::Dataset,
+    data: &idx_softmax::data::Dataset,
 ) -> (
-    idx_softmax::samples::Samples<'_>,
-    idx_softmax::samples::Samples<'_>,
+    idx_softmax::data::samples::Samples<'_>,
+    idx_softmax::data::samples::Samples<'_>,
 ) {
     (
         data.train.samples(data.classes).expect("train samples"),
@@ -182,12 +202,12 @@ pub fn samples(
 
 /// The bundled MNIST's training and test samples, built once.
 pub fn mnist_samples() -> &'static (
-    idx_softmax::samples::Samples<'static>,
-    idx_softmax::samples::Samples<'static>,
+    idx_softmax::data::samples::Samples<'static>,
+    idx_softmax::data::samples::Samples<'static>,
 ) {
     static S: std::sync::OnceLock<(
-        idx_softmax::samples::Samples<'static>,
-        idx_softmax::samples::Samples<'static>,
+        idx_softmax::data::samples::Samples<'static>,
+        idx_softmax::data::samples::Samples<'static>,
     )> = std::sync::OnceLock::new();
     S.get_or_init(|| samples(mnist()))
 }
@@ -292,7 +312,7 @@ impl Drop for ReadOnlyDir {
 pub fn raw_mnist(dir: &Path) {
     use std::io::Read;
     for name in NAMES {
-        let gz = Path::new(idx_softmax::BUNDLED_MNIST).join(format!("{name}.gz"));
+        let gz = Path::new(idx_softmax::data::BUNDLED_MNIST).join(format!("{name}.gz"));
         let mut raw = Vec::new();
         flate2::read::GzDecoder::new(std::fs::File::open(&gz).unwrap())
             .read_to_end(&mut raw)

@@ -2,7 +2,7 @@
 //!
 //! A [`Samples`] is `n` rows of `features` pixels, u8 or f32, row-major,
 //! plus one class label per row. It knows nothing of IDX: the mmap loader
-//! ([`crate::dataset::Split::samples`]) builds one over its mapping, and
+//! ([`crate::data::Split::samples`]) builds one over its mapping, and
 //! the Python front end builds one over NumPy arrays, both without a copy.
 //!
 //! u8 pixels are scaled by [`U8_SCALE`] wherever they become f32 (inside
@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use crate::pixels::{u8_to_f32, U8_SCALE};
+use crate::data::pixels::{u8_to_f32, U8_SCALE};
 
 /// The pixels of every row, row-major.
 #[derive(Clone, Debug)]

@@ -33,33 +33,93 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-pub use crate::config::{TrainConfig, DEFAULT_SEED};
+use std::sync::atomic::AtomicBool;
+
+use super::config::TrainConfig;
+use super::spec::SpecError;
+use crate::data::Samples;
 use crate::engine::fused_step::{FusedBuffers, FusedStep};
 use crate::engine::gemm_step::{GemmBuffers, GemmStep};
+use crate::engine::placement::Placement;
 use crate::engine::{phased, EpochCtx, SchedulePosition};
 use crate::kernels::KernelPath;
 use crate::metrics::{self, Evaluation};
 use crate::nn::Network;
-use crate::placement::Placement;
-use crate::samples::Samples;
+use crate::nn::NetworkError;
+use crate::setting::{Naming, Setting};
 
 /// Mixed into the seed for the validation split's own random stream, so
 /// the split does not shift the initialisation or the shuffles.
 const VAL_SPLIT_STREAM: u64 = 0x7661_6c5f_7370_6c74; // "val_splt"
 
-/// Why training stopped.
-#[derive(Debug, thiserror::Error)]
+/// Why training stopped. [`TrainError::message`] words it with a front
+/// end's names for the settings.
+#[derive(Debug, Clone, PartialEq)]
 pub enum TrainError {
     /// Epoch and step are 1-based.
-    #[error("non-finite loss at epoch {epoch}, step {step} (try a smaller --lr; check the data for NaN)")]
-    NonFinite { epoch: usize, step: usize },
-    #[error("{0}")]
-    Config(String),
+    NonFinite {
+        epoch: usize,
+        step: usize,
+    },
+    /// The interrupt flag was raised during `epoch` (1-based).
+    Interrupted {
+        epoch: usize,
+    },
+    Spec(SpecError),
+    Network(NetworkError),
+    /// A validation split that holds out nothing, or everything.
+    Split {
+        fraction: f32,
+        samples: usize,
+        leaves_nothing: bool,
+    },
+    /// The evaluation set does not fit the training set, or a state to
+    /// resume does not fit the run.
+    Mismatch(String),
+    /// The thread pool could not start.
+    Threads(String),
 }
 
-impl From<crate::config::ConfigError> for TrainError {
-    fn from(e: crate::config::ConfigError) -> Self {
-        Self::Config(e.0)
+impl TrainError {
+    /// The message, one line, naming settings by `name`.
+    pub fn message(&self, name: Naming<'_>) -> String {
+        match self {
+            Self::NonFinite { epoch, step } => format!(
+                "non-finite loss at epoch {epoch}, step {step} (try a smaller {}; check the data for NaN)",
+                name(Setting::Lr)
+            ),
+            Self::Interrupted { epoch } => format!("interrupted during epoch {epoch}"),
+            Self::Spec(e) => e.message(name),
+            Self::Network(e) => e.to_string(),
+            Self::Split {
+                fraction,
+                samples,
+                leaves_nothing,
+            } => format!(
+                "{} {fraction} of {samples} samples {}",
+                name(Setting::ValSplit),
+                if *leaves_nothing {
+                    "leaves nothing to train on"
+                } else {
+                    "holds out no sample"
+                }
+            ),
+            Self::Mismatch(m) | Self::Threads(m) => m.clone(),
+        }
+    }
+}
+
+crate::setting::worded_error!(TrainError);
+
+impl From<SpecError> for TrainError {
+    fn from(e: SpecError) -> Self {
+        Self::Spec(e)
+    }
+}
+
+impl From<NetworkError> for TrainError {
+    fn from(e: NetworkError) -> Self {
+        Self::Network(e)
     }
 }
 
@@ -100,12 +160,49 @@ pub struct TrainState {
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochReport {
     pub stats: EpochStats,
+    /// The learning rate of the epoch's last step.
+    pub lr: f32,
     /// On the evaluation set the trainer was given, if any.
     pub test: Option<Evaluation>,
     /// On the held-out part of the training set, with a validation split.
     pub validation: Option<Evaluation>,
+    /// On the rows trained on, when asked for (the training curves need
+    /// it; see [`super::Run`]).
+    pub train: Option<Evaluation>,
     /// Wall time of the evaluations.
     pub eval_seconds: f64,
+    /// Set when the training loss shows the run has diverged
+    /// ([`crate::metrics::diverged`]), on the first epoch it does.
+    pub warning: Option<super::RunWarning>,
+}
+
+impl EpochReport {
+    /// The epoch as a JSON object: the `per_epoch` entries of a run's
+    /// summary, the lines of its metrics file, Python's per-epoch
+    /// callback.
+    pub fn to_json(&self) -> serde_json::Value {
+        use super::config::f32_as_printed;
+        let mut v = serde_json::json!({
+            "epoch": self.stats.epoch,
+            "train_loss": self.stats.train_loss,
+            "lr": f32_as_printed(self.lr),
+            "seconds": self.stats.seconds,
+            "eval_seconds": self.eval_seconds,
+            "samples_per_second": self.stats.samples_per_second(),
+            "benchings": self.stats.benchings,
+        });
+        for (key, ev) in [
+            ("test", &self.test),
+            ("val", &self.validation),
+            ("train", &self.train),
+        ] {
+            if let Some(ev) = ev {
+                v[format!("{key}_loss")] = serde_json::json!(ev.loss);
+                v[format!("{key}_accuracy")] = serde_json::json!(ev.accuracy);
+            }
+        }
+        v
+    }
 }
 
 /// A network being trained on a set of samples.
@@ -124,6 +221,8 @@ pub struct Trainer<'a> {
     /// Held-out validation indices, sorted.
     val_rows: Vec<u32>,
     epochs_done: usize,
+    /// Raised by another thread to stop the current epoch.
+    stop: Option<&'a AtomicBool>,
 }
 
 impl<'a> Trainer<'a> {
@@ -140,19 +239,19 @@ impl<'a> Trainer<'a> {
         let (k, c) = (train.features(), train.classes());
         if let Some(t) = test {
             if t.features() != k || t.classes() != c {
-                return Err(TrainError::Config(format!(
+                return Err(TrainError::Mismatch(format!(
                     "the evaluation set has {} features × {} classes, the training set {k} × {c}",
                     t.features(),
                     t.classes()
                 )));
             }
         }
-        let sizes = crate::config::network_sizes(&cfg, k, c)?;
+        let sizes = cfg.network_sizes(k, c)?;
         let (order, val_rows) = split_train_val(train.len(), cfg.val_split, cfg.seed)?;
         let placement = Arc::new(Placement::plan(cfg.threads, cfg.workers()));
         let pool = build_pool(&cfg, &placement)?;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
-        let network = Network::init(&sizes, &mut rng).map_err(|e| TrainError::Config(e.0))?;
+        let network = Network::init(&sizes, &mut rng)?;
         let momentum = if cfg.sgd.has_momentum() {
             vec![0.0; network.params().len()]
         } else {
@@ -171,6 +270,7 @@ impl<'a> Trainer<'a> {
             order,
             val_rows,
             epochs_done: 0,
+            stop: None,
         })
     }
 
@@ -186,21 +286,21 @@ impl<'a> Trainer<'a> {
     ) -> Result<Self, TrainError> {
         let mut trainer = Self::new(train, test, cfg)?;
         if state.network.sizes() != trainer.network.sizes() {
-            return Err(TrainError::Config(format!(
+            return Err(TrainError::Mismatch(format!(
                 "the checkpoint's network is {}, but this run builds {}",
                 state.network.describe(),
                 trainer.network.describe()
             )));
         }
         if state.epochs_done >= trainer.cfg.epochs {
-            return Err(TrainError::Config(format!(
-                "the checkpoint has already trained {} epoch(s); ask for more with --epochs",
-                state.epochs_done
-            )));
+            return Err(TrainError::Spec(SpecError::AlreadyTrained {
+                done: state.epochs_done,
+                source: "the checkpoint".into(),
+            }));
         }
         if trainer.cfg.sgd.has_momentum() && !state.momentum.is_empty() {
             if state.momentum.len() != state.network.params().len() {
-                return Err(TrainError::Config(
+                return Err(TrainError::Mismatch(
                     "the checkpoint's momentum buffers do not match its network".into(),
                 ));
             }
@@ -221,6 +321,18 @@ impl<'a> Trainer<'a> {
             momentum: self.momentum.clone(),
             epochs_done: self.epochs_done,
         }
+    }
+
+    /// Makes `flag` stop the epoch being trained (at the end of a step)
+    /// when another thread raises it; the epoch then fails with
+    /// [`TrainError::Interrupted`] and the trainer is spent.
+    pub fn set_stop_flag(&mut self, flag: &'a AtomicBool) {
+        self.stop = Some(flag);
+    }
+
+    /// The run's configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
     }
 
     pub fn epochs_done(&self) -> usize {
@@ -323,6 +435,7 @@ impl<'a> Trainer<'a> {
             self.network.params_mut().data_mut(),
             &mut self.momentum,
             progress,
+            self.stop,
         );
         let run = match &layout {
             None => {
@@ -337,9 +450,10 @@ impl<'a> Trainer<'a> {
             }
         };
         // An abandoned epoch shows in the outcome below (a non-finite loss).
-        let loss_sum = ctx
-            .outcome()
-            .map_err(|step| TrainError::NonFinite { epoch, step })?;
+        let loss_sum = ctx.outcome().map_err(|step| match step {
+            crate::engine::INTERRUPTED => TrainError::Interrupted { epoch },
+            step => TrainError::NonFinite { epoch, step },
+        })?;
         let seconds = start.elapsed().as_secs_f64();
         let n = self.order.len();
         if !self.network.params().is_finite() {
@@ -372,10 +486,21 @@ impl<'a> Trainer<'a> {
         let eval_seconds = eval_start.elapsed().as_secs_f64();
         Ok(EpochReport {
             stats,
+            lr: self.lr_at_end(stats.epoch),
             test,
             validation,
+            train: None,
             eval_seconds,
+            warning: None,
         })
+    }
+
+    /// The learning rate of the last step of `epoch` (1-based).
+    pub fn lr_at_end(&self, epoch: usize) -> f32 {
+        let steps = self.order.len().div_ceil(self.cfg.batch_size);
+        self.cfg
+            .sgd
+            .lr_at(epoch - 1, epoch * steps - 1, self.cfg.epochs * steps)
     }
 }
 
@@ -390,7 +515,7 @@ fn build_pool(
         .thread_name(|i| format!("train-{i}"))
         .start_handler(move |i| placement.start_thread(i))
         .build()
-        .map_err(|e| TrainError::Config(format!("cannot start {} threads: {e}", cfg.threads)))
+        .map_err(|e| TrainError::Threads(format!("cannot start {} threads: {e}", cfg.threads)))
 }
 
 /// Trains for `cfg.epochs` epochs, evaluating on `test` (if given) after
@@ -424,16 +549,20 @@ pub fn split_train_val(
     let n_val = (n as f64 * fraction as f64).round() as usize;
     if n_val == 0 {
         if fraction > 0.0 {
-            return Err(TrainError::Config(format!(
-                "validation split {fraction} of {n} samples holds out no sample"
-            )));
+            return Err(TrainError::Split {
+                fraction,
+                samples: n,
+                leaves_nothing: false,
+            });
         }
         return Ok(((0..n as u32).collect(), Vec::new()));
     }
     if n_val >= n {
-        return Err(TrainError::Config(format!(
-            "validation split {fraction} of {n} samples leaves nothing to train on"
-        )));
+        return Err(TrainError::Split {
+            fraction,
+            samples: n,
+            leaves_nothing: true,
+        });
     }
     let mut all: Vec<u32> = (0..n as u32).collect();
     all.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(

@@ -23,22 +23,50 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
+use super::{TrainConfig, TrainState};
 use crate::checkpoint::{self, Checkpoint, CheckpointError, ExtraTensor};
-use crate::config::TrainConfig;
 use crate::kernels::KernelPath;
 use crate::optim::{Schedule, Sgd};
-use crate::train::TrainState;
+use crate::setting::{Naming, Setting};
 
 /// Prefix of the momentum buffers' tensor names.
 pub const MOMENTUM_PREFIX: &str = "momentum.";
 
 /// A run record problem: one line naming the file.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum RecordError {
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    #[error("{0}")]
+    Checkpoint(CheckpointError),
     Invalid(String),
+    /// The file is a model but not a run checkpoint: its metadata has no
+    /// `key`, so the run cannot be continued.
+    NotARun {
+        path: std::path::PathBuf,
+        key: String,
+    },
+}
+
+impl RecordError {
+    /// The message, one line, naming settings by `name`.
+    pub fn message(&self, name: Naming<'_>) -> String {
+        match self {
+            Self::Checkpoint(e) => e.to_string(),
+            Self::Invalid(m) => m.clone(),
+            Self::NotARun { path, key } => format!(
+                "{}: no {key:?} in the checkpoint's metadata; {} needs a file written by {}",
+                path.display(),
+                name(Setting::Resume),
+                name(Setting::Save)
+            ),
+        }
+    }
+}
+
+crate::setting::worded_error!(RecordError);
+
+impl From<CheckpointError> for RecordError {
+    fn from(e: CheckpointError) -> Self {
+        Self::Checkpoint(e)
+    }
 }
 
 /// The settings and data shape of a run, as recorded in its checkpoint.
@@ -160,11 +188,12 @@ impl RunMeta {
         let md = &ck.metadata;
         let bad = |m: String| RecordError::Invalid(format!("{}: {m}", path.display()));
         let get = |key: &str| -> Result<&str, RecordError> {
-            md.get(key).map(String::as_str).ok_or_else(|| {
-                bad(format!(
-                    "no {key:?} in the checkpoint's metadata; --resume needs a file written by --save"
-                ))
-            })
+            md.get(key)
+                .map(String::as_str)
+                .ok_or_else(|| RecordError::NotARun {
+                    path: path.to_owned(),
+                    key: key.to_owned(),
+                })
         };
         let parse =
             |key: &str, v: &str| -> Result<_, RecordError> { Ok((key.to_owned(), v.to_owned())) };
@@ -188,7 +217,7 @@ impl RunMeta {
             weight_decay: float("weight_decay")?,
             schedule,
         };
-        sgd.validate()
+        super::spec::check_sgd(&sgd)
             .map_err(|e| bad(format!("the recorded optimiser is invalid: {e}")))?;
         let shape = get("sample_shape")?;
         let sample_shape = parse_shape(shape).ok_or_else(|| {
@@ -208,11 +237,14 @@ impl RunMeta {
                 .ok_or_else(|| bad(format!("metadata \"hidden\" is {hidden_s:?}, which is not a list of widths like 256,128")))?
         };
         let kernel_s = get("kernel")?;
-        let kernel: KernelPath = kernel_s.parse().map_err(|e: String| {
-            bad(format!(
-                "was trained with kernel {kernel_s}, which cannot run here: {e}"
-            ))
-        })?;
+        let kernel: KernelPath = kernel_s
+            .parse()
+            .map_err(|e: String| bad(format!("metadata \"kernel\" is invalid: {e}")))?;
+        if !kernel.is_available() {
+            return Err(bad(format!(
+                "was trained with kernel {kernel_s}, which cannot run here: kernel path '{kernel_s}' is not supported by this CPU"
+            )));
+        }
         let config = TrainConfig {
             epochs: num("epochs")?,
             batch_size: num("batch_size")?,
@@ -339,6 +371,36 @@ pub fn validate(path: &Path, ck: &Checkpoint) -> Result<(), RecordError> {
     Ok(())
 }
 
+/// The results a checkpoint records after its last epoch, if it records
+/// them (files from other tools need not).
+pub fn recorded_results(ck: &Checkpoint) -> Option<Results> {
+    let get = |k: &str| ck.metadata.get(k).and_then(|v| v.parse::<f64>().ok());
+    Some(Results {
+        test_accuracy: get("test_accuracy")?,
+        test_loss: get("test_loss")?,
+        train_loss: get("train_loss")?,
+        validation: get("val_accuracy").zip(get("val_loss")),
+    })
+}
+
+/// The epochs a checkpoint records as trained, if any.
+pub fn recorded_epochs_done(ck: &Checkpoint) -> Option<usize> {
+    ck.metadata.get("epochs_done").and_then(|e| e.parse().ok())
+}
+
+/// The validation split a checkpoint's run held out, as `(fraction, seed,
+/// training samples)`, each if recorded.
+pub fn recorded_split(ck: &Checkpoint) -> (f32, Option<u64>, Option<usize>) {
+    let md = &ck.metadata;
+    (
+        md.get("val_split")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
+        md.get("seed").and_then(|v| v.parse().ok()),
+        md.get("train_samples").and_then(|v| v.parse().ok()),
+    )
+}
+
 /// The data directory a checkpoint records, if any.
 pub fn recorded_data_dir(ck: &Checkpoint) -> Option<&str> {
     ck.metadata
@@ -350,7 +412,10 @@ pub fn recorded_data_dir(ck: &Checkpoint) -> Option<&str> {
 /// The kernel path a checkpoint was trained with, if it records one that
 /// this CPU can run.
 pub fn recorded_kernel(ck: &Checkpoint) -> Option<KernelPath> {
-    ck.metadata.get("kernel").and_then(|k| k.parse().ok())
+    ck.metadata
+        .get("kernel")
+        .and_then(|k| k.parse::<KernelPath>().ok())
+        .filter(|k| k.is_available())
 }
 
 /// Saves `state` with `meta` and `results` to `path`, atomically.
@@ -390,12 +455,19 @@ pub fn save_with(
     Ok(())
 }
 
-/// Loads a run checkpoint for `--resume`: the checkpoint, its settings and
+/// Loads a run checkpoint to continue it: the checkpoint, its settings and
 /// the training state (network, momentum, epochs done).
 pub fn load(path: &Path) -> Result<(Checkpoint, RunMeta, TrainState), RecordError> {
     let ck = checkpoint::load(path)?;
     validate(path, &ck)?;
-    let meta = RunMeta::from_checkpoint(path, &ck)?;
+    let (meta, state) = run_state(path, &ck)?;
+    Ok((ck, meta, state))
+}
+
+/// The run settings and training state a loaded, validated checkpoint
+/// `ck` (read from `path`) records.
+pub fn run_state(path: &Path, ck: &Checkpoint) -> Result<(RunMeta, TrainState), RecordError> {
+    let meta = RunMeta::from_checkpoint(path, ck)?;
     let params = ck.network.params();
     let momentum = if meta.config.sgd.has_momentum() {
         let mut m = vec![0.0; params.len()];
@@ -426,7 +498,7 @@ pub fn load(path: &Path) -> Result<(Checkpoint, RunMeta, TrainState), RecordErro
         momentum,
         epochs_done: meta.epochs_done,
     };
-    Ok((ck, meta, state))
+    Ok((meta, state))
 }
 
 #[cfg(test)]

@@ -1,14 +1,13 @@
-//! `--metrics-json`: one JSON object per epoch, one per line, rewritten
+//! A run's metrics file: one JSON object per epoch, one per line, rewritten
 //! atomically after every epoch, so the file is always complete (it lists
 //! the epochs finished so far) and a failure never leaves a partial file.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
 use serde_json::Value;
 
-use idx_softmax::fsutil::write_atomic;
+use crate::fsutil::write_atomic;
 
 /// The metrics file being written, if any.
 pub struct MetricsLog {
@@ -24,7 +23,7 @@ impl MetricsLog {
     pub fn new(path: Option<PathBuf>, epochs_done: usize) -> Self {
         let mut lines = Vec::new();
         if let (Some(p), true) = (&path, epochs_done > 0) {
-            if let Ok(text) = idx_softmax::fsutil::read_regular_to_string(p) {
+            if let Ok(text) = crate::fsutil::read_regular_to_string(p) {
                 lines = text
                     .lines()
                     .filter(|l| {
@@ -41,7 +40,7 @@ impl MetricsLog {
     }
 
     /// Appends one epoch's record and rewrites the file.
-    pub fn push(&mut self, record: &Value) -> Result<()> {
+    pub fn push(&mut self, record: &Value) -> io::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
@@ -53,7 +52,6 @@ impl MetricsLog {
             }
             out.flush()
         })
-        .with_context(|| format!("--metrics-json {}", path.display()))
     }
 }
 
