@@ -197,7 +197,8 @@ impl SavedModel {
         u8_samples: bool,
     ) -> Result<KernelPath, SpecError> {
         spec::check_kernel_env()?;
-        spec::inference_kernel(requested, self.kernel(), u8_samples)
+        let fused_ok = u8_samples || !self.network().arch().conv.is_empty();
+        spec::inference_kernel(requested, self.kernel(), fused_ok)
     }
 
     /// The class names the run recorded, if any (and valid for the class

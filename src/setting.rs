@@ -30,6 +30,10 @@ pub enum Setting {
     ValSplit,
     Seed,
     Hidden,
+    /// A conv block's channels.
+    Conv,
+    /// A conv block's kernel side.
+    ConvKernel,
     Classes,
     Threads,
     Kernel,
@@ -48,7 +52,7 @@ pub enum Setting {
 
 impl Setting {
     /// Every setting.
-    pub const ALL: [Setting; 18] = [
+    pub const ALL: [Setting; 20] = [
         Self::Epochs,
         Self::BatchSize,
         Self::Lr,
@@ -59,6 +63,8 @@ impl Setting {
         Self::ValSplit,
         Self::Seed,
         Self::Hidden,
+        Self::Conv,
+        Self::ConvKernel,
         Self::Classes,
         Self::Threads,
         Self::Kernel,
@@ -82,6 +88,8 @@ impl Setting {
             Self::ValSplit => "val_split",
             Self::Seed => "seed",
             Self::Hidden => "hidden",
+            Self::Conv => "conv",
+            Self::ConvKernel => "kernel_size",
             Self::Classes => "classes",
             Self::Threads => "threads",
             Self::Kernel => "kernel",
@@ -101,6 +109,8 @@ impl Setting {
             Self::WeightDecay => "weight decay",
             Self::ValSplit => "validation split",
             Self::Hidden => "hidden layers",
+            Self::Conv => "conv blocks",
+            Self::ConvKernel => "conv kernel size",
             Self::DataDir => "data directory",
             Self::CacheDir => "cache directory",
             other => other.key(),
@@ -115,6 +125,8 @@ impl Setting {
         let json = d.settings_json();
         let text = match self {
             Self::Hidden => "none (softmax regression)".into(),
+            Self::Conv => "none".into(),
+            Self::ConvKernel => crate::nn::arch::DEFAULT_KERNEL.to_string(),
             Self::Threads => "the number of CPUs".into(),
             Self::Classes => "the largest training label + 1".into(),
             Self::Kernel => "the best this CPU has".into(),
@@ -143,6 +155,14 @@ impl Setting {
             }
             Self::Seed => format!("must be an integer in 0..={}", u64::MAX),
             Self::Hidden => format!("must be in 1..={MAX_WIDTH}"),
+            Self::Conv => format!(
+                "channels must be in 1..={}",
+                crate::nn::arch::MAX_CHANNELS
+            ),
+            Self::ConvKernel => format!(
+                "kernel size must be odd, in 1..={}",
+                crate::nn::arch::MAX_KERNEL
+            ),
             Self::Classes => format!("must be in 2..={MAX_CLASSES}"),
             Self::Threads => format!("must be in 1..={MAX_THREADS}"),
             Self::Kernel => {

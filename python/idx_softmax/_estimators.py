@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _core
 
-__all__ = ["SoftmaxRegression", "MLPClassifier"]
+__all__ = ["SoftmaxRegression", "MLPClassifier", "ConvClassifier"]
 
 # The pixel types the engine borrows without a copy; anything else is
 # converted once, to float32.
@@ -140,12 +140,20 @@ def _data_origin(X, features):
 
 
 class _IdxClassifier(ClassifierMixin, BaseEstimator):
-    """What the two estimators share; the only difference is the network."""
+    """What the estimators share; the only difference is the network."""
 
     # -- parameters ---------------------------------------------------
 
     def _hidden(self):
         return []
+
+    def _conv(self):
+        """The conv blocks, ``[(channels, kernel), ...]``."""
+        return []
+
+    def _sample_shape(self, X, features):
+        """The sample shape and data directory a fit records."""
+        return _data_origin(X, features)
 
     def _engine_params(self):
         threads = self.threads
@@ -165,6 +173,7 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
             seed=_int("seed", self.seed),
             threads=threads,
             hidden=[_int("hidden_layer_sizes", h) for h in self._hidden()],
+            conv=self._conv(),
         )
 
     # -- input --------------------------------------------------------
@@ -296,7 +305,7 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         warm = bool(self.warm_start) and hasattr(self, "_model")
         given = X
         X, y = self._check_X_y(X, y, reset=not warm)
-        origin = _data_origin(given, X.shape[1])
+        origin = self._sample_shape(given, X.shape[1])
         if warm:
             classes = self.classes_
             y_enc = self._encode(y, classes)
@@ -317,7 +326,7 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         first = not hasattr(self, "_model")
         given = X
         X, y = self._check_X_y(X, y, reset=first)
-        origin = _data_origin(given, X.shape[1])
+        origin = self._sample_shape(given, X.shape[1])
         if first:
             if classes is None:
                 classes, y_enc = self._classes_of(y)
@@ -406,17 +415,28 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         """An estimator from a checkpoint written by ``save`` or by the
         CLI's ``--save`` (or any safetensors file with its tensor names)."""
         model = _core.load_model(os.fspath(path))
-        sizes = model.sizes
-        if (len(sizes) == 2) != (cls is SoftmaxRegression):
-            other = "SoftmaxRegression" if len(sizes) == 2 else "MLPClassifier"
+        arch = model.arch()
+        kind = (
+            ConvClassifier if arch["conv"]
+            else MLPClassifier if arch["hidden"]
+            else SoftmaxRegression
+        )
+        if kind is not cls:
             raise ValueError(
-                f"{os.fspath(path)}: holds a {'-'.join(map(str, sizes))} network; "
-                f"load it with {other}.load"
+                f"{os.fspath(path)}: holds a {arch['layers']} network; "
+                f"load it with {kind.__name__}.load"
             )
+        sizes = model.sizes
         settings = model.settings()
         hidden = settings.pop("hidden")
-        if cls is MLPClassifier:
+        conv = settings.pop("conv")
+        if cls is not SoftmaxRegression:
             settings["hidden_layer_sizes"] = tuple(hidden)
+        if cls is ConvClassifier:
+            settings["conv_channels"] = tuple(c for c, _ in conv)
+            kernels = tuple(k for _, k in conv)
+            settings["kernel_size"] = kernels[0] if len(set(kernels)) == 1 else kernels
+            settings["image_shape"] = tuple(arch["image"])
         est = cls(**settings)
         raw = model.metadata().get(_core.PY_CLASSES_KEY)
         classes = None
@@ -433,7 +453,7 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         if classes is None or classes.shape != (sizes[-1],):
             classes = np.arange(sizes[-1])
         est.classes_ = classes
-        est.n_features_in_ = sizes[0]
+        est.n_features_in_ = arch["features"]
         est._set_model(model)
         return est
 
@@ -523,4 +543,92 @@ class MLPClassifier(_IdxClassifier):
 
 MLPClassifier.__init__ = _init_with(
     {"hidden_layer_sizes": tuple(_D["hidden_layer_sizes"]), **_RUN_PARAMS}
+)
+
+
+class ConvClassifier(_IdxClassifier):
+    """A convolutional network trained by minibatch SGD on the idx-softmax
+    engine (the CLI's ``--conv`` and ``--hidden``): conv blocks
+    Conv2d(C, K x K, same padding) -> ReLU -> MaxPool2d(2), one per entry of
+    ``conv_channels``, then the ``hidden_layer_sizes`` ReLU layers and the
+    output layer. The defaults are LeNet-5's shape: ``conv_channels=(6,
+    16)``, ``kernel_size=5``, ``hidden_layer_sizes=(120, 84)``.
+
+    ``kernel_size`` is one odd side for every block, or one per block.
+    ``image_shape`` is the shape of one sample, ``(H, W)`` or ``(C, H, W)``:
+    by default the recorded shape of arrays from ``load_idx`` (MNIST's 28 x
+    28), else a square from ``n_features`` (784 -> 28 x 28); any other
+    feature count is a ValueError. Every other parameter is
+    SoftmaxRegression's.
+
+    Attributes: ``coefs_`` (conv weights ``[C_out, C_in, K, K]`` as PyTorch
+    keeps them, then the linear weights ``(n_in, n_out)`` as scikit-learn
+    does: read-only views of the engine's buffers), ``intercepts_``, and
+    SoftmaxRegression's others.
+    """
+
+    def _hidden(self):
+        h = self.hidden_layer_sizes
+        if isinstance(h, (int, np.integer)):
+            return [h]
+        return list(h)
+
+    def _conv(self):
+        chans = self.conv_channels
+        if isinstance(chans, (int, np.integer)):
+            chans = [chans]
+        chans = [_int("conv_channels", c) for c in chans]
+        k = self.kernel_size
+        if isinstance(k, (int, np.integer)):
+            kernels = [_int("kernel_size", k)] * len(chans)
+        else:
+            kernels = [_int("kernel_size", v) for v in k]
+            if len(kernels) != len(chans):
+                raise ValueError(
+                    f"kernel_size has {len(kernels)} entries but conv_channels has "
+                    f"{len(chans)} blocks; give one kernel size, or one per block"
+                )
+        return list(zip(chans, kernels))
+
+    def _sample_shape(self, X, features):
+        shape, data_dir = _data_origin(X, features)
+        if self.image_shape is not None:
+            given = [_int("image_shape", d) for d in self.image_shape]
+            if len(given) not in (2, 3) or math.prod(given) != features:
+                raise ValueError(
+                    f"image_shape {tuple(self.image_shape)!r} does not hold the "
+                    f"{features} features of X: give (H, W) or (C, H, W) with "
+                    f"H*W*C == {features}"
+                )
+            return given, data_dir
+        if len(shape) in (2, 3):
+            return shape, data_dir
+        raise ValueError(
+            f"image_shape: X has {features} features, which is not a square image; "
+            f"give image_shape=(H, W) or (C, H, W)"
+        )
+
+    @property
+    def coefs_(self):
+        check_is_fitted(self)
+        return [
+            a.T if a.ndim == 2 else a
+            for name, a in self._model.tensors()
+            if name.endswith("weight")
+        ]
+
+    @property
+    def intercepts_(self):
+        check_is_fitted(self)
+        return [a for name, a in self._model.tensors() if name.endswith("bias")]
+
+
+ConvClassifier.__init__ = _init_with(
+    {
+        "conv_channels": tuple(_D["cnn_conv_channels"]),
+        "kernel_size": _D["cnn_kernel_size"],
+        "hidden_layer_sizes": tuple(_D["cnn_hidden_layer_sizes"]),
+        "image_shape": None,
+        **_RUN_PARAMS,
+    }
 )

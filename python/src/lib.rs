@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use numpy::ndarray::{ArrayView1, ArrayView2};
+use numpy::ndarray::{ArrayView1, ArrayView2, ArrayViewD, IxDyn};
 use numpy::{
-    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+    PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -35,7 +35,10 @@ use idx_softmax::model::{ModelError, SavedModel};
 use idx_softmax::nn::Network;
 use idx_softmax::run::record::{self, RecordError, Results, RunMeta};
 use idx_softmax::run::spec::{self, SpecError};
-use idx_softmax::run::{DataInfo, Outputs, Resume, Run, RunError, RunSpec, TrainState, MLP_HIDDEN};
+use idx_softmax::run::{
+    DataInfo, Outputs, Resume, Run, RunError, RunSpec, TrainState, CNN_CONV, CNN_HIDDEN, CNN_KERNEL,
+    MLP_HIDDEN,
+};
 use idx_softmax::setting::{worded, Setting};
 
 /// Metadata key under which a checkpoint written from Python records the
@@ -52,6 +55,7 @@ const SIGNAL_POLL: Duration = Duration::from_millis(100);
 fn py_name(s: Setting) -> String {
     match s {
         Setting::Hidden => "hidden_layer_sizes".into(),
+        Setting::Conv => "conv_channels".into(),
         Setting::Kernel => "IDX_SOFTMAX_KERNEL".into(),
         Setting::Resume => "warm_start".into(),
         Setting::Save => "save()".into(),
@@ -338,26 +342,16 @@ impl Model {
     }
 }
 
-/// A parameter tensor of `model` as a read-only NumPy view (its base
-/// keeps the model alive).
+/// A parameter tensor of `model` as a read-only NumPy view of its shape
+/// (its base keeps the model alive).
 fn tensor_view<'py>(model: &Bound<'py, Model>, i: usize) -> PyResult<Bound<'py, PyAny>> {
     let params = model.get().network().params();
     let t = &params.tensors()[i];
     let data = &params.data()[t.range()];
-    let arr = match t.shape.as_slice() {
-        [n] => {
-            let view = ArrayView1::from_shape(*n, data).map_err(text_error)?;
-            // SAFETY: the model is frozen; its parameters never change or
-            // move while the array holds it as its base.
-            unsafe { PyArray1::borrow_from_array(&view, model.clone().into_any()) }.into_any()
-        }
-        [r, c] => {
-            let view = ArrayView2::from_shape((*r, *c), data).map_err(text_error)?;
-            // SAFETY: as above.
-            unsafe { PyArray2::borrow_from_array(&view, model.clone().into_any()) }.into_any()
-        }
-        s => return Err(text_error(format!("unexpected tensor shape {s:?}"))),
-    };
+    let view = ArrayViewD::from_shape(IxDyn(&t.shape), data).map_err(text_error)?;
+    // SAFETY: the model is frozen; its parameters never change or move
+    // while the array holds it as its base.
+    let arr = unsafe { PyArrayDyn::borrow_from_array(&view, model.clone().into_any()) }.into_any();
     arr.call_method1("setflags", (false,))?;
     Ok(arr)
 }
@@ -391,6 +385,22 @@ impl Model {
             .enumerate()
             .map(|(i, name)| Ok((name, tensor_view(slf, i)?)))
             .collect()
+    }
+
+    /// The network: `features`, `image` (`[C, H, W]` or None), `conv`
+    /// (`[[channels, kernel], …]`), `hidden`, `classes`, `layers` (the
+    /// description a checkpoint records).
+    fn arch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let a = self.network().arch();
+        let json = serde_json::json!({
+            "features": a.features,
+            "image": a.image.map(|i| [i.channels, i.height, i.width]),
+            "conv": a.conv.iter().map(|b| [b.channels, b.kernel]).collect::<Vec<_>>(),
+            "hidden": a.hidden,
+            "classes": a.classes,
+            "layers": a.describe(),
+        });
+        to_python(py, &json)
     }
 
     /// The hex SHA-256 of the parameters: the CLI's `weights_digest`.
@@ -443,6 +453,7 @@ impl Model {
         let json = match &self.meta {
             Some(m) => m.config.settings_json(),
             None => idx_softmax::run::TrainConfig {
+                conv: self.network().arch().conv.clone(),
                 hidden: self.network().hidden().to_vec(),
                 ..Default::default()
             }
@@ -487,6 +498,7 @@ impl Model {
         let c = net.classes();
         let pixels = xb.pixels()?;
         let recorded = self.meta.as_ref().and_then(|m| m.config.kernel);
+        let conv = !net.arch().conv.is_empty();
         let out = py.detach(|| -> PyResult<Vec<f32>> {
             let n = match &pixels {
                 Pixels::U8(p) => p.len() / k,
@@ -496,7 +508,7 @@ impl Model {
             let samples = Samples::new(pixels, LabelValues::U8(&zeros), k, c, vec![])
                 .map_err(|e| value_error(&e))?;
             spec::check_kernel_env().map_err(|e| value_error(&e))?;
-            let path = spec::inference_kernel(None, recorded, samples.as_u8().is_some())
+            let path = spec::inference_kernel(None, recorded, samples.as_u8().is_some() || conv)
                 .map_err(|e| value_error(&e))?;
             let pool = infer::thread_pool(threads).map_err(|e| value_error(&e))?;
             Ok(pool.install(|| infer::logits(net, &samples, infer::Rows::All, path)))
@@ -571,8 +583,8 @@ fn thread_count(threads: Option<i64>) -> PyResult<usize> {
 /// `KeyboardInterrupt`; `init` is left as it was.
 #[pyfunction]
 #[pyo3(signature = (x, y, classes, *, epochs, batch_size, lr, momentum, nesterov,
-    weight_decay, schedule, val_split, seed, threads, hidden, sample_shape=None,
-    data_dir=None, init=None, run_epochs=None, on_epoch=None))]
+    weight_decay, schedule, val_split, seed, threads, hidden, conv=Vec::new(),
+    sample_shape=None, data_dir=None, init=None, run_epochs=None, on_epoch=None))]
 #[allow(clippy::too_many_arguments)]
 fn fit(
     py: Python<'_>,
@@ -590,6 +602,7 @@ fn fit(
     seed: &Bound<'_, PyAny>,
     threads: Option<i64>,
     hidden: Vec<i64>,
+    conv: Vec<(i64, i64)>,
     sample_shape: Option<Vec<usize>>,
     data_dir: Option<String>,
     init: Option<PyRef<'_, Model>>,
@@ -614,6 +627,7 @@ fn fit(
         schedule: Some(spec::parse_schedule(schedule).map_err(|e| value_error(&e))?),
         val_split: Some(val_split),
         seed: Some(seed),
+        conv: Some(conv),
         hidden: Some(hidden),
         classes: None,
         threads,
@@ -746,8 +760,12 @@ fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     let mut d = idx_softmax::run::TrainConfig::default().settings_json();
     d["threads"] = serde_json::Value::Null;
     d["hidden_layer_sizes"] = serde_json::json!(MLP_HIDDEN);
+    d["cnn_conv_channels"] = serde_json::json!(CNN_CONV);
+    d["cnn_kernel_size"] = serde_json::json!(CNN_KERNEL);
+    d["cnn_hidden_layer_sizes"] = serde_json::json!(CNN_HIDDEN);
     if let Some(o) = d.as_object_mut() {
         o.remove("hidden");
+        o.remove("conv");
     }
     to_python(py, &d)
 }

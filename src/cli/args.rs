@@ -103,6 +103,8 @@ pub struct TrainArgs {
     pub val_split: Option<f32>,
     #[arg(long, help = help("Seed for the weight initialisation, the shuffles and the validation split", Setting::Seed), env = "IDX_SOFTMAX_SEED", allow_negative_numbers = true)]
     pub seed: Option<u64>,
+    #[arg(long, value_name = "C[xK]", help = help("Add a conv block, Conv2d(C channels, KxK, stride 1, same padding) -> ReLU -> MaxPool2d(2), before the hidden layers; repeat for more blocks (--conv 6 --conv 16 --hidden 120 --hidden 84 is LeNet-5's shape; K defaults to 5; the variable takes a comma-separated list)", Setting::Conv), value_parser = parse_conv, env = "IDX_SOFTMAX_CONV", value_delimiter = ',')]
+    pub conv: Vec<(i64, i64)>,
     #[arg(long, value_name = "N", help = help("Add a hidden layer of N ReLU units; repeat for more layers (--hidden 512 --hidden 256 is 784-512-256-10; the variable takes a comma-separated list)", Setting::Hidden), value_parser = parse_hidden, env = "IDX_SOFTMAX_HIDDEN", value_delimiter = ',', allow_negative_numbers = true)]
     pub hidden: Vec<i64>,
     #[command(flatten)]
@@ -185,6 +187,9 @@ fn help(what: &str, s: Setting) -> String {
     }
     if s == Setting::Nesterov {
         h += " (needs --momentum > 0)";
+    }
+    if s == Setting::Conv {
+        h += &format!("; {}", Setting::ConvKernel.rule());
     }
     if let Some(d) = s.default_text() {
         h += &format!(" [default: {d}]");
@@ -358,6 +363,23 @@ pub fn parse_batch_size(s: &str) -> Result<i64, String> {
 /// `--hidden`: one width.
 pub fn parse_hidden(s: &str) -> Result<i64, String> {
     whole(s, |v| spec::check_hidden(v).map(|_| v))
+}
+
+/// `--conv`: `C` or `CxK`, each checked by the library's rule; kept as
+/// given.
+pub fn parse_conv(s: &str) -> Result<(i64, i64), String> {
+    let bad = || format!("'{s}' is not C or CxK (channels, and an odd kernel size)");
+    let (c, k) = match s.trim().split_once(['x', 'X']) {
+        Some((c, k)) => (c, Some(k)),
+        None => (s.trim(), None),
+    };
+    let c: i64 = c.trim().parse().map_err(|_| bad())?;
+    let k: i64 = match k {
+        Some(k) => k.trim().parse().map_err(|_| bad())?,
+        None => idx_softmax::run::CNN_KERNEL as i64,
+    };
+    spec::check_conv(c, k).map_err(|e| e.rule_text())?;
+    Ok((c, k))
 }
 
 /// `--classes`.

@@ -112,6 +112,14 @@ pub fn run(args: PredictArgs) -> Result<()> {
         background: saved.background().unwrap_or(0.0),
     };
     let shape = saved.input_shape();
+    // A user's image is f32 after preprocessing: the path the model runs
+    // such input on (it matters to conv layers only; linear ones run on
+    // sgemm).
+    let image_path = if model.arch().conv.is_empty() {
+        idx_softmax::kernels::KernelPath::Gemm
+    } else {
+        saved.inference_kernel(args.compute.kernel, false)?
+    };
     let mut used_names = HashSet::new();
     let (mut failed, mut total) = (0usize, 0usize);
     let mut fail = |e: anyhow::Error| {
@@ -150,7 +158,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
                     "warning: {name}: no digit found (the image is blank or has no contrast)"
                 );
             }
-            let logits = infer::logits_one(model, &p.image.features());
+            let logits = infer::logits_one(model, image_path, &p.image.features());
             Ok(Prediction {
                 source: Source::Image {
                     name,

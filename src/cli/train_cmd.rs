@@ -37,6 +37,7 @@ fn spec(args: &TrainArgs) -> RunSpec {
         schedule: args.schedule,
         val_split: args.val_split,
         seed: args.seed,
+        conv: (!args.conv.is_empty()).then(|| args.conv.clone()),
         hidden: (!args.hidden.is_empty()).then(|| args.hidden.clone()),
         classes: args.classes,
         threads: args.compute.threads,
@@ -194,7 +195,7 @@ fn print_header(loaded: &Loaded<Dataset>, run: &Run<'_>) {
     );
     let cfg = run.config();
     let mut line = format!("training {} epoch(s)", cfg.epochs);
-    if !cfg.hidden.is_empty() {
+    if !run.network().is_linear() {
         line += &format!(", network {} (ReLU)", run.network().describe());
     }
     line += &format!(", batch {}, lr {}", cfg.batch_size, cfg.sgd.lr);

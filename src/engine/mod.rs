@@ -5,8 +5,8 @@
 //!   and [`bench`](mod@bench), its answer to a worker that loses its CPU;
 //! * [`fused_step`]: softmax regression on u8 samples with the fused SIMD
 //!   kernels, two phases per block of 120 batch rows;
-//! * [`gemm_step`]: any network (softmax regression or an MLP) on u8 or
-//!   f32 samples through sgemm, two phases per step.
+//! * [`layer_step`]: any network (softmax regression, an MLP, a CNN) on u8 or
+//!   f32 samples, each layer on its own kernels, two phases per step.
 //!
 //! Both plans share [`EpochCtx`]: the batch order, the parameters and
 //! momentum (one flat buffer each, see [`crate::nn::ParamStore`]), the
@@ -14,7 +14,7 @@
 
 pub mod bench;
 pub mod fused_step;
-pub mod gemm_step;
+pub mod layer_step;
 pub mod parallel;
 pub mod phased;
 pub mod placement;

@@ -44,7 +44,8 @@ use crate::plot::{self, EpochPoint};
 use crate::setting::{Naming, Setting};
 
 pub use config::{
-    available_cpus, f32_as_printed, TrainConfig, DEFAULT_SEED, MAX_CLASSES, MAX_THREADS, MLP_HIDDEN,
+    available_cpus, f32_as_printed, TrainConfig, CNN_CONV, CNN_HIDDEN, CNN_KERNEL, DEFAULT_SEED,
+    MAX_CLASSES, MAX_THREADS, MLP_HIDDEN,
 };
 pub use metrics_log::MetricsLog;
 pub use record::{RecordError, Results, RunMeta};

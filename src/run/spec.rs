@@ -22,7 +22,7 @@
 use std::fmt;
 
 use crate::kernels::KernelPath;
-use crate::nn::MAX_WIDTH;
+use crate::nn::{ConvBlock, MAX_WIDTH};
 use crate::optim::{Schedule, Sgd};
 pub use crate::setting::Setting;
 
@@ -190,6 +190,20 @@ pub fn check_hidden(width: i64) -> Result<usize, SpecError> {
     }
 }
 
+/// A conv block: channels in 1..=MAX_CHANNELS, an odd kernel side in
+/// 1..=MAX_KERNEL.
+pub fn check_conv(channels: i64, kernel: i64) -> Result<ConvBlock, SpecError> {
+    let channels = usize::try_from(channels)
+        .ok()
+        .filter(|c| (1..=crate::nn::arch::MAX_CHANNELS).contains(c))
+        .map_or_else(|| invalid(Setting::Conv, channels), Ok)?;
+    let kernel = usize::try_from(kernel)
+        .ok()
+        .filter(|k| k % 2 == 1 && (1..=crate::nn::arch::MAX_KERNEL).contains(k))
+        .map_or_else(|| invalid(Setting::ConvKernel, kernel), Ok)?;
+    Ok(ConvBlock { channels, kernel })
+}
+
 /// `classes`: in 2..=MAX_CLASSES.
 pub fn check_classes(c: i64) -> Result<usize, SpecError> {
     match usize::try_from(c) {
@@ -264,19 +278,19 @@ pub fn kernel_for(
 
 /// The kernel path inference (evaluation, prediction) runs a model on:
 /// the one asked for (`requested`, checked as for training), else the one
-/// that trained it (`recorded`) where it serves these samples, so the
-/// logits are the training step's, else the best for the sample type.
+/// that trained it (`recorded`) where it serves, so the logits are the
+/// training step's, else the best ([`kernel_for`]'s `fused_ok`).
 pub fn inference_kernel(
     requested: Option<KernelPath>,
     recorded: Option<KernelPath>,
-    u8_samples: bool,
+    fused_ok: bool,
 ) -> Result<KernelPath, SpecError> {
     if requested.is_some() {
-        return kernel_for(requested, u8_samples);
+        return kernel_for(requested, fused_ok);
     }
-    match recorded.and_then(|k| kernel_for(Some(k), u8_samples).ok()) {
+    match recorded.and_then(|k| kernel_for(Some(k), fused_ok).ok()) {
         Some(k) => Ok(k),
-        None => kernel_for(None, u8_samples),
+        None => kernel_for(None, fused_ok),
     }
 }
 
@@ -295,6 +309,9 @@ pub struct RunSpec {
     pub schedule: Option<Schedule>,
     pub val_split: Option<f32>,
     pub seed: Option<u64>,
+    /// Conv blocks as `(channels, kernel side)`; `Some(vec![])` asks for
+    /// none explicitly.
+    pub conv: Option<Vec<(i64, i64)>>,
     /// Hidden-layer widths; `Some(vec![])` asks for none explicitly.
     pub hidden: Option<Vec<i64>>,
     /// The number of classes; the data's (largest label + 1) when `None`.
@@ -363,6 +380,14 @@ impl RunSpec {
             ),
             None => None,
         };
+        let conv = match &self.conv {
+            Some(c) => Some(
+                c.iter()
+                    .map(|&(ch, k)| check_conv(ch, k))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            None => None,
+        };
         let classes = self.classes.map(check_classes).transpose()?;
         let epochs = self
             .epochs
@@ -427,6 +452,13 @@ impl RunSpec {
                 .map(|h| hidden_text(h)),
             hidden_text(&base.hidden),
         )?;
+        pick(
+            Setting::Conv,
+            conv.as_ref()
+                .filter(|c| **c != base.conv)
+                .map(|c| conv_text(c)),
+            conv_text(&base.conv),
+        )?;
         if let Some(r) = recorded {
             pick(
                 Setting::Classes,
@@ -447,6 +479,7 @@ impl RunSpec {
             },
             seed: self.seed.unwrap_or(base.seed),
             val_split: val_split.unwrap_or(base.val_split),
+            conv: conv.unwrap_or_else(|| base.conv.clone()),
             hidden: hidden.unwrap_or_else(|| base.hidden.clone()),
             threads,
             kernel: kernel.or(base.kernel),
@@ -465,6 +498,15 @@ impl RunSpec {
             config,
             classes: recorded.map(|r| r.classes).or(classes),
         })
+    }
+}
+
+/// `6x5,16x5`, or `none`.
+fn conv_text(c: &[ConvBlock]) -> String {
+    if c.is_empty() {
+        "none".to_owned()
+    } else {
+        crate::nn::arch::conv_string(c)
     }
 }
 

@@ -19,8 +19,8 @@
 //!
 //! Each step is a plan of phases and chunks ([`crate::engine`]):
 //! softmax regression on u8 samples runs the fused SIMD kernels
-//! ([`crate::engine::fused_step`]), everything else the sgemm plan
-//! ([`crate::engine::gemm_step`]). `min(threads, CPUs)` persistent workers
+//! ([`crate::engine::fused_step`]), everything else the layer plan
+//! ([`crate::engine::layer_step`]). `min(threads, CPUs)` persistent workers
 //! share the chunks ([`crate::engine::phased`]). Which worker runs a chunk
 //! never changes its result, and every reduction runs in a fixed order, so
 //! the final weights are bitwise identical for any thread count: same
@@ -39,7 +39,7 @@ use super::config::TrainConfig;
 use super::spec::SpecError;
 use crate::data::Samples;
 use crate::engine::fused_step::{FusedBuffers, FusedStep};
-use crate::engine::gemm_step::{GemmBuffers, GemmStep};
+use crate::engine::layer_step::{LayerBuffers, LayerStep};
 use crate::engine::placement::Placement;
 use crate::engine::{phased, EpochCtx, SchedulePosition};
 use crate::kernels::KernelPath;
@@ -246,12 +246,12 @@ impl<'a> Trainer<'a> {
                 )));
             }
         }
-        let sizes = cfg.network_sizes(k, c)?;
+        let arch = cfg.architecture(train.sample_shape(), c);
         let (order, val_rows) = split_train_val(train.len(), cfg.val_split, cfg.seed)?;
         let placement = Arc::new(Placement::plan(cfg.threads, cfg.workers()));
         let pool = build_pool(&cfg, &placement)?;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
-        let network = Network::init(&sizes, &mut rng)?;
+        let network = Network::init_arch(&arch, &mut rng)?;
         let momentum = if cfg.sgd.has_momentum() {
             vec![0.0; network.params().len()]
         } else {
@@ -285,7 +285,7 @@ impl<'a> Trainer<'a> {
         state: TrainState,
     ) -> Result<Self, TrainError> {
         let mut trainer = Self::new(train, test, cfg)?;
-        if state.network.sizes() != trainer.network.sizes() {
+        if state.network.arch() != trainer.network.arch() {
             return Err(TrainError::Mismatch(format!(
                 "the checkpoint's network is {}, but this run builds {}",
                 state.network.describe(),
@@ -444,8 +444,8 @@ impl<'a> Trainer<'a> {
                 phased::run(&plan, workers, &self.pool, &self.placement)
             }
             Some(layout) => {
-                let mut bufs = GemmBuffers::new(batch, layout.sizes());
-                let plan = GemmStep::new(&ctx, layout, self.kernel, &mut bufs);
+                let mut bufs = LayerBuffers::new(batch, layout);
+                let plan = LayerStep::new(&ctx, layout, self.kernel, &mut bufs);
                 phased::run(&plan, workers, &self.pool, &self.placement)
             }
         };
