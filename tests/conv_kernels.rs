@@ -6,8 +6,10 @@
 //!
 //! ```text
 //! cargo test --release --test conv_kernels
-//! cargo test --release --test conv_kernels -- --ignored --nocapture conv_speed
 //! ```
+//!
+//! Speed: `cargo bench --bench kernels -- 'conv|pool'` (the test profile
+//! keeps overflow checks on, which slows the index arithmetic).
 
 use idx_softmax::kernels::conv::{
     conv2d_backward_input, conv2d_forward, conv2d_weight_grad, maxpool2_backward, maxpool2_forward,
@@ -567,99 +569,6 @@ fn maxpool_ties_nan_and_signed_zero() {
             r::maxpool2_argmax(&f64s(&win), 2, 0, 0),
             at,
             "reference {win:?}"
-        );
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Speed (ignored by default)
-
-/// GFLOP/s of every function on the target network's two conv layers, at
-/// n = 25 and 100, on every path. Run with `--ignored --nocapture`.
-#[test]
-#[ignore]
-fn conv_speed() {
-    use std::time::Instant;
-    let mut rng = rng(11);
-    let reps = |flops: f64| ((2e9 / flops) as usize).clamp(3, 2000);
-    for (name, g) in [
-        ("conv1 1→6 28×28 k5", ConvGeom::new(1, 6, 28, 28, 5)),
-        ("conv2 6→16 14×14 k5", ConvGeom::new(6, 16, 14, 14, 5)),
-    ] {
-        for n in [25, 100] {
-            let inp = rand_vec(&mut rng, n * g.in_len());
-            let d_out = rand_vec(&mut rng, n * g.out_len());
-            let wt = rand_vec(&mut rng, g.weight_len());
-            let bias = rand_vec(&mut rng, g.c_out);
-            let flops = g.flops_per_sample() as f64 * n as f64;
-            let mut out = vec![0.0; n * g.out_len()];
-            let mut d_inp = vec![0.0; n * g.in_len()];
-            let mut dw = vec![0.0; g.weight_len()];
-            let mut db = vec![0.0; g.c_out];
-            let mut scratch = Vec::new();
-            for path in paths() {
-                let time = |f: &mut dyn FnMut()| {
-                    f();
-                    let k = reps(flops);
-                    let mut best = f64::INFINITY;
-                    for _ in 0..5 {
-                        let t = Instant::now();
-                        for _ in 0..k.div_ceil(5) {
-                            f();
-                        }
-                        best = best.min(t.elapsed().as_secs_f64() / k.div_ceil(5) as f64);
-                    }
-                    flops / best / 1e9
-                };
-                let fw = time(&mut || {
-                    conv2d_forward(path, &mut out, &inp, &wt, &bias, n, g, &mut scratch)
-                });
-                let bi = time(&mut || {
-                    conv2d_backward_input(path, &mut d_inp, &d_out, &wt, n, g, &mut scratch)
-                });
-                let wg = time(&mut || {
-                    conv2d_weight_grad(
-                        path,
-                        &mut dw,
-                        &mut db,
-                        &d_out,
-                        &inp,
-                        n,
-                        g,
-                        0..g.c_out,
-                        &mut scratch,
-                    )
-                });
-                println!(
-                    "{name} n={n:3} {:8}: forward {fw:6.1}  backward_input {bi:6.1}  weight_grad {wg:6.1} GFLOP/s",
-                    path.name()
-                );
-            }
-        }
-    }
-    for (name, g) in [
-        ("pool 6×28×28", PoolGeom::new(6, 28, 28)),
-        ("pool 16×14×14", PoolGeom::new(16, 14, 14)),
-    ] {
-        let n = 100;
-        let inp = rand_vec(&mut rng, n * g.in_len());
-        let d_out = rand_vec(&mut rng, n * g.out_len());
-        let mut out = vec![0.0; n * g.out_len()];
-        let mut d_inp = vec![0.0; n * g.in_len()];
-        let t = Instant::now();
-        for _ in 0..200 {
-            maxpool2_forward(&mut out, &inp, n, g);
-        }
-        let f = t.elapsed().as_secs_f64() / 200.0 / n as f64;
-        let t = Instant::now();
-        for _ in 0..200 {
-            maxpool2_backward(&mut d_inp, &d_out, &inp, n, g);
-        }
-        let b = t.elapsed().as_secs_f64() / 200.0 / n as f64;
-        println!(
-            "{name}: forward {:.2} µs/sample, backward {:.2} µs/sample",
-            f * 1e6,
-            b * 1e6
         );
     }
 }
