@@ -40,7 +40,7 @@
 //! Weight gradient, `dw[co][ci][kh][kw] = Σ_s Σ_y Σ_x d_out[s][co][y][x] ·
 //! xp[s][ci][y+kh][x+kw]`: one accumulator *vector* per weight, whose lane
 //! j sums the products of the pixels x ≡ j (mod L); the lanes are added by
-//! [`Vector::reduce_sum`] at the end. `d_out` is copied into a scratch
+//! `Vector::reduce_sum` at the end. `d_out` is copied into a scratch
 //! `dp` whose rows are padded with zeros to whole vectors, so the garbage
 //! lanes of `xp` are multiplied by 0.
 //!
@@ -55,7 +55,7 @@
 //! ```
 //!
 //! The block shapes (R, CB, TB) are chosen per ISA and channel count by
-//! [`fwd_cb`] and [`wg_shape`]; the register budgets are the 32 vector
+//! `fwd_cb` and `wg_shape`; the register budgets are the 32 vector
 //! registers of AVX-512 and the 16 of AVX2.
 //!
 //! # Determinism
@@ -82,18 +82,33 @@
 //! im2col + `matrixmultiply::sgemm`, one sample at a time (col2im is never
 //! needed: the input gradient is again a forward). It is the independent
 //! second implementation and the speed baseline the direct kernels were
-//! measured against; its bits are matrixmultiply's (one fused
-//! multiply-add chain per element in k order, in blocks of 256).
+//! measured against (they are 2–4× faster). Its bits are matrixmultiply's:
+//! each element is one fused multiply-add chain in k order, in blocks of
+//! k = 256, then `alpha·ab + beta·c`. matrixmultiply 0.3.11 builds its
+//! AVX-512 kernel (default feature `avx512`, rustc ≥ 1.89) and picks it
+//! by run-time detection, else AVX2 + FMA, else AVX, else scalar; the
+//! AVX-512 and AVX2 + FMA kernels do the same arithmetic per element, so
+//! this path has the same bits on both (checked on these shapes), while a
+//! CPU without FMA would differ.
+//!
+//! # Scratch
+//!
+//! Every conv function takes the caller's `&mut Vec<f32>`, grows it when
+//! short and never shrinks it; its contents on entry do not matter. One
+//! scratch per thread, reused, means no allocation per call.
 //!
 //! # Pooling
 //!
-//! [`maxpool2_forward`], [`maxpool2_backward`]: scalar, branch-free, the
-//! same on every path. The maximum of a window is taken in row-major order
-//! (0,0), (0,1), (1,0), (1,1) with the rule `v > max || v.is_nan()`, as
-//! PyTorch's CPU `max_pool2d` (`cpu_max_pool` in
+//! [`maxpool2_forward`], [`maxpool2_backward`]: branch-free selections (the
+//! backward in explicit AVX2 where available), the same bits on every
+//! ISA, hence no path argument. The maximum of a window is taken in
+//! row-major order (0,0), (0,1), (1,0), (1,1) with the rule `v > max ||
+//! v.is_nan()`, as PyTorch's CPU `max_pool2d` (`cpu_max_pool` in
 //! `aten/src/ATen/native/cpu/MaxPoolKernel.cpp`): on a tie the *first*
 //! maximum wins, a NaN wins over any number (the last NaN if several). The
 //! backward pass recomputes that argmax from the input.
+//!
+//! Speed: `cargo bench --bench kernels -- 'conv|pool'`.
 
 // The register blocks index fixed-size accumulator arrays with loop
 // counters on purpose: the loops unroll completely and the arrays live in
@@ -179,10 +194,11 @@ impl ConvGeom {
         );
         // Every size derived below is a sub-product of these, and the
         // padded scratch images add at most 2p per dimension.
+        let add = |a: usize, b: usize| a.checked_add(b).expect("tensor size overflows usize");
         let _ = prod(&[
             self.c_in.max(self.c_out),
-            self.h + self.k,
-            self.w + self.k + MAX_LANES,
+            add(self.h, self.k),
+            add(add(self.w, self.k), MAX_LANES),
             self.k,
             self.k,
             MAX_LANES,
@@ -284,7 +300,7 @@ pub fn conv2d_forward(
         k: g.k,
     };
     match path {
-        KernelPath::Gemm => gemm_forward(out, inp, weight, Some(bias), n, layer, scratch),
+        KernelPath::Gemm => gemm_forward(out, inp, &get, Some(bias), n, layer, scratch),
         _ => direct_forward(path, out, inp, &get, Some(bias), n, layer, scratch),
     }
 }
@@ -342,18 +358,7 @@ pub fn conv2d_backward_input(
         k,
     };
     match path {
-        KernelPath::Gemm => {
-            // sgemm wants the flipped weight as a matrix: pack it first.
-            let mut wflip = vec![0.0f32; g.weight_len()];
-            for o in 0..g.c_in {
-                for i in 0..g.c_out {
-                    for t in 0..taps {
-                        wflip[(o * g.c_out + i) * taps + t] = get(o, i, t);
-                    }
-                }
-            }
-            gemm_forward(d_inp, d_out, &wflip, None, n, layer, scratch)
-        }
+        KernelPath::Gemm => gemm_forward(d_inp, d_out, &get, None, n, layer, scratch),
         _ => direct_forward(path, d_inp, d_out, &get, None, n, layer, scratch),
     }
 }
@@ -1470,7 +1475,7 @@ fn im2col(col: &mut [f32], xp: &[f32], pd: Padded, k: usize) {
 fn gemm_forward(
     out: &mut [f32],
     inp: &[f32],
-    wmat: &[f32],
+    get: &dyn Fn(usize, usize, usize) -> f32,
     bias: Option<&[f32]>,
     n: usize,
     layer: Layer,
@@ -1479,10 +1484,21 @@ fn gemm_forward(
     let (hw, k) = (layer.h * layer.w, layer.k);
     let rows = prod(&[layer.c_in, k, k]);
     let pd = Padded::new(layer.c_in, layer.h, layer.w, k);
-    let [xp, col] = carve(scratch, [pd.len, prod(&[rows, hw])]);
+    let [wmat, xp, col] = carve(
+        scratch,
+        [prod(&[layer.c_out, rows]), pd.len, prod(&[rows, hw])],
+    );
+    // The weight as a c_out × (c_in·K²) matrix (a copy for the forward,
+    // the flipped transpose for the input gradient).
+    for (o, wrow) in wmat.chunks_exact_mut(rows.max(1)).enumerate() {
+        for (i, wci) in wrow.chunks_exact_mut(k * k).enumerate() {
+            for (t, v) in wci.iter_mut().enumerate() {
+                *v = get(o, i, t);
+            }
+        }
+    }
     xp.fill(0.0);
     let (in_len, out_len) = (layer.in_len(), layer.out_len());
-    assert_eq!(wmat.len(), layer.c_out * rows);
     assert!(out.len() == n * out_len && inp.len() == n * in_len);
     for s in 0..n {
         let o = &mut out[s * out_len..][..out_len];
@@ -1500,7 +1516,7 @@ fn gemm_forward(
         pd.fill(xp, &inp[s * in_len..][..in_len]);
         im2col(col, xp, pd, k);
         // SAFETY: m = c_out, k = rows, n = H·W. A = wmat with strides
-        // (rows, 1): c_out·rows floats (asserted); B = col with strides
+        // (rows, 1): c_out·rows floats (carved); B = col with strides
         // (hw, 1): rows·hw floats (carved); C = o with strides (hw, 1):
         // c_out·hw floats, a distinct &mut. beta = 1 adds to the bias (or
         // zeros) just written.
