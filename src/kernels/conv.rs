@@ -815,21 +815,43 @@ fn isa_of(path: KernelPath) -> Isa {
 // ---------------------------------------------------------------------------
 // Direct forward (and input gradient)
 
-/// Output channels per register block of the forward kernel: the largest
-/// entry of the ISA's list that divides `c_out` (the list ends in 1, so
-/// every count works, and no channel is padded). The partner R (row
-/// vectors per block) is in the entry points' match; R · CB accumulators
-/// fill about 24 of AVX-512's 32 registers and 12 of AVX2's 16.
-fn fwd_cb(isa: Isa, c_out: usize) -> usize {
-    let list: &[usize] = match isa {
+/// Vector lanes of the ISA.
+fn lanes_of(isa: Isa) -> usize {
+    match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => &[8, 6, 4, 3, 2, 1],
-        _ => &[6, 4, 3, 2, 1],
+        Isa::Avx512 => Avx512::LANES,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Avx2::LANES,
+        Isa::Portable => Portable::LANES,
+    }
+}
+
+/// Output channels CB per register block of the forward kernel, for
+/// `npos` row vectors per channel. The ISA's table lists the (CB, R)
+/// blocks it has (R · CB accumulators fill about 24 of AVX-512's 32
+/// registers, 8 to 12 of AVX2's 16); among those whose CB divides `c_out`
+/// (no channel is padded; CB = 1 always qualifies) this takes the least
+/// estimated cost: the FMAs including the repeated positions that fill
+/// the last block, ⌈npos/R⌉·R, times 1 + (R + CB)/(2·R·CB) for the loads
+/// per FMA. (The 6 → 16 layer's input gradient, 14 row vectors into 6
+/// channels on AVX-512: 3 × 7 wastes nothing where 6 × 4 computes 16.)
+fn fwd_cb(isa: Isa, c_out: usize, npos: usize) -> usize {
+    let table = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => FWD_AVX512,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => FWD_AVX2,
+        Isa::Portable => FWD_PORTABLE,
     };
-    list.iter()
-        .copied()
-        .find(|&cb| c_out.is_multiple_of(cb))
-        .unwrap_or(1)
+    let cost = |&(cb, r): &(usize, usize)| {
+        let slots = npos.div_ceil(r) * r;
+        slots as f64 * (1.0 + (r + cb) as f64 / (2 * r * cb) as f64)
+    };
+    table
+        .iter()
+        .filter(|(cb, _)| c_out.is_multiple_of(*cb))
+        .min_by(|a, b| cost(a).total_cmp(&cost(b)))
+        .map_or(1, |&(cb, _)| cb)
 }
 
 /// Arguments of the direct forward, passed by value into the ISA entry
@@ -864,7 +886,7 @@ fn direct_forward(
     scratch: &mut Vec<f32>,
 ) {
     let isa = isa_of(path);
-    let cb = fwd_cb(isa, layer.c_out);
+    let cb = fwd_cb(isa, layer.c_out, layer.h * layer.w.div_ceil(lanes_of(isa)));
     let taps = layer.k * layer.k;
     let wlen = prod(&[layer.c_out, layer.c_in, taps]);
     let pd = Padded::new(layer.c_in, layer.h, layer.w, layer.k);
@@ -914,13 +936,22 @@ fn direct_forward(
 }
 
 /// One entry point per ISA: instantiates [`forward_samples`] for each
-/// (R, CB) pair that [`fwd_cb`] can choose.
+/// (CB, R) pair of its table, and defines the table `fwd_cb` chooses from
+/// (one list, so the two cannot disagree).
 macro_rules! forward_entry {
-    ($(#[$attr:meta])* $name:ident, $v:ty, [$(($cb:literal, $r:literal)),*]) => {
+    (
+        $(#[cfg($cfg:meta)])?
+        $(#[target_feature(enable = $feat:literal)])?
+        $name:ident, $table:ident, $v:ty, [$(($cb:literal, $r:literal)),*]
+    ) => {
+        $(#[cfg($cfg)])?
+        const $table: &[(usize, usize)] = &[$(($cb, $r)),*];
+
         /// # Safety
         /// The CPU supports the ISA of the vector type; the slices in
         /// `args` have the lengths [`direct_forward`] asserts.
-        $(#[$attr])*
+        $(#[cfg($cfg)])?
+        $(#[target_feature(enable = $feat)])?
         unsafe fn $name(args: FwdArgs) {
             match args.cb {
                 // SAFETY: forwarded contract; cb = $cb divides c_out.
@@ -935,18 +966,21 @@ forward_entry!(
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     forward_avx512,
+    FWD_AVX512,
     Avx512,
-    [(8, 3), (6, 4), (4, 6), (3, 8), (2, 8), (1, 12)]
+    [(8, 3), (6, 4), (4, 6), (3, 7), (2, 8), (1, 12)]
 );
 forward_entry!(
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     forward_avx2,
+    FWD_AVX2,
     Avx2,
     [(6, 2), (4, 2), (3, 3), (2, 4), (1, 8)]
 );
 forward_entry!(
     forward_portable,
+    FWD_PORTABLE,
     Portable,
     [(6, 1), (4, 1), (3, 2), (2, 3), (1, 4)]
 );
@@ -1172,13 +1206,7 @@ fn direct_weight_grad(
     scratch: &mut Vec<f32>,
 ) {
     let isa = isa_of(path);
-    let l = match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => Avx512::LANES,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Avx2::LANES,
-        Isa::Portable => Portable::LANES,
-    };
+    let l = lanes_of(isa);
     let cor = co.len();
     let (tb, cb) = wg_shape(isa, g.k, cor);
     let pd = Padded::new(g.c_in, g.h, g.w, g.k);
@@ -1612,9 +1640,10 @@ mod tests {
         // missing arm would hit `unreachable!`).
         let mut scratch = Vec::new();
         for path in KernelPath::available().into_iter().filter(|p| p.is_fused()) {
-            for c_out in 1..=17 {
+            for (c_out, (h, w)) in (1..=17).flat_map(|c| [(c, (3, 4)), (c, (14, 14)), (c, (7, 28))])
+            {
                 for k in [1, 3, 5, 7, 9] {
-                    let g = ConvGeom::new(2, c_out, 3, 4, k);
+                    let g = ConvGeom::new(2, c_out, h, w, k);
                     let inp = vec![1.0; g.in_len()];
                     let wt = vec![1.0; g.weight_len()];
                     let mut out = vec![0.0; g.out_len()];
