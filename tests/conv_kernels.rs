@@ -96,6 +96,11 @@ fn geometries() -> Vec<(ConvGeom, usize)> {
         (g(2, 9, 6, 5, 9), 2),
         (g(16, 6, 14, 14, 5), 3),
         (g(6, 1, 5, 7, 5), 100),
+        // Degenerate: no input channels (out = bias), no output channels,
+        // no rows.
+        (g(0, 3, 4, 5, 3), 2),
+        (g(2, 0, 4, 5, 3), 2),
+        (g(2, 3, 0, 5, 3), 2),
     ]
 }
 

@@ -42,7 +42,9 @@
 //! j sums the products of the pixels x ≡ j (mod L); the lanes are added by
 //! `Vector::reduce_sum` at the end. `d_out` is copied into a scratch
 //! `dp` whose rows are padded with zeros to whole vectors, so the garbage
-//! lanes of `xp` are multiplied by 0.
+//! lanes of `xp` (neighbouring pixels, or zeros) are multiplied by 0. (With
+//! an infinite input pixel that can make a weight's gradient NaN where the
+//! exact sum would be ±∞; finite inputs are unaffected.)
 //!
 //! ```text
 //! for each chunk of WG_CHUNK samples:   pad them into xp, dp
