@@ -767,8 +767,7 @@ fn network_from(
             classes: linear_sizes[linear_sizes.len() - 1],
         }
     };
-    let mut network =
-        Network::zeros_arch(&arch).map_err(|e| shape_err(&layers[0].0, e.0))?;
+    let mut network = Network::zeros_arch(&arch).map_err(|e| shape_err(&layers[0].0, e.0))?;
     let store = network.params_mut();
     for (i, data) in values.into_iter().enumerate() {
         store.get_mut(i).copy_from_slice(&data);

@@ -555,25 +555,29 @@ pub fn render_weights(
     })
 }
 
+/// Output pixels per filter pixel in [`weights_png`] for a CNN's first
+/// conv layer (its K × K filters are small).
+pub const FILTER_SCALE: usize = 16;
+
 /// Draws the network's first-layer weight templates (one per class for
-/// softmax regression, one per hidden unit for an MLP) as
-/// [`render_weights`] does at [`WEIGHTS_SCALE`] and writes them to `path`
-/// as an RGB PNG, atomically. Returns the picture's size.
+/// softmax regression, one per hidden unit for an MLP, of the samples'
+/// `height × width`; for a CNN, its first conv layer's filters, K × K each,
+/// one per output and input channel) as [`render_weights`] does, and writes
+/// them to `path` as an RGB PNG, atomically. Returns the picture's size.
 pub fn weights_png(
     network: &Network,
     height: usize,
     width: usize,
     path: &Path,
 ) -> Result<Size, ImageError> {
-    let templates = network.sizes()[1];
-    let image = render_weights(
-        network.params().get(0),
-        templates,
-        height,
-        width,
-        WEIGHTS_SCALE,
-        path,
-    )?;
+    let (templates, h, w, scale) = match network.layers()[0] {
+        crate::nn::Layer::Conv(c) => {
+            let g = c.geom;
+            (g.c_out * g.c_in, g.k, g.k, FILTER_SCALE)
+        }
+        _ => (network.sizes()[1], height, width, WEIGHTS_SCALE),
+    };
+    let image = render_weights(network.params().get(0), templates, h, w, scale, path)?;
     write_rgb_png(path, &image)?;
     Ok(Size {
         width: image.width,

@@ -155,12 +155,9 @@ impl Setting {
             }
             Self::Seed => format!("must be an integer in 0..={}", u64::MAX),
             Self::Hidden => format!("must be in 1..={MAX_WIDTH}"),
-            Self::Conv => format!(
-                "channels must be in 1..={}",
-                crate::nn::arch::MAX_CHANNELS
-            ),
+            Self::Conv => format!("must be in 1..={} channels", crate::nn::arch::MAX_CHANNELS),
             Self::ConvKernel => format!(
-                "kernel size must be odd, in 1..={}",
+                "must be an odd kernel size in 1..={}",
                 crate::nn::arch::MAX_KERNEL
             ),
             Self::Classes => format!("must be in 2..={MAX_CLASSES}"),

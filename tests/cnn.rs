@@ -15,7 +15,12 @@ use idx_softmax::run::{train, TrainConfig, Trainer};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-fn cfg(conv: &[(usize, usize)], hidden: &[usize], threads: usize, kernel: KernelPath) -> TrainConfig {
+fn cfg(
+    conv: &[(usize, usize)],
+    hidden: &[usize],
+    threads: usize,
+    kernel: KernelPath,
+) -> TrainConfig {
     TrainConfig {
         conv: conv
             .iter()
@@ -169,7 +174,11 @@ fn cnn_weights_are_bitwise_identical_for_any_thread_count() {
         };
         let one = run(1);
         for threads in [2, 3] {
-            assert_eq!(run(threads), one, "{kernel}: {threads} threads differ from 1");
+            assert_eq!(
+                run(threads),
+                one,
+                "{kernel}: {threads} threads differ from 1"
+            );
         }
     }
 }
@@ -224,5 +233,8 @@ fn lenet_layers() {
         })
     );
     assert_eq!(layers[4].in_len(), 784);
-    assert_eq!(net.params().len(), 6 * 25 + 6 + 16 * 150 + 16 + 784 * 120 + 120 + 120 * 84 + 84 + 84 * 10 + 10);
+    assert_eq!(
+        net.params().len(),
+        6 * 25 + 6 + 16 * 150 + 16 + 784 * 120 + 120 + 120 * 84 + 84 + 84 * 10 + 10
+    );
 }

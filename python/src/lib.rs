@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use numpy::ndarray::{ArrayView1, ArrayView2, ArrayViewD, IxDyn};
 use numpy::{
-    PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+    PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -36,8 +37,8 @@ use idx_softmax::nn::Network;
 use idx_softmax::run::record::{self, RecordError, Results, RunMeta};
 use idx_softmax::run::spec::{self, SpecError};
 use idx_softmax::run::{
-    DataInfo, Outputs, Resume, Run, RunError, RunSpec, TrainState, CNN_CONV, CNN_HIDDEN, CNN_KERNEL,
-    MLP_HIDDEN,
+    DataInfo, Outputs, Resume, Run, RunError, RunSpec, TrainState, CNN_CONV, CNN_HIDDEN,
+    CNN_KERNEL, MLP_HIDDEN,
 };
 use idx_softmax::setting::{worded, Setting};
 

@@ -221,7 +221,16 @@ impl<'s> LayerStep<'s> {
                     self.acts.get(self.span(l, r.clone())),
                 )
             };
-            layer.backward_input(self.path, g_in, g_out, a_in, params, store, n, &mut s.kernel);
+            layer.backward_input(
+                self.path,
+                g_in,
+                g_out,
+                a_in,
+                params,
+                store,
+                n,
+                &mut s.kernel,
+            );
             if layers[l - 1].relu() {
                 relu_backward(g_in, a_in);
             }
@@ -264,7 +273,15 @@ impl<'s> LayerStep<'s> {
                 let batch = self.ctx.batch(step);
                 let dw = &mut s.grad[..lin.outputs * width];
                 fused::weight_grad(
-                    self.path, images, k, batch, g_out, lin.outputs, cols.start, width, dw,
+                    self.path,
+                    images,
+                    k,
+                    batch,
+                    g_out,
+                    lin.outputs,
+                    cols.start,
+                    width,
+                    dw,
                 );
                 let w0 = store.tensors()[lin.weight].offset;
                 let scale = self.ctx.samples.scale();

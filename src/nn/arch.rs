@@ -240,11 +240,17 @@ impl Architecture {
                 };
             }
         }
-        let total = self.tensor_specs().iter().try_fold(0usize, |acc, (_, shape)| {
-            acc.checked_add(shape.iter().try_fold(1usize, |p, &d| p.checked_mul(d))?)
-        });
+        let total = self
+            .tensor_specs()
+            .iter()
+            .try_fold(0usize, |acc, (_, shape)| {
+                acc.checked_add(shape.iter().try_fold(1usize, |p, &d| p.checked_mul(d))?)
+            });
         if total.is_none_or(|t| t > MAX_PARAMS) {
-            return err(format!("a network {} has too many parameters", self.describe()));
+            return err(format!(
+                "a network {} has too many parameters",
+                self.describe()
+            ));
         }
         Ok(())
     }
@@ -403,13 +409,31 @@ mod tests {
         a.conv[1].kernel = 4;
         assert!(a.check().unwrap_err().0.contains("conv block 2"));
         let mut deep = lenet();
-        deep.conv = vec![ConvBlock { channels: 2, kernel: 3 }; 6];
+        deep.conv = vec![
+            ConvBlock {
+                channels: 2,
+                kernel: 3
+            };
+            6
+        ];
         assert!(deep.check().unwrap_err().0.contains("to nothing"));
         let mut flat = lenet();
         flat.image = None;
         assert!(flat.check().is_err());
-        assert_eq!("6".parse::<ConvBlock>(), Ok(ConvBlock { channels: 6, kernel: 5 }));
-        assert_eq!("16x3".parse::<ConvBlock>(), Ok(ConvBlock { channels: 16, kernel: 3 }));
+        assert_eq!(
+            "6".parse::<ConvBlock>(),
+            Ok(ConvBlock {
+                channels: 6,
+                kernel: 5
+            })
+        );
+        assert_eq!(
+            "16x3".parse::<ConvBlock>(),
+            Ok(ConvBlock {
+                channels: 16,
+                kernel: 3
+            })
+        );
         assert!("x".parse::<ConvBlock>().is_err());
         assert_eq!(parse_conv("6x5,16x5").unwrap(), lenet().conv);
         assert_eq!(conv_string(&lenet().conv), "6x5,16x5");

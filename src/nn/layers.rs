@@ -218,9 +218,7 @@ impl Layer {
     pub fn grad_len(&self) -> usize {
         match self {
             Self::Linear(l) => l.outputs * LINEAR_COLS + l.outputs,
-            Self::Conv(c) => {
-                CONV_CHANNELS * (c.geom.c_in * c.geom.k * c.geom.k + 1)
-            }
+            Self::Conv(c) => CONV_CHANNELS * (c.geom.c_in * c.geom.k * c.geom.k + 1),
             Self::Pool(_) => 0,
         }
     }

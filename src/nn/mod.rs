@@ -23,9 +23,7 @@ use rand_distr::StandardNormal;
 use crate::data::Samples;
 use crate::kernels::conv::{ConvGeom, PoolGeom};
 use crate::kernels::{fused, KernelPath};
-pub use arch::{
-    parse_sizes, sizes_string, Architecture, ConvBlock, ImageShape, MAX_WIDTH,
-};
+pub use arch::{parse_sizes, sizes_string, Architecture, ConvBlock, ImageShape, MAX_WIDTH};
 pub use layers::{relu_backward, relu_forward, Conv, Layer, Linear, Pool};
 pub use params::{ParamStore, TensorSpec};
 

@@ -132,7 +132,10 @@ impl TrainConfig {
     /// ([`spec::kernel_for`]: a linear first layer needs u8 samples for a
     /// fused path; a conv layer takes any).
     pub fn kernel_for(&self, samples: &Samples<'_>) -> Result<KernelPath, SpecError> {
-        spec::kernel_for(self.kernel, samples.as_u8().is_some() || !self.conv.is_empty())
+        spec::kernel_for(
+            self.kernel,
+            samples.as_u8().is_some() || !self.conv.is_empty(),
+        )
     }
 
     /// The settings a checkpoint records, by [`crate::setting::Setting::key`]
