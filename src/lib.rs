@@ -23,7 +23,8 @@
 //!   `eval`, `predict`, Python and the server; [`metrics`]: accuracy, loss,
 //!   confusion, F1, top-k;
 //! * [`checkpoint`]: safetensors files; [`model`]: a saved model and what
-//!   its run recorded, read in one place;
+//!   its run recorded, read in one place; [`onnx`]: ONNX model files, for
+//!   other runtimes;
 //! * [`image`], [`preprocess`]: a user's picture decoded and made into the
 //!   network's input as MNIST was made; [`plot`], [`labels`]: curves, heat
 //!   maps, weight pictures, class names;
@@ -60,6 +61,7 @@ pub mod labels;
 pub mod metrics;
 pub mod model;
 pub mod nn;
+pub mod onnx;
 pub mod optim;
 pub mod plot;
 pub mod preprocess;
