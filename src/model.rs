@@ -234,6 +234,17 @@ impl SavedModel {
         &self.ck.metadata
     }
 
+    /// The model as an ONNX file's bytes ([`crate::onnx::export`]), its
+    /// class names and run record in the metadata.
+    pub fn to_onnx(&self) -> Result<Vec<u8>, crate::onnx::GraphError> {
+        let md = crate::onnx::metadata(
+            self.metadata(),
+            self.class_names(),
+            self.network().classes(),
+        );
+        crate::onnx::export(self.network(), &md)
+    }
+
     /// Checks that the model takes `split`'s samples: the same feature
     /// count and, when the run recorded one, the same sample shape (a
     /// 28×28 model refuses 14×56 images).

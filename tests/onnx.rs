@@ -228,7 +228,7 @@ fn onnx_checker_and_onnxruntime_agree_with_numpy() {
         .map(|_| rng.random())
         .collect();
     let mut input = vec![0.0; pixels.len()];
-    idx_softmax::pixels::u8_to_f32(&pixels, &mut input);
+    idx_softmax::data::pixels::u8_to_f32(&pixels, &mut input);
     write_npy(&root.join("input.npy"), &[BATCH as i64, FEATURES], &input);
     std::fs::write(
         root.join("manifest.json"),

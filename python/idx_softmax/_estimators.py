@@ -393,14 +393,19 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         writes): ``idx-softmax eval --model path`` accepts it and
         ``--resume`` continues it."""
         check_is_fitted(self)
+        extra, names = self._label_record()
+        self._model.save(os.fspath(path), extra, names)
+
+    def _label_record(self):
+        """What a file records of ``classes_``: the CLI's class names (for
+        labels other than 0..C-1), and the labels themselves, for load() to
+        give back exactly."""
         extra = {}
         names = None
         labels = self.classes_
         if not (
             labels.dtype.kind in "iu" and np.array_equal(labels, np.arange(labels.size))
         ):
-            # The CLI's class names (predict prints them), and the labels
-            # themselves for load() to give back exactly.
             names = [str(c) for c in labels.tolist()]
             try:
                 extra[_core.PY_CLASSES_KEY] = json.dumps(
@@ -408,7 +413,17 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
                 )
             except (TypeError, ValueError):
                 pass  # labels JSON cannot hold: load() gives 0..C-1
-        self._model.save(os.fspath(path), extra, names)
+        return extra, names
+
+    def to_onnx(self, path):
+        """Writes the model as an ONNX file (opset 13; what the CLI's
+        ``export`` writes): input ``input`` float32 [batch, n_features],
+        pixels scaled as in training (uint8 / 255); outputs
+        ``probabilities`` and ``logits`` [batch, n_classes]. ``classes_``
+        and the run's settings go into the metadata."""
+        check_is_fitted(self)
+        extra, names = self._label_record()
+        self._model.to_onnx(os.fspath(path), extra, names)
 
     @classmethod
     def load(cls, path):

@@ -549,6 +549,39 @@ impl Model {
             .map_err(record_error)
     }
 
+    /// Writes the model as an ONNX file (the CLI's `export`): the run's
+    /// record, the `extra` pairs and `class_names` in its metadata.
+    #[pyo3(signature = (path, extra=None, class_names=None))]
+    fn to_onnx(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        extra: Option<BTreeMap<String, String>>,
+        class_names: Option<Vec<String>>,
+    ) -> PyResult<()> {
+        let mut record = extra.unwrap_or_default();
+        let results = self.results.unwrap_or(Results {
+            test_accuracy: f64::NAN,
+            test_loss: f64::NAN,
+            train_loss: f64::NAN,
+            validation: None,
+        });
+        if let Some(m) = &self.meta {
+            record.extend(m.to_metadata(&results));
+        }
+        let names = class_names.or_else(|| {
+            self.meta
+                .as_ref()
+                .map(|m| m.class_names.clone())
+                .filter(|n| !n.is_empty())
+        });
+        let net = self.network();
+        let md = idx_softmax::onnx::metadata(&record, names, net.classes());
+        let bytes = idx_softmax::onnx::export(net, &md).map_err(|e| text_error(e))?;
+        py.detach(|| idx_softmax::onnx::write(&path, &bytes))
+            .map_err(|e| PyOSError::new_err(format!("{}: {e}", path.display())))
+    }
+
     /// Pickling: the checkpoint's bytes.
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (Vec<u8>,))> {
         let py = slf.py();

@@ -43,6 +43,25 @@ pub enum Cmd {
     /// Classify images (PNG, JPEG, BMP, PNM, TIFF, WebP; files, directories
     /// or standard input) or test-set samples with a saved model.
     Predict(PredictArgs),
+    /// Export a saved model as ONNX (opset 13): input `input` [batch,
+    /// features] (pixels scaled as in training), outputs `probabilities`
+    /// and `logits` [batch, classes]; the class names and the run's record
+    /// in the metadata.
+    Export(ExportArgs),
+}
+
+/// `export`.
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// The model, as written by --save.
+    #[arg(long, value_name = "FILE", env = "IDX_SOFTMAX_MODEL")]
+    pub model: PathBuf,
+    /// Where to write the ONNX model (atomically).
+    #[arg(long, value_name = "OUT", env = "IDX_SOFTMAX_ONNX")]
+    pub onnx: PathBuf,
+    /// Print one JSON object on stdout instead of a line [default: off].
+    #[arg(long, env = "IDX_SOFTMAX_JSON")]
+    pub json: bool,
 }
 
 /// Where the dataset is and where decompressed files go.

@@ -7,13 +7,15 @@
 //! * [`args`]: flags, subcommands, value parsers (bad values exit 2);
 //! * [`names`]: the flags' names for the library's settings, and the
 //!   wording of library errors with them;
-//! * [`train_cmd`], [`eval_cmd`], [`predict_cmd`]: the subcommands;
+//! * [`train_cmd`], [`eval_cmd`], [`predict_cmd`], [`export_cmd`]: the
+//!   subcommands;
 //! * [`report`]: what they print;
 //! * [`common`]: data loading, output checks and small helpers they share.
 
 pub mod args;
 pub mod common;
 pub mod eval_cmd;
+pub mod export_cmd;
 pub mod names;
 pub mod predict_cmd;
 pub mod report;
@@ -44,6 +46,7 @@ pub fn main() -> ExitCode {
         Some(Cmd::Train(a)) => (Some("train"), train_cmd::run(a)),
         Some(Cmd::Eval(a)) => (Some("eval"), eval_cmd::run(a)),
         Some(Cmd::Predict(a)) => (Some("predict"), predict_cmd::run(a)),
+        Some(Cmd::Export(a)) => (Some("export"), export_cmd::run(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
