@@ -7,6 +7,12 @@
 //! ends). Every file it writes goes through [`write_atomic`], which refuses
 //! to replace anything but a regular file, and [`probe_output`] checks a
 //! target before any work is done.
+//!
+//! Writers to one target may run at once (two runs given the same
+//! `--save`): each holds an exclusive lock on its temporary file for as
+//! long as the file exists, and the removal of stale temporary files takes
+//! only those whose lock is free (their writer is gone), so a live writer's
+//! file is never removed. The last rename wins, with a complete file.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -186,8 +192,96 @@ fn is_our_temp(entry: &str, prefix: &str) -> bool {
         })
 }
 
+/// How old a temporary file must be before it is taken for stale where its
+/// lock cannot tell (a file system without `flock`): no write lasts a day.
+const STALE_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Takes an exclusive `flock` on `file`: waiting for it when `wait`, else
+/// failing at once with `WouldBlock` when another open file holds it. The
+/// lock lasts until the file is closed, and dies with its process (even by
+/// SIGKILL), which is what tells a live writer's file from a stale one.
+#[cfg(unix)]
+fn lock(file: &File, wait: bool) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    loop {
+        // SAFETY: flock(2) on a descriptor `file` owns and keeps open for
+        // the duration of the call.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Whether `a` and `b` are the same file system object (device and inode).
+#[cfg(unix)]
+fn same_inode(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+/// Removes `path`, a temporary file of ours, if its writer is gone: nobody
+/// holds its lock (it was killed: SIGKILL, power loss). A file whose lock
+/// is held is a live writer's, and is left alone. Where locks do not work,
+/// only a file older than [`STALE_AGE`] is taken for stale.
+fn remove_if_stale(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+        else {
+            return;
+        };
+        let Ok(meta) = file.metadata() else {
+            return;
+        };
+        if !meta.is_file() {
+            return;
+        }
+        match lock(&file, false) {
+            Ok(()) => {
+                // Its writer is gone. Remove the file while holding its
+                // lock, and only if the name still leads to it.
+                if fs::symlink_metadata(path).is_ok_and(|m| same_inode(&m, &meta)) {
+                    let _ = fs::remove_file(path);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => remove_if_old(path, &meta),
+        }
+    }
+    #[cfg(not(unix))]
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        remove_if_old(path, &meta);
+    }
+}
+
+/// Removes `path` if it was last modified more than [`STALE_AGE`] ago.
+fn remove_if_old(path: &Path, meta: &fs::Metadata) {
+    let old = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > STALE_AGE);
+    if old {
+        let _ = fs::remove_file(path);
+    }
+}
+
 /// Removes temporary files that an earlier, killed (SIGKILL, power loss)
-/// write to the same target left in `dir`.
+/// write to the same target left in `dir`; those of writers still at work
+/// (another process writing the same target) are left alone.
 fn remove_stale_temps(dir: &Path, prefix: &str) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -197,14 +291,15 @@ fn remove_stale_temps(dir: &Path, prefix: &str) {
         if is_our_temp(&name.to_string_lossy(), prefix)
             && entry.file_type().is_ok_and(|t| t.is_file())
         {
-            let _ = fs::remove_file(entry.path());
+            remove_if_stale(&entry.path());
         }
     }
 }
 
 /// A new, empty temporary file `dir/PREFIX<8 hex>.tmp`, registered with
 /// [`crate::signals`] before it exists, so that an interrupting signal
-/// removes it.
+/// removes it, and locked (see [`remove_if_stale`]) for as long as it
+/// exists.
 fn create_temp(dir: &Path, prefix: &str) -> io::Result<TempFile> {
     let mut last = None;
     for _ in 0..16 {
@@ -221,12 +316,31 @@ fn create_temp(dir: &Path, prefix: &str) -> io::Result<TempFile> {
         }
         match opts.open(&path) {
             Ok(file) => {
+                #[cfg(unix)]
+                {
+                    // Another writer's cleanup may have taken the new file
+                    // for stale in the instant before the lock: then its
+                    // name is gone (or another's), and a new one is made.
+                    // A file system without locks keeps it unlocked.
+                    let locked = lock(&file, true).is_ok();
+                    let ours = match (fs::symlink_metadata(&path), file.metadata()) {
+                        (Ok(a), Ok(b)) => same_inode(&a, &b),
+                        _ => false,
+                    };
+                    if locked && !ours {
+                        last = Some(io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            "a temporary file was removed as it was made",
+                        ));
+                        continue;
+                    }
+                }
                 return Ok(TempFile {
                     path,
                     file: Some(file),
                     #[cfg(unix)]
                     _guard: guard,
-                })
+                });
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
             Err(e) => return Err(e),
@@ -235,7 +349,8 @@ fn create_temp(dir: &Path, prefix: &str) -> io::Result<TempFile> {
     Err(last.unwrap_or_else(|| io::Error::other("cannot create a temporary file")))
 }
 
-/// A temporary file that is removed when dropped, unless persisted.
+/// A temporary file that is removed when dropped, unless persisted. Its
+/// lock is held until it is renamed or removed (the file is closed last).
 struct TempFile {
     path: PathBuf,
     file: Option<File>,
@@ -244,9 +359,9 @@ struct TempFile {
 }
 
 impl TempFile {
-    /// Renames the file over `dest`.
+    /// Renames the file over `dest`, still locked, so that no other
+    /// writer's cleanup can remove it first.
     fn persist(mut self, dest: &Path) -> io::Result<()> {
-        drop(self.file.take());
         fs::rename(&self.path, dest)?;
         self.path = PathBuf::new();
         Ok(())
@@ -255,10 +370,11 @@ impl TempFile {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        drop(self.file.take());
         if !self.path.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.path);
         }
+        // The lock goes with the file, after the name.
+        drop(self.file.take());
     }
 }
 
@@ -322,7 +438,10 @@ pub fn output_identity(path: &Path) -> Option<PathBuf> {
 /// The temporary file (`.NAME.XXXXXXXX.tmp`) is registered with
 /// [`crate::signals`], so SIGINT or SIGTERM during the write removes it
 /// (once the handlers are installed). One left by a process killed outright
-/// (SIGKILL) is removed by the next write to the same `path`.
+/// (SIGKILL) is removed by the next write to the same `path`; one whose
+/// writer is still at work (another thread or process writing the same
+/// `path`) is not: it is locked. Writers to one `path` may thus run at
+/// once: each succeeds, and the last rename wins with a complete file.
 ///
 /// The new file gets the default permissions of a newly created file
 /// (`0o666` less the umask on Unix), not those of a file it replaces. If
@@ -442,5 +561,26 @@ mod tests {
         let b = output_identity(&dir.path().join(".").join("x"));
         assert!(a.is_some());
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_live_writers_temporary_file_is_never_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = temp_prefix("m.st".as_ref());
+        // A live writer: its file is locked while it exists.
+        let live = create_temp(dir.path(), &prefix).unwrap();
+        // A killed writer's file: nobody holds its lock.
+        let dead = dir.path().join(format!("{prefix}0badf00d.tmp"));
+        std::fs::write(&dead, b"half").unwrap();
+        remove_stale_temps(dir.path(), &prefix);
+        assert!(live.path.exists());
+        assert!(!dead.exists());
+        // The live writer finishes well.
+        live.persist(&dir.path().join("m.st")).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["m.st"]);
     }
 }
