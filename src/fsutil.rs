@@ -424,6 +424,27 @@ pub fn output_identity(path: &Path) -> Option<PathBuf> {
     Some(dir.join(path.file_name()?))
 }
 
+/// Whether `a` and `b` name one file: the same device and inode when both
+/// exist (following symbolic links, so a link and its target are one
+/// file, as are two hard links), else the same canonical path
+/// ([`output_identity`]: `./a`, `a` and `d/../a` are one path), which is
+/// how two files yet to be written are compared.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
+        #[cfg(unix)]
+        (Ok(ma), Ok(mb)) => same_inode(&ma, &mb),
+        #[cfg(not(unix))]
+        (Ok(_), Ok(_)) => match (fs::canonicalize(a), fs::canonicalize(b)) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        },
+        _ => {
+            let (ia, ib) = (output_identity(a), output_identity(b));
+            ia.is_some() && ia == ib
+        }
+    }
+}
+
 /// Writes `path` atomically: `write` fills a temporary file created in the
 /// same directory, which is then flushed to disk (`fsync`) and renamed over
 /// `path`.

@@ -287,3 +287,49 @@ fn a_fresh_partial_cache_file_is_left_alone() {
     Dataset::load(&data, &opts).unwrap();
     assert!(live.exists(), "{:?}", listing(&cache_dir));
 }
+
+// 6. Two spellings of one dataset file.
+
+#[test]
+fn two_spellings_with_different_data_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path(), 7);
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    common::write_synthetic(&other, 600, 100, 28, 28, 10, 8);
+    let opts = || LoadOptions {
+        cache: common::test_cache(),
+        classes: None,
+    };
+    let raw = data.join("train-images-idx3-ubyte");
+    let gz = data.join("train-images-idx3-ubyte.gz");
+    let other_images = std::fs::read(other.join("train-images-idx3-ubyte")).unwrap();
+    // NAME and NAME.gz with different data.
+    std::fs::write(&gz, common::gzip(&other_images)).unwrap();
+    let e = Dataset::load(&data, &opts()).unwrap_err().to_string();
+    assert!(e.contains(s(&raw)) && e.contains(s(&gz)), "{e}");
+    let o = run(&["--data-dir", s(&data), "--threads", "1"]);
+    one_line_error(&o, &[s(&raw), s(&gz)]);
+    // The same data in both (gunzip -k) is no choice: accepted.
+    std::fs::write(&gz, common::gzip(&std::fs::read(&raw).unwrap())).unwrap();
+    Dataset::load(&data, &opts()).unwrap();
+    std::fs::remove_file(&gz).unwrap();
+    // The -idx and .idx spellings.
+    let dotted = data.join("t10k-labels.idx1-ubyte");
+    let mut labels = std::fs::read(data.join("t10k-labels-idx1-ubyte")).unwrap();
+    std::fs::write(&dotted, &labels).unwrap();
+    Dataset::load(&data, &opts()).unwrap();
+    *labels.last_mut().unwrap() ^= 1;
+    std::fs::write(&dotted, &labels).unwrap();
+    let e = Dataset::load(&data, &opts()).unwrap_err().to_string();
+    assert!(
+        e.contains("t10k-labels-idx1-ubyte") && e.contains("t10k-labels.idx1-ubyte"),
+        "{e}"
+    );
+    let split = idx_softmax::data::Split::load_test(&data, &common::test_cache());
+    assert!(split.is_err());
+    // A hard link is one file under two names.
+    std::fs::remove_file(&dotted).unwrap();
+    std::fs::hard_link(data.join("t10k-labels-idx1-ubyte"), &dotted).unwrap();
+    Dataset::load(&data, &opts()).unwrap();
+}

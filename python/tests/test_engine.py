@@ -425,3 +425,33 @@ def test_verbose_reports_each_epoch(capsys, mnist):
     out = capsys.readouterr()
     text = out.out + out.err
     assert "epoch 1/2" in text and "epoch 2/2" in text and "train loss" in text
+
+
+# ----------------------------------------------- untrusted input, round 3
+
+
+def _write_idx(path, array, gz=False):
+    """`array` (uint8) as an IDX file, gzip-compressed when `gz`."""
+    import gzip
+
+    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = b"\x00\x00\x08" + bytes([array.ndim]) + dims + array.tobytes()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+def _tiny_dataset(directory, seed=0):
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", 60), ("t10k", 20)):
+        _write_idx(directory / f"{split}-images-idx3-ubyte",
+                   rng.integers(0, 256, (n, 4, 4), dtype=np.uint8))
+        _write_idx(directory / f"{split}-labels-idx1-ubyte",
+                   rng.integers(0, 3, n, dtype=np.uint8))
+
+
+def test_two_versions_of_a_data_file_are_refused(tmp_path):
+    _tiny_dataset(tmp_path)
+    other = np.zeros((60, 4, 4), dtype=np.uint8)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", other, gz=True)
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte and .*"
+                       r"train-images-idx3-ubyte\.gz are both the training images"):
+        load_idx(tmp_path)
