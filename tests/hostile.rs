@@ -333,3 +333,47 @@ fn two_spellings_with_different_data_are_refused() {
     std::fs::hard_link(data.join("t10k-labels-idx1-ubyte"), &dotted).unwrap();
     Dataset::load(&data, &opts()).unwrap();
 }
+
+// 7. Output formats.
+
+#[test]
+fn an_output_format_that_cannot_be_written_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path(), 10);
+    let saved = dir.path().join("m.safetensors");
+    for (flag, name) in [
+        ("--plot", "curves.pdf"),
+        ("--plot", "curves.gif"),
+        ("--weights-png", "w.svg"),
+        ("--weights-png", "w.jpg"),
+    ] {
+        let target = dir.path().join(name);
+        let o = run(&[
+            "--data-dir",
+            s(&data),
+            "--save",
+            s(&saved),
+            flag,
+            s(&target),
+        ]);
+        usage_error(&o, &[flag, name]);
+        assert!(!target.exists() && !saved.exists(), "{flag} {name}");
+    }
+    train_model(&data, &saved);
+    for (flag, name) in [("--confusion-png", "c.jpeg"), ("--weights-png", "w.pdf")] {
+        let target = dir.path().join(name);
+        let o = run(&["eval", "--model", s(&saved), flag, s(&target)]);
+        usage_error(&o, &[flag, name]);
+        assert!(!target.exists());
+    }
+    // Upper case is the same extension.
+    let svg = dir.path().join("C.SVG");
+    success(&run(&[
+        "eval",
+        "--model",
+        s(&saved),
+        "--confusion-png",
+        s(&svg),
+    ]));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+}

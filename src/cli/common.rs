@@ -9,6 +9,7 @@ use anyhow::Result;
 use idx_softmax::data::{locate, DataError, GzCache};
 use idx_softmax::labels;
 use idx_softmax::model::SavedModel;
+use idx_softmax::plot::{self, Format};
 
 use super::args::DataArgs;
 use super::names::flag;
@@ -154,6 +155,18 @@ pub fn check_outputs(
     Ok(())
 }
 
+/// Refuses (a usage error naming the flag) a picture asked for in a format
+/// it cannot be written in, decided by its extension ([`plot::format_of`]).
+pub fn check_formats(pictures: &[(&str, Option<&PathBuf>, &'static [Format])]) -> Result<()> {
+    for &(flag, path, formats) in pictures {
+        if let Some(p) = path {
+            plot::format_of(p, formats)
+                .map_err(|e| UsageError(format!("{flag} {}: {}", p.display(), e.reason())))?;
+        }
+    }
+    Ok(())
+}
+
 /// Anonymous resident memory (heap, stacks; not mapped files) in KiB, from
 /// /proc/self/status, where there is one.
 pub fn rss_anon_kb() -> Option<u64> {
@@ -187,5 +200,9 @@ mod tests {
             &[("--y", "--x")]
         )
         .is_ok());
+        let pdf = dir.path().join("c.pdf");
+        let e = check_formats(&[("--plot", Some(&pdf), plot::CHART_FORMATS)]).unwrap_err();
+        assert!(e.downcast_ref::<UsageError>().is_some());
+        assert!(e.to_string().starts_with("--plot "), "{e}");
     }
 }

@@ -24,7 +24,7 @@ use idx_softmax::plot;
 use idx_softmax::run::record::shape_string;
 
 use super::args::{EvalArgs, SplitArg};
-use super::common::{check_outputs, class_names, load, trained_on, Loaded};
+use super::common::{check_formats, check_outputs, class_names, load, trained_on, Loaded};
 use super::report::{confusion_table, evaluation_json, per_class_table, picture_line};
 
 /// The samples evaluated: the test split, or the training file and the
@@ -113,6 +113,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
         &[("--model", Some(&args.model))],
         &[],
     )?;
+    check_formats(&[
+        (
+            "--weights-png",
+            args.weights_png.as_ref(),
+            plot::WEIGHTS_FORMATS,
+        ),
+        (
+            "--confusion-png",
+            args.confusion_png.as_ref(),
+            plot::CHART_FORMATS,
+        ),
+    ])?;
     let model = SavedModel::load(&args.model)?;
     let net = model.network();
     let samples = load_samples(&args, &model)?;

@@ -21,7 +21,7 @@ use idx_softmax::run::record::shape_string;
 use idx_softmax::run::{DataInfo, Outputs, Resume, Run, RunSpec};
 
 use super::args::TrainArgs;
-use super::common::{check_outputs, class_names, load, rss_anon_kb, Loaded};
+use super::common::{check_formats, check_outputs, class_names, load, rss_anon_kb, Loaded};
 use super::names::flag;
 use super::report::{epoch_line, picture_line, Progress};
 
@@ -57,6 +57,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         &[("--resume", args.resume.as_ref())],
         &[("--resume", "--save")],
     )?;
+    check_formats(&[
+        ("--plot", args.plot.as_ref(), plot::CHART_FORMATS),
+        (
+            "--weights-png",
+            args.weights_png.as_ref(),
+            plot::WEIGHTS_FORMATS,
+        ),
+    ])?;
     let resume = match &args.resume {
         Some(path) => Some(Resume::from_model(&SavedModel::load(path)?)?),
         None => None,
