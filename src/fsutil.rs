@@ -8,6 +8,13 @@
 //! to replace anything but a regular file, and [`probe_output`] checks a
 //! target before any work is done.
 //!
+//! An output never replaces an input: [`check_distinct`] refuses, before
+//! any work, every output that is another output or an input (the same
+//! device and inode, or the same canonical path for a file yet to be
+//! written: [`same_file`]); every front end calls it with its own names for
+//! the files. As a last guard, [`write_atomic`] refuses to replace a file
+//! this process holds as an input ([`hold_input`]: the mapped data files).
+//!
 //! Writers to one target may run at once (two runs given the same
 //! `--save`): each holds an exclusive lock on its temporary file for as
 //! long as the file exists, and the removal of stale temporary files takes
@@ -385,6 +392,7 @@ impl Drop for TempFile {
 /// out before a long run rather than after it.
 pub fn probe_output(path: &Path) -> io::Result<()> {
     check_replaceable(path)?;
+    check_not_held(path)?;
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file")
     })?;
@@ -445,6 +453,190 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// A file a command names, and what the front end calls it in messages
+/// (the CLI's `--save`, Python's `save()`, `the training images of
+/// --data-dir`).
+#[derive(Clone, Copy, Debug)]
+pub struct Named<'a> {
+    pub name: &'a str,
+    pub path: &'a Path,
+}
+
+impl<'a> Named<'a> {
+    pub fn new(name: &'a str, path: &'a Path) -> Self {
+        Self { name, path }
+    }
+}
+
+/// Two paths of one command that must not be one file. One line, naming
+/// both and both paths.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathClash {
+    /// Two outputs name one file.
+    #[error("{first} {} and {second} {} name the same file; give each its own path", first_path.display(), second_path.display())]
+    Outputs {
+        first: String,
+        first_path: PathBuf,
+        second: String,
+        second_path: PathBuf,
+    },
+    /// An output would replace an input.
+    #[error("{output} {} would overwrite {input} ({}), which this command reads: an output never replaces an input; give it another path", output_path.display(), input_path.display())]
+    OverInput {
+        output: String,
+        output_path: PathBuf,
+        input: String,
+        input_path: PathBuf,
+    },
+}
+
+/// What [`same_file`] compares: the device and inode of an existing file,
+/// else its canonical path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum FileKey {
+    #[cfg(unix)]
+    Inode(u64, u64),
+    Path(PathBuf),
+}
+
+fn file_key(path: &Path) -> Option<FileKey> {
+    match fs::metadata(path) {
+        #[cfg(unix)]
+        Ok(m) => {
+            use std::os::unix::fs::MetadataExt;
+            Some(FileKey::Inode(m.dev(), m.ino()))
+        }
+        #[cfg(not(unix))]
+        Ok(_) => fs::canonicalize(path).ok().map(FileKey::Path),
+        Err(_) => output_identity(path).map(FileKey::Path),
+    }
+}
+
+/// Checks, before any work, that no two `outputs` are one file and that no
+/// output is one of the `inputs` ([`same_file`]), except the pairs of names
+/// in `allowed` (in either order: `("--resume", "--save")` continues a run
+/// in place). Every front end and every command that writes files calls
+/// it with all it writes and all it reads: the data files in every
+/// spelling ([`crate::data::present_files`]), labels, models,
+/// checkpoints, images. One `stat` per path: thousands of images cost
+/// milliseconds.
+pub fn check_distinct(
+    outputs: &[Named<'_>],
+    inputs: &[Named<'_>],
+    allowed: &[(&str, &str)],
+) -> Result<(), PathClash> {
+    use std::collections::HashMap;
+    let ok = |a: &str, b: &str| {
+        allowed
+            .iter()
+            .any(|&(x, y)| (x, y) == (a, b) || (y, x) == (a, b))
+    };
+    let mut seen: HashMap<FileKey, Vec<&Named<'_>>> = HashMap::new();
+    for out in outputs {
+        let Some(key) = file_key(out.path) else {
+            continue;
+        };
+        let earlier = seen.entry(key).or_default();
+        if let Some(first) = earlier.iter().find(|a| !ok(a.name, out.name)) {
+            return Err(PathClash::Outputs {
+                first: first.name.to_owned(),
+                first_path: first.path.to_owned(),
+                second: out.name.to_owned(),
+                second_path: out.path.to_owned(),
+            });
+        }
+        earlier.push(out);
+    }
+    for input in inputs {
+        let Some(key) = file_key(input.path) else {
+            continue;
+        };
+        if let Some(out) = seen
+            .get(&key)
+            .and_then(|outs| outs.iter().find(|o| !ok(o.name, input.name)))
+        {
+            return Err(PathClash::OverInput {
+                output: out.name.to_owned(),
+                output_path: out.path.to_owned(),
+                input: input.name.to_owned(),
+                input_path: input.path.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The files this process holds as inputs ([`hold_input`]): device, inode
+/// and the path they were opened by.
+#[cfg(unix)]
+static HELD: std::sync::Mutex<Vec<(u64, u64, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps a file registered as an input while it lives (see [`hold_input`]).
+#[derive(Debug)]
+pub struct InputHold {
+    #[cfg(unix)]
+    id: Option<(u64, u64)>,
+}
+
+/// Registers `path` as an input of this process until the returned guard is
+/// dropped: [`write_atomic`] refuses to replace it. The data loader holds
+/// every file it maps (the `.gz` a user gave, for a compressed one), so no
+/// front end, Python's `save` included, can write a model over data it is
+/// reading.
+pub fn hold_input(path: &Path) -> InputHold {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let id = fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        if let Some((dev, ino)) = id {
+            if let Ok(mut held) = HELD.lock() {
+                held.push((dev, ino, path.to_owned()));
+            }
+        }
+        InputHold { id }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        InputHold {}
+    }
+}
+
+impl Drop for InputHold {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let (Some((dev, ino)), Ok(mut held)) = (self.id, HELD.lock()) {
+            if let Some(i) = held.iter().position(|h| (h.0, h.1) == (dev, ino)) {
+                held.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// Refuses `path` as an output when it is an input this process holds.
+fn check_not_held(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = fs::metadata(path) else {
+            return Ok(());
+        };
+        let held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, input)) = held.iter().find(|h| (h.0, h.1) == (meta.dev(), meta.ino())) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "is {}, an input this process reads; refusing to replace it",
+                    input.display()
+                ),
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Writes `path` atomically: `write` fills a temporary file created in the
 /// same directory, which is then flushed to disk (`fsync`) and renamed over
 /// `path`.
@@ -464,6 +656,8 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 /// `path`) is not: it is locked. Writers to one `path` may thus run at
 /// once: each succeeds, and the last rename wins with a complete file.
 ///
+/// A `path` that this process holds as an input ([`hold_input`]) is refused.
+///
 /// The new file gets the default permissions of a newly created file
 /// (`0o666` less the umask on Unix), not those of a file it replaces. If
 /// `path` is a symbolic link, the link itself is replaced, not its target.
@@ -480,6 +674,7 @@ pub fn write_atomic(
         io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file")
     })?;
     check_replaceable(path)?;
+    check_not_held(path)?;
     let dir = parent_dir(path);
     let prefix = temp_prefix(name);
     remove_stale_temps(dir, &prefix);
@@ -603,5 +798,69 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["m.st"]);
+    }
+
+    #[test]
+    fn same_file_and_distinct_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::write(&a, b"x").unwrap();
+        let hard = dir.path().join("hard");
+        std::fs::hard_link(&a, &hard).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        let dotted = dir.path().join("sub/../a");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        for other in [&hard, &link, &dotted, &a] {
+            assert!(same_file(&a, other), "{other:?}");
+        }
+        let new = dir.path().join("new");
+        assert!(!same_file(&a, &new));
+        assert!(same_file(&new, &dir.path().join("./new")));
+        assert!(!same_file(&new, &dir.path().join("new2")));
+
+        let out = [Named::new("--save", &hard), Named::new("--plot", &new)];
+        let e = check_distinct(&out, &[Named::new("--labels", &a)], &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "--save {} would overwrite --labels ({}), which this command reads: an output never replaces an input; give it another path",
+                hard.display(),
+                a.display()
+            )
+        );
+        assert!(check_distinct(
+            &out,
+            &[Named::new("--resume", &a)],
+            &[("--resume", "--save")]
+        )
+        .is_ok());
+        let new_again = dir.path().join("./new");
+        let two = [
+            Named::new("--save", &new),
+            Named::new("--plot", &dotted),
+            Named::new("--x", &new_again),
+        ];
+        let e = check_distinct(&two, &[], &[]).unwrap_err();
+        assert!(matches!(e, PathClash::Outputs { .. }), "{e}");
+        assert!(
+            e.to_string().contains("--save") && e.to_string().contains("--x"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_input_held_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::write(&data, b"input").unwrap();
+        let hold = hold_input(&data);
+        let e = write_atomic(&data, |f| std::io::Write::write_all(f, b"out")).unwrap_err();
+        assert!(e.to_string().contains("an input this process reads"), "{e}");
+        assert!(probe_output(&data).is_err());
+        assert_eq!(std::fs::read(&data).unwrap(), b"input");
+        drop(hold);
+        write_atomic(&data, |f| std::io::Write::write_all(f, b"out")).unwrap();
+        assert_eq!(std::fs::read(&data).unwrap(), b"out");
     }
 }

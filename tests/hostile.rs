@@ -185,6 +185,195 @@ fn mnist_digit(i: usize) -> GrayImage {
     }
 }
 
+// 1. An output never overwrites an input.
+
+#[test]
+fn an_output_naming_a_data_file_is_refused_in_any_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path(), 1);
+    let before = snapshot(&data);
+    let up = format!("{}/../data/train-images-idx3-ubyte", s(&data));
+    let dotted = format!("{}/./t10k-labels-idx1-ubyte", s(&data));
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "--save",
+            s(&data.join("train-images-idx3-ubyte")).to_owned(),
+            "train-images-idx3-ubyte",
+        ),
+        ("--save", up, "train-images-idx3-ubyte"),
+        ("--metrics-json", dotted, "t10k-labels-idx1-ubyte"),
+        (
+            "--plot",
+            s(&data.join("t10k-images-idx3-ubyte")).to_owned(),
+            "t10k-images-idx3-ubyte",
+        ),
+        (
+            "--weights-png",
+            s(&data.join("train-labels-idx1-ubyte")).to_owned(),
+            "train-labels-idx1-ubyte",
+        ),
+    ];
+    for (flag, target, file) in &cases {
+        let o = run(&["--data-dir", s(&data), "--threads", "1", flag, target]);
+        let err = usage_error(&o, &[flag, "--data-dir", file, target]);
+        assert!(err.contains("overwrite"), "{err}");
+        assert_eq!(snapshot(&data), before, "{flag} {target}");
+    }
+    // Relative spellings, from inside the data directory.
+    let mut cmd = command(&[
+        "--data-dir",
+        ".",
+        "--save",
+        "./train-labels-idx1-ubyte",
+        "--threads",
+        "1",
+    ]);
+    cmd.current_dir(&data);
+    usage_error(&output(cmd), &["--save", "--data-dir"]);
+    assert_eq!(snapshot(&data), before);
+
+    // Compressed data: the .gz the run reads, and the raw spelling beside
+    // it too when both hold the same data.
+    let gz = dir.path().join("gz");
+    std::fs::create_dir(&gz).unwrap();
+    for (name, bytes) in &before {
+        std::fs::write(gz.join(format!("{name}.gz")), common::gzip(bytes)).unwrap();
+    }
+    let gz_before = snapshot(&gz);
+    let target = gz.join("train-images-idx3-ubyte.gz");
+    let o = run(&["--data-dir", s(&gz), "--save", s(&target), "--threads", "1"]);
+    usage_error(&o, &["--save", "--data-dir", s(&target)]);
+    assert_eq!(snapshot(&gz), gz_before);
+    std::fs::write(gz.join("t10k-labels-idx1-ubyte"), &before[1].1).unwrap();
+    let gz_before = snapshot(&gz);
+    let target = gz.join("t10k-labels-idx1-ubyte.gz");
+    let o = run(&[
+        "--data-dir",
+        s(&gz),
+        "--metrics-json",
+        s(&target),
+        "--threads",
+        "1",
+    ]);
+    usage_error(&o, &["--metrics-json", s(&target)]);
+    assert_eq!(snapshot(&gz), gz_before);
+}
+
+#[test]
+fn an_output_naming_labels_a_model_or_an_image_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path(), 2);
+    let labels = dir.path().join("names.txt");
+    let names: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+    std::fs::write(&labels, names.join("\n")).unwrap();
+    let o = run(&[
+        "--data-dir",
+        s(&data),
+        "--labels",
+        s(&labels),
+        "--metrics-json",
+        s(&labels),
+    ]);
+    usage_error(&o, &["--metrics-json", "--labels", s(&labels)]);
+    assert_eq!(std::fs::read_to_string(&labels).unwrap(), names.join("\n"));
+    // labels.txt beside the data is read as well: it is an input too.
+    let beside = data.join("labels.txt");
+    std::fs::write(&beside, names.join("\n")).unwrap();
+    let o = run(&["--data-dir", s(&data), "--save", s(&beside)]);
+    usage_error(&o, &["--save", s(&beside)]);
+    assert_eq!(std::fs::read_to_string(&beside).unwrap(), names.join("\n"));
+
+    let model = dir.path().join("m.safetensors");
+    train_model(&data, &model);
+    let model_bytes = std::fs::read(&model).unwrap();
+    // eval: a picture onto a data file, onto --labels, onto the model.
+    let t10k = data.join("t10k-images-idx3-ubyte");
+    let t10k_bytes = std::fs::read(&t10k).unwrap();
+    let o = run(&["eval", "--model", s(&model), "--confusion-png", s(&t10k)]);
+    let err = usage_error(&o, &["--confusion-png", s(&t10k), "--data-dir"]);
+    assert!(err.contains("Usage: idx-softmax eval"), "{err}");
+    assert_eq!(std::fs::read(&t10k).unwrap(), t10k_bytes);
+    let o = run(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--labels",
+        s(&labels),
+        "--weights-png",
+        s(&labels),
+    ]);
+    usage_error(&o, &["--weights-png", "--labels"]);
+    assert_eq!(std::fs::read_to_string(&labels).unwrap(), names.join("\n"));
+
+    // predict --save-preprocessed DIR writes DIR/STEM.png: never onto an
+    // input image, nor onto the model.
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let a = images.join("a.png");
+    image::write_gray_png(&a, &mnist_digit(0)).unwrap();
+    let a_bytes = std::fs::read(&a).unwrap();
+    let o = run(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--save-preprocessed",
+        s(&images),
+        s(&a),
+    ]);
+    let err = usage_error(&o, &["--save-preprocessed", s(&a)]);
+    assert!(err.contains("Usage: idx-softmax predict"), "{err}");
+    assert_eq!(std::fs::read(&a).unwrap(), a_bytes);
+    // The same through the directory, spelled another way.
+    let o = run(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--save-preprocessed",
+        &format!("{}/.", s(&images)),
+        s(&images),
+    ]);
+    usage_error(&o, &["--save-preprocessed", "a.png"]);
+    assert_eq!(std::fs::read(&a).unwrap(), a_bytes);
+    // A model whose name the output would take.
+    let odd = images.join("b.png");
+    std::fs::copy(&model, &odd).unwrap();
+    let other = dir.path().join("b.jpg");
+    std::fs::copy(&a, &other).unwrap();
+    let o = run(&[
+        "predict",
+        "--model",
+        s(&odd),
+        "--save-preprocessed",
+        s(&images),
+        s(&other),
+    ]);
+    usage_error(&o, &["--save-preprocessed", "--model", s(&odd)]);
+    assert_eq!(std::fs::read(&odd).unwrap(), model_bytes);
+    // Elsewhere it works, and --resume F --save F still continues a run.
+    let seen = dir.path().join("seen");
+    success(&run(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--save-preprocessed",
+        s(&seen),
+        s(&a),
+    ]));
+    assert_eq!(listing(&seen), ["a.png"]);
+    success(&run(&[
+        "--data-dir",
+        s(&data),
+        "--resume",
+        s(&model),
+        "--save",
+        s(&model),
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+    ]));
+}
+
 // 2. Concurrent writers to one target.
 
 #[test]

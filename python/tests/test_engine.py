@@ -448,6 +448,21 @@ def _tiny_dataset(directory, seed=0):
                    rng.integers(0, 3, n, dtype=np.uint8))
 
 
+def test_save_never_overwrites_the_data_it_reads(tmp_path):
+    _tiny_dataset(tmp_path)
+    images = tmp_path / "train-images-idx3-ubyte"
+    before = images.read_bytes()
+    X, y, Xt, yt = load_idx(tmp_path)
+    clf = SoftmaxRegression(epochs=1).fit(X, y)
+    with pytest.raises(OSError, match="an input this process reads"):
+        clf.save(images)
+    assert images.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+    clf.save(tmp_path / "m.safetensors")
+
+
 def test_two_versions_of_a_data_file_are_refused(tmp_path):
     _tiny_dataset(tmp_path)
     other = np.zeros((60, 4, 4), dtype=np.uint8)

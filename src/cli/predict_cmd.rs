@@ -15,6 +15,10 @@
 //! one-line `error:` on stderr, the others are still classified, and the
 //! exit status is 1 if any failed (after a last line counting the
 //! failures; a single input's failure is just its own line).
+//!
+//! Before any work, the pictures `--save-preprocessed` will write are
+//! planned and checked against every input (the images, the model, the
+//! labels): one never lands on an input.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -24,13 +28,14 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
 use idx_softmax::data::Split;
+use idx_softmax::fsutil::Named;
 use idx_softmax::image::{self, GrayImage};
 use idx_softmax::infer;
 use idx_softmax::model::SavedModel;
 use idx_softmax::preprocess::{self, Mode, Options, Prepared};
 
 use super::args::PredictArgs;
-use super::common::{class_names, load, trained_on, Loaded};
+use super::common::{class_names, distinct, load, trained_on, Loaded};
 use super::names::flag;
 
 /// Largest image read from standard input.
@@ -77,6 +82,18 @@ struct Printer<'a> {
 
 /// Runs `predict` with `args`.
 pub fn run(args: PredictArgs) -> Result<()> {
+    let mut inputs = Vec::new();
+    let mut unlisted = Vec::new();
+    for arg in &args.images {
+        match expand(arg) {
+            Ok(found) => inputs.extend(found),
+            Err(e) => unlisted.push(e),
+        }
+    }
+    // Where --save-preprocessed writes each input's picture, decided (and
+    // checked against every input) before any work.
+    let planned = plan_saved(&args, &inputs);
+    check_saved(&args, &inputs, &planned)?;
     let saved = SavedModel::load(&args.model)?;
     let model = saved.network();
     let default_dir = idx_softmax::data::default_data_dir();
@@ -90,6 +107,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if let Some(dir) = &args.save_preprocessed {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow!("--save-preprocessed {}: {e}", dir.display()))?;
+        if let Some(first) = planned.first() {
+            idx_softmax::fsutil::probe_output(first)
+                .map_err(|e| anyhow!("--save-preprocessed {}: {e}", first.display()))?;
+        }
     }
     let printer = Printer {
         json: args.json,
@@ -112,21 +133,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
         background: saved.background().unwrap_or(0.0),
     };
     let shape = saved.input_shape();
-    let mut used_names = HashSet::new();
     let (mut failed, mut total) = (0usize, 0usize);
     let mut fail = |e: anyhow::Error| {
         eprintln!("error: {e:#}");
         failed += 1;
     };
 
-    let mut inputs = Vec::new();
-    let mut unlisted = Vec::new();
-    for arg in &args.images {
-        match expand(arg) {
-            Ok(found) => inputs.extend(found),
-            Err(e) => unlisted.push(e),
-        }
-    }
     // A single input's failure is the command's one error line.
     let single = inputs.len() + unlisted.len() + args.test_index.len() == 1;
     if single {
@@ -138,11 +150,16 @@ pub fn run(args: PredictArgs) -> Result<()> {
         total += 1;
         fail(e);
     }
+    let mut planned = planned.into_iter();
     for input in inputs {
         total += 1;
+        let target = planned.next();
         let result = classify(&input, &saved, shape, &opts).and_then(|(name, p)| {
-            let saved = match &args.save_preprocessed {
-                Some(dir) => Some(save_preprocessed(dir, &name, &p.image, &mut used_names)?),
+            let saved = match target {
+                Some(path) => {
+                    image::write_gray_png(&path, &p.image)?;
+                    Some(path)
+                }
                 None => None,
             };
             if p.empty {
@@ -172,16 +189,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
         match predict_test(&args, &saved) {
             Ok((loaded, preds)) => {
                 for mut p in preds {
-                    if let (Some(dir), Source::Test { index, saved, .. }) =
-                        (&args.save_preprocessed, &mut p.source)
+                    if let (Some(path), Source::Test { index, saved, .. }) =
+                        (planned.next(), &mut p.source)
                     {
                         if let Some(img) = test_image(&loaded.data, *index) {
-                            *saved = Some(save_preprocessed(
-                                dir,
-                                &format!("test-{index}"),
-                                &img,
-                                &mut used_names,
-                            )?);
+                            image::write_gray_png(&path, &img)?;
+                            *saved = Some(path);
                         }
                     }
                     writeln!(out, "{}", printer.render(&p))?
@@ -198,6 +211,57 @@ pub fn run(args: PredictArgs) -> Result<()> {
         bail!("{failed} of {total} input(s) could not be classified");
     }
     Ok(())
+}
+
+/// The picture `--save-preprocessed DIR` writes for each input, in order
+/// (the images, then the `--test-index` samples): `DIR/STEM.png`, with
+/// `-2`, `-3`, … when two inputs share a stem; `stdin.png` for `-`,
+/// `test-N.png` for `--test-index N`. Empty without the flag.
+fn plan_saved(args: &PredictArgs, inputs: &[Input]) -> Vec<PathBuf> {
+    let Some(dir) = &args.save_preprocessed else {
+        return Vec::new();
+    };
+    let mut used = HashSet::new();
+    let stems = inputs
+        .iter()
+        .map(|input| match input {
+            Input::File(path) => path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or("stdin")
+                .to_owned(),
+            Input::Stdin => "stdin".to_owned(),
+        })
+        .chain(args.test_index.iter().map(|i| format!("test-{i}")));
+    stems
+        .map(|stem| {
+            let mut candidate = stem.clone();
+            let mut n = 1;
+            while !used.insert(candidate.clone()) {
+                n += 1;
+                candidate = format!("{stem}-{n}");
+            }
+            dir.join(format!("{candidate}.png"))
+        })
+        .collect()
+}
+
+/// Refuses (a usage error) a `--save-preprocessed` picture that would land
+/// on an input: an image, the model or the labels.
+fn check_saved(args: &PredictArgs, inputs: &[Input], planned: &[PathBuf]) -> Result<()> {
+    let flag = "--save-preprocessed";
+    let outputs: Vec<(&str, Option<&PathBuf>)> = planned.iter().map(|p| (flag, Some(p))).collect();
+    let mut given = vec![Named::new("--model", &args.model)];
+    if let Some(labels) = &args.labels {
+        given.push(Named::new("--labels", labels));
+    }
+    for input in inputs {
+        if let Input::File(path) = input {
+            given.push(Named::new("the input image", path));
+        }
+    }
+    distinct(&outputs, &given, &[])
 }
 
 /// An argument as inputs: `-` is standard input, a directory its image
@@ -279,29 +343,6 @@ fn classify(
     Ok((name, prepared))
 }
 
-/// Writes `img` as `DIR/STEM.png` (with `-2`, `-3`, … when two inputs share
-/// a stem); returns the path.
-fn save_preprocessed(
-    dir: &Path,
-    name: &str,
-    img: &GrayImage,
-    used: &mut HashSet<String>,
-) -> Result<PathBuf> {
-    let stem = match Path::new(name).file_stem().and_then(|s| s.to_str()) {
-        Some(s) if name != "-" && !s.is_empty() => s.to_owned(),
-        _ => "stdin".to_owned(),
-    };
-    let mut candidate = stem.clone();
-    let mut n = 1;
-    while !used.insert(candidate.clone()) {
-        n += 1;
-        candidate = format!("{stem}-{n}");
-    }
-    let path = dir.join(format!("{candidate}.png"));
-    image::write_gray_png(&path, img)?;
-    Ok(path)
-}
-
 /// Test sample `index` as an image, for `--save-preprocessed` (u8 2-D
 /// samples only).
 fn test_image(split: &Split, index: usize) -> Option<GrayImage> {
@@ -324,7 +365,7 @@ fn predict_test(
     saved: &SavedModel,
 ) -> Result<(Loaded<Split>, Vec<Prediction>)> {
     let model = saved.network();
-    let loaded = load(&args.data, trained_on(saved), |dir, cache| {
+    let loaded = load(&args.data, trained_on(saved), &[], |dir, cache| {
         Split::load_test(dir, &cache)
     })?;
     let split = &loaded.data;
