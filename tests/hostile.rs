@@ -477,6 +477,231 @@ fn a_fresh_partial_cache_file_is_left_alone() {
     assert!(live.exists(), "{:?}", listing(&cache_dir));
 }
 
+// 3. EXIF orientation.
+
+/// Where stored pixel (row `r`, column `c`) of an `h × w` image appears
+/// when shown with EXIF orientation `o` (TIFF 6.0 / EXIF 2.3: 1 as
+/// stored, 2 mirrored, 3 rotated 180°, 4 flipped, 5 transposed, 6 rotated
+/// 90° clockwise, 7 transversed, 8 rotated 90° anticlockwise), as (x, y).
+fn shown_at(o: u16, r: usize, c: usize, h: usize, w: usize) -> (usize, usize) {
+    match o {
+        1 => (c, r),
+        2 => (w - 1 - c, r),
+        3 => (w - 1 - c, h - 1 - r),
+        4 => (c, h - 1 - r),
+        5 => (r, c),
+        6 => (h - 1 - r, c),
+        7 => (h - 1 - r, w - 1 - c),
+        8 => (r, w - 1 - c),
+        _ => unreachable!(),
+    }
+}
+
+/// The image to store with orientation `o` so that it shows as `upright`.
+fn stored_for(upright: &GrayImage, o: u16) -> GrayImage {
+    let (w, h) = if o >= 5 {
+        (upright.height, upright.width)
+    } else {
+        (upright.width, upright.height)
+    };
+    let mut pixels = vec![0u8; w * h];
+    for r in 0..h {
+        for c in 0..w {
+            let (x, y) = shown_at(o, r, c, h, w);
+            pixels[r * w + c] = upright.pixels[y * upright.width + x];
+        }
+    }
+    GrayImage {
+        width: w,
+        height: h,
+        pixels,
+    }
+}
+
+/// A TIFF structure (as EXIF holds it) with one IFD entry: Orientation
+/// (tag 0x0112, SHORT, count 1) = `o`, big- or little-endian.
+fn exif_tiff(o: u16, big_endian: bool) -> Vec<u8> {
+    let u16b = |v: u16| {
+        if big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    let u32b = |v: u32| {
+        if big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    let mut t = Vec::new();
+    t.extend_from_slice(if big_endian { b"MM" } else { b"II" });
+    t.extend_from_slice(&u16b(42));
+    t.extend_from_slice(&u32b(8)); // the IFD's offset
+    t.extend_from_slice(&u16b(1)); // one entry
+    t.extend_from_slice(&u16b(0x0112));
+    t.extend_from_slice(&u16b(3)); // SHORT
+    t.extend_from_slice(&u32b(1));
+    t.extend_from_slice(&u16b(o));
+    t.extend_from_slice(&[0, 0]);
+    t.extend_from_slice(&u32b(0)); // no next IFD
+    t
+}
+
+/// `img` as a JPEG (quality 100) with an EXIF APP1 segment saying `o`.
+fn jpeg_with_orientation(img: &GrayImage, o: u16) -> Vec<u8> {
+    let mut plain = Vec::new();
+    ::image::codecs::jpeg::JpegEncoder::new_with_quality(&mut plain, 100)
+        .encode(
+            &img.pixels,
+            img.width as u32,
+            img.height as u32,
+            ::image::ExtendedColorType::L8,
+        )
+        .unwrap();
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&exif_tiff(o, o.is_multiple_of(2)));
+    let mut out = plain[..2].to_vec(); // SOI
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&plain[2..]);
+    out
+}
+
+/// `img` as a PNG with an `eXIf` chunk saying `o`.
+fn png_with_orientation(dir: &Path, img: &GrayImage, o: u16) -> Vec<u8> {
+    let path = dir.join("plain.png");
+    image::write_gray_png(&path, img).unwrap();
+    let plain = std::fs::read(&path).unwrap();
+    // Signature (8) + IHDR (4 + 4 + 13 + 4): eXIf goes before IDAT.
+    let mut out = plain[..33].to_vec();
+    out.extend_from_slice(&common::png_chunk(
+        b"eXIf",
+        &exif_tiff(o, !o.is_multiple_of(2)),
+    ));
+    out.extend_from_slice(&plain[33..]);
+    out
+}
+
+/// An upright test picture, not symmetric in any way, 32 × 24.
+fn asymmetric() -> GrayImage {
+    let (w, h) = (32, 24);
+    let mut pixels = vec![0u8; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            // A thick "L" in the top-left quarter, a dot at the right, and a
+            // gentle gradient to tell every direction apart.
+            let l = ((3..8).contains(&x) && (2..16).contains(&y))
+                || ((11..16).contains(&y) && (3..14).contains(&x));
+            let dot = (24..28).contains(&x) && (4..8).contains(&y);
+            pixels[y * w + x] = if l || dot { 250 } else { (x * 2 + y) as u8 };
+        }
+    }
+    GrayImage {
+        width: w,
+        height: h,
+        pixels,
+    }
+}
+
+fn mean_abs_diff(a: &GrayImage, b: &GrayImage) -> f64 {
+    assert_eq!((a.width, a.height), (b.width, b.height));
+    let sum: u64 = a
+        .pixels
+        .iter()
+        .zip(&b.pixels)
+        .map(|(&x, &y)| u64::from(x.abs_diff(y)))
+        .sum();
+    sum as f64 / a.pixels.len() as f64
+}
+
+#[test]
+fn exif_orientation_is_applied_when_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let upright = asymmetric();
+    for o in 1..=8u16 {
+        let stored = stored_for(&upright, o);
+        // PNG (lossless): exactly the upright pixels.
+        let path = dir.path().join(format!("o{o}.png"));
+        std::fs::write(&path, png_with_orientation(dir.path(), &stored, o)).unwrap();
+        let got = image::read_gray(&path).unwrap();
+        assert_eq!(
+            (got.width, got.height),
+            (upright.width, upright.height),
+            "PNG, orientation {o}"
+        );
+        assert_eq!(got.pixels, upright.pixels, "PNG, orientation {o}");
+        // JPEG at quality 100: the upright pixels but for rounding.
+        let bytes = jpeg_with_orientation(&stored, o);
+        let path = dir.path().join(format!("o{o}.jpg"));
+        std::fs::write(&path, &bytes).unwrap();
+        for got in [
+            image::read_gray(&path).unwrap(),
+            image::decode_bytes(Path::new("-"), &bytes)
+                .unwrap()
+                .to_gray_over_black(),
+        ] {
+            assert_eq!(
+                (got.width, got.height),
+                (upright.width, upright.height),
+                "JPEG, orientation {o}"
+            );
+            let d = mean_abs_diff(&got, &upright);
+            assert!(d < 2.0, "JPEG, orientation {o}: mean difference {d}");
+        }
+    }
+    // The same pixels without the tag are a different picture: the test can
+    // tell orientations apart.
+    let sideways = stored_for(&upright, 2);
+    assert!(mean_abs_diff(&sideways, &upright) > 20.0);
+}
+
+#[test]
+fn predict_reads_a_rotated_photo_upright() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    success(&run(&["--save", s(&model), "--threads", "1"]));
+    // A dark digit on light paper, larger than the model's input, as a
+    // phone stores it: rotated, with the orientation in EXIF.
+    let digit = mnist_digit(0);
+    let mut big = GrayImage {
+        width: 56,
+        height: 56,
+        pixels: vec![0; 56 * 56],
+    };
+    for y in 0..56 {
+        for x in 0..56 {
+            big.pixels[y * 56 + x] = 255 - digit.pixels[(y / 2) * 28 + x / 2];
+        }
+    }
+    let upright = dir.path().join("upright.png");
+    image::write_gray_png(&upright, &big).unwrap();
+    let mut files = vec![upright.clone()];
+    for o in [6u16, 8, 3] {
+        let path = dir.path().join(format!("rotated-{o}.png"));
+        std::fs::write(
+            &path,
+            png_with_orientation(dir.path(), &stored_for(&big, o), o),
+        )
+        .unwrap();
+        files.push(path);
+    }
+    let mut args = vec!["predict", "--model", s(&model), "--json", "--probs"];
+    args.extend(files.iter().map(|p| s(p)));
+    let out = success(&run(&args));
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(lines[0]["predicted"], 7, "{out}");
+    for v in &lines[1..] {
+        assert_eq!(v["probabilities"], lines[0]["probabilities"], "{v}");
+    }
+}
+
 // 6. Two spellings of one dataset file.
 
 #[test]
