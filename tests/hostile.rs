@@ -702,6 +702,164 @@ fn predict_reads_a_rotated_photo_upright() {
     }
 }
 
+// 5. Boolean variables.
+
+/// The values every boolean variable takes, and what each means.
+const SWITCH_VALUES: [(&str, bool); 9] = [
+    ("1", true),
+    ("0", false),
+    ("true", true),
+    ("FALSE", false),
+    ("yes", true),
+    ("No", false),
+    ("on", true),
+    ("OFF", false),
+    ("", false),
+];
+
+#[test]
+fn boolean_variables_take_the_usual_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path(), 4);
+    // A model of the bundled MNIST, so that a white digit on black goes in
+    // as it is unless inverted, and a black one on white is inverted unless
+    // told not to be.
+    let model = dir.path().join("m.safetensors");
+    success(&run(&["--save", s(&model), "--threads", "1"]));
+    let png = dir.path().join("digit.png");
+    let digit = mnist_digit(1);
+    image::write_gray_png(&png, &digit).unwrap();
+    let dark = dir.path().join("dark.png");
+    let mut on_paper = digit.clone();
+    on_paper.pixels.iter_mut().for_each(|p| *p = 255 - *p);
+    image::write_gray_png(&dark, &on_paper).unwrap();
+    // The CPUs the engine counts (affinity), as --threads is capped at.
+    let cpus = idx_softmax::run::spec::thread_count(None).unwrap();
+    let more = (cpus + 1).to_string();
+
+    for (value, on) in SWITCH_VALUES {
+        let what = format!("={value:?}");
+        // train --json, --nesterov, --oversubscribe.
+        let train = ["--data-dir", s(&data), "--threads", "1"];
+        let o = run_env(&train, &[("IDX_SOFTMAX_JSON", value)]);
+        assert_eq!(success(&o).starts_with('{'), on, "JSON{what}");
+        let mut args = train.to_vec();
+        args.extend(["--momentum", "0.9", "--json"]);
+        let v: Value = serde_json::from_str(&success(&run_env(
+            &args,
+            &[("IDX_SOFTMAX_NESTEROV", value)],
+        )))
+        .unwrap();
+        assert_eq!(v["nesterov"], on, "NESTEROV{what}");
+        let args = ["--data-dir", s(&data), "--threads", &more, "--json"];
+        let v: Value = serde_json::from_str(&success(&run_env(
+            &args,
+            &[("IDX_SOFTMAX_OVERSUBSCRIBE", value)],
+        )))
+        .unwrap();
+        let want = if on { cpus + 1 } else { cpus };
+        assert_eq!(v["workers"], want, "OVERSUBSCRIBE{what}");
+        // eval --json.
+        let o = run_env(
+            &["eval", "--model", s(&model)],
+            &[("IDX_SOFTMAX_JSON", value)],
+        );
+        assert_eq!(success(&o).starts_with('{'), on, "eval JSON{what}");
+        // predict --json (with --csv, which conflicts with it only when
+        // on), --csv, --probs, --invert, --no-invert.
+        let predict = ["predict", "--model", s(&model), s(&png)];
+        let o = run_env(&predict, &[("IDX_SOFTMAX_JSON", value)]);
+        assert_eq!(success(&o).starts_with('{'), on, "predict JSON{what}");
+        let mut csv = predict.to_vec();
+        csv.push("--csv");
+        let o = run_env(&csv, &[("IDX_SOFTMAX_JSON", value)]);
+        if on {
+            usage_error(&o, &["--json", "--csv"]);
+        } else {
+            assert!(success(&o).starts_with("image,"), "JSON{what} --csv");
+        }
+        let o = run_env(&predict, &[("IDX_SOFTMAX_CSV", value)]);
+        assert_eq!(success(&o).starts_with("image,"), on, "CSV{what}");
+        let mut json = predict.to_vec();
+        json.push("--json");
+        let v: Value =
+            serde_json::from_str(&success(&run_env(&json, &[("IDX_SOFTMAX_PROBS", value)])))
+                .unwrap();
+        assert_eq!(v.get("probabilities").is_some(), on, "PROBS{what}");
+        // White on black: inverted only when asked to.
+        let v: Value =
+            serde_json::from_str(&success(&run_env(&json, &[("IDX_SOFTMAX_INVERT", value)])))
+                .unwrap();
+        assert_eq!(v["inverted"], on, "INVERT{what}");
+        let paper = ["predict", "--model", s(&model), "--json", s(&dark)];
+        let v: Value = serde_json::from_str(&success(&run_env(
+            &paper,
+            &[("IDX_SOFTMAX_NO_INVERT", value)],
+        )))
+        .unwrap();
+        assert_eq!(v["inverted"], !on, "NO_INVERT{what}");
+        // --no-invert beside IDX_SOFTMAX_INVERT=off is no conflict.
+        let mut no = json.clone();
+        no.push("--no-invert");
+        let o = run_env(&no, &[("IDX_SOFTMAX_INVERT", value)]);
+        if on {
+            usage_error(&o, &["--invert", "--no-invert"]);
+        } else {
+            let v: Value = serde_json::from_str(&success(&o)).unwrap();
+            assert_eq!(v["inverted"], false, "INVERT{what} --no-invert");
+        }
+    }
+}
+
+#[test]
+fn a_boolean_variable_with_another_value_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path(), 5);
+    for var in [
+        "IDX_SOFTMAX_JSON",
+        "IDX_SOFTMAX_NESTEROV",
+        "IDX_SOFTMAX_OVERSUBSCRIBE",
+    ] {
+        let o = run_env(&["--data-dir", s(&data)], &[(var, "maybe")]);
+        usage_error(&o, &[var, "maybe"]);
+    }
+    let o = run_env(
+        &["predict", "--model", "m.safetensors", "x.png"],
+        &[("IDX_SOFTMAX_PROBS", "2")],
+    );
+    usage_error(&o, &["IDX_SOFTMAX_PROBS", "'2'"]);
+    let o = run_env(
+        &["--data-dir", s(&data)],
+        &[("IDX_SOFTMAX_NO_PIN", "maybe")],
+    );
+    usage_error(&o, &["IDX_SOFTMAX_NO_PIN", "maybe"]);
+    // The library's own boolean variable takes the same words.
+    for (value, _) in SWITCH_VALUES {
+        let o = run_env(
+            &["--data-dir", s(&data), "--threads", "1"],
+            &[("IDX_SOFTMAX_NO_PIN", value)],
+        );
+        success(&o);
+    }
+}
+
+#[test]
+fn an_empty_variable_counts_as_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path(), 6);
+    let env = [
+        ("IDX_SOFTMAX_EPOCHS", ""),
+        ("IDX_SOFTMAX_SAVE", ""),
+        ("IDX_SOFTMAX_HIDDEN", ""),
+        ("IDX_SOFTMAX_KERNEL", ""),
+        ("IDX_SOFTMAX_CACHE_DIR", ""),
+        ("IDX_SOFTMAX_NO_PIN", ""),
+        ("IDX_SOFTMAX_JSON", ""),
+    ];
+    let out = success(&run_env(&["--data-dir", s(&data), "--threads", "1"], &env));
+    assert!(out.starts_with("data "), "{out}");
+}
+
 // 6. Two spellings of one dataset file.
 
 #[test]

@@ -604,6 +604,8 @@ fn fit(
         }),
     }
     .map_err(|e| value_error(&e))?;
+    // The variables the library reads itself, by the CLI's rule.
+    idx_softmax::env::check().map_err(|e| value_error(&e))?;
     let run_spec = RunSpec {
         epochs: Some(epochs),
         batch_size: Some(batch_size),

@@ -5,6 +5,8 @@
 //! their flags ([`names::flag`]).
 //!
 //! * [`args`]: flags, subcommands, value parsers (bad values exit 2);
+//!   [`switches`]: the environment's values for them (boolean words, empty
+//!   is unset);
 //! * [`names`]: the flags' names for the library's settings, and the
 //!   wording of library errors with them;
 //! * [`train_cmd`], [`eval_cmd`], [`predict_cmd`]: the subcommands;
@@ -17,12 +19,13 @@ pub mod eval_cmd;
 pub mod names;
 pub mod predict_cmd;
 pub mod report;
+pub mod switches;
 pub mod train_cmd;
 
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser};
+use clap::FromArgMatches;
 
 use args::{Cli, Cmd};
 
@@ -38,7 +41,18 @@ use args::{Cli, Cmd};
 /// 141, so `idx-softmax | head -1` ends quietly.
 pub fn main() -> ExitCode {
     idx_softmax::signals::install();
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&switches::command().get_matches())
+        .unwrap_or_else(|e| e.format(&mut switches::command()).exit());
+    let name = match &cli.cmd {
+        None => None,
+        Some(Cmd::Train(_)) => Some("train"),
+        Some(Cmd::Eval(_)) => Some("eval"),
+        Some(Cmd::Predict(_)) => Some("predict"),
+    };
+    // The variables the library reads itself, by the same rule.
+    if let Err(e) = idx_softmax::env::check() {
+        usage_error(name, e.to_string());
+    }
     let (subcommand, result) = match cli.cmd {
         None => (None, train_cmd::run(cli.train)),
         Some(Cmd::Train(a)) => (Some("train"), train_cmd::run(a)),
@@ -63,7 +77,7 @@ pub fn main() -> ExitCode {
 /// Prints `msg` as clap prints a usage error, with the usage of
 /// `subcommand` (the top level's when `None`), and exits with status 2.
 fn usage_error(subcommand: Option<&str>, msg: String) -> ! {
-    let mut cmd = Cli::command();
+    let mut cmd = switches::command();
     cmd.build();
     let target = match subcommand.and_then(|s| cmd.find_subcommand_mut(s)) {
         Some(sub) => sub.clone(),
