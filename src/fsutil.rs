@@ -142,13 +142,26 @@ pub fn open_regular(path: &Path) -> Result<(File, fs::Metadata), InputError> {
 }
 
 /// Reads a whole small text file, if it is a regular file (a FIFO put where
-/// a side file is expected must not block the reader).
+/// a side file is expected must not block the reader). A leading UTF-8
+/// byte-order mark (which Windows editors write) is dropped.
 pub fn read_regular_to_string(path: &Path) -> io::Result<String> {
     use std::io::Read;
     let (mut file, _) = open_regular(path)?;
     let mut text = String::new();
     file.read_to_string(&mut text)?;
+    if text.starts_with(BOM) {
+        text.drain(..BOM.len_utf8());
+    }
     Ok(text)
+}
+
+/// The UTF-8 byte-order mark, U+FEFF.
+const BOM: char = '\u{feff}';
+
+/// `text` without a leading byte-order mark: a text file saved by a Windows
+/// editor starts with one, and it is not part of the first line.
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix(BOM).unwrap_or(text)
 }
 
 /// The directory `path` lives in (`.` for a bare file name).
@@ -862,5 +875,15 @@ mod tests {
         drop(hold);
         write_atomic(&data, |f| std::io::Write::write_all(f, b"out")).unwrap();
         assert_eq!(std::fs::read(&data).unwrap(), b"out");
+    }
+
+    #[test]
+    fn text_loses_its_byte_order_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.txt");
+        std::fs::write(&p, "\u{feff}a\nb\n").unwrap();
+        assert_eq!(read_regular_to_string(&p).unwrap(), "a\nb\n");
+        assert_eq!(strip_bom("\u{feff}x"), "x");
+        assert_eq!(strip_bom("x\u{feff}"), "x\u{feff}");
     }
 }

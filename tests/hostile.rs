@@ -949,3 +949,49 @@ fn an_output_format_that_cannot_be_written_is_refused_before_training() {
     ]));
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
 }
+
+// 8. A byte-order mark.
+
+#[test]
+fn a_byte_order_mark_is_not_part_of_a_text_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("labels.txt");
+    std::fs::write(&labels, "\u{feff}zero\r\none\r\n").unwrap();
+    assert_eq!(
+        idx_softmax::labels::read(&labels, 2).unwrap(),
+        ["zero", "one"]
+    );
+
+    // SHA256SUMS written on Windows: a BOM and CRLF line ends.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    common::write_synthetic(&data, 50, 10, 4, 4, 3, 11);
+    let mut sums = String::from("\u{feff}");
+    for name in common::NAMES {
+        let raw = std::fs::read(data.join(name)).unwrap();
+        std::fs::remove_file(data.join(name)).unwrap();
+        std::fs::write(data.join(format!("{name}.gz")), common::gzip(&raw)).unwrap();
+        let digest = sha256_hex(&raw);
+        sums += &format!("{digest}  {name}\r\n");
+    }
+    std::fs::write(data.join("SHA256SUMS"), &sums).unwrap();
+    let fresh = |tag: &str| LoadOptions {
+        cache: idx_softmax::data::GzCache::at(dir.path().join(format!("cache-{tag}"))),
+        classes: None,
+    };
+    Dataset::load(&data, &fresh("good")).unwrap();
+    // ... and the digests are still checked: a wrong one is refused.
+    let wrong = sums.replacen(&sums[3..5], "00", 1);
+    assert_ne!(wrong, sums);
+    std::fs::write(data.join("SHA256SUMS"), &wrong).unwrap();
+    let e = Dataset::load(&data, &fresh("bad")).unwrap_err().to_string();
+    assert!(e.contains("SHA256SUMS"), "{e}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
