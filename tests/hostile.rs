@@ -995,3 +995,48 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+// 9. Every file of a directory that is not classified is named.
+
+#[test]
+fn predict_names_every_file_of_a_directory_it_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    let data = synthetic(dir.path(), 12);
+    train_model(&data, &model);
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    image::write_gray_png(&photos.join("a.png"), &mnist_digit(2)).unwrap();
+    std::fs::write(
+        photos.join("b.svg"),
+        "<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+    )
+    .unwrap();
+    std::fs::write(photos.join("c.heic"), b"\0\0\0\x18ftypheic").unwrap();
+    std::fs::write(photos.join("notes.txt"), "not an image").unwrap();
+    std::fs::create_dir(photos.join("more")).unwrap();
+    let o = run(&["predict", "--model", s(&model), s(&photos)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("a.png"), "{out}");
+    let err = stderr(&o);
+    for name in ["b.svg", "c.heic", "notes.txt", "more"] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} is not named: {err}"));
+        assert!(line.contains("skipped"), "{line}");
+    }
+    assert!(
+        err.trim_end()
+            .ends_with("4 of 5 input(s) could not be classified"),
+        "{err}"
+    );
+    // --json keeps stdout JSON lines only.
+    let o = run(&["predict", "--model", s(&model), "--json", s(&photos)]);
+    assert_eq!(o.status.code(), Some(1));
+    for line in stdout(&o).lines() {
+        serde_json::from_str::<Value>(line).unwrap();
+    }
+}

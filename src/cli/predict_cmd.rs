@@ -14,7 +14,10 @@
 //! Each input is classified and printed on its own: a bad file gets its own
 //! one-line `error:` on stderr, the others are still classified, and the
 //! exit status is 1 if any failed (after a last line counting the
-//! failures; a single input's failure is just its own line).
+//! failures; a single input's failure is just its own line). Every entry
+//! of a directory that is not classified (another kind of file, an image
+//! format not read, a subdirectory) is named with why, and counts as a
+//! failure: nothing vanishes without a word.
 //!
 //! Before any work, the pictures `--save-preprocessed` will write are
 //! planned and checked against every input (the images, the model, the
@@ -69,6 +72,17 @@ struct Prediction {
 enum Input {
     File(PathBuf),
     Stdin,
+    /// An entry of a directory that is not classified, and why.
+    Skipped(PathBuf, String),
+}
+
+impl Input {
+    fn path(&self) -> Option<&Path> {
+        match self {
+            Self::File(p) | Self::Skipped(p, _) => Some(p),
+            Self::Stdin => None,
+        }
+    }
 }
 
 /// How predictions are printed.
@@ -145,6 +159,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
         if let Some(e) = unlisted.pop() {
             return Err(e);
         }
+        if let Some(Input::Skipped(path, why)) = inputs.first() {
+            bail!("{}: skipped: {why}", path.display());
+        }
     }
     for e in unlisted {
         total += 1;
@@ -154,6 +171,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
     for input in inputs {
         total += 1;
         let target = planned.next();
+        if let Input::Skipped(path, why) = &input {
+            fail(anyhow!("{}: skipped: {why}", path.display()));
+            continue;
+        }
         let result = classify(&input, &saved, shape, &opts).and_then(|(name, p)| {
             let saved = match target {
                 Some(path) => {
@@ -216,7 +237,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
 /// The picture `--save-preprocessed DIR` writes for each input, in order
 /// (the images, then the `--test-index` samples): `DIR/STEM.png`, with
 /// `-2`, `-3`, … when two inputs share a stem; `stdin.png` for `-`,
-/// `test-N.png` for `--test-index N`. Empty without the flag.
+/// `test-N.png` for `--test-index N`. Empty without the flag. A skipped
+/// file keeps its place (nothing is written for it).
 fn plan_saved(args: &PredictArgs, inputs: &[Input]) -> Vec<PathBuf> {
     let Some(dir) = &args.save_preprocessed else {
         return Vec::new();
@@ -225,7 +247,7 @@ fn plan_saved(args: &PredictArgs, inputs: &[Input]) -> Vec<PathBuf> {
     let stems = inputs
         .iter()
         .map(|input| match input {
-            Input::File(path) => path
+            Input::File(path) | Input::Skipped(path, _) => path
                 .file_stem()
                 .and_then(|s| s.to_str())
                 .filter(|s| !s.is_empty())
@@ -257,16 +279,55 @@ fn check_saved(args: &PredictArgs, inputs: &[Input], planned: &[PathBuf]) -> Res
         given.push(Named::new("--labels", labels));
     }
     for input in inputs {
-        if let Input::File(path) = input {
+        if let Input::File(path) | Input::Skipped(path, _) = input {
             given.push(Named::new("the input image", path));
         }
     }
     distinct(&outputs, &given, &[])
 }
 
-/// An argument as inputs: `-` is standard input, a directory its image
-/// files (by extension, sorted by name, not recursive), anything else a
-/// file whose content decides its format.
+/// Image formats a directory may hold that are not read (named in the
+/// message for a skipped file).
+const UNREAD_IMAGE_EXTENSIONS: &[&str] = &[
+    "svg", "svgz", "heic", "heif", "avif", "gif", "jxl", "ico", "psd", "tga", "exr", "hdr", "qoi",
+    "dng", "cr2", "nef", "arw", "raw",
+];
+
+/// Why a directory entry is not classified, or `None` for an image file.
+fn skip_reason(entry: &std::fs::DirEntry) -> Option<String> {
+    let path = entry.path();
+    let meta = std::fs::metadata(&path);
+    if meta.as_ref().is_ok_and(|m| m.is_dir()) {
+        return Some("a directory (directories are not searched recursively)".into());
+    }
+    if let Err(e) = idx_softmax::fsutil::regular_file(&path) {
+        return Some(e.to_string());
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext {
+        Some(e) if IMAGE_EXTENSIONS.contains(&e.as_str()) => None,
+        Some(e) if UNREAD_IMAGE_EXTENSIONS.contains(&e.as_str()) => Some(format!(
+            ".{e} is not a format this tool reads ({})",
+            image::ACCEPTED
+        )),
+        Some(e) => Some(format!(
+            "not an image file by its name (.{e}); a directory's files are read by extension: {}",
+            IMAGE_EXTENSIONS.join(", ")
+        )),
+        None => Some(format!(
+            "not an image file by its name (no extension); a directory's files are read by extension: {}",
+            IMAGE_EXTENSIONS.join(", ")
+        )),
+    }
+}
+
+/// An argument as inputs: `-` is standard input, a directory its entries
+/// (sorted by name, not recursive: its image files by extension, and every
+/// other entry as [`Input::Skipped`], so that each is named), anything
+/// else a file whose content decides its format.
 fn expand(arg: &Path) -> Result<Vec<Input>> {
     if arg.as_os_str() == "-" {
         return Ok(vec![Input::Stdin]);
@@ -276,27 +337,24 @@ fn expand(arg: &Path) -> Result<Vec<Input>> {
     }
     let entries =
         std::fs::read_dir(arg).map_err(|e| anyhow!("{}: cannot list: {e}", arg.display()))?;
-    let mut files = Vec::new();
+    let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| anyhow!("{}: cannot list: {e}", arg.display()))?;
         let path = entry.path();
-        let is_image = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-        if is_image && path.is_file() {
-            files.push(path);
-        }
+        found.push(match skip_reason(&entry) {
+            None => Input::File(path),
+            Some(why) => Input::Skipped(path, why),
+        });
     }
-    if files.is_empty() {
+    if found.is_empty() {
         bail!(
-            "{}: the directory holds no image files (by extension: {})",
+            "{}: the directory is empty: it holds no image files (by extension: {})",
             arg.display(),
             IMAGE_EXTENSIONS.join(", ")
         );
     }
-    files.sort();
-    Ok(files.into_iter().map(Input::File).collect())
+    found.sort_by(|a, b| a.path().cmp(&b.path()));
+    Ok(found)
 }
 
 /// Decodes and prepares one input; returns its display name too.
@@ -309,6 +367,7 @@ fn classify(
     let model_path = model.path();
     let (name, decoded) = match input {
         Input::File(path) => (path.display().to_string(), image::decode_file(path)?),
+        Input::Skipped(path, why) => bail!("{}: skipped: {why}", path.display()),
         Input::Stdin => {
             let mut bytes = Vec::new();
             std::io::stdin()
