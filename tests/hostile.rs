@@ -1040,3 +1040,30 @@ fn predict_names_every_file_of_a_directory_it_skips() {
         serde_json::from_str::<Value>(line).unwrap();
     }
 }
+
+// 10. Messages.
+
+#[test]
+fn a_usage_error_of_a_subcommand_shows_its_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path(), 13);
+    let model = dir.path().join("m.safetensors");
+    train_model(&data, &model);
+    let o = run(&["eval", "--model", s(&model), "--weights-png", s(&model)]);
+    let err = usage_error(&o, &["--model", "--weights-png"]);
+    assert!(err.contains("Usage: idx-softmax eval"), "{err}");
+}
+
+#[test]
+fn a_message_quotes_the_value_given() {
+    let cases = [
+        ("--lr", "1e-50", "got 1e-50"),
+        ("--lr", "1e39", "got 1e39"),
+        ("--momentum", "0.999999999", "got 0.999999999"),
+        ("--val-split", "0.99999999", "got 0.99999999"),
+    ];
+    for (flag, value, got) in cases {
+        let o = run(&[flag, value]);
+        usage_error(&o, &[flag, got]);
+    }
+}

@@ -470,3 +470,22 @@ def test_two_versions_of_a_data_file_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"train-images-idx3-ubyte and .*"
                        r"train-images-idx3-ubyte\.gz are both the training images"):
         load_idx(tmp_path)
+
+
+def test_messages_quote_the_value_given(monkeypatch):
+    X, y = np.eye(2), [0, 1]
+    with pytest.raises(ValueError, match="lr must be finite and > 0, got 1e-50"):
+        SoftmaxRegression(lr=1e-50).fit(X, y)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 0.9999999999"):
+        SoftmaxRegression(momentum=0.9999999999).fit(X, y)
+    # A string is not taken for a boolean.
+    with pytest.raises(TypeError, match="nesterov must be True or False, got 'false'"):
+        SoftmaxRegression(momentum=0.9, nesterov="false").fit(X, y)
+    assert SoftmaxRegression(momentum=0.9, nesterov=np.True_).fit(X, y).n_iter_ == 1
+    # The library's own boolean variable, by the CLI's rule.
+    monkeypatch.setenv("IDX_SOFTMAX_NO_PIN", "maybe")
+    with pytest.raises(ValueError, match="IDX_SOFTMAX_NO_PIN='maybe' is not a boolean"):
+        SoftmaxRegression().fit(X, y)
+    for value in ("1", "off", "YES", ""):
+        monkeypatch.setenv("IDX_SOFTMAX_NO_PIN", value)
+        SoftmaxRegression().fit(X, y)
