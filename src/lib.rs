@@ -28,8 +28,9 @@
 //! * [`image`], [`preprocess`]: a user's picture decoded and made into the
 //!   network's input as MNIST was made; [`plot`], [`labels`]: curves, heat
 //!   maps, weight pictures, class names;
-//! * [`fsutil`], `signals`: atomic writes, regular-file checks, clean exits
-//!   on SIGINT/SIGTERM/SIGBUS (Unix).
+//! * [`fsutil`], `signals`: atomic writes, regular-file checks, outputs
+//!   that never replace inputs, clean exits on SIGINT/SIGTERM/SIGBUS
+//!   (Unix); [`env`](mod@env): the rule for boolean environment variables.
 //!
 //! The command-line tool (`src/main.rs`, feature `cli`) and the Python
 //! package (`python/`) are thin front ends over [`run`], [`infer`] and
@@ -53,6 +54,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod engine;
+pub mod env;
 pub mod fsutil;
 pub mod image;
 pub mod infer;

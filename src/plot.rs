@@ -8,8 +8,13 @@
 //! installed where it is drawn. (An SVG names the font family and leaves it
 //! to the viewer, as SVGs do.)
 //!
-//! A path ending in `.svg` (any case) gets an SVG, any other a PNG. Both are
-//! written atomically ([`crate::fsutil::write_atomic`]).
+//! The format is decided by the file name's extension, any case, before
+//! anything is drawn ([`format_of`]): `.svg` gets an SVG and `.png` (or no
+//! extension) a PNG, for the curves and the heat map; the weights picture
+//! is a PNG only. Any other extension (`.pdf`, `.gif`, `.jpg`) is refused
+//! rather than written as PNG bytes under a name that promises another
+//! format; front ends call [`format_of`] before any work. Both are written
+//! atomically ([`crate::fsutil::write_atomic`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -66,20 +71,90 @@ pub fn is_svg(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
 }
 
+/// A picture's file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Png,
+    Svg,
+}
+
+impl Format {
+    /// The file name extension that asks for it.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Svg => "svg",
+        }
+    }
+}
+
+/// The formats of the training curves and the confusion heat map.
+pub const CHART_FORMATS: &[Format] = &[Format::Png, Format::Svg];
+/// The formats of the weights picture.
+pub const WEIGHTS_FORMATS: &[Format] = &[Format::Png];
+
+/// A picture asked for in a format it cannot be written in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {}", path.display(), self.reason())]
+pub struct FormatError {
+    pub path: PathBuf,
+    /// The extension given, as given.
+    pub extension: String,
+    pub accepted: &'static [Format],
+}
+
+impl FormatError {
+    /// What is wrong, without the path (for a front end that names the
+    /// flag and the path itself).
+    pub fn reason(&self) -> String {
+        let names: Vec<String> = self
+            .accepted
+            .iter()
+            .map(|f| format!(".{}", f.extension()))
+            .collect();
+        format!(
+            ".{} is not a format this picture is written in; name the file {}",
+            self.extension,
+            names.join(" or ")
+        )
+    }
+}
+
+/// The format `path` asks for, by its extension (any case), among
+/// `accepted` ([`CHART_FORMATS`], [`WEIGHTS_FORMATS`]); a name without an
+/// extension gets a PNG. Any other extension is an error: nothing is drawn
+/// or written.
+pub fn format_of(path: &Path, accepted: &'static [Format]) -> Result<Format, FormatError> {
+    let Some(ext) = path.extension() else {
+        return Ok(Format::Png);
+    };
+    let text = ext.to_string_lossy();
+    accepted
+        .iter()
+        .copied()
+        .find(|f| text.eq_ignore_ascii_case(f.extension()))
+        .ok_or_else(|| FormatError {
+            path: path.to_owned(),
+            extension: text.into_owned(),
+            accepted,
+        })
+}
+
 /// Something drawn on any backend.
 trait Picture {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
 }
 
 /// Draws `pic` on a `width × height` canvas and writes it to `path` as PNG
-/// or SVG.
+/// or SVG ([`CHART_FORMATS`], by [`format_of`]).
 fn render(path: &Path, width: u32, height: u32, pic: &impl Picture) -> Result<Size, PlotError> {
-    font();
     let fail = |reason: String| PlotError {
         path: path.to_owned(),
         reason,
     };
-    if is_svg(path) {
+    let format = format_of(path, CHART_FORMATS).map_err(|e| fail(e.reason()))?;
+    font();
+    if format == Format::Svg {
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
@@ -570,6 +645,10 @@ pub fn weights_png(
     width: usize,
     path: &Path,
 ) -> Result<Size, ImageError> {
+    format_of(path, WEIGHTS_FORMATS).map_err(|e| ImageError::InvalidInput {
+        path: path.to_owned(),
+        reason: e.reason(),
+    })?;
     let (templates, h, w, scale) = match network.layers()[0] {
         crate::nn::Layer::Conv(c) => {
             let g = c.geom;
@@ -583,4 +662,36 @@ pub fn weights_png(
         width: image.width,
         height: image.height,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_format_is_the_extension() {
+        let f = |p: &str, a| format_of(Path::new(p), a);
+        assert_eq!(f("c.png", CHART_FORMATS), Ok(Format::Png));
+        assert_eq!(f("c.SVG", CHART_FORMATS), Ok(Format::Svg));
+        assert_eq!(f("dir.d/curves", CHART_FORMATS), Ok(Format::Png));
+        assert_eq!(f("w.Png", WEIGHTS_FORMATS), Ok(Format::Png));
+        let e = f("c.pdf", CHART_FORMATS).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.pdf: .pdf is not a format this picture is written in; name the file .png or .svg"
+        );
+        let e = f("w.svg", WEIGHTS_FORMATS).unwrap_err();
+        assert_eq!(e.extension, "svg");
+        assert!(e.reason().ends_with("name the file .png"), "{e}");
+        // Nothing is written for a format that cannot be.
+        let dir = tempfile::tempdir().unwrap();
+        let pdf = dir.path().join("c.pdf");
+        let p = EpochPoint {
+            epoch: 1,
+            ..EpochPoint::default()
+        };
+        assert!(training_curves(&pdf, &[p]).is_err());
+        assert!(confusion_heatmap(&pdf, &[1, 0, 0, 1], 2, &[]).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }

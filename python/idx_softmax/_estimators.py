@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import numbers
 import operator
 import os
 import sys
@@ -77,6 +78,16 @@ def _int(name, value):
         return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _bool(name, value):
+    """A boolean parameter: True or False (NumPy's too, and 0 or 1); a
+    string such as "false" is refused rather than taken as true."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def _float(name, value):
@@ -166,7 +177,7 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
             batch_size=_int("batch_size", self.batch_size),
             lr=_float("lr", self.lr),
             momentum=_float("momentum", self.momentum),
-            nesterov=bool(self.nesterov),
+            nesterov=_bool("nesterov", self.nesterov),
             weight_decay=_float("weight_decay", self.weight_decay),
             schedule=self.schedule,
             val_split=_float("val_split", self.val_split),
@@ -302,7 +313,7 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         """Trains for ``epochs`` epochs from the seeded initialisation, or,
         with ``warm_start=True`` after an earlier fit, ``epochs`` more
         epochs continuing that run bit for bit. Returns self."""
-        warm = bool(self.warm_start) and hasattr(self, "_model")
+        warm = _bool("warm_start", self.warm_start) and hasattr(self, "_model")
         given = X
         X, y = self._check_X_y(X, y, reset=not warm)
         origin = self._sample_shape(given, X.shape[1])

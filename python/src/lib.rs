@@ -604,6 +604,17 @@ fn _model_from_bytes(py: Python<'_>, data: Vec<u8>) -> PyResult<Model> {
     load_model(py, path)
 }
 
+/// A real parameter as the engine's f32, checked by `rule`; a value that
+/// breaks it is quoted as given (`1e-50`, not the 0 it rounds to in f32).
+fn narrow(setting: Setting, v: f64, rule: fn(f32) -> Result<f32, SpecError>) -> PyResult<f32> {
+    rule(v as f32).map_err(|_| {
+        value_error(&SpecError::Invalid {
+            setting,
+            given: format!("{v:?}"),
+        })
+    })
+}
+
 /// `threads`, by the library's rule and default.
 fn thread_count(threads: Option<i64>) -> PyResult<usize> {
     spec::thread_count(threads).map_err(|e| value_error(&e))
@@ -627,12 +638,12 @@ fn fit(
     classes: usize,
     epochs: i64,
     batch_size: i64,
-    lr: f32,
-    momentum: f32,
+    lr: f64,
+    momentum: f64,
     nesterov: bool,
-    weight_decay: f32,
+    weight_decay: f64,
     schedule: &str,
-    val_split: f32,
+    val_split: f64,
     seed: &Bound<'_, PyAny>,
     threads: Option<i64>,
     hidden: Vec<i64>,
@@ -651,15 +662,21 @@ fn fit(
         }),
     }
     .map_err(|e| value_error(&e))?;
+    // The variables the library reads itself, by the CLI's rule.
+    idx_softmax::env::check().map_err(|e| value_error(&e))?;
     let run_spec = RunSpec {
         epochs: Some(epochs),
         batch_size: Some(batch_size),
-        lr: Some(lr),
-        momentum: Some(momentum),
+        lr: Some(narrow(Setting::Lr, lr, spec::check_lr)?),
+        momentum: Some(narrow(Setting::Momentum, momentum, spec::check_momentum)?),
         nesterov: Some(nesterov),
-        weight_decay: Some(weight_decay),
+        weight_decay: Some(narrow(
+            Setting::WeightDecay,
+            weight_decay,
+            spec::check_weight_decay,
+        )?),
         schedule: Some(spec::parse_schedule(schedule).map_err(|e| value_error(&e))?),
-        val_split: Some(val_split),
+        val_split: Some(narrow(Setting::ValSplit, val_split, spec::check_val_split)?),
         seed: Some(seed),
         conv: Some(conv),
         hidden: Some(hidden),

@@ -331,13 +331,14 @@ pub fn parse_preprocess(s: &str) -> Result<Mode, String> {
     s.parse()
 }
 
-/// A number, checked by the library's rule for its setting.
+/// A number, checked by the library's rule for its setting; a broken rule
+/// quotes the value as given (`1e-50`, not the 0 it rounds to in f32).
 fn checked<T>(s: &str, rule: fn(f32) -> Result<T, SpecError>) -> Result<T, String> {
     let v: f32 = s
         .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a number"))?;
-    rule(v).map_err(|e| e.rule_text())
+    rule(v).map_err(|e| as_given(e, s))
 }
 
 /// A whole number, checked by the library's rule for its setting.
@@ -346,7 +347,19 @@ fn whole<T>(s: &str, rule: impl Fn(i64) -> Result<T, SpecError>) -> Result<T, St
         .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a whole number"))?;
-    rule(v).map_err(|e| e.rule_text())
+    rule(v).map_err(|e| as_given(e, s))
+}
+
+/// The rule `e` states, quoting the value as the user wrote it.
+fn as_given(e: SpecError, s: &str) -> String {
+    match e {
+        SpecError::Invalid { setting, .. } => SpecError::Invalid {
+            setting,
+            given: s.trim().to_owned(),
+        }
+        .rule_text(),
+        other => other.rule_text(),
+    }
 }
 
 /// `--lr`.
@@ -415,7 +428,7 @@ pub fn parse_threads(s: &str) -> Result<i64, String> {
 pub fn parse_top(s: &str) -> Result<usize, String> {
     match s.trim().parse::<i64>() {
         Ok(k) if k >= 1 => Ok(k as usize),
-        Ok(k) => Err(format!("{k} is not in 1..")),
+        Ok(_) => Err(format!("{} is not in 1..", s.trim())),
         Err(_) => Err(format!("'{s}' is not a whole number")),
     }
 }
@@ -489,6 +502,16 @@ mod tests {
         assert_eq!(parse_val_split("0.1"), Ok(0.1));
         assert!(parse_schedule("linear").is_err());
         assert_eq!(parse_schedule("cosine"), Ok(Schedule::Cosine));
+        // The value as given, not as it rounds in f32.
+        assert_eq!(
+            parse_lr("1e-50").unwrap_err(),
+            "must be finite and > 0, got 1e-50"
+        );
+        assert_eq!(
+            parse_momentum(" 0.9999999999").unwrap_err(),
+            "must be in [0, 1), got 0.9999999999"
+        );
+        assert_eq!(parse_top("-0").unwrap_err(), "-0 is not in 1..");
     }
 
     #[test]

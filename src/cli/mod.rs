@@ -5,6 +5,8 @@
 //! their flags ([`names::flag`]).
 //!
 //! * [`args`]: flags, subcommands, value parsers (bad values exit 2);
+//!   [`switches`]: the environment's values for them (boolean words, empty
+//!   is unset);
 //! * [`names`]: the flags' names for the library's settings, and the
 //!   wording of library errors with them;
 //! * [`train_cmd`], [`eval_cmd`], [`predict_cmd`], [`export_cmd`]: the
@@ -19,12 +21,13 @@ pub mod export_cmd;
 pub mod names;
 pub mod predict_cmd;
 pub mod report;
+pub mod switches;
 pub mod train_cmd;
 
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser};
+use clap::FromArgMatches;
 
 use args::{Cli, Cmd};
 
@@ -40,13 +43,25 @@ use args::{Cli, Cmd};
 /// 141, so `idx-softmax | head -1` ends quietly.
 pub fn main() -> ExitCode {
     idx_softmax::signals::install();
-    let cli = Cli::parse();
-    let (subcommand, result) = match cli.cmd {
-        None => (None, train_cmd::run(cli.train)),
-        Some(Cmd::Train(a)) => (Some("train"), train_cmd::run(a)),
-        Some(Cmd::Eval(a)) => (Some("eval"), eval_cmd::run(a)),
-        Some(Cmd::Predict(a)) => (Some("predict"), predict_cmd::run(a)),
-        Some(Cmd::Export(a)) => (Some("export"), export_cmd::run(a)),
+    let cli = Cli::from_arg_matches(&switches::command().get_matches())
+        .unwrap_or_else(|e| e.format(&mut switches::command()).exit());
+    let name = cli.cmd.as_ref().map(|c| match c {
+        Cmd::Train(_) => "train",
+        Cmd::Eval(_) => "eval",
+        Cmd::Predict(_) => "predict",
+        Cmd::Export(_) => "export",
+    });
+    // The variables the library reads itself, by the same rule.
+    if let Err(e) = idx_softmax::env::check() {
+        usage_error(name, e.to_string());
+    }
+    let subcommand = name;
+    let result = match cli.cmd {
+        None => train_cmd::run(cli.train),
+        Some(Cmd::Train(a)) => train_cmd::run(a),
+        Some(Cmd::Eval(a)) => eval_cmd::run(a),
+        Some(Cmd::Predict(a)) => predict_cmd::run(a),
+        Some(Cmd::Export(a)) => export_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,7 +81,7 @@ pub fn main() -> ExitCode {
 /// Prints `msg` as clap prints a usage error, with the usage of
 /// `subcommand` (the top level's when `None`), and exits with status 2.
 fn usage_error(subcommand: Option<&str>, msg: String) -> ! {
-    let mut cmd = Cli::command();
+    let mut cmd = switches::command();
     cmd.build();
     let target = match subcommand.and_then(|s| cmd.find_subcommand_mut(s)) {
         Some(sub) => sub.clone(),

@@ -3,11 +3,14 @@
 //! ([`idx_softmax::run::Run`]), and this prints.
 //!
 //! Order of work, so that a mistake costs nothing: output paths are checked
-//! first, then the checkpoint to resume from, then the data; only then does
-//! training start. After each epoch the library rewrites the `--save`
-//! checkpoint, the `--metrics-json` file and the `--plot` atomically, so a
-//! run killed (or failing) at any point leaves complete files describing
-//! its last finished epoch, and `--resume` continues from there.
+//! first (against each other and the inputs named by flags, whether they
+//! can be written, their formats), then the checkpoint to resume from, then
+//! the data directory (no output may be one of its files), then the data;
+//! only then does training start. After each epoch the library rewrites
+//! the `--save` checkpoint, the `--metrics-json` file and the `--plot`
+//! atomically, so a run killed (or failing) at any point leaves complete
+//! files describing its last finished epoch, and `--resume` continues from
+//! there.
 
 use std::path::Path;
 
@@ -21,7 +24,7 @@ use idx_softmax::run::record::shape_string;
 use idx_softmax::run::{DataInfo, Outputs, Resume, Run, RunSpec};
 
 use super::args::TrainArgs;
-use super::common::{check_outputs, class_names, load, rss_anon_kb, Loaded};
+use super::common::{check_formats, check_outputs, class_names, load, rss_anon_kb, Loaded};
 use super::names::flag;
 use super::report::{epoch_line, picture_line, Progress};
 
@@ -48,16 +51,28 @@ fn spec(args: &TrainArgs) -> RunSpec {
 
 /// Runs `train` with `args`.
 pub fn run(args: TrainArgs) -> Result<()> {
+    let outputs = [
+        ("--save", args.save.as_ref()),
+        ("--metrics-json", args.metrics_json.as_ref()),
+        ("--weights-png", args.weights_png.as_ref()),
+        ("--plot", args.plot.as_ref()),
+    ];
     check_outputs(
+        &outputs,
         &[
-            ("--save", args.save.as_ref()),
-            ("--metrics-json", args.metrics_json.as_ref()),
-            ("--weights-png", args.weights_png.as_ref()),
-            ("--plot", args.plot.as_ref()),
+            ("--resume", args.resume.as_ref()),
+            ("--labels", args.labels.as_ref()),
         ],
-        &[("--resume", args.resume.as_ref())],
         &[("--resume", "--save")],
     )?;
+    check_formats(&[
+        ("--plot", args.plot.as_ref(), plot::CHART_FORMATS),
+        (
+            "--weights-png",
+            args.weights_png.as_ref(),
+            plot::WEIGHTS_FORMATS,
+        ),
+    ])?;
     let resume = match &args.resume {
         Some(path) => Some(Resume::from_model(&SavedModel::load(path)?)?),
         None => None,
@@ -67,7 +82,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let dir = r.meta.as_ref().map(|m| m.data_dir.as_str());
         (Path::new(&r.source), dir.filter(|d| !d.is_empty()))
     });
-    let loaded: Loaded<Dataset> = load(&args.data, model, |dir, cache| {
+    let loaded: Loaded<Dataset> = load(&args.data, model, &outputs, |dir, cache| {
         Dataset::load(
             dir,
             &LoadOptions {

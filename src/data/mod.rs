@@ -68,7 +68,9 @@ use std::path::{Path, PathBuf};
 
 use crate::setting::Setting;
 
-pub use dataset::{accepted_names, find_file, Dataset, Images, Labels, LoadOptions, Split};
+pub use dataset::{
+    accepted_names, find_file, present_files, Dataset, Images, Labels, LoadOptions, Split,
+};
 pub use gz_cache::GzCache;
 pub use idx::IdxError;
 pub use locate::{default_data_dir, locate, Located, BUNDLED_MNIST};
@@ -116,6 +118,15 @@ pub enum DataError {
         dir: PathBuf,
         role: &'static str,
         names: Vec<String>,
+    },
+    /// Two accepted names of one file are present and cannot both be it
+    /// (`why`: they hold different data, or cannot be compared): which
+    /// one is meant cannot be told.
+    Ambiguous {
+        role: &'static str,
+        first: PathBuf,
+        second: PathBuf,
+        why: String,
     },
     Invalid {
         path: PathBuf,
@@ -221,6 +232,16 @@ impl DataError {
                 "{}: no {role} file; looked for {}",
                 dir.display(),
                 names.join(", ")
+            ),
+            Self::Ambiguous {
+                role,
+                first,
+                second,
+                why,
+            } => format!(
+                "{} and {} are both the {role} file and {why}: keep one (remove or rename the other, or make it a link to the first)",
+                first.display(),
+                second.display()
             ),
             Self::Options(m) => m.clone(),
             Self::NoBundledData { fallback } => format!(

@@ -199,6 +199,21 @@ fn output_error(path: &Path, e: impl std::fmt::Display) -> RunError {
     }
 }
 
+/// Refuses, before any work, a picture asked for in a format it cannot be
+/// written in (decided by the extension: [`plot::format_of`]).
+fn check_formats(outputs: &Outputs) -> Result<(), RunError> {
+    let pictures = [
+        (&outputs.curves, plot::CHART_FORMATS),
+        (&outputs.weights_png, plot::WEIGHTS_FORMATS),
+    ];
+    for (path, formats) in pictures {
+        if let Some(p) = path {
+            plot::format_of(p, formats).map_err(|e| output_error(p, e.reason()))?;
+        }
+    }
+    Ok(())
+}
+
 /// A training run on a set of samples.
 pub struct Run<'a> {
     trainer: Trainer<'a>,
@@ -241,6 +256,7 @@ impl<'a> Run<'a> {
         resume: Option<Resume>,
         outputs: Outputs,
     ) -> Result<Self, RunError> {
+        check_formats(&outputs)?;
         let kernel = config.kernel_for(train)?;
         let mut warnings = Vec::new();
         let (trainer, resumed_from) = match resume {
