@@ -12,6 +12,13 @@
 //! KINDS may include `field`: the elastic displacement fields alone (noise
 //! and smoothing, no resampling).
 //!
+//! `augment_bench dump FILE N` instead writes, for the first N training
+//! images with the default elastic augmentation (seed 42, epoch 0), one
+//! record each: the 2·784 uniforms of the sample's stream in stream order
+//! (f32), the fields dx and dy (784 f32 each, row-major) and the deformed
+//! image (784 u8), all little-endian, for `perf/augment_compare.py` to check
+//! against SciPy.
+//!
 //! Times are this thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so that
 //! other processes on the machine do not inflate them; `wall_s` is given
 //! too. `perf/augment_compare.py` runs it next to SciPy. One line per kind:
@@ -27,6 +34,12 @@ use idx_softmax::kernels::KernelPath;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("dump") {
+        let path = args.get(2).expect("dump FILE N");
+        let n: usize = args.get(3).map_or(16, |s| s.parse().expect("N"));
+        dump(path, n);
+        return;
+    }
     let names: Vec<String> = args
         .get(1)
         .map_or("none,shift,affine,elastic", |s| s.as_str())
@@ -111,6 +124,43 @@ fn main() {
             checksums[a]
         );
     }
+}
+
+/// See the module docs.
+fn dump(path: &str, n: usize) {
+    use idx_softmax::augment::{elastic_uniforms, sample_key};
+    use std::io::Write;
+    let data = Dataset::load(
+        Path::new(idx_softmax::BUNDLED_MNIST),
+        &LoadOptions::default(),
+    )
+    .expect("MNIST");
+    let train = data.train.samples(data.classes).expect("train samples");
+    let pixels = train.as_u8().expect("u8 pixels");
+    let shape = ImageShape::from_sample_shape(train.sample_shape()).expect("shape");
+    let k = shape.len();
+    let aug = Augmenter::new(Augment::defaults(AugmentKind::Elastic), shape).expect("augmenter");
+    let mut scratch = aug.scratch();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut out = vec![0u8; k];
+    for i in 0..n.min(train.len()) {
+        let u = elastic_uniforms(sample_key(42, 0, i as u64), 2 * k);
+        let (dx, dy) = aug.elastic_field(42, 0, i as u64, &mut scratch).unwrap();
+        let (dx, dy) = (dx.to_vec(), dy.to_vec());
+        aug.apply(
+            42,
+            0,
+            i as u64,
+            &pixels[i * k..(i + 1) * k],
+            &mut out,
+            &mut scratch,
+        );
+        for v in u.iter().chain(&dx).chain(&dy) {
+            file.write_all(&v.to_le_bytes()).expect("write");
+        }
+        file.write_all(&out).expect("write");
+    }
+    file.flush().expect("flush");
 }
 
 /// This thread's CPU time in seconds.
