@@ -1651,8 +1651,6 @@ unsafe fn resample<G: Kern, C: Coords, S: Sink>(
     let (h, w) = (shape.height, shape.width);
     let plane = shape.plane();
     let qw = w + 2;
-    // Clamping to [−1, W] keeps zero fill exact: a point at or beyond one
-    // pixel outside lands on the zero border with weight 1.
     let (xmax, ymax) = (w as f32, h as f32);
     let (qxmax, qymax) = (w as i32 + 1, h as i32 + 1);
     // Every index below is ≤ (H+1)·(W+2) + W+1 < (H+2)·(W+2).
@@ -1661,62 +1659,118 @@ unsafe fn resample<G: Kern, C: Coords, S: Sink>(
     let Taps { idx, fx, fy } = taps;
     assert!(idx.len() >= padded_plane && fx.len() >= padded_plane && fy.len() >= padded_plane);
 
-    // Two loops, each with a short dependency chain per vector (one long
-    // chain per iteration fills the scheduler and stalls): first the cell
-    // and weights of every output pixel, shared by the channels...
+    let cells = Cells {
+        xmax,
+        ymax,
+        qxmax,
+        qymax,
+        qw: qw as i32,
+    };
+    if shape.channels == 1 {
+        // One plane: cells, gathers and blends in one pass.
+        build_quads(shape, src, quads);
+        for p0 in (0..plane).step_by(VL) {
+            let (mut sx, mut sy) = ([0f32; VL], [0f32; VL]);
+            coords.at(p0, &mut sx, &mut sy);
+            let (i, wx, wy) = cells.of(&sx, &sy);
+            // SAFETY: every index is below (H+2)·(W+2) ≤ quads.len() (the
+            // clamps in `Cells::of`, asserted above); the caller
+            // guarantees G's instruction set.
+            let q = unsafe { G::gather(quads, &i) };
+            store(sink, p0, plane, &blend(&q, &wx, &wy));
+        }
+        return;
+    }
+    // Several planes: the cells and weights once, kept in `taps`...
     for p0 in (0..plane).step_by(VL) {
         let (mut sx, mut sy) = ([0f32; VL], [0f32; VL]);
         coords.at(p0, &mut sx, &mut sy);
-        let mut i = [0u32; VL];
-        let (mut wx, mut wy) = ([0f32; VL], [0f32; VL]);
-        for l in 0..VL {
-            // NaN compares false and becomes −1 (unreachable with
-            // validated parameters, but the index stays in bounds).
-            // (One max and one min instruction each; ±∞ clamp too.)
-            let x = if sx[l] >= -1.0 { sx[l] } else { -1.0 };
-            let x = if x < xmax { x } else { xmax } + 1.0;
-            let y = if sy[l] >= -1.0 { sy[l] } else { -1.0 };
-            let y = if y < ymax { y } else { ymax } + 1.0;
-            // x, y ∈ [0, W+1] × [0, H+1] whatever sx, sy were, so
-            // truncation is floor and the index is in bounds.
-            // SAFETY: both are finite and far inside i32.
-            let (ix, iy) = unsafe { (x.to_int_unchecked::<i32>(), y.to_int_unchecked::<i32>()) };
-            wx[l] = x - ix as f32;
-            wy[l] = y - iy as f32;
-            debug_assert!((0..=qxmax).contains(&ix) && (0..=qymax).contains(&iy));
-            i[l] = (iy * qw as i32 + ix) as u32;
-        }
+        let (i, wx, wy) = cells.of(&sx, &sy);
         idx[p0..p0 + VL].copy_from_slice(&i);
         fx[p0..p0 + VL].copy_from_slice(&wx);
         fy[p0..p0 + VL].copy_from_slice(&wy);
     }
-    // ... then per channel, the gathers and the blends.
+    // ... then per plane, the gathers and the blends.
     for c in 0..shape.channels {
         build_quads(shape, &src[c * plane..][..plane], quads);
         for p0 in (0..plane).step_by(VL) {
             let i: &[u32; VL] = idx[p0..p0 + VL].try_into().unwrap();
             let wx: [f32; VL] = fx[p0..p0 + VL].try_into().unwrap();
             let wy: [f32; VL] = fy[p0..p0 + VL].try_into().unwrap();
-            // SAFETY: every index is below (H+2)·(W+2) ≤ quads.len()
-            // (the clamps above, asserted before the loops); the caller
-            // guarantees G's instruction set.
+            // SAFETY: as above.
             let q = unsafe { G::gather(quads, i) };
-            let mut v = [0f32; VL];
-            for l in 0..VL {
-                let a = (q[l] & 0xff) as i32 as f32;
-                let b = ((q[l] >> 8) & 0xff) as i32 as f32;
-                let cc = ((q[l] >> 16) & 0xff) as i32 as f32;
-                let d = (q[l] >> 24) as i32 as f32;
-                let top = a + wx[l] * (b - a);
-                let bot = cc + wx[l] * (d - cc);
-                v[l] = top + wy[l] * (bot - top);
-            }
-            if p0 + VL <= plane {
-                sink.store(c * plane + p0, &v);
-            } else {
-                sink.store_tail(c * plane + p0, &v, plane - p0);
-            }
+            store(
+                sink,
+                c * plane + p0,
+                c * plane + plane,
+                &blend(&q, &wx, &wy),
+            );
         }
+    }
+}
+
+/// The clamps and the cell geometry of one shape.
+struct Cells {
+    xmax: f32,
+    ymax: f32,
+    qxmax: i32,
+    qymax: i32,
+    qw: i32,
+}
+
+impl Cells {
+    /// The quad cell and the weights of 16 source points.
+    #[inline(always)]
+    fn of(&self, sx: &[f32; VL], sy: &[f32; VL]) -> ([u32; VL], [f32; VL], [f32; VL]) {
+        let mut i = [0u32; VL];
+        let (mut wx, mut wy) = ([0f32; VL], [0f32; VL]);
+        for l in 0..VL {
+            // Clamping to [−1, W] keeps zero fill exact: a point at or
+            // beyond one pixel outside lands on the zero border with weight
+            // 1. NaN compares false and becomes −1 (unreachable with
+            // validated parameters, but the index stays in bounds); ±∞
+            // clamp too. One max and one min instruction each.
+            let x = if sx[l] >= -1.0 { sx[l] } else { -1.0 };
+            let x = if x < self.xmax { x } else { self.xmax } + 1.0;
+            let y = if sy[l] >= -1.0 { sy[l] } else { -1.0 };
+            let y = if y < self.ymax { y } else { self.ymax } + 1.0;
+            // x, y ∈ [0, W+1] × [0, H+1] whatever sx, sy were, so
+            // truncation is floor and the index is in bounds.
+            // SAFETY: both are finite and far inside i32.
+            let (ix, iy) = unsafe { (x.to_int_unchecked::<i32>(), y.to_int_unchecked::<i32>()) };
+            wx[l] = x - ix as f32;
+            wy[l] = y - iy as f32;
+            debug_assert!((0..=self.qxmax).contains(&ix) && (0..=self.qymax).contains(&iy));
+            i[l] = (iy * self.qw + ix) as u32;
+        }
+        (i, wx, wy)
+    }
+}
+
+/// The bilinear blends of 16 quads: `top + fy·(bottom − top)` with
+/// `top = a + fx·(b − a)`, `bottom = c + fx·(d − c)`.
+#[inline(always)]
+fn blend(q: &[u32; VL], wx: &[f32; VL], wy: &[f32; VL]) -> [f32; VL] {
+    let mut v = [0f32; VL];
+    for l in 0..VL {
+        let a = (q[l] & 0xff) as i32 as f32;
+        let b = ((q[l] >> 8) & 0xff) as i32 as f32;
+        let c = ((q[l] >> 16) & 0xff) as i32 as f32;
+        let d = (q[l] >> 24) as i32 as f32;
+        let top = a + wx[l] * (b - a);
+        let bot = c + wx[l] * (d - c);
+        v[l] = top + wy[l] * (bot - top);
+    }
+    v
+}
+
+/// Stores 16 values at `at`, or the part before `end` of them.
+#[inline(always)]
+fn store<S: Sink>(sink: &mut S, at: usize, end: usize, v: &[f32; VL]) {
+    if at + VL <= end {
+        sink.store(at, v);
+    } else {
+        sink.store_tail(at, v, end - at);
     }
 }
 
