@@ -22,8 +22,9 @@
 //! Times are this thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so that
 //! other processes on the machine do not inflate them; `wall_s` is given
 //! too. `perf/augment_compare.py` runs it next to SciPy. One line per kind:
-//! `kind=elastic path=… n=… reps=… best_s=… median_s=… wall_s=… ns_per_sample=… checksum=…`
-//! (`ns_per_sample` from the median CPU time).
+//! `kind=elastic path=… n=… reps=… best_s=… median_s=… wall_s=… best_wall_s=… ns_per_sample=… checksum=…`
+//! (`best_s`, `median_s`: CPU time; `wall_s`, `best_wall_s`: wall time of
+//! the loop; `ns_per_sample` from the median CPU time).
 
 use std::path::Path;
 use std::time::Instant;
@@ -117,9 +118,10 @@ fn main() {
         w.sort_by(f64::total_cmp);
         let median = t[t.len() / 2];
         println!(
-            "kind={name} path={path} n={n} reps={reps} best_s={:.6} median_s={median:.6} wall_s={:.6} ns_per_sample={:.1} checksum={}",
+            "kind={name} path={path} n={n} reps={reps} best_s={:.6} median_s={median:.6} wall_s={:.6} best_wall_s={:.6} ns_per_sample={:.1} checksum={}",
             t[0],
             w[w.len() / 2],
+            w[0],
             median / n as f64 * 1e9,
             checksums[a]
         );

@@ -87,26 +87,29 @@
 //!
 //! # Cost
 //!
-//! One core of the development machine (AMD EPYC Zen 4, 2 vCPUs, AVX-512),
-//! the 60,000 MNIST training images, CPU time per sample, best of 9 passes
-//! (`cargo run --release --example augment_bench -- none,shift,affine,field,elastic 9`):
+//! One core of the development machine (AMD EPYC Zen 4, 2 vCPUs, AVX-512;
+//! shared with other work), the 60,000 MNIST training images, CPU time per
+//! sample, best of 9 passes
+//! (`cargo run --release --example augment_bench -- none,shift,affine,field,elastic 9 60000 avx512`):
 //!
 //! | kind | AVX-512 | AVX2 | portable |
 //! |---|---|---|---|
-//! | none | 58 ns | 60 ns | 60 ns |
-//! | shift | 111 ns | 111 ns | 111 ns |
-//! | affine | 0.98–1.20 µs | 1.10 µs | 1.69 µs |
-//! | elastic | 2.38–2.62 µs | 2.82 µs | 6.28 µs |
-//! | (its field alone) | 1.49 µs | 1.81 µs | 4.61 µs |
+//! | none | 56 ns | 61 ns | 58 ns |
+//! | shift | 103 ns | 105 ns | 104 ns |
+//! | affine | 0.96 µs | 1.15 µs | 1.81 µs |
+//! | elastic | 2.35–2.45 µs | 2.86 µs | 6.4 µs |
+//! | (its field alone) | 1.47 µs | 1.84 µs | 4.65 µs |
 //!
-//! (Ranges: the machine is shared, and passes fall into a fast and a slow
-//! mode.) Of the elastic 2.4 µs: noise 0.28, vertical pass 0.66, fold 0.11,
-//! horizontal pass 0.5, quads 0.25, gathers 0.3, coordinates and blends
-//! 0.5. The two smoothing products run at the FP units' peak (~3,100
-//! 16-lane multiply-adds per sample); the truncation radius does not
-//! matter (3σ instead of 4σ measured the same). SciPy's vectorised
-//! equivalent (`perf/augment_compare.py`) takes ~100–150 µs per sample for
-//! elastic and ~50 µs for affine here: 35–60× and ~35–50× slower.
+//! Of the elastic ~2.4 µs: noise 0.25, vertical pass 0.66, folds 0.1,
+//! horizontal pass 0.5, quads 0.25, cells, gathers and blends 0.7. The two
+//! smoothing products run at the FP units' peak (3,136 16-lane
+//! multiply-adds per sample, half of what the unfolded 28 × 28 products
+//! would take); the truncation radius costs nothing (3σ instead of 4σ
+//! measured the same). On the same machine an MLP 784-256-10 epoch took
+//! 310–345 ms at 2 threads, so elastic on both threads adds ~70 ms (20–23
+//! %; 27 % of the 0.26 s a quiet machine gives). SciPy's vectorised
+//! equivalent (`perf/augment_compare.py`) takes ~145 µs per sample for
+//! elastic and ~50 µs for affine: ~48× and ~43× slower.
 
 // The SIMD loops index fixed-size lane arrays with loop counters on
 // purpose: the loops unroll and vectorise; iterator chains obscure that.
