@@ -106,8 +106,8 @@
 //! multiply-adds per sample, half of what the unfolded 28 × 28 products
 //! would take); the truncation radius costs nothing (3σ instead of 4σ
 //! measured the same). On the same machine an MLP 784-256-10 epoch took
-//! 310–345 ms at 2 threads, so elastic on both threads adds ~70 ms (20–23
-//! %; 27 % of the 0.26 s a quiet machine gives). SciPy's vectorised
+//! 310–345 ms at 2 threads, so elastic on both threads adds ~70 ms, 20 to
+//! 23 % (27 % of the 0.26 s a quiet machine gives). SciPy's vectorised
 //! equivalent (`perf/augment_compare.py`) takes ~145 µs per sample for
 //! elastic and ~50 µs for affine: ~48× and ~43× slower.
 
@@ -126,11 +126,13 @@ use crate::pixels::U8_SCALE;
 
 /// Default `--max-shift` (px).
 pub const DEFAULT_MAX_SHIFT: u32 = 2;
-/// Default `--rotate` (degrees): the angle is uniform in ±15°, as in
-/// Ciresan et al. 2010 and Simard et al. 2003's affine distortions.
+/// Default `--rotate` (degrees): the angle is uniform in ±15°, the upper
+/// end of the rotations in Ciresan et al. 2010's MNIST deformations
+/// (7.5°–15°).
 pub const DEFAULT_ROTATE_DEG: f32 = 15.0;
-/// Default `--scale`: the factor is uniform in 1 ± 0.15 (±15 %, Ciresan et
-/// al. 2010).
+/// Default `--scale`: the factor is uniform in 1 ± 0.15, the lower end of
+/// Ciresan et al. 2010's 15–20 % (they scaled x and y independently; this
+/// scaling is isotropic, so that the digit keeps its aspect).
 pub const DEFAULT_SCALE: f32 = 0.15;
 /// Default `--shear`: the horizontal shear factor (`x += shear·y`) is
 /// uniform in ±0.15 (≈ ±8.5°). Kept below the rotation so that shear does
@@ -144,13 +146,21 @@ pub const DEFAULT_SIGMA: f32 = 4.0;
 /// Default `--alpha` (px): Simard et al. 2003's α = 34 for 28 × 28.
 pub const DEFAULT_ALPHA: f32 = 34.0;
 
-/// The accepted range of every parameter: `(flag, lo, hi)`.
+// The accepted range `(lo, hi)` of every parameter, inclusive. Wide enough
+// for any sensible use; the bounds only keep the arithmetic meaningful.
+/// `--max-shift`: beyond 64 px a 28 px digit is gone anyway.
 pub const MAX_SHIFT_RANGE: (u32, u32) = (0, 64);
+/// `--rotate`: up to a half turn either way.
 pub const ROTATE_RANGE: (f32, f32) = (0.0, 180.0);
+/// `--scale`: below 1, so the factor stays ≥ 0.1 (never 0 or a mirror).
 pub const SCALE_RANGE: (f32, f32) = (0.0, 0.9);
+/// `--shear`: up to 45°.
 pub const SHEAR_RANGE: (f32, f32) = (0.0, 1.0);
+/// `--translate`: pixels.
 pub const TRANSLATE_RANGE: (f32, f32) = (0.0, 64.0);
+/// `--sigma`: from a 3-tap kernel (radius ⌊4·0.25 + ½⌋ = 1) up.
 pub const SIGMA_RANGE: (f32, f32) = (0.25, 64.0);
+/// `--alpha`: pixels (the field's scale; 0 is the identity).
 pub const ALPHA_RANGE: (f32, f32) = (0.0, 1000.0);
 
 /// The kind of augmentation, as `--augment` names it.
@@ -904,15 +914,17 @@ pub struct Scratch {
     v_diff: Vec<f32>,
     v_p: Vec<f32>,
     v_m: Vec<f32>,
-    /// After the vertical pass: H rows × 2·WP lanes.
+    /// After the vertical pass: H rows × 2·WP lanes (general pass only;
+    /// the fast pass folds straight from `v_p` and `v_m`).
     y: Vec<f32>,
     /// Horizontal fold: 2·H rows (dx rows, then dy rows).
     h_sum: Vec<f32>,
     h_diff: Vec<f32>,
     h_p: Vec<f32>,
     h_m: Vec<f32>,
-    /// The unfold: per row of the horizontal products, the sums in
-    /// natural order and the differences reversed.
+    /// The unfold (general pass only): per row of the horizontal products
+    /// (`h_p`, `h_m`, likewise), the sums in natural order and the
+    /// differences reversed.
     plus: Vec<f32>,
     rev: Vec<f32>,
     /// The displacement fields, flat H·W.
