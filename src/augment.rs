@@ -2376,6 +2376,47 @@ mod x86 {
             q
         }
 
+        /// The generator in ymm registers, spelled out (see
+        /// [`Avx512::noise`]): lanes 0..4 and 4..8, two chains.
+        ///
+        /// # Safety
+        /// The CPU supports AVX2.
+        #[inline(always)]
+        unsafe fn noise(key: u64, out: &mut [f32]) {
+            const OFFSET: f32 = 0.5 - (1u32 << 22) as f32;
+            let lanes = Lanes::new(key);
+            assert!(out.len().is_multiple_of(UNIFORMS_PER_STEP));
+            // SAFETY: the caller guarantees AVX2; each half state row is 4
+            // u64 (32 bytes) and each chunk 16 f32 (two 8-lane stores).
+            unsafe {
+                let half = |h: usize| {
+                    let w = |i: usize| _mm256_loadu_si256(lanes.s[i].as_ptr().add(4 * h).cast());
+                    [w(0), w(1), w(2), w(3)]
+                };
+                let mut st = [half(0), half(1)];
+                let offset = _mm256_set1_ps(OFFSET);
+                for chunk in out.chunks_exact_mut(UNIFORMS_PER_STEP) {
+                    for h in 0..2 {
+                        let [s0, s1, s2, s3] = &mut st[h];
+                        let x = _mm256_add_epi64(*s0, *s3);
+                        let t = _mm256_slli_epi64::<17>(*s1);
+                        *s2 = _mm256_xor_si256(*s2, *s0);
+                        *s3 = _mm256_xor_si256(*s3, *s1);
+                        *s1 = _mm256_xor_si256(*s1, *s2);
+                        *s0 = _mm256_xor_si256(*s0, *s3);
+                        *s2 = _mm256_xor_si256(*s2, t);
+                        *s3 = _mm256_or_si256(
+                            _mm256_slli_epi64::<45>(*s3),
+                            _mm256_srli_epi64::<19>(*s3),
+                        );
+                        let m = _mm256_srli_epi32::<9>(x);
+                        let v = _mm256_add_ps(_mm256_cvtepi32_ps(m), offset);
+                        _mm256_storeu_ps(chunk.as_mut_ptr().add(8 * h), v);
+                    }
+                }
+            }
+        }
+
         /// Sixteen ymm registers, two per vector: 2 × 2 and 4 × 1 blocks.
         ///
         /// # Safety
