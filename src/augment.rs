@@ -97,8 +97,8 @@
 //! | none | 56 ns | 61 ns | 58 ns |
 //! | shift | 103 ns | 105 ns | 104 ns |
 //! | affine | 0.96 µs | 1.15 µs | 1.81 µs |
-//! | elastic | 2.35–2.45 µs | 2.86 µs | 6.4 µs |
-//! | (its field alone) | 1.47 µs | 1.84 µs | 4.65 µs |
+//! | elastic | 2.35–2.45 µs | 2.80 µs | 6.4 µs |
+//! | (its field alone) | 1.47 µs | 1.75 µs | 4.65 µs |
 //!
 //! Of the elastic ~2.4 µs: noise 0.25, vertical pass 0.66, folds 0.1,
 //! horizontal pass 0.5, quads 0.25, cells, gathers and blends 0.7. The two
