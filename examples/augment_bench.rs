@@ -29,8 +29,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use idx_softmax::augment::{Augment, AugmentKind, Augmenter, ImageShape};
-use idx_softmax::dataset::{Dataset, LoadOptions};
+use idx_softmax::data::augment::{Augment, AugmentKind, Augmenter, ImageShape};
+use idx_softmax::data::{Dataset, LoadOptions};
 use idx_softmax::kernels::KernelPath;
 
 fn main() {
@@ -64,7 +64,7 @@ fn main() {
         .map_or(KernelPath::best(), |s| s.parse().expect("KERNEL"));
 
     let data = Dataset::load(
-        Path::new(idx_softmax::BUNDLED_MNIST),
+        Path::new(idx_softmax::data::BUNDLED_MNIST),
         &LoadOptions::default(),
     )
     .expect("MNIST");
@@ -130,10 +130,10 @@ fn main() {
 
 /// See the module docs.
 fn dump(path: &str, n: usize) {
-    use idx_softmax::augment::{elastic_uniforms, sample_key};
+    use idx_softmax::data::augment::{elastic_uniforms, sample_key};
     use std::io::Write;
     let data = Dataset::load(
-        Path::new(idx_softmax::BUNDLED_MNIST),
+        Path::new(idx_softmax::data::BUNDLED_MNIST),
         &LoadOptions::default(),
     )
     .expect("MNIST");

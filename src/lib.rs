@@ -51,7 +51,6 @@
 // contract in a `# Safety` section.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
-pub mod augment;
 pub mod checkpoint;
 pub mod data;
 pub mod engine;

@@ -1,9 +1,9 @@
-//! The per-sample deformations (`idx_softmax::augment`): determinism, the
+//! The per-sample deformations (`idx_softmax::data::augment`): determinism, the
 //! documented random stream, exact cases of every kind, agreement between
 //! the instruction sets, and the elastic field against a direct f64
 //! convolution.
 
-use idx_softmax::augment::{
+use idx_softmax::data::augment::{
     elastic_uniforms, sample_key, AffineParams, AffineTransform, Augment, AugmentError,
     AugmentKind, Augmenter, Draw, ElasticParams, ImageShape, ShiftParams,
 };
@@ -240,7 +240,7 @@ fn affine_with_identity_ranges_is_the_identity() {
             &mut scratch,
         );
         for (o, &p) in out.iter().zip(&img) {
-            assert_eq!(*o, f32::from(p) * idx_softmax::pixels::U8_SCALE);
+            assert_eq!(*o, f32::from(p) * idx_softmax::data::pixels::U8_SCALE);
         }
     }
 }
@@ -476,7 +476,7 @@ fn f32_output_is_the_unrounded_u8_output() {
             aug.apply(4, 4, i, &img, &mut b, &mut scratch);
             aug.apply_f32(4, 4, i, &img, &mut f, &mut scratch);
             for (&b, &f) in b.iter().zip(&f) {
-                let v = f / idx_softmax::pixels::U8_SCALE;
+                let v = f / idx_softmax::data::pixels::U8_SCALE;
                 assert!((0.0..=255.0001).contains(&v));
                 assert!((f32::from(b) - v).abs() <= 0.5001, "{augment}: {b} vs {v}");
             }
@@ -668,5 +668,5 @@ fn augmenter_is_shared_and_scratch_is_sent() {
     fn sync_send<T: Sync + Send>() {}
     fn send<T: Send>() {}
     sync_send::<Augmenter>();
-    send::<idx_softmax::augment::Scratch>();
+    send::<idx_softmax::data::augment::Scratch>();
 }

@@ -51,10 +51,13 @@
 //! * [`dataset`]: the four files of a dataset found in a directory, and
 //!   their images and labels as views of the mappings ([`Dataset`],
 //!   [`Split`]);
+//! * [`augment`]: deformations of one sample (shift, affine, elastic), a
+//!   function of (seed, epoch, index);
 //! * [`samples`]: the engine's only input, borrowed u8 or f32 rows plus
 //!   labels and the sample shape ([`Samples`]), built over a mapping or
 //!   over NumPy arrays; [`pixels`]: the u8 scaling.
 
+pub mod augment;
 pub mod dataset;
 pub mod gz_cache;
 pub mod idx;

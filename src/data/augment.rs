@@ -122,7 +122,7 @@ use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::kernels::KernelPath;
-use crate::pixels::U8_SCALE;
+use crate::data::pixels::U8_SCALE;
 
 /// Default `--max-shift` (px).
 pub const DEFAULT_MAX_SHIFT: u32 = 2;
@@ -379,7 +379,7 @@ impl ImageShape {
     /// coordinate exact in f32).
     pub const MAX_SIDE: usize = 1 << 14;
 
-    /// From a sample shape as [`crate::samples::Samples::sample_shape`]
+    /// From a sample shape as [`crate::data::Samples::sample_shape`]
     /// gives it: `[H, W]` or `[C, H, W]`.
     pub fn from_sample_shape(shape: &[usize]) -> Result<Self, AugmentError> {
         let s = match *shape {
@@ -1332,13 +1332,13 @@ impl Sink for F32Sink<'_> {
         self.0.len()
     }
     fn copy(&mut self, src: &[u8]) {
-        crate::pixels::u8_to_f32(src, self.0);
+        crate::data::pixels::u8_to_f32(src, self.0);
     }
     fn clear(&mut self) {
         self.0.fill(0.0);
     }
     fn copy_at(&mut self, at: usize, src: &[u8]) {
-        crate::pixels::u8_to_f32(src, &mut self.0[at..at + src.len()]);
+        crate::data::pixels::u8_to_f32(src, &mut self.0[at..at + src.len()]);
     }
     #[inline(always)]
     fn store(&mut self, at: usize, v: &[f32; VL]) {
