@@ -29,7 +29,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use idx_softmax::data::augment::{Augment, AugmentKind, Augmenter, ImageShape};
+use idx_softmax::data::augment::{self, Augment, AugmentKind, Augmenter};
 use idx_softmax::data::{Dataset, LoadOptions};
 use idx_softmax::kernels::KernelPath;
 
@@ -70,7 +70,7 @@ fn main() {
     .expect("MNIST");
     let train = data.train.samples(data.classes).expect("train samples");
     let pixels = train.as_u8().expect("u8 pixels");
-    let shape = ImageShape::from_sample_shape(train.sample_shape()).expect("shape");
+    let shape = augment::shape_of(train.sample_shape()).expect("shape");
     let k = shape.len();
     let n = n_arg.min(train.len());
 
@@ -139,7 +139,7 @@ fn dump(path: &str, n: usize) {
     .expect("MNIST");
     let train = data.train.samples(data.classes).expect("train samples");
     let pixels = train.as_u8().expect("u8 pixels");
-    let shape = ImageShape::from_sample_shape(train.sample_shape()).expect("shape");
+    let shape = augment::shape_of(train.sample_shape()).expect("shape");
     let k = shape.len();
     let aug = Augmenter::new(Augment::defaults(AugmentKind::Elastic), shape).expect("augmenter");
     let mut scratch = aug.scratch();

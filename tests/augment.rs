@@ -4,9 +4,10 @@
 //! convolution.
 
 use idx_softmax::data::augment::{
-    elastic_uniforms, sample_key, AffineParams, AffineTransform, Augment, AugmentError,
-    AugmentKind, Augmenter, Draw, ElasticParams, ImageShape, ShiftParams,
+    self, elastic_uniforms, sample_key, AffineParams, AffineTransform, Augment, AugmentError,
+    AugmentKind, Augmenter, Draw, ElasticParams, ShiftParams,
 };
+use idx_softmax::data::ImageShape;
 use idx_softmax::kernels::KernelPath;
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::{Xoshiro256Plus, Xoshiro256PlusPlus};
@@ -596,9 +597,9 @@ fn parameters_are_validated_with_typed_errors() {
         Augmenter::new(Augment::None, bad_shape),
         Err(AugmentError::Shape(_))
     ));
-    assert!(ImageShape::from_sample_shape(&[784]).is_err());
+    assert!(augment::shape_of(&[784]).is_err());
     assert_eq!(
-        ImageShape::from_sample_shape(&[28, 28]).unwrap(),
+        augment::shape_of(&[28, 28]).unwrap(),
         shape(28, 28)
     );
 }

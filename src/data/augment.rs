@@ -122,6 +122,7 @@ use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::kernels::KernelPath;
+use crate::data::ImageShape;
 use crate::data::pixels::U8_SCALE;
 
 /// Default `--max-shift` (px).
@@ -365,65 +366,25 @@ pub enum AugmentError {
     Shape(Vec<usize>),
 }
 
-/// The shape of one sample: `channels` planes of `height × width`,
-/// channel-major (C × H × W).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ImageShape {
-    pub channels: usize,
-    pub height: usize,
-    pub width: usize,
+/// Largest side an augmentation accepts (keeps every index in u32/i32 and
+/// every coordinate exact in f32).
+pub const MAX_SIDE: usize = 1 << 14;
+
+/// The image a sample of `shape` (`[H, W]` or `[C, H, W]`, as
+/// [`crate::data::Samples::sample_shape`] gives it) is, checked for
+/// augmentation: every size in `1..=MAX_SIDE`.
+pub fn shape_of(shape: &[usize]) -> Result<ImageShape, AugmentError> {
+    let s = ImageShape::of_sample(shape).ok_or_else(|| AugmentError::Shape(shape.to_vec()))?;
+    check_shape(&s)?;
+    Ok(s)
 }
 
-impl ImageShape {
-    /// Largest side accepted (keeps every index in u32/i32 and every
-    /// coordinate exact in f32).
-    pub const MAX_SIDE: usize = 1 << 14;
-
-    /// From a sample shape as [`crate::data::Samples::sample_shape`]
-    /// gives it: `[H, W]` or `[C, H, W]`.
-    pub fn from_sample_shape(shape: &[usize]) -> Result<Self, AugmentError> {
-        let s = match *shape {
-            [height, width] => Self {
-                channels: 1,
-                height,
-                width,
-            },
-            [channels, height, width] => Self {
-                channels,
-                height,
-                width,
-            },
-            _ => return Err(AugmentError::Shape(shape.to_vec())),
-        };
-        s.check()?;
-        Ok(s)
-    }
-
-    fn check(&self) -> Result<(), AugmentError> {
-        let ok = |n: usize| (1..=Self::MAX_SIDE).contains(&n);
-        if ok(self.channels) && ok(self.height) && ok(self.width) {
-            Ok(())
-        } else {
-            Err(AugmentError::Shape(vec![
-                self.channels,
-                self.height,
-                self.width,
-            ]))
-        }
-    }
-
-    /// Pixels per channel.
-    pub fn plane(&self) -> usize {
-        self.height * self.width
-    }
-
-    /// Values per sample.
-    pub fn len(&self) -> usize {
-        self.channels * self.plane()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+fn check_shape(s: &ImageShape) -> Result<(), AugmentError> {
+    let ok = |n: usize| (1..=MAX_SIDE).contains(&n);
+    if ok(s.channels) && ok(s.height) && ok(s.width) {
+        Ok(())
+    } else {
+        Err(AugmentError::Shape(vec![s.channels, s.height, s.width]))
     }
 }
 
@@ -984,7 +945,7 @@ impl Augmenter {
         path: KernelPath,
     ) -> Result<Self, AugmentError> {
         augment.validate()?;
-        shape.check()?;
+        check_shape(&shape)?;
         let plane = shape.plane();
         let padded_plane = round_up(plane, VL);
         let mut grid_x = vec![0.0; padded_plane];

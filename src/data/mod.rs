@@ -79,7 +79,7 @@ pub use idx::IdxError;
 pub use locate::{default_data_dir, locate, Located, BUNDLED_MNIST};
 pub use mapped::IdxFile;
 pub use pixels::U8_SCALE;
-pub use samples::{LabelValues, Pixels, SampleError, Samples};
+pub use samples::{ImageShape, LabelValues, Pixels, SampleError, Samples};
 
 /// Environment variable naming the decompression cache directory.
 pub const CACHE_ENV: &str = "IDX_SOFTMAX_CACHE_DIR";

@@ -19,6 +19,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub use crate::data::ImageShape;
+
 use super::NetworkError;
 
 /// Largest accepted layer width (inputs, hidden units, classes, channels).
@@ -83,48 +85,6 @@ impl ConvBlock {
             ));
         }
         Ok(())
-    }
-}
-
-/// The input image of a CNN: channels × height × width.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ImageShape {
-    pub channels: usize,
-    pub height: usize,
-    pub width: usize,
-}
-
-impl ImageShape {
-    /// The image a sample of `shape` is: `[H, W]` is one channel (an IDX
-    /// file of 3 dimensions, MNIST's 1×28×28), `[C, H, W]` is C channels.
-    pub fn of_sample(shape: &[usize]) -> Option<Self> {
-        match *shape {
-            [height, width] => Some(Self {
-                channels: 1,
-                height,
-                width,
-            }),
-            [channels, height, width] => Some(Self {
-                channels,
-                height,
-                width,
-            }),
-            _ => None,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.channels * self.height * self.width
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl fmt::Display for ImageShape {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}x{}x{}", self.channels, self.height, self.width)
     }
 }
 
