@@ -664,6 +664,72 @@ pub fn weights_png(
     })
 }
 
+/// Samples in the augmentation picture ([`augmented_png`]).
+pub const AUGMENTED_SAMPLES: usize = 8;
+/// Deformations of each sample in the picture (epochs 1, 2, …).
+pub const AUGMENTED_VARIANTS: usize = 5;
+/// Output pixels per sample pixel in the augmentation picture.
+pub const AUGMENTED_SCALE: usize = 4;
+
+/// Draws the first [`AUGMENTED_SAMPLES`] training samples (`images`, u8
+/// rows of `augmenter`'s shape, the first channel of each) next to their
+/// deformations in epochs 1 … [`AUGMENTED_VARIANTS`], as the network sees
+/// them (`seed` is the run's): one row per sample, the original first,
+/// each pixel a [`AUGMENTED_SCALE`]-pixel square, a 1-sample-pixel grey gap
+/// between tiles. Written to `path` as a grayscale PNG, atomically.
+pub fn augmented_png(
+    path: &Path,
+    images: &[u8],
+    augmenter: &crate::data::augment::Augmenter,
+    seed: u64,
+) -> Result<Size, ImageError> {
+    format_of(path, WEIGHTS_FORMATS).map_err(|e| ImageError::InvalidInput {
+        path: path.to_owned(),
+        reason: e.reason(),
+    })?;
+    let shape = augmenter.shape();
+    let (h, w, k) = (shape.height, shape.width, shape.len());
+    let n = (images.len() / k.max(1)).min(AUGMENTED_SAMPLES);
+    let cols = 1 + AUGMENTED_VARIANTS;
+    let sc = AUGMENTED_SCALE;
+    let (tile_w, tile_h) = ((w + 1) * sc, (h + 1) * sc);
+    let (width, height) = (cols * tile_w - sc, n.max(1) * tile_h - sc);
+    let mut pixels = vec![128u8; width * height];
+    let mut scratch = augmenter.scratch();
+    let mut out = vec![0u8; k];
+    for i in 0..n {
+        let src = &images[i * k..(i + 1) * k];
+        for col in 0..cols {
+            let tile: &[u8] = if col == 0 {
+                src
+            } else {
+                augmenter.apply(
+                    seed,
+                    (col - 1) as u64,
+                    i as u64,
+                    src,
+                    &mut out,
+                    &mut scratch,
+                );
+                &out
+            };
+            for y in 0..h * sc {
+                for x in 0..w * sc {
+                    let v = tile[(y / sc) * w + x / sc];
+                    pixels[(i * tile_h + y) * width + col * tile_w + x] = v;
+                }
+            }
+        }
+    }
+    let image = crate::image::GrayImage {
+        width,
+        height,
+        pixels,
+    };
+    crate::image::write_gray_png(path, &image)?;
+    Ok(Size { width, height })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

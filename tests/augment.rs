@@ -519,7 +519,7 @@ fn parameters_are_validated_with_typed_errors() {
     let bad = [
         (
             Augment::Shift(ShiftParams { max_shift: 65 }),
-            "max-shift",
+            "max_shift",
             "65",
         ),
         (
@@ -574,15 +574,17 @@ fn parameters_are_validated_with_typed_errors() {
     for (augment, name, value) in bad {
         let err = augment.validate().unwrap_err();
         match &err {
-            AugmentError::Parameter {
-                name: n, value: v, ..
-            } => {
-                assert_eq!((*n, v.as_str()), (name, value));
+            AugmentError::Parameter { setting, value: v } => {
+                assert_eq!((setting.key(), v.as_str()), (name, value));
             }
             other => panic!("{other:?}"),
         }
+        // Worded with the library's names, and the value given.
         let msg = err.to_string();
-        assert!(msg.contains(&format!("--{name} {value}")), "{msg}");
+        assert!(
+            msg.starts_with(&format!("{name} must be")) && msg.ends_with(&format!("got {value}")),
+            "{msg}"
+        );
         assert!(Augmenter::new(augment, shape(28, 28)).is_err());
     }
     for augment in all_kinds() {
@@ -598,10 +600,7 @@ fn parameters_are_validated_with_typed_errors() {
         Err(AugmentError::Shape(_))
     ));
     assert!(augment::shape_of(&[784]).is_err());
-    assert_eq!(
-        augment::shape_of(&[28, 28]).unwrap(),
-        shape(28, 28)
-    );
+    assert_eq!(augment::shape_of(&[28, 28]).unwrap(), shape(28, 28));
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use idx_softmax::data::augment::AugmentKind;
 use idx_softmax::kernels::KernelPath;
 use idx_softmax::optim::Schedule;
 use idx_softmax::preprocess::Mode;
@@ -122,6 +123,22 @@ pub struct TrainArgs {
     pub val_split: Option<f32>,
     #[arg(long, help = help("Seed for the weight initialisation, the shuffles and the validation split", Setting::Seed), env = "IDX_SOFTMAX_SEED", allow_negative_numbers = true)]
     pub seed: Option<u64>,
+    #[arg(long, value_name = "KIND", help = help("Deform each training sample on the fly, every epoch: none, shift (integer translation), affine (rotation, scale, shear, translation), elastic (Simard et al. 2003's displacement fields); a function of (seed, epoch, sample), so the bits are the same at any thread count", Setting::Augment), value_parser = parse_augment, env = "IDX_SOFTMAX_AUGMENT")]
+    pub augment: Option<AugmentKind>,
+    #[arg(long, value_name = "PX", help = help("--augment shift: dx and dy each uniform in -PX..=PX", Setting::MaxShift), value_parser = parse_max_shift, env = "IDX_SOFTMAX_MAX_SHIFT", allow_negative_numbers = true)]
+    pub max_shift: Option<i64>,
+    #[arg(long, value_name = "DEG", help = help("--augment affine: rotation uniform in +-DEG", Setting::Rotate), value_parser = parse_rotate, env = "IDX_SOFTMAX_ROTATE", allow_hyphen_values = true)]
+    pub rotate: Option<f32>,
+    #[arg(long, value_name = "F", help = help("--augment affine: scale uniform in 1 +- F", Setting::Scale), value_parser = parse_scale, env = "IDX_SOFTMAX_SCALE", allow_hyphen_values = true)]
+    pub scale: Option<f32>,
+    #[arg(long, value_name = "F", help = help("--augment affine: horizontal shear uniform in +-F", Setting::Shear), value_parser = parse_shear, env = "IDX_SOFTMAX_SHEAR", allow_hyphen_values = true)]
+    pub shear: Option<f32>,
+    #[arg(long, value_name = "PX", help = help("--augment affine: translation uniform in +-PX (sub-pixel)", Setting::Translate), value_parser = parse_translate, env = "IDX_SOFTMAX_TRANSLATE", allow_hyphen_values = true)]
+    pub translate: Option<f32>,
+    #[arg(long, value_name = "PX", help = help("--augment elastic: the Gaussian smoothing's sigma", Setting::Sigma), value_parser = parse_sigma, env = "IDX_SOFTMAX_SIGMA", allow_hyphen_values = true)]
+    pub sigma: Option<f32>,
+    #[arg(long, value_name = "PX", help = help("--augment elastic: the smoothed field's scale alpha", Setting::Alpha), value_parser = parse_alpha, env = "IDX_SOFTMAX_ALPHA", allow_hyphen_values = true)]
+    pub alpha: Option<f32>,
     #[arg(long, value_name = "C[xK]", help = help("Add a conv block, Conv2d(C channels, KxK, stride 1, same padding) -> ReLU -> MaxPool2d(2), before the hidden layers; repeat for more blocks (--conv 6 --conv 16 --hidden 120 --hidden 84 is LeNet-5's shape; K defaults to 5; the variable takes a comma-separated list)", Setting::Conv), value_parser = parse_conv, env = "IDX_SOFTMAX_CONV", value_delimiter = ',')]
     pub conv: Vec<(i64, i64)>,
     #[arg(long, value_name = "N", help = help("Add a hidden layer of N ReLU units; repeat for more layers (--hidden 512 --hidden 256 is 784-512-256-10; the variable takes a comma-separated list)", Setting::Hidden), value_parser = parse_hidden, env = "IDX_SOFTMAX_HIDDEN", value_delimiter = ',', allow_negative_numbers = true)]
@@ -187,6 +204,15 @@ pub struct TrainArgs {
         env = "IDX_SOFTMAX_PLOT"
     )]
     pub plot: Option<PathBuf>,
+    /// Draw a few training samples next to their deformations (epochs 1
+    /// to 5) as a PNG, before training; needs --augment [default: none].
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Outputs",
+        env = "IDX_SOFTMAX_SAVE_AUGMENTED"
+    )]
+    pub save_augmented: Option<PathBuf>,
     /// Class names, one per line, recorded in the --save checkpoint
     /// [default: labels.txt beside the IDX files, if there is one].
     #[arg(long, value_name = "FILE", env = "IDX_SOFTMAX_LABELS")]
@@ -412,6 +438,80 @@ pub fn parse_conv(s: &str) -> Result<(i64, i64), String> {
     };
     spec::check_conv(c, k).map_err(|e| e.rule_text())?;
     Ok((c, k))
+}
+
+/// `--augment`.
+pub fn parse_augment(s: &str) -> Result<AugmentKind, String> {
+    s.parse::<AugmentKind>()
+        .map_err(|e| SpecError::from(e).rule_text())
+}
+
+/// An augmentation parameter, checked by the library's rule for it (the
+/// kind's own check, on that kind's defaults with this value).
+fn augment_param(s: &str, setting: Setting) -> Result<f32, String> {
+    use idx_softmax::data::augment::{Augment, AugmentKind as K};
+    let v: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    let mut a = match setting {
+        Setting::MaxShift => Augment::defaults(K::Shift),
+        Setting::Sigma | Setting::Alpha => Augment::defaults(K::Elastic),
+        _ => Augment::defaults(K::Affine),
+    };
+    match (&mut a, setting) {
+        (Augment::Shift(p), _) => {
+            if v < 0.0 || v.fract() != 0.0 {
+                return Err(format!("{}, got {s}", setting.rule()));
+            }
+            p.max_shift = v as u32
+        }
+        (Augment::Affine(p), Setting::Rotate) => p.rotate_deg = v,
+        (Augment::Affine(p), Setting::Scale) => p.scale = v,
+        (Augment::Affine(p), Setting::Shear) => p.shear = v,
+        (Augment::Affine(p), _) => p.translate = v,
+        (Augment::Elastic(p), Setting::Sigma) => p.sigma = v,
+        (Augment::Elastic(p), _) => p.alpha = v,
+        (Augment::None, _) => {}
+    }
+    a.validate()
+        .map_err(|e| format!("{}, got {s}", SpecError::from(e).setting().rule()))?;
+    Ok(v)
+}
+
+/// `--max-shift`.
+pub fn parse_max_shift(s: &str) -> Result<i64, String> {
+    augment_param(s, Setting::MaxShift).map(|v| v as i64)
+}
+
+/// `--rotate`.
+pub fn parse_rotate(s: &str) -> Result<f32, String> {
+    augment_param(s, Setting::Rotate)
+}
+
+/// `--scale`.
+pub fn parse_scale(s: &str) -> Result<f32, String> {
+    augment_param(s, Setting::Scale)
+}
+
+/// `--shear`.
+pub fn parse_shear(s: &str) -> Result<f32, String> {
+    augment_param(s, Setting::Shear)
+}
+
+/// `--translate`.
+pub fn parse_translate(s: &str) -> Result<f32, String> {
+    augment_param(s, Setting::Translate)
+}
+
+/// `--sigma`.
+pub fn parse_sigma(s: &str) -> Result<f32, String> {
+    augment_param(s, Setting::Sigma)
+}
+
+/// `--alpha`.
+pub fn parse_alpha(s: &str) -> Result<f32, String> {
+    augment_param(s, Setting::Alpha)
 }
 
 /// `--classes`.

@@ -40,6 +40,14 @@ fn spec(args: &TrainArgs) -> RunSpec {
         schedule: args.schedule,
         val_split: args.val_split,
         seed: args.seed,
+        augment: args.augment,
+        max_shift: args.max_shift,
+        rotate: args.rotate,
+        scale: args.scale,
+        shear: args.shear,
+        translate: args.translate,
+        sigma: args.sigma,
+        alpha: args.alpha,
         conv: (!args.conv.is_empty()).then(|| args.conv.clone()),
         hidden: (!args.hidden.is_empty()).then(|| args.hidden.clone()),
         classes: args.classes,
@@ -56,6 +64,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ("--metrics-json", args.metrics_json.as_ref()),
         ("--weights-png", args.weights_png.as_ref()),
         ("--plot", args.plot.as_ref()),
+        ("--save-augmented", args.save_augmented.as_ref()),
     ];
     check_outputs(
         &outputs,
@@ -70,6 +79,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         (
             "--weights-png",
             args.weights_png.as_ref(),
+            plot::WEIGHTS_FORMATS,
+        ),
+        (
+            "--save-augmented",
+            args.save_augmented.as_ref(),
             plot::WEIGHTS_FORMATS,
         ),
     ])?;
@@ -104,6 +118,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         metrics_json: args.metrics_json.clone(),
         curves: args.plot.clone(),
         weights_png: args.weights_png.clone(),
+        augmented: args.save_augmented.clone(),
     };
     if args.weights_png.is_some() {
         two_d(data.train.images.sample_shape(), data.train.images.path())?;

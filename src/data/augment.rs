@@ -121,9 +121,10 @@ use std::str::FromStr;
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::kernels::KernelPath;
-use crate::data::ImageShape;
 use crate::data::pixels::U8_SCALE;
+use crate::data::ImageShape;
+use crate::kernels::KernelPath;
+use crate::setting::Setting;
 
 /// Default `--max-shift` (px).
 pub const DEFAULT_MAX_SHIFT: u32 = 2;
@@ -292,15 +293,13 @@ impl Augment {
 
     /// Checks every parameter: finite and inside its documented range.
     pub fn validate(&self) -> Result<(), AugmentError> {
-        fn check(name: &'static str, v: f32, (lo, hi): (f32, f32)) -> Result<(), AugmentError> {
+        fn check(setting: Setting, v: f32, (lo, hi): (f32, f32)) -> Result<(), AugmentError> {
             if v.is_finite() && (lo..=hi).contains(&v) {
                 Ok(())
             } else {
                 Err(AugmentError::Parameter {
-                    name,
+                    setting,
                     value: v.to_string(),
-                    lo: lo.to_string(),
-                    hi: hi.to_string(),
                 })
             }
         }
@@ -312,24 +311,71 @@ impl Augment {
                     Ok(())
                 } else {
                     Err(AugmentError::Parameter {
-                        name: "max-shift",
+                        setting: Setting::MaxShift,
                         value: p.max_shift.to_string(),
-                        lo: lo.to_string(),
-                        hi: hi.to_string(),
                     })
                 }
             }
             Self::Affine(p) => {
-                check("rotate", p.rotate_deg, ROTATE_RANGE)?;
-                check("scale", p.scale, SCALE_RANGE)?;
-                check("shear", p.shear, SHEAR_RANGE)?;
-                check("translate", p.translate, TRANSLATE_RANGE)
+                check(Setting::Rotate, p.rotate_deg, ROTATE_RANGE)?;
+                check(Setting::Scale, p.scale, SCALE_RANGE)?;
+                check(Setting::Shear, p.shear, SHEAR_RANGE)?;
+                check(Setting::Translate, p.translate, TRANSLATE_RANGE)
             }
             Self::Elastic(p) => {
-                check("sigma", p.sigma, SIGMA_RANGE)?;
-                check("alpha", p.alpha, ALPHA_RANGE)
+                check(Setting::Sigma, p.sigma, SIGMA_RANGE)?;
+                check(Setting::Alpha, p.alpha, ALPHA_RANGE)
             }
         }
+    }
+
+    /// The parameters as a checkpoint records them: `none`, `shift:2`,
+    /// `affine:15,0.15,0.15,2` (rotate, scale, shear, translate),
+    /// `elastic:4,34` (sigma, alpha).
+    pub fn record(&self) -> String {
+        match self {
+            Self::None => "none".into(),
+            Self::Shift(p) => format!("shift:{}", p.max_shift),
+            Self::Affine(p) => format!(
+                "affine:{},{},{},{}",
+                p.rotate_deg, p.scale, p.shear, p.translate
+            ),
+            Self::Elastic(p) => format!("elastic:{},{}", p.sigma, p.alpha),
+        }
+    }
+
+    /// The inverse of [`Self::record`] (checked).
+    pub fn from_record(s: &str) -> Option<Self> {
+        let (kind, params) = s.split_once(':').unwrap_or((s, ""));
+        let nums: Vec<f32> = if params.is_empty() {
+            Vec::new()
+        } else {
+            params
+                .split(',')
+                .map(|v| v.parse().ok())
+                .collect::<Option<_>>()?
+        };
+        let a = match (kind.parse::<AugmentKind>().ok()?, nums.as_slice()) {
+            (AugmentKind::None, []) => Self::None,
+            (AugmentKind::Shift, &[m]) if m >= 0.0 && m.fract() == 0.0 => {
+                Self::Shift(ShiftParams {
+                    max_shift: m as u32,
+                })
+            }
+            (AugmentKind::Affine, &[rotate_deg, scale, shear, translate]) => {
+                Self::Affine(AffineParams {
+                    rotate_deg,
+                    scale,
+                    shear,
+                    translate,
+                })
+            }
+            (AugmentKind::Elastic, &[sigma, alpha]) => {
+                Self::Elastic(ElasticParams { sigma, alpha })
+            }
+            _ => return None,
+        };
+        a.validate().ok().map(|_| a)
     }
 }
 
@@ -349,22 +395,37 @@ impl fmt::Display for Augment {
 }
 
 /// Why an augmentation was refused.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AugmentError {
-    #[error("unknown augmentation '{0}' (expected none, shift, affine or elastic)")]
+    /// Not `none`, `shift`, `affine` or `elastic`.
     UnknownKind(String),
-    /// A parameter outside its range (or not finite). `name` is the flag
-    /// without its dashes.
-    #[error("augmentation parameter --{name} {value}: expected a finite value in [{lo}, {hi}]")]
-    Parameter {
-        name: &'static str,
-        value: String,
-        lo: String,
-        hi: String,
-    },
-    #[error("augmentation needs a sample shape H×W or C×H×W with every size ≥ 1, got {0:?}")]
+    /// A parameter outside its range (or not finite), as given.
+    Parameter { setting: Setting, value: String },
+    /// Not a sample shape H × W or C × H × W.
     Shape(Vec<usize>),
 }
+
+impl AugmentError {
+    /// The message, one line, naming the setting by `name`.
+    pub fn message(&self, name: crate::setting::Naming<'_>) -> String {
+        match self {
+            Self::UnknownKind(k) => format!(
+                "{} {}, got '{k}'",
+                name(Setting::Augment),
+                Setting::Augment.rule()
+            ),
+            Self::Parameter { setting, value } => {
+                format!("{} {}, got {value}", name(*setting), setting.rule())
+            }
+            Self::Shape(s) => format!(
+                "{} deforms images: samples of shape H x W or C x H x W with every size in 1..={MAX_SIDE}, not {s:?}",
+                name(Setting::Augment)
+            ),
+        }
+    }
+}
+
+crate::setting::worded_error!(AugmentError);
 
 /// Largest side an augmentation accepts (keeps every index in u32/i32 and
 /// every coordinate exact in f32).

@@ -70,8 +70,9 @@ pub struct LayerStep<'s> {
     ctx: &'s EpochCtx<'s>,
     net: &'s Network,
     path: KernelPath,
-    /// The u8 rows, when the first (linear) layer runs fused.
-    fused: Option<&'s [u8]>,
+    /// Whether the first (linear) layer reads the u8 rows with the fused
+    /// kernels.
+    fused: bool,
     /// Floats per sample of `A_0 … A_L`.
     lens: Vec<usize>,
     /// The buffer capacity in rows.
@@ -99,11 +100,7 @@ impl<'s> LayerStep<'s> {
         path: KernelPath,
         bufs: &'s mut LayerBuffers,
     ) -> Self {
-        let fused = if net.fused_first_layer(path) {
-            ctx.samples.as_u8()
-        } else {
-            None
-        };
+        let fused = net.fused_first_layer(path) && ctx.samples.as_u8().is_some();
         let lens = act_lens(net);
         let rows_cap = ctx.batch_size.min(ctx.order.len());
         let mut offsets = Vec::with_capacity(lens.len());
@@ -164,15 +161,18 @@ impl<'s> LayerStep<'s> {
         // this phase.
         let params = unsafe { self.ctx.params.get(0..self.ctx.params.len()) };
 
-        let rows = &batch[r.clone()];
+        let rows = &self.ctx.pixel_rows(step)[r.clone()];
         let k = self.net.features();
+        // SAFETY: rows phase: no chunk writes the (augmented) rows.
+        let images = unsafe { self.ctx.pixels() };
         // A_0: the rows as f32, unless the first layer reads them as u8.
-        if self.fused.is_none() {
+        if !self.fused {
             // SAFETY: rows phase: rows `r` of every layer's activations,
             // gradients and losses belong to this chunk alone.
             let x = unsafe { self.acts.get_mut(self.span(0, r.clone())) };
-            for (row, &i) in x.chunks_exact_mut(k).zip(rows) {
-                self.ctx.samples.row_into_f32(i as usize, row);
+            for (row, pos) in x.chunks_exact_mut(k).zip(r.clone()) {
+                // SAFETY: as for `images`.
+                unsafe { self.ctx.row_into_f32(step, pos, row) };
             }
         }
         // Forward.
@@ -184,7 +184,7 @@ impl<'s> LayerStep<'s> {
                     self.acts.get_mut(self.span(l + 1, r.clone())),
                 )
             };
-            match (self.fused, layer) {
+            match (self.fused.then_some(images).flatten(), layer) {
                 (Some(images), Layer::Linear(lin)) if l == 0 => {
                     let (w, b) = lin.tensors(params, store);
                     let scale = self.ctx.samples.scale();
@@ -205,7 +205,7 @@ impl<'s> LayerStep<'s> {
                 self.losses.get_mut(r.clone()),
             )
         };
-        let label = |i: usize| self.ctx.samples.label(rows[i] as usize) as usize;
+        let label = |i: usize| self.ctx.label(step, r.start + i) as usize;
         // The portable exponential: the same bits on every CPU.
         softmax_ce::block(KernelPath::Portable, logits, c, label, inv_b, g, losses);
         // Backward through the layers' inputs: G_{l−1} from G_l (layer l is
@@ -262,7 +262,9 @@ impl<'s> LayerStep<'s> {
             // (see above); nothing reads the parameters (or momentum).
             unsafe { self.ctx.update(lr, range, grad, scale) };
         };
-        match (self.fused, layer) {
+        // SAFETY: weights phase: no chunk writes the (augmented) rows.
+        let images = unsafe { self.ctx.pixels() };
+        match (self.fused.then_some(images).flatten(), layer) {
             (Some(images), Layer::Linear(lin)) if l == 0 => {
                 // The fused kernel sums raw u8 pixels: their scale comes in
                 // the update.
@@ -270,7 +272,7 @@ impl<'s> LayerStep<'s> {
                     ..((j + 1) * crate::nn::layers::LINEAR_COLS).min(lin.inputs);
                 let width = cols.len();
                 let k = self.net.features();
-                let batch = self.ctx.batch(step);
+                let batch = self.ctx.pixel_rows(step);
                 let dw = &mut s.grad[..lin.outputs * width];
                 fused::weight_grad(
                     self.path,

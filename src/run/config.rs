@@ -3,6 +3,7 @@
 //! they leave a setting out of their [`super::RunSpec`] and
 //! [`super::RunSpec::resolve`] fills it in from here.
 
+use crate::data::augment::Augment;
 use crate::data::Samples;
 use crate::kernels::KernelPath;
 use crate::nn::{Architecture, ConvBlock, ImageShape};
@@ -45,6 +46,9 @@ pub struct TrainConfig {
     pub conv: Vec<ConvBlock>,
     /// Hidden-layer widths; empty for softmax regression.
     pub hidden: Vec<usize>,
+    /// How each training sample is deformed, every epoch
+    /// ([`crate::data::augment`]).
+    pub augment: Augment,
     /// Size of the thread pool; the step runs `min(threads, CPUs)` workers
     /// (see [`TrainConfig::workers`]). The bits are the same either way.
     pub threads: usize,
@@ -69,6 +73,7 @@ impl Default for TrainConfig {
             val_split: 0.0,
             conv: Vec::new(),
             hidden: Vec::new(),
+            augment: Augment::None,
             threads: available_cpus(),
             kernel: None,
             oversubscribe: false,
@@ -98,6 +103,7 @@ impl TrainConfig {
         for b in &self.conv {
             spec::check_conv(b.channels as i64, b.kernel as i64)?;
         }
+        self.augment.validate().map_err(SpecError::from)?;
         if let Some(k) = self.kernel {
             if !k.is_available() {
                 return Err(SpecError::KernelUnavailable { kernel: k });
@@ -155,6 +161,7 @@ impl TrainConfig {
             "seed": self.seed,
             "conv": self.conv.iter().map(|b| [b.channels, b.kernel]).collect::<Vec<_>>(),
             "hidden": self.hidden,
+            "augment": self.augment.record(),
         })
     }
 }

@@ -110,6 +110,9 @@ pub struct Outputs {
     pub metrics_json: Option<PathBuf>,
     pub curves: Option<PathBuf>,
     pub weights_png: Option<PathBuf>,
+    /// A picture of a few training samples next to their deformations,
+    /// written before training.
+    pub augmented: Option<PathBuf>,
 }
 
 /// Something a run reports without stopping.
@@ -281,6 +284,16 @@ impl<'a> Run<'a> {
             }
             None => (Trainer::new(train, test, config.clone())?, None),
         };
+        if let Some(path) = &outputs.augmented {
+            let (Some(augmenter), Some(images)) = (trainer.augmenter(), train.as_u8()) else {
+                return Err(output_error(
+                    path,
+                    "there is no augmentation to show (the run has none)",
+                ));
+            };
+            plot::augmented_png(path, images, augmenter, config.seed)
+                .map_err(|e| output_error(path, e))?;
+        }
         let start_epoch = trainer.epochs_done();
         let meta = RunMeta {
             config: TrainConfig {
@@ -582,6 +595,9 @@ impl<'a> Run<'a> {
         }
         if let (Some(p), Some(_)) = (&self.outputs.weights_png, self.picture) {
             out["weights_png"] = json!(p.display().to_string());
+        }
+        if let Some(p) = &self.outputs.augmented {
+            out["augmented_png"] = json!(p.display().to_string());
         }
         if let Some(r) = &self.resumed_from {
             out["resumed_from"] = json!(r);

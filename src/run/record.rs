@@ -10,7 +10,7 @@
 //!
 //! | key | example | |
 //! |-----|---------|-|
-//! | `seed`, `batch_size`, `lr`, `momentum`, `nesterov`, `weight_decay`, `schedule`, `val_split`, `conv`, `hidden`, `kernel` | `42`, `100`, `0.1`, `0.9`, `false`, `0`, `cosine`, `0`, `6x5,16x5` or empty, `256` or empty, `avx512` | the run's settings |
+//! | `seed`, `batch_size`, `lr`, `momentum`, `nesterov`, `weight_decay`, `schedule`, `val_split`, `conv`, `hidden`, `augment`, `kernel` | `42`, `100`, `0.1`, `0.9`, `false`, `0`, `cosine`, `0`, `6x5,16x5` or empty, `256` or empty, `elastic:4,34`, `avx512` | the run's settings |
 //! | `epochs` | `10` | the run's planned total |
 //! | `epochs_done` | `4` | epochs trained into these weights |
 //! | `classes`, `features`, `sample_shape`, `dataset_shape`, `train_samples`, `test_samples`, `data_dir` | `10`, `784`, `28x28`, `60000x28x28`, … | the data |
@@ -146,6 +146,7 @@ impl RunMeta {
         put("val_split", cfg.val_split.to_string());
         put("hidden", hidden_string(&cfg.hidden));
         put("conv", crate::nn::arch::conv_string(&cfg.conv));
+        put("augment", cfg.augment.record());
         put(
             "kernel",
             cfg.kernel.map_or_else(String::new, |k| k.name().to_owned()),
@@ -244,6 +245,13 @@ impl RunMeta {
                 "metadata \"conv\" is {conv_s:?}, which is not a list of conv blocks like 6x5,16x5"
             ))
         })?;
+        // Files from before augmentation have no "augment": none.
+        let augment_s = md.get("augment").map(String::as_str).unwrap_or("none");
+        let augment = crate::data::augment::Augment::from_record(augment_s).ok_or_else(|| {
+            bad(format!(
+                "metadata \"augment\" is {augment_s:?}, which is not an augmentation like elastic:4,34"
+            ))
+        })?;
         let kernel_s = get("kernel")?;
         let kernel: KernelPath = kernel_s
             .parse()
@@ -261,6 +269,7 @@ impl RunMeta {
             val_split: float("val_split")?,
             conv,
             hidden,
+            augment,
             kernel: Some(kernel),
             ..TrainConfig::default()
         };
