@@ -44,6 +44,11 @@ _RUN_PARAMS = {
     **{name: _D[name] for name in (
         "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
         "schedule", "val_split", "seed", "threads")},
+    # The augmentation and its parameters; None takes the library's
+    # default for the kind.
+    "augment": _D["augment"],
+    **{name: None for name in (
+        "max_shift", "rotate", "scale", "shear", "translate", "sigma", "alpha")},
     "pixel_scale": "auto",
     "verbose": 0,
     "warm_start": False,
@@ -185,7 +190,20 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
             threads=threads,
             hidden=[_int("hidden_layer_sizes", h) for h in self._hidden()],
             conv=self._conv(),
+            **self._augment_params(),
         )
+
+    def _augment_params(self):
+        if not isinstance(self.augment, str):
+            raise TypeError(f"augment must be a string, got {self.augment!r}")
+        params = {"augment": self.augment}
+        if self.max_shift is not None:
+            params["max_shift"] = _int("max_shift", self.max_shift)
+        for name in ("rotate", "scale", "shear", "translate", "sigma", "alpha"):
+            value = getattr(self, name)
+            if value is not None:
+                params[name] = _float(name, value)
+        return params
 
     # -- input --------------------------------------------------------
 

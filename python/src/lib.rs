@@ -629,7 +629,9 @@ fn thread_count(threads: Option<i64>) -> PyResult<usize> {
 #[pyfunction]
 #[pyo3(signature = (x, y, classes, *, epochs, batch_size, lr, momentum, nesterov,
     weight_decay, schedule, val_split, seed, threads, hidden, conv=Vec::new(),
-    sample_shape=None, data_dir=None, init=None, run_epochs=None, on_epoch=None))]
+    augment=None, max_shift=None, rotate=None, scale=None, shear=None, translate=None,
+    sigma=None, alpha=None, sample_shape=None, data_dir=None, init=None, run_epochs=None,
+    on_epoch=None))]
 #[allow(clippy::too_many_arguments)]
 fn fit(
     py: Python<'_>,
@@ -648,6 +650,14 @@ fn fit(
     threads: Option<i64>,
     hidden: Vec<i64>,
     conv: Vec<(i64, i64)>,
+    augment: Option<&str>,
+    max_shift: Option<i64>,
+    rotate: Option<f32>,
+    scale: Option<f32>,
+    shear: Option<f32>,
+    translate: Option<f32>,
+    sigma: Option<f32>,
+    alpha: Option<f32>,
     sample_shape: Option<Vec<usize>>,
     data_dir: Option<String>,
     init: Option<PyRef<'_, Model>>,
@@ -678,6 +688,19 @@ fn fit(
         schedule: Some(spec::parse_schedule(schedule).map_err(|e| value_error(&e))?),
         val_split: Some(narrow(Setting::ValSplit, val_split, spec::check_val_split)?),
         seed: Some(seed),
+        augment: augment
+            .map(|a| {
+                a.parse::<idx_softmax::data::augment::AugmentKind>()
+                    .map_err(|e| value_error(&SpecError::from(e)))
+            })
+            .transpose()?,
+        max_shift,
+        rotate,
+        scale,
+        shear,
+        translate,
+        sigma,
+        alpha,
         conv: Some(conv),
         hidden: Some(hidden),
         classes: None,

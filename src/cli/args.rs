@@ -44,11 +44,49 @@ pub enum Cmd {
     /// Classify images (PNG, JPEG, BMP, PNM, TIFF, WebP; files, directories
     /// or standard input) or test-set samples with a saved model.
     Predict(PredictArgs),
+    /// Write an augmented copy of a dataset: the training set followed by
+    /// --copies deformed copies of it (copy c is what epoch c of a run
+    /// with --augment and the same --seed trains on), the test set
+    /// unchanged, as raw IDX files in --out.
+    Augment(AugmentCmdArgs),
     /// Export a saved model as ONNX (opset 13): input `input` [batch,
     /// features] (pixels scaled as in training), outputs `probabilities`
     /// and `logits` [batch, classes]; the class names and the run's record
     /// in the metadata.
     Export(ExportArgs),
+}
+
+/// `augment`.
+#[derive(Args, Debug, Clone)]
+pub struct AugmentCmdArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Deformed copies of the training set to write after it (134 makes a
+    /// set the size of MNIST8M: 8.1M samples, 6.35 GB).
+    #[arg(long, value_name = "N", value_parser = parse_copies, env = "IDX_SOFTMAX_COPIES", allow_negative_numbers = true)]
+    pub copies: usize,
+    /// The directory to write (created if missing; the four raw IDX files,
+    /// and labels.txt when the data has one).
+    #[arg(long, value_name = "DIR", env = "IDX_SOFTMAX_OUT")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub aug: AugmentArgs,
+    #[arg(long, help = help("Seed of the deformations", Setting::Seed), env = "IDX_SOFTMAX_SEED", allow_negative_numbers = true)]
+    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// Print one JSON object on stdout instead of a line [default: off].
+    #[arg(long, env = "IDX_SOFTMAX_JSON")]
+    pub json: bool,
+}
+
+/// `--copies`: a whole number >= 1.
+pub fn parse_copies(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n >= 1 => Ok(n as usize),
+        Ok(n) => Err(format!("must be >= 1, got {n}")),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
 }
 
 /// `export`.
@@ -102,6 +140,27 @@ impl ComputeArgs {
     }
 }
 
+/// How training samples are deformed (`train` and `augment`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct AugmentArgs {
+    #[arg(long, value_name = "KIND", help = help("Deform each training sample on the fly, every epoch: none, shift (integer translation), affine (rotation, scale, shear, translation), elastic (Simard et al. 2003's displacement fields); a function of (seed, epoch, sample), so the bits are the same at any thread count", Setting::Augment), value_parser = parse_augment, env = "IDX_SOFTMAX_AUGMENT")]
+    pub augment: Option<AugmentKind>,
+    #[arg(long, value_name = "PX", help = help("--augment shift: dx and dy each uniform in -PX..=PX", Setting::MaxShift), value_parser = parse_max_shift, env = "IDX_SOFTMAX_MAX_SHIFT", allow_negative_numbers = true)]
+    pub max_shift: Option<i64>,
+    #[arg(long, value_name = "DEG", help = help("--augment affine: rotation uniform in +-DEG", Setting::Rotate), value_parser = parse_rotate, env = "IDX_SOFTMAX_ROTATE", allow_hyphen_values = true)]
+    pub rotate: Option<f32>,
+    #[arg(long, value_name = "F", help = help("--augment affine: scale uniform in 1 +- F", Setting::Scale), value_parser = parse_scale, env = "IDX_SOFTMAX_SCALE", allow_hyphen_values = true)]
+    pub scale: Option<f32>,
+    #[arg(long, value_name = "F", help = help("--augment affine: horizontal shear uniform in +-F", Setting::Shear), value_parser = parse_shear, env = "IDX_SOFTMAX_SHEAR", allow_hyphen_values = true)]
+    pub shear: Option<f32>,
+    #[arg(long, value_name = "PX", help = help("--augment affine: translation uniform in +-PX (sub-pixel)", Setting::Translate), value_parser = parse_translate, env = "IDX_SOFTMAX_TRANSLATE", allow_hyphen_values = true)]
+    pub translate: Option<f32>,
+    #[arg(long, value_name = "PX", help = help("--augment elastic: the Gaussian smoothing's sigma", Setting::Sigma), value_parser = parse_sigma, env = "IDX_SOFTMAX_SIGMA", allow_hyphen_values = true)]
+    pub sigma: Option<f32>,
+    #[arg(long, value_name = "PX", help = help("--augment elastic: the smoothed field's scale alpha", Setting::Alpha), value_parser = parse_alpha, env = "IDX_SOFTMAX_ALPHA", allow_hyphen_values = true)]
+    pub alpha: Option<f32>,
+}
+
 /// `train` (and the top level).
 #[derive(Args, Debug, Clone, Default)]
 pub struct TrainArgs {
@@ -123,22 +182,8 @@ pub struct TrainArgs {
     pub val_split: Option<f32>,
     #[arg(long, help = help("Seed for the weight initialisation, the shuffles and the validation split", Setting::Seed), env = "IDX_SOFTMAX_SEED", allow_negative_numbers = true)]
     pub seed: Option<u64>,
-    #[arg(long, value_name = "KIND", help = help("Deform each training sample on the fly, every epoch: none, shift (integer translation), affine (rotation, scale, shear, translation), elastic (Simard et al. 2003's displacement fields); a function of (seed, epoch, sample), so the bits are the same at any thread count", Setting::Augment), value_parser = parse_augment, env = "IDX_SOFTMAX_AUGMENT")]
-    pub augment: Option<AugmentKind>,
-    #[arg(long, value_name = "PX", help = help("--augment shift: dx and dy each uniform in -PX..=PX", Setting::MaxShift), value_parser = parse_max_shift, env = "IDX_SOFTMAX_MAX_SHIFT", allow_negative_numbers = true)]
-    pub max_shift: Option<i64>,
-    #[arg(long, value_name = "DEG", help = help("--augment affine: rotation uniform in +-DEG", Setting::Rotate), value_parser = parse_rotate, env = "IDX_SOFTMAX_ROTATE", allow_hyphen_values = true)]
-    pub rotate: Option<f32>,
-    #[arg(long, value_name = "F", help = help("--augment affine: scale uniform in 1 +- F", Setting::Scale), value_parser = parse_scale, env = "IDX_SOFTMAX_SCALE", allow_hyphen_values = true)]
-    pub scale: Option<f32>,
-    #[arg(long, value_name = "F", help = help("--augment affine: horizontal shear uniform in +-F", Setting::Shear), value_parser = parse_shear, env = "IDX_SOFTMAX_SHEAR", allow_hyphen_values = true)]
-    pub shear: Option<f32>,
-    #[arg(long, value_name = "PX", help = help("--augment affine: translation uniform in +-PX (sub-pixel)", Setting::Translate), value_parser = parse_translate, env = "IDX_SOFTMAX_TRANSLATE", allow_hyphen_values = true)]
-    pub translate: Option<f32>,
-    #[arg(long, value_name = "PX", help = help("--augment elastic: the Gaussian smoothing's sigma", Setting::Sigma), value_parser = parse_sigma, env = "IDX_SOFTMAX_SIGMA", allow_hyphen_values = true)]
-    pub sigma: Option<f32>,
-    #[arg(long, value_name = "PX", help = help("--augment elastic: the smoothed field's scale alpha", Setting::Alpha), value_parser = parse_alpha, env = "IDX_SOFTMAX_ALPHA", allow_hyphen_values = true)]
-    pub alpha: Option<f32>,
+    #[command(flatten)]
+    pub aug: AugmentArgs,
     #[arg(long, value_name = "C[xK]", help = help("Add a conv block, Conv2d(C channels, KxK, stride 1, same padding) -> ReLU -> MaxPool2d(2), before the hidden layers; repeat for more blocks (--conv 6 --conv 16 --hidden 120 --hidden 84 is LeNet-5's shape; K defaults to 5; the variable takes a comma-separated list)", Setting::Conv), value_parser = parse_conv, env = "IDX_SOFTMAX_CONV", value_delimiter = ',')]
     pub conv: Vec<(i64, i64)>,
     #[arg(long, value_name = "N", help = help("Add a hidden layer of N ReLU units; repeat for more layers (--hidden 512 --hidden 256 is 784-512-256-10; the variable takes a comma-separated list)", Setting::Hidden), value_parser = parse_hidden, env = "IDX_SOFTMAX_HIDDEN", value_delimiter = ',', allow_negative_numbers = true)]

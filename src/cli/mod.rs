@@ -9,12 +9,13 @@
 //!   is unset);
 //! * [`names`]: the flags' names for the library's settings, and the
 //!   wording of library errors with them;
-//! * [`train_cmd`], [`eval_cmd`], [`predict_cmd`], [`export_cmd`]: the
-//!   subcommands;
+//! * [`train_cmd`], [`eval_cmd`], [`predict_cmd`], [`augment_cmd`],
+//!   [`export_cmd`]: the subcommands;
 //! * [`report`]: what they print;
 //! * [`common`]: data loading, output checks and small helpers they share.
 
 pub mod args;
+pub mod augment_cmd;
 pub mod common;
 pub mod eval_cmd;
 pub mod export_cmd;
@@ -49,6 +50,7 @@ pub fn main() -> ExitCode {
         Cmd::Train(_) => "train",
         Cmd::Eval(_) => "eval",
         Cmd::Predict(_) => "predict",
+        Cmd::Augment(_) => "augment",
         Cmd::Export(_) => "export",
     });
     // The variables the library reads itself, by the same rule.
@@ -61,6 +63,7 @@ pub fn main() -> ExitCode {
         Some(Cmd::Train(a)) => train_cmd::run(a),
         Some(Cmd::Eval(a)) => eval_cmd::run(a),
         Some(Cmd::Predict(a)) => predict_cmd::run(a),
+        Some(Cmd::Augment(a)) => augment_cmd::run(a),
         Some(Cmd::Export(a)) => export_cmd::run(a),
     };
     match result {

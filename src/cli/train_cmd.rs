@@ -29,7 +29,7 @@ use super::names::flag;
 use super::report::{epoch_line, picture_line, Progress};
 
 /// The run the flags ask for: each flag given, or left out.
-fn spec(args: &TrainArgs) -> RunSpec {
+pub fn spec(args: &TrainArgs) -> RunSpec {
     RunSpec {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -40,14 +40,14 @@ fn spec(args: &TrainArgs) -> RunSpec {
         schedule: args.schedule,
         val_split: args.val_split,
         seed: args.seed,
-        augment: args.augment,
-        max_shift: args.max_shift,
-        rotate: args.rotate,
-        scale: args.scale,
-        shear: args.shear,
-        translate: args.translate,
-        sigma: args.sigma,
-        alpha: args.alpha,
+        augment: args.aug.augment,
+        max_shift: args.aug.max_shift,
+        rotate: args.aug.rotate,
+        scale: args.aug.scale,
+        shear: args.aug.shear,
+        translate: args.aug.translate,
+        sigma: args.aug.sigma,
+        alpha: args.aug.alpha,
         conv: (!args.conv.is_empty()).then(|| args.conv.clone()),
         hidden: (!args.hidden.is_empty()).then(|| args.hidden.clone()),
         classes: args.classes,

@@ -165,6 +165,10 @@ pub const SIGMA_RANGE: (f32, f32) = (0.25, 64.0);
 /// `--alpha`: pixels (the field's scale; 0 is the identity).
 pub const ALPHA_RANGE: (f32, f32) = (0.0, 1000.0);
 
+/// The kind `idx-softmax augment` writes when none is given: Simard et
+/// al.'s elastic deformations, as MNIST8M (InfiMNIST) has them.
+pub const DATASET_KIND: AugmentKind = AugmentKind::Elastic;
+
 /// The kind of augmentation, as `--augment` names it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AugmentKind {

@@ -94,6 +94,11 @@ impl Images {
         &self.file.path
     }
 
+    /// The mapped file.
+    pub fn file(&self) -> &IdxFile {
+        &self.file
+    }
+
     /// All pixels as u8, row-major `len × features`, when the file is u8.
     /// This is the zero-copy view the fused kernels read.
     pub fn as_u8(&self) -> Option<&[u8]> {

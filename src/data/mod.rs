@@ -53,12 +53,14 @@
 //!   [`Split`]);
 //! * [`augment`]: deformations of one sample (shift, affine, elastic), a
 //!   function of (seed, epoch, index);
+//! * [`expand`]: an augmented copy of a dataset written to disk;
 //! * [`samples`]: the engine's only input, borrowed u8 or f32 rows plus
 //!   labels and the sample shape ([`Samples`]), built over a mapping or
 //!   over NumPy arrays; [`pixels`]: the u8 scaling.
 
 pub mod augment;
 pub mod dataset;
+pub mod expand;
 pub mod gz_cache;
 pub mod idx;
 pub mod locate;
