@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use idx_softmax::data::augment::AugmentKind;
+use idx_softmax::data::augment::{AugmentKind, DATASET_KIND};
 use idx_softmax::kernels::KernelPath;
 use idx_softmax::optim::Schedule;
 use idx_softmax::preprocess::Mode;
@@ -56,8 +56,9 @@ pub enum Cmd {
     Export(ExportArgs),
 }
 
-/// `augment`.
+/// `augment`. Its --augment defaults to [`DATASET_KIND`], not to none.
 #[derive(Args, Debug, Clone)]
+#[command(mut_arg("augment", |a| a.help(augment_cmd_kind_help())))]
 pub struct AugmentCmdArgs {
     #[command(flatten)]
     pub data: DataArgs,
@@ -78,6 +79,14 @@ pub struct AugmentCmdArgs {
     /// Print one JSON object on stdout instead of a line [default: off].
     #[arg(long, env = "IDX_SOFTMAX_JSON")]
     pub json: bool,
+}
+
+/// The help of `augment --augment`: the kind of the copies.
+fn augment_cmd_kind_help() -> String {
+    format!(
+        "The deformation of the copies; {} [default: {DATASET_KIND}]",
+        Setting::Augment.rule()
+    )
 }
 
 /// `--copies`: a whole number >= 1.

@@ -16,6 +16,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use idx_softmax::data::augment::Augment;
 use idx_softmax::data::{Dataset, LoadOptions};
 use idx_softmax::model::SavedModel;
 use idx_softmax::optim::Schedule;
@@ -241,6 +242,9 @@ fn print_header(loaded: &Loaded<Dataset>, run: &Run<'_>) {
     }
     if sgd.schedule != Schedule::Constant {
         line += &format!(", schedule {}", sgd.schedule);
+    }
+    if cfg.augment != Augment::None {
+        line += &format!(", augment {}", cfg.augment);
     }
     if cfg.val_split > 0.0 {
         line += &format!(
