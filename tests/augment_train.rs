@@ -170,6 +170,24 @@ fn the_flags_and_their_rules() {
     // 8 samples (of 8×8) by the original and 5 deformations, 4× with gaps.
     let img = idx_softmax::image::decode_file(&pic).unwrap();
     assert_eq!((img.width, img.height), (6 * 36 - 4, 8 * 36 - 4));
+    // The human report names the augmentation and the picture.
+    let o = bin(&[
+        "--data-dir",
+        d,
+        "--augment",
+        "shift",
+        "--max-shift",
+        "1",
+        "--save-augmented",
+        pic.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(", augment shift(max_shift=1), "), "{text}");
+    assert!(
+        text.contains(&format!("picture  {} (212x284 pixels)", pic.display())),
+        "{text}"
+    );
     for (args, code, want) in [
         (
             vec!["--augment", "affine", "--sigma", "3"],

@@ -143,6 +143,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if let Some(from) = run.resumed_from() {
             println!("resuming {from} after epoch {}", run.start_epoch());
         }
+        if let (Some(path), Some(size)) = (&args.save_augmented, run.augmented_picture()) {
+            println!("{}", picture_line(path, size));
+        }
     }
     let bar = Progress::new(
         (cfg.epochs - run.start_epoch()) as u64 * run.train_samples() as u64,

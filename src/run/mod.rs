@@ -240,6 +240,8 @@ pub struct Run<'a> {
     warnings: Vec<RunWarning>,
     results: Option<Results>,
     picture: Option<Size>,
+    /// The augmentation picture's size, when one was drawn.
+    augmented_picture: Option<Size>,
     /// Epochs to train per call of [`Run::train`]; all when `None`.
     limit: Option<usize>,
 }
@@ -284,16 +286,21 @@ impl<'a> Run<'a> {
             }
             None => (Trainer::new(train, test, config.clone())?, None),
         };
-        if let Some(path) = &outputs.augmented {
-            let (Some(augmenter), Some(images)) = (trainer.augmenter(), train.as_u8()) else {
-                return Err(output_error(
-                    path,
-                    "there is no augmentation to show (the run has none)",
-                ));
-            };
-            plot::augmented_png(path, images, augmenter, config.seed)
-                .map_err(|e| output_error(path, e))?;
-        }
+        let augmented_picture = match &outputs.augmented {
+            Some(path) => {
+                let (Some(augmenter), Some(images)) = (trainer.augmenter(), train.as_u8()) else {
+                    return Err(output_error(
+                        path,
+                        "there is no augmentation to show (the run has none)",
+                    ));
+                };
+                Some(
+                    plot::augmented_png(path, images, augmenter, config.seed)
+                        .map_err(|e| output_error(path, e))?,
+                )
+            }
+            None => None,
+        };
         let start_epoch = trainer.epochs_done();
         let meta = RunMeta {
             config: TrainConfig {
@@ -340,6 +347,7 @@ impl<'a> Run<'a> {
             warnings,
             results: None,
             picture: None,
+            augmented_picture,
             limit: None,
         })
     }
@@ -540,6 +548,12 @@ impl<'a> Run<'a> {
     /// The weights picture's size, once written.
     pub fn picture(&self) -> Option<Size> {
         self.picture
+    }
+
+    /// The augmentation picture's size (`Outputs::augmented`), written
+    /// before training.
+    pub fn augmented_picture(&self) -> Option<Size> {
+        self.augmented_picture
     }
 
     /// The run as one JSON object: its settings, the last results, the
