@@ -742,6 +742,116 @@ mod wire {
     }
 }
 
+/// The ONNX model of `net`: one input `input`, float32 `[batch,
+/// features]`, holding pixels scaled as in training (u8 / 255); two
+/// outputs, `probabilities` (softmax over the classes) and `logits`, both
+/// `[batch, classes]`. The layers are the network's, in order: a CNN's
+/// input is reshaped to `[batch, C, H, W]`, each conv block is Conv →
+/// Relu → MaxPool, then Flatten, and each linear layer a Gemm (→ Relu).
+/// The initializers carry the checkpoint's tensor names (`0.weight`, …).
+/// `metadata` goes into `metadata_props` (class names, the run's record).
+pub fn export(
+    net: &crate::nn::Network,
+    metadata: &[(String, String)],
+) -> Result<Vec<u8>, GraphError> {
+    use crate::nn::Layer;
+    let mut m = ModelBuilder::new("idx-softmax", env!("CARGO_PKG_VERSION"), DEFAULT_OPSET);
+    let (k, c) = (net.features() as i64, net.classes() as i64);
+    m.input("input", &[Dim::Param("batch"), Dim::Value(k)]);
+    let params = net.params();
+    for (i, t) in params.tensors().iter().enumerate() {
+        let dims: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+        m.initializer(&t.name, &dims, params.get(i));
+    }
+    let name = |i: usize| params.tensors()[i].name.as_str();
+    let mut x = "input".to_owned();
+    let mut step = 0;
+    let mut next = |what: &str| {
+        step += 1;
+        format!("{what}_{step}")
+    };
+    if let Some(image) = net.arch().image.filter(|_| !net.arch().conv.is_empty()) {
+        let out = next("image");
+        m.reshape(
+            &x,
+            &out,
+            &[
+                0,
+                image.channels as i64,
+                image.height as i64,
+                image.width as i64,
+            ],
+        );
+        x = out;
+    }
+    let last = net.layers().len() - 1;
+    for (i, layer) in net.layers().iter().enumerate() {
+        match layer {
+            Layer::Conv(cv) => {
+                let out = next("conv");
+                let kk = cv.geom.k as i64;
+                m.conv(&x, name(cv.weight), name(cv.bias), &out, [kk, kk], kk / 2);
+                x = out;
+            }
+            Layer::Pool(_) => {
+                let out = next("pool");
+                m.max_pool(&x, &out, 2);
+                x = out;
+            }
+            Layer::Linear(l) => {
+                if matches!(net.layers()[i.saturating_sub(1)], Layer::Pool(_)) && i > 0 {
+                    let out = next("flat");
+                    m.flatten(&x, &out);
+                    x = out;
+                }
+                let out = if i == last {
+                    "logits".to_owned()
+                } else {
+                    next("linear")
+                };
+                m.gemm(&x, name(l.weight), name(l.bias), &out);
+                x = out;
+            }
+        }
+        if layer.relu() {
+            let out = next("relu");
+            m.relu(&x, &out);
+            x = out;
+        }
+    }
+    m.softmax(&x, "probabilities");
+    m.output("probabilities", &[Dim::Param("batch"), Dim::Value(c)]);
+    m.output("logits", &[Dim::Param("batch"), Dim::Value(c)]);
+    for (key, value) in metadata {
+        m.metadata(key, value);
+    }
+    m.to_bytes()
+}
+
+/// The `metadata_props` of an exported model: the checkpoint's metadata
+/// (`record`: the run's settings and results, the layers), with
+/// `class_names` always present, as JSON: the recorded names, else the
+/// class indices.
+pub fn metadata(
+    record: &std::collections::BTreeMap<String, String>,
+    class_names: Option<Vec<String>>,
+    classes: usize,
+) -> Vec<(String, String)> {
+    let mut md = record.clone();
+    let names = class_names.unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect());
+    md.insert(
+        crate::labels::METADATA_KEY.to_owned(),
+        crate::labels::to_metadata(&names),
+    );
+    md.into_iter().collect()
+}
+
+/// Writes `bytes` to `path` atomically (a failure leaves `path` as it was).
+pub fn write(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    crate::fsutil::write_atomic(path, |f| f.write_all(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1003,114 +1113,4 @@ mod tests {
         assert_eq!((shape.name.as_str(), &shape.dims), ("r_shape", &vec![4]));
         assert!(matches!(&shape.data, TensorData::Int64(v) if v == &[-1, 1, 28, 28]));
     }
-}
-
-/// The ONNX model of `net`: one input `input`, float32 `[batch,
-/// features]`, holding pixels scaled as in training (u8 / 255); two
-/// outputs, `probabilities` (softmax over the classes) and `logits`, both
-/// `[batch, classes]`. The layers are the network's, in order: a CNN's
-/// input is reshaped to `[batch, C, H, W]`, each conv block is Conv →
-/// Relu → MaxPool, then Flatten, and each linear layer a Gemm (→ Relu).
-/// The initializers carry the checkpoint's tensor names (`0.weight`, …).
-/// `metadata` goes into `metadata_props` (class names, the run's record).
-pub fn export(
-    net: &crate::nn::Network,
-    metadata: &[(String, String)],
-) -> Result<Vec<u8>, GraphError> {
-    use crate::nn::Layer;
-    let mut m = ModelBuilder::new("idx-softmax", env!("CARGO_PKG_VERSION"), DEFAULT_OPSET);
-    let (k, c) = (net.features() as i64, net.classes() as i64);
-    m.input("input", &[Dim::Param("batch"), Dim::Value(k)]);
-    let params = net.params();
-    for (i, t) in params.tensors().iter().enumerate() {
-        let dims: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-        m.initializer(&t.name, &dims, params.get(i));
-    }
-    let name = |i: usize| params.tensors()[i].name.as_str();
-    let mut x = "input".to_owned();
-    let mut step = 0;
-    let mut next = |what: &str| {
-        step += 1;
-        format!("{what}_{step}")
-    };
-    if let Some(image) = net.arch().image.filter(|_| !net.arch().conv.is_empty()) {
-        let out = next("image");
-        m.reshape(
-            &x,
-            &out,
-            &[
-                0,
-                image.channels as i64,
-                image.height as i64,
-                image.width as i64,
-            ],
-        );
-        x = out;
-    }
-    let last = net.layers().len() - 1;
-    for (i, layer) in net.layers().iter().enumerate() {
-        match layer {
-            Layer::Conv(cv) => {
-                let out = next("conv");
-                let kk = cv.geom.k as i64;
-                m.conv(&x, name(cv.weight), name(cv.bias), &out, [kk, kk], kk / 2);
-                x = out;
-            }
-            Layer::Pool(_) => {
-                let out = next("pool");
-                m.max_pool(&x, &out, 2);
-                x = out;
-            }
-            Layer::Linear(l) => {
-                if matches!(net.layers()[i.saturating_sub(1)], Layer::Pool(_)) && i > 0 {
-                    let out = next("flat");
-                    m.flatten(&x, &out);
-                    x = out;
-                }
-                let out = if i == last {
-                    "logits".to_owned()
-                } else {
-                    next("linear")
-                };
-                m.gemm(&x, name(l.weight), name(l.bias), &out);
-                x = out;
-            }
-        }
-        if layer.relu() {
-            let out = next("relu");
-            m.relu(&x, &out);
-            x = out;
-        }
-    }
-    m.softmax(&x, "probabilities");
-    m.output("probabilities", &[Dim::Param("batch"), Dim::Value(c)]);
-    m.output("logits", &[Dim::Param("batch"), Dim::Value(c)]);
-    for (key, value) in metadata {
-        m.metadata(key, value);
-    }
-    m.to_bytes()
-}
-
-/// The `metadata_props` of an exported model: the checkpoint's metadata
-/// (`record`: the run's settings and results, the layers), with
-/// `class_names` always present, as JSON: the recorded names, else the
-/// class indices.
-pub fn metadata(
-    record: &std::collections::BTreeMap<String, String>,
-    class_names: Option<Vec<String>>,
-    classes: usize,
-) -> Vec<(String, String)> {
-    let mut md = record.clone();
-    let names = class_names.unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect());
-    md.insert(
-        crate::labels::METADATA_KEY.to_owned(),
-        crate::labels::to_metadata(&names),
-    );
-    md.into_iter().collect()
-}
-
-/// Writes `bytes` to `path` atomically (a failure leaves `path` as it was).
-pub fn write(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    crate::fsutil::write_atomic(path, |f| f.write_all(bytes))
 }

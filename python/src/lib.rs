@@ -577,7 +577,7 @@ impl Model {
         });
         let net = self.network();
         let md = idx_softmax::onnx::metadata(&record, names, net.classes());
-        let bytes = idx_softmax::onnx::export(net, &md).map_err(|e| text_error(e))?;
+        let bytes = idx_softmax::onnx::export(net, &md).map_err(text_error)?;
         py.detach(|| idx_softmax::onnx::write(&path, &bytes))
             .map_err(|e| PyOSError::new_err(format!("{}: {e}", path.display())))
     }

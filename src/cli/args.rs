@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Train a model (the default when no subcommand is given).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a saved model on the test split: accuracy, loss, per-class
     /// precision and recall, confusion matrix.
     Eval(EvalArgs),

@@ -60,7 +60,7 @@ pub fn main() -> ExitCode {
     let subcommand = name;
     let result = match cli.cmd {
         None => train_cmd::run(cli.train),
-        Some(Cmd::Train(a)) => train_cmd::run(a),
+        Some(Cmd::Train(a)) => train_cmd::run(*a),
         Some(Cmd::Eval(a)) => eval_cmd::run(a),
         Some(Cmd::Predict(a)) => predict_cmd::run(a),
         Some(Cmd::Augment(a)) => augment_cmd::run(a),
