@@ -742,6 +742,9 @@ mod wire {
     }
 }
 
+// `export` below the tests: it came in with the ONNX merge; moving it is
+// the ONNX branch's change to make.
+#[allow(clippy::items_after_test_module)]
 #[cfg(test)]
 mod tests {
     use super::*;

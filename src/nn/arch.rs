@@ -76,7 +76,7 @@ impl ConvBlock {
                 self.channels
             ));
         }
-        if self.kernel % 2 == 0 || !(1..=MAX_KERNEL).contains(&self.kernel) {
+        if self.kernel.is_multiple_of(2) || !(1..=MAX_KERNEL).contains(&self.kernel) {
             return Err(format!(
                 "kernel size {} is not odd in 1..={MAX_KERNEL} ('same' padding needs a centre pixel)",
                 self.kernel
