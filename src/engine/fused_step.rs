@@ -1,11 +1,12 @@
-//! Softmax regression on u8 samples, with the fused SIMD kernels: the
-//! default path, and the notebook's model.
+//! Softmax regression with the fused SIMD kernels, on u8 or f32 samples:
+//! the default path, and the notebook's model.
 //!
 //! Each step has two phases per block of [`BLOCK_ROWS`] batch rows (one
 //! block at the notebook's batch of 100):
 //!
 //! 1. forward + softmax-CE of the block's rows, in chunks of [`ROW_CHUNK`]
-//!    rows, reading the u8 rows in place from the samples (the memory map);
+//!    rows, reading the rows in place from the samples (the memory map, or
+//!    the caller's array);
 //! 2. the weight gradient over the block's rows, in chunks of
 //!    [`COL_CHUNK`] feature columns, continuing the sums of the blocks
 //!    before; in the last block, each chunk then updates its columns of W
@@ -16,14 +17,15 @@
 //! 1000 rows (784 KB), next to the rows of the next batch that the
 //! gradient phase prefetches, did not, and batch 1000 ran 15–20% slower
 //! per sample than batch 100 on one thread. The sums continue bit for bit
-//! ([`fused::weight_grad_continue`]), so blocks change no result.
+//! ([`crate::kernels::fused::weight_grad_continue`]), so blocks change no result.
 //!
 //! Each output element is computed inside one chunk by a fixed sequence of
 //! operations (see [`crate::kernels::fused`]), so the bits never depend on
 //! which worker ran it.
 
 use crate::engine::parallel::{split_range, SharedSlice};
-use crate::kernels::{fused, softmax_ce, KernelPath};
+use crate::kernels::fused::Images;
+use crate::kernels::{softmax_ce, KernelPath};
 
 use super::phased::{Flow, StepPlan};
 use super::EpochCtx;
@@ -48,7 +50,7 @@ fn blocks_for(batch: usize) -> usize {
 pub struct FusedStep<'s> {
     ctx: &'s EpochCtx<'s>,
     path: KernelPath,
-    images: &'s [u8],
+    images: Images<'s>,
     k: usize,
     c: usize,
     /// Row blocks per step.
@@ -91,7 +93,7 @@ impl<'s> FusedStep<'s> {
     /// buffer) on `path`.
     ///
     /// # Panics
-    /// If the samples are not u8 or `path` is not fused.
+    /// If `path` is not fused.
     pub fn new(
         ctx: &'s EpochCtx<'s>,
         path: KernelPath,
@@ -100,7 +102,7 @@ impl<'s> FusedStep<'s> {
         bufs: &'s mut FusedBuffers,
     ) -> Self {
         assert!(path.is_fused(), "FusedStep needs a fused kernel path");
-        let images = ctx.samples.as_u8().expect("FusedStep needs u8 samples");
+        let images = Images::of(ctx.samples);
         assert_eq!(ctx.params.len(), c * k + c, "parameters must be W then b");
         // The first batch is the largest (only the last may be short).
         let blocks = blocks_for(ctx.batch(0).len());
@@ -155,7 +157,7 @@ impl<'s> FusedStep<'s> {
         let (wt, bias) = params.split_at(c * k);
         let rows = &batch[span];
         let scale = self.ctx.samples.scale();
-        fused::forward(self.path, self.images, k, rows, wt, bias, scale, logits);
+        (self.images).forward(self.path, k, rows, wt, bias, scale, logits);
         let label = |i: usize| self.ctx.samples.label(rows[i] as usize) as usize;
         softmax_ce::block(self.path, logits, c, label, inv_b, g, losses);
     }
@@ -185,7 +187,7 @@ impl<'s> FusedStep<'s> {
         };
         if let Some(ahead) = ahead {
             let share = split_range(ahead.len(), self.chunks(step, 1), chunk);
-            fused::prefetch_rows(self.images, k, &ahead[share]);
+            self.images.prefetch_rows(k, &ahead[share]);
         }
 
         // SAFETY: gradient phase: g is only read in this phase.
@@ -198,17 +200,16 @@ impl<'s> FusedStep<'s> {
             // touches this part of the sums, and phases run in order.
             unsafe { self.dw.get_mut(at..at + c * width) }
         };
-        let (path, images, rows) = (self.path, self.images, &batch[rows]);
-        if block == 0 {
-            fused::weight_grad(path, images, k, rows, g, c, cols.start, width, dw);
-        } else {
-            fused::weight_grad_continue(path, images, k, rows, g, c, cols.start, width, dw);
-        }
+        let rows = &batch[rows];
+        // Blocks after the first continue the sums (the same bits as one
+        // pass over the batch).
+        let cont = block > 0;
+        (self.images).weight_grad(self.path, k, rows, g, c, cols.start, width, dw, cont);
         if !last {
             return Flow::Continue;
         }
         let lr = self.ctx.schedule.lr(&self.ctx.sgd, step);
-        // The kernel sums raw u8 pixels: their scale is applied here.
+        // The kernel sums raw pixels: their scale (u8's) is applied here.
         let scale = self.ctx.samples.scale();
         for cls in 0..c {
             let at = cls * k + cols.start;

@@ -1,11 +1,10 @@
 //! Any network, on u8 or f32 samples: MLPs, CNNs, and softmax regression
 //! on the `gemm` path. Each layer runs its own kernels ([`crate::nn::layers`]:
 //! sgemm for the linear layers, the conv and pooling kernels), except a
-//! linear first layer on u8 samples with a fused kernel path: there the
-//! forward product and the weight gradient read the u8 rows in place with
-//! the fused SIMD kernels ([`crate::kernels::fused`]), as softmax
-//! regression does, with no gather, no conversion and no packing of the
-//! 784-wide operands.
+//! linear first layer with a fused kernel path: there the forward product
+//! and the weight gradient read the u8 or f32 rows in place with the fused
+//! SIMD kernels ([`crate::kernels::fused`]), as softmax regression does,
+//! with no gather, no conversion and no packing of the 784-wide operands.
 //!
 //! For a network of layers `1 … L` with activations `A_0 = X` (the batch
 //! as f32), `A_l = layer_l(A_{l−1})` (ReLU included where the layer has
@@ -26,7 +25,8 @@
 //! Every output element is computed inside one chunk, whose shape depends
 //! only on the step, so the bits never depend on the worker count.
 
-use crate::kernels::{fused, softmax_ce, KernelPath};
+use crate::kernels::fused::Images;
+use crate::kernels::{softmax_ce, KernelPath};
 use crate::nn::{relu_backward, Layer, Network};
 
 use super::parallel::SharedSlice;
@@ -70,8 +70,8 @@ pub struct LayerStep<'s> {
     ctx: &'s EpochCtx<'s>,
     net: &'s Network,
     path: KernelPath,
-    /// The u8 rows, when the first (linear) layer runs fused.
-    fused: Option<&'s [u8]>,
+    /// The rows, when the first (linear) layer reads them in place.
+    fused: Option<Images<'s>>,
     /// Floats per sample of `A_0 … A_L`.
     lens: Vec<usize>,
     /// The buffer capacity in rows.
@@ -99,11 +99,7 @@ impl<'s> LayerStep<'s> {
         path: KernelPath,
         bufs: &'s mut LayerBuffers,
     ) -> Self {
-        let fused = if net.fused_first_layer(path) {
-            ctx.samples.as_u8()
-        } else {
-            None
-        };
+        let fused = net.fused_first_layer(path).then(|| Images::of(ctx.samples));
         let lens = act_lens(net);
         let rows_cap = ctx.batch_size.min(ctx.order.len());
         let mut offsets = Vec::with_capacity(lens.len());
@@ -166,7 +162,7 @@ impl<'s> LayerStep<'s> {
 
         let rows = &batch[r.clone()];
         let k = self.net.features();
-        // A_0: the rows as f32, unless the first layer reads them as u8.
+        // A_0: the rows as f32, unless the first layer reads them in place.
         if self.fused.is_none() {
             // SAFETY: rows phase: rows `r` of every layer's activations,
             // gradients and losses belong to this chunk alone.
@@ -188,7 +184,7 @@ impl<'s> LayerStep<'s> {
                 (Some(images), Layer::Linear(lin)) if l == 0 => {
                     let (w, b) = lin.tensors(params, store);
                     let scale = self.ctx.samples.scale();
-                    fused::forward(self.path, images, k, rows, w, b, scale, out);
+                    images.forward(self.path, k, rows, w, b, scale, out);
                     if lin.relu {
                         crate::nn::relu_forward(out);
                     }
@@ -264,25 +260,16 @@ impl<'s> LayerStep<'s> {
         };
         match (self.fused, layer) {
             (Some(images), Layer::Linear(lin)) if l == 0 => {
-                // The fused kernel sums raw u8 pixels: their scale comes in
-                // the update.
+                // The fused kernel sums raw pixels: their scale (u8's) comes
+                // in the update.
                 let cols = j * crate::nn::layers::LINEAR_COLS
                     ..((j + 1) * crate::nn::layers::LINEAR_COLS).min(lin.inputs);
                 let width = cols.len();
                 let k = self.net.features();
                 let batch = self.ctx.batch(step);
                 let dw = &mut s.grad[..lin.outputs * width];
-                fused::weight_grad(
-                    self.path,
-                    images,
-                    k,
-                    batch,
-                    g_out,
-                    lin.outputs,
-                    cols.start,
-                    width,
-                    dw,
-                );
+                let o = lin.outputs;
+                images.weight_grad(self.path, k, batch, g_out, o, cols.start, width, dw, false);
                 let w0 = store.tensors()[lin.weight].offset;
                 let scale = self.ctx.samples.scale();
                 for o in 0..lin.outputs {

@@ -3,7 +3,7 @@
 //!
 //! * [`phased`]: the scheduler (tickets and a completion counter), once,
 //!   and [`bench`](mod@bench), its answer to a worker that loses its CPU;
-//! * [`fused_step`]: softmax regression on u8 samples with the fused SIMD
+//! * [`fused_step`]: softmax regression (u8 or f32 samples) with the fused SIMD
 //!   kernels, two phases per block of 120 batch rows;
 //! * [`layer_step`]: any network (softmax regression, an MLP, a CNN) on u8 or
 //!   f32 samples, each layer on its own kernels, two phases per step.

@@ -241,7 +241,7 @@ impl<'a> Run<'a> {
         resume: Option<Resume>,
         outputs: Outputs,
     ) -> Result<Self, RunError> {
-        let kernel = config.kernel_for(train)?;
+        let kernel = config.kernel_path()?;
         let mut warnings = Vec::new();
         let (trainer, resumed_from) = match resume {
             Some(r) => {
