@@ -207,6 +207,18 @@ fn fused_results_do_not_depend_on_the_split() {
         for path in fused_paths() {
             let mut whole = vec![0.0; b * c];
             images.forward(path, k, &rows, &wt, &bias, px, &mut whole);
+            // Loading rows ahead is a hint: any far rows (fewer, more, out
+            // of range) give the same bits.
+            for far in [
+                vec![],
+                vec![3, 1],
+                (0..60).rev().collect(),
+                vec![u32::MAX; 40],
+            ] {
+                let mut got = vec![f32::NAN; b * c];
+                images.forward_ahead(path, k, &rows, &far, &wt, &bias, px, &mut got);
+                assert_eq!(bits(&whole), bits(&got), "{path} {ty}: far rows {far:?}");
+            }
             for split in [1, 2, 3, 5, 36] {
                 let mut parts = vec![0.0; b * c];
                 for (i, chunk) in rows.chunks(split).enumerate() {

@@ -14,8 +14,8 @@
 //!
 //! Why blocks: the gradient reads every row of the batch once per column
 //! chunk. 100 rows (78 KB) stay in a core's cache between the two phases;
-//! 1000 rows (784 KB), next to the rows of the next batch that the
-//! gradient phase prefetches, did not, and batch 1000 ran 15–20% slower
+//! 1000 rows (784 KB), next to the rows of the next batch loaded ahead,
+//! did not, and batch 1000 ran 15–20% slower
 //! per sample than batch 100 on one thread. The sums continue bit for bit
 //! ([`crate::kernels::fused::weight_grad_continue`]), so blocks change no result.
 //!
@@ -23,7 +23,7 @@
 //! operations (see [`crate::kernels::fused`]), so the bits never depend on
 //! which worker ran it.
 
-use crate::engine::parallel::{split_range, SharedSlice};
+use crate::engine::parallel::SharedSlice;
 use crate::kernels::fused::Images;
 use crate::kernels::{softmax_ce, KernelPath};
 
@@ -131,6 +131,20 @@ impl<'s> FusedStep<'s> {
         (block * BLOCK_ROWS).min(b)..((block + 1) * BLOCK_ROWS).min(b)
     }
 
+    /// The rows that row block `block` of step `step` loads ahead: the
+    /// next block's, or after the last block the next batch's first.
+    fn rows_ahead(&self, step: usize, block: usize) -> &'s [u32] {
+        let batch = self.ctx.batch(step);
+        if block + 1 < self.blocks {
+            &batch[self.block_rows(step, block + 1)]
+        } else if step + 1 < self.ctx.steps() {
+            let next = self.ctx.batch(step + 1);
+            &next[..next.len().min(BLOCK_ROWS)]
+        } else {
+            &[]
+        }
+    }
+
     /// Forward pass and softmax-CE for rows `chunk·ROW_CHUNK ..` of row
     /// block `block` of step `step`'s batch.
     fn forward_chunk(&self, step: usize, block: usize, chunk: usize) {
@@ -157,7 +171,18 @@ impl<'s> FusedStep<'s> {
         let (wt, bias) = params.split_at(c * k);
         let rows = &batch[span];
         let scale = self.ctx.samples.scale();
-        (self.images).forward(self.path, k, rows, wt, bias, scale, logits);
+        // Shuffled rows come from DRAM: the kernel loads the rows at the
+        // same places of the block ahead (the last chunk: all the rest) a
+        // line at a time while it computes, so they are in cache when
+        // their turn comes, a block later.
+        let ahead = self.rows_ahead(step, block);
+        let end = if chunk + 1 == self.chunks(step, 2 * block) {
+            ahead.len()
+        } else {
+            ((chunk + 1) * ROW_CHUNK).min(ahead.len())
+        };
+        let far = &ahead[(chunk * ROW_CHUNK).min(end)..end];
+        (self.images).forward_ahead(self.path, k, rows, far, wt, bias, scale, logits);
         let label = |i: usize| self.ctx.samples.label(rows[i] as usize) as usize;
         softmax_ce::block(self.path, logits, c, label, inv_b, g, losses);
     }
@@ -173,22 +198,6 @@ impl<'s> FusedStep<'s> {
         let last = block + 1 == self.blocks;
         let cols = chunk * COL_CHUNK..((chunk + 1) * COL_CHUNK).min(k);
         let width = cols.len();
-
-        // Shuffled rows come from DRAM: start loading a share of the next
-        // block's rows (the next batch's first, after the last block) now,
-        // while this phase works on rows already in cache.
-        let ahead = if !last {
-            Some(&batch[self.block_rows(step, block + 1)])
-        } else if step + 1 < self.ctx.steps() {
-            let next = self.ctx.batch(step + 1);
-            Some(&next[..next.len().min(BLOCK_ROWS)])
-        } else {
-            None
-        };
-        if let Some(ahead) = ahead {
-            let share = split_range(ahead.len(), self.chunks(step, 1), chunk);
-            self.images.prefetch_rows(k, &ahead[share]);
-        }
 
         // SAFETY: gradient phase: g is only read in this phase.
         let g = unsafe { self.g.get(rows.start * c..rows.end * c) };

@@ -58,8 +58,6 @@ use super::simd::{Portable, Vector};
 const GROUP: usize = 10;
 /// Widest vector in lanes (for the zero-padded tail buffers).
 const MAX_LANES: usize = 16;
-/// How many rows ahead the forward pass prefetches.
-const PREFETCH_ROWS: usize = 4;
 
 /// The element types the fused kernels read in place: `u8` and `f32`
 /// (sealed: no other type can implement it).
@@ -133,9 +131,28 @@ impl<'a> Images<'a> {
         scale: f32,
         logits: &mut [f32],
     ) {
+        self.forward_ahead(path, k, rows, &[], wt, bias, scale, logits)
+    }
+
+    /// [`forward_ahead`] on these rows.
+    ///
+    /// # Panics
+    /// As [`forward`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_ahead(
+        self,
+        path: KernelPath,
+        k: usize,
+        rows: &[u32],
+        far: &[u32],
+        wt: &[f32],
+        bias: &[f32],
+        scale: f32,
+        logits: &mut [f32],
+    ) {
         match self {
-            Self::U8(x) => forward(path, x, k, rows, wt, bias, scale, logits),
-            Self::F32(x) => forward(path, x, k, rows, wt, bias, scale, logits),
+            Self::U8(x) => forward_ahead(path, x, k, rows, far, wt, bias, scale, logits),
+            Self::F32(x) => forward_ahead(path, x, k, rows, far, wt, bias, scale, logits),
         }
     }
 
@@ -192,38 +209,83 @@ fn try_row<P: Pixel>(images: &[P], k: usize, idx: u32) -> Option<&[P]> {
     images.get(start..start.checked_add(k)?)
 }
 
+/// Asks for the cache line holding `*p` in L1 (`L1` true) or L2. A hint:
+/// it never faults and changes no result.
 #[inline(always)]
-fn prefetch_row<P: Pixel>(images: &[P], k: usize, idx: u32) {
+fn prefetch_line<P, const L1: bool>(p: *const P) {
     #[cfg(target_arch = "x86_64")]
     {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        if let Some(row) = try_row(images, k, idx) {
-            for line in row.chunks(per_line::<P>()) {
-                // SAFETY: prefetch is a hint that never faults, and the
-                // address lies inside `images`. SSE is part of the x86-64
-                // baseline.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+        // SAFETY: prefetch is a hint that never faults, whatever the
+        // address (the callers' lie inside a row). SSE is part of the x86-64
+        // baseline.
+        unsafe {
+            if L1 {
+                _mm_prefetch::<_MM_HINT_T0>(p.cast());
+            } else {
+                _mm_prefetch::<_MM_HINT_T1>(p.cast());
             }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (images, k, idx);
+    let _ = p;
+}
+
+/// What a forward register block loads ahead while it computes, a line at
+/// a time inside its loop (so the loads stream in at the rate the block
+/// consumes its own rows, never in a burst that fills the miss buffers and
+/// stalls the core on the prefetch instruction itself): the same line of
+/// the next register block's rows (`near`, into L1) and of rows for a
+/// later call (`far`, into L2). A block's class groups share the lines:
+/// group `group` of `groups` takes lines `group, group + groups, …`.
+#[derive(Clone, Copy)]
+struct Ahead<'a, P, const R: usize> {
+    /// The next block's rows, empty slices where there are none.
+    near: [&'a [P]; R],
+    /// The far rows, empty slices where there are none.
+    far: [&'a [P]; R],
+    group: usize,
+    groups: usize,
+}
+
+impl<P: Pixel, const R: usize> Ahead<'_, P, R> {
+    /// The element offset of this group's first line, and the distance
+    /// between its lines.
+    #[inline(always)]
+    fn schedule(&self) -> (usize, usize) {
+        (self.group * per_line::<P>(), self.groups * per_line::<P>())
+    }
+
+    /// Loads line `kk` (an element offset) of every near and far row.
+    #[inline(always)]
+    fn load(&self, kk: usize) {
+        for r in 0..R {
+            if let Some(x) = self.near[r].get(kk) {
+                prefetch_line::<P, true>(x);
+            }
+            if let Some(x) = self.far[r].get(kk) {
+                prefetch_line::<P, false>(x);
+            }
+        }
+    }
 }
 
 /// Asks the CPU to start loading rows `rows` of the `n × k` matrix into
 /// the L2 cache. A hint only: it never faults and changes no result.
 ///
-/// The training loop calls this during the gradient phase (which works on
-/// rows already in cache) for the rows the next step's forward pass will
-/// read: shuffled rows come from DRAM, and without this the forward pass
-/// waits on memory for about half its time.
+/// Shuffled rows come from DRAM, and without loading them ahead the
+/// forward pass waited on memory for about half its time; the training
+/// step loads them inside the forward kernel ([`forward_ahead`]), a line at
+/// a time.
 pub fn prefetch_rows<P: Pixel>(images: &[P], k: usize, rows: &[u32]) {
     #[cfg(target_arch = "x86_64")]
     for &idx in rows {
         use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
         if let Some(row) = try_row(images, k, idx) {
             for line in row.chunks(per_line::<P>()) {
-                // SAFETY: as in `prefetch_row`.
+                // SAFETY: prefetch is a hint that never faults, and the
+                // address lies inside `images`. SSE is part of the x86-64
+                // baseline.
                 unsafe { _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast()) };
             }
         }
@@ -251,6 +313,35 @@ pub fn forward<P: Pixel>(
     scale: f32,
     logits: &mut [f32],
 ) {
+    forward_ahead(path, images, k, rows, &[], wt, bias, scale, logits)
+}
+
+/// [`forward`] that also loads rows `far` (indices into `images`, for a
+/// later call) into the L2 cache while it computes, a line at a time
+/// inside its loop: the far row `i` is loaded alongside row `i` of `rows`
+/// (any far rows beyond `rows.len()` at the end). A hint only: any `far`
+/// changes no result, and an index out of range is ignored.
+///
+/// The training step passes the rows of its next row block: shuffled rows
+/// come from DRAM, and loaded in bursts (a whole row block at a time) the
+/// prefetch instructions themselves stalled the core on full miss buffers
+/// for ~10% of an epoch.
+///
+/// # Panics
+///
+/// As [`forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn forward_ahead<P: Pixel>(
+    path: KernelPath,
+    images: &[P],
+    k: usize,
+    rows: &[u32],
+    far: &[u32],
+    wt: &[f32],
+    bias: &[f32],
+    scale: f32,
+    logits: &mut [f32],
+) {
     let c = bias.len();
     // Checked products: a wrapped size must not pass for a small one.
     assert_eq!(Some(wt.len()), c.checked_mul(k), "wt must be C × K");
@@ -268,13 +359,15 @@ pub fn forward<P: Pixel>(
         // only index through bounds-checked row slices and the asserted
         // lengths.
         #[cfg(target_arch = "x86_64")]
-        KernelPath::Avx512 => unsafe { forward_avx512(images, k, rows, wt, bias, scale, logits) },
+        KernelPath::Avx512 => unsafe {
+            forward_avx512(images, k, rows, far, wt, bias, scale, logits)
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA availability asserted above; lengths as for Avx512.
-        KernelPath::Avx2 => unsafe { forward_avx2(images, k, rows, wt, bias, scale, logits) },
+        KernelPath::Avx2 => unsafe { forward_avx2(images, k, rows, far, wt, bias, scale, logits) },
         // SAFETY: the portable path needs no ISA; lengths asserted above, rows bounds-checked.
         KernelPath::Portable => unsafe {
-            forward_rows::<P, Portable, 1, GROUP>(images, k, rows, wt, bias, scale, logits)
+            forward_rows::<P, Portable, 1, GROUP>(images, k, rows, far, wt, bias, scale, logits)
         },
         _ => panic!("{path} is not a fused kernel path"),
     }
@@ -394,17 +487,19 @@ fn weight_grad_from<P: Pixel>(
 /// [`forward`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn forward_avx512<P: Pixel>(
     images: &[P],
     k: usize,
     rows: &[u32],
+    far: &[u32],
     wt: &[f32],
     bias: &[f32],
     scale: f32,
     logits: &mut [f32],
 ) {
     // SAFETY: the caller checked AVX-512F; see `forward`.
-    unsafe { forward_rows::<P, Avx512, 3, 5>(images, k, rows, wt, bias, scale, logits) }
+    unsafe { forward_rows::<P, Avx512, 3, 5>(images, k, rows, far, wt, bias, scale, logits) }
 }
 
 /// # Safety
@@ -412,17 +507,19 @@ unsafe fn forward_avx512<P: Pixel>(
 /// asserted in [`forward`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn forward_avx2<P: Pixel>(
     images: &[P],
     k: usize,
     rows: &[u32],
+    far: &[u32],
     wt: &[f32],
     bias: &[f32],
     scale: f32,
     logits: &mut [f32],
 ) {
     // SAFETY: the caller checked AVX2 and FMA; see `forward`.
-    unsafe { forward_rows::<P, Avx2, 2, 5>(images, k, rows, wt, bias, scale, logits) }
+    unsafe { forward_rows::<P, Avx2, 2, 5>(images, k, rows, far, wt, bias, scale, logits) }
 }
 
 /// # Safety
@@ -473,35 +570,46 @@ unsafe fn grad_avx2<P: Pixel>(
 /// # Safety
 /// `V`'s ISA is available; slice lengths as asserted in [`forward`].
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn forward_rows<P: Pixel, V: Vector, const R: usize, const FG: usize>(
     images: &[P],
     k: usize,
     rows: &[u32],
+    far: &[u32],
     wt: &[f32],
     bias: &[f32],
     scale: f32,
     logits: &mut [f32],
 ) {
     let c = bias.len();
+    // Row `i` of `list` for prefetching: empty if absent (a hint never
+    // panics).
+    let hint = |list: &[u32], i: usize| -> &[P] {
+        list.get(i)
+            .and_then(|&x| try_row(images, k, x))
+            .unwrap_or(&[])
+    };
     let mut r = 0;
     while r + R <= rows.len() {
-        for &ahead in rows.iter().skip(r + PREFETCH_ROWS).take(R) {
-            prefetch_row(images, k, ahead);
-        }
         let xs: [&[P]; R] = core::array::from_fn(|i| row(images, k, rows[r + i]));
+        let near: [&[P]; R] = core::array::from_fn(|i| hint(rows, r + R + i));
+        let far: [&[P]; R] = core::array::from_fn(|i| hint(far, r + i));
+        let out = &mut logits[r * c..(r + R) * c];
         // SAFETY: forwarded contract.
-        unsafe {
-            forward_block::<P, V, R, FG>(xs, k, wt, bias, scale, &mut logits[r * c..(r + R) * c])
-        };
+        unsafe { forward_block::<P, V, R, FG>(xs, near, far, k, wt, bias, scale, out) };
         r += R;
     }
     while r < rows.len() {
         let xs = [row(images, k, rows[r])];
+        let (near, far_row) = ([hint(rows, r + 1)], [hint(far, r)]);
+        let out = &mut logits[r * c..(r + 1) * c];
         // SAFETY: forwarded contract.
-        unsafe {
-            forward_block::<P, V, 1, FG>(xs, k, wt, bias, scale, &mut logits[r * c..(r + 1) * c])
-        };
+        unsafe { forward_block::<P, V, 1, FG>(xs, near, far_row, k, wt, bias, scale, out) };
         r += 1;
+    }
+    // Far rows beyond this call's rows, at once.
+    if far.len() > rows.len() {
+        prefetch_rows(images, k, &far[rows.len()..]);
     }
 }
 
@@ -511,8 +619,11 @@ unsafe fn forward_rows<P: Pixel, V: Vector, const R: usize, const FG: usize>(
 /// `V`'s ISA is available; each of `xs` has `k` elements, `wt` is C × K
 /// with C = `bias.len()`, and `out` holds R × C logits.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn forward_block<P: Pixel, V: Vector, const R: usize, const FG: usize>(
     xs: [&[P]; R],
+    near: [&[P]; R],
+    far: [&[P]; R],
     k: usize,
     wt: &[f32],
     bias: &[f32],
@@ -520,10 +631,17 @@ unsafe fn forward_block<P: Pixel, V: Vector, const R: usize, const FG: usize>(
     out: &mut [f32],
 ) {
     let c = bias.len();
+    let groups = c / FG + c % FG;
+    let ahead = |group| Ahead {
+        near,
+        far,
+        group,
+        groups,
+    };
     let mut c0 = 0;
     while c0 + FG <= c {
         // SAFETY: forwarded contract; classes c0..c0+FG < C.
-        let dots = unsafe { dot_group::<P, V, R, FG>(xs, k, wt, c0) };
+        let dots = unsafe { dot_group::<P, V, R, FG>(xs, ahead(c0 / FG), k, wt, c0) };
         for (r, d) in dots.iter().enumerate() {
             for (j, &v) in d.iter().enumerate() {
                 out[r * c + c0 + j] = v * scale + bias[c0 + j];
@@ -532,8 +650,9 @@ unsafe fn forward_block<P: Pixel, V: Vector, const R: usize, const FG: usize>(
         c0 += FG;
     }
     while c0 < c {
+        let group = c / FG + (c0 - c / FG * FG);
         // SAFETY: as above, one class.
-        let dots = unsafe { dot_group::<P, V, R, 1>(xs, k, wt, c0) };
+        let dots = unsafe { dot_group::<P, V, R, 1>(xs, ahead(group), k, wt, c0) };
         for (r, d) in dots.iter().enumerate() {
             out[r * c + c0] = d[0] * scale + bias[c0];
         }
@@ -550,6 +669,7 @@ unsafe fn forward_block<P: Pixel, V: Vector, const R: usize, const FG: usize>(
 #[inline(always)]
 unsafe fn dot_group<P: Pixel, V: Vector, const R: usize, const G: usize>(
     xs: [&[P]; R],
+    ahead: Ahead<'_, P, R>,
     k: usize,
     wt: &[f32],
     c0: usize,
@@ -561,8 +681,15 @@ unsafe fn dot_group<P: Pixel, V: Vector, const R: usize, const G: usize>(
     unsafe {
         let mut acc = [[V::zero(); G]; R];
         let full = k - k % V::LANES;
+        let (mut next, stride) = ahead.schedule();
         let mut kk = 0;
         while kk < full {
+            // A line of every row ahead, when this group's turn comes (a
+            // line holds a whole number of vectors, so `kk` meets `next`).
+            if kk == next {
+                ahead.load(kk);
+                next += stride;
+            }
             let mut xv = [V::zero(); R];
             for r in 0..R {
                 xv[r] = V::load_px(xs[r].as_ptr().add(kk));
