@@ -56,6 +56,28 @@ impl Pixels {
         }
     }
 
+    /// Like MNIST, mostly zero: each run of 8 values of each row is zeroed
+    /// with probability 0.6 (f32: as −0 or +0 at random), and single
+    /// values at random with probability 0.3, so the kernels' skipping of
+    /// zero vectors ([`fused::Sparsity`]) meets every pattern.
+    fn sparse(rng: &mut impl Rng, f32_rows: bool, len: usize) -> Self {
+        let mut p = Self::random(rng, f32_rows, len);
+        let mut zero = |i: usize, rng: &mut Xoshiro256PlusPlus| match &mut p {
+            Self::U8(v) => v[i] = 0,
+            Self::F32(v) => v[i] = if rng.random() { 0.0 } else { -0.0 },
+        };
+        let mut r2 = Xoshiro256PlusPlus::seed_from_u64(rng.random());
+        for run in 0..len.div_ceil(8) {
+            let whole = r2.random_bool(0.6);
+            for i in run * 8..(run * 8 + 8).min(len) {
+                if whole || r2.random_bool(0.3) {
+                    zero(i, &mut r2);
+                }
+            }
+        }
+        p
+    }
+
     fn images(&self) -> fused::Images<'_> {
         match self {
             Self::U8(v) => fused::Images::U8(v),
@@ -108,7 +130,11 @@ fn fused_forward_matches_reference() {
         for &k in &KS {
             for &c in &CS {
                 let n = 7;
-                let images = Pixels::random(&mut rng, f32_rows, n * k);
+                let images = if rng.random() {
+                    Pixels::sparse(&mut rng, f32_rows, n * k)
+                } else {
+                    Pixels::random(&mut rng, f32_rows, n * k)
+                };
                 let nrows = rng.random_range(0..12);
                 let rows: Vec<u32> = (0..nrows).map(|_| rng.random_range(0..n as u32)).collect();
                 let wt = random_f32(&mut rng, c * k, 1.0);
@@ -149,7 +175,11 @@ fn fused_weight_grad_matches_reference() {
         for &k in &KS {
             for &c in &CS {
                 let n = 9;
-                let images = Pixels::random(&mut rng, f32_rows, n * k);
+                let images = if rng.random() {
+                    Pixels::sparse(&mut rng, f32_rows, n * k)
+                } else {
+                    Pixels::random(&mut rng, f32_rows, n * k)
+                };
                 let b = rng.random_range(1..40);
                 let rows: Vec<u32> = (0..b).map(|_| rng.random_range(0..n as u32)).collect();
                 let g = random_f32(&mut rng, b * c, 0.1);
@@ -192,7 +222,10 @@ fn fused_weight_grad_matches_reference() {
 }
 
 /// The determinism promise at kernel level: splitting rows or columns in
-/// any way gives the same bits, for both pixel types.
+/// any way gives the same bits, for both pixel types. On mostly-zero rows,
+/// so that a row's register-block partners (which decide the vectors the
+/// forward kernel skips) change with the split: skipping zero vectors
+/// must not change a bit ([`fused::Sparsity`]).
 #[test]
 fn fused_results_do_not_depend_on_the_split() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
@@ -202,7 +235,16 @@ fn fused_results_do_not_depend_on_the_split() {
     let bias = random_f32(&mut rng, c, 0.1);
     let g = random_f32(&mut rng, b * c, 0.01);
     for f32_rows in PIXEL_TYPES {
-        let pixels = Pixels::random(&mut rng, f32_rows, n * k);
+        let mut pixels = Pixels::sparse(&mut rng, f32_rows, n * k);
+        // Two dense rows among the sparse ones.
+        for r in [5, 17] {
+            let dense = Pixels::random(&mut rng, f32_rows, k);
+            match (&mut pixels, dense) {
+                (Pixels::U8(v), Pixels::U8(d)) => v[r * k..(r + 1) * k].copy_from_slice(&d),
+                (Pixels::F32(v), Pixels::F32(d)) => v[r * k..(r + 1) * k].copy_from_slice(&d),
+                _ => unreachable!(),
+            }
+        }
         let (images, px, ty) = (pixels.images(), pixels.scale(), pixels.name());
         for path in fused_paths() {
             let mut whole = vec![0.0; b * c];
@@ -332,6 +374,41 @@ fn fused_results_do_not_depend_on_the_split() {
                 );
             }
         }
+    }
+}
+
+/// Zeros of either sign, anywhere, change no bit: the f32 kernels on rows
+/// whose zeros are all +0 and on the same rows with every zero −0 agree
+/// (and agree with the u8 kernels on the same values scaled alike).
+#[test]
+fn the_sign_of_a_zero_pixel_changes_nothing() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);
+    let (n, k, c, b) = (40, 200, 7, 33);
+    let Pixels::U8(bytes) = Pixels::sparse(&mut rng, false, n * k) else {
+        unreachable!()
+    };
+    let plus: Vec<f32> = bytes.iter().map(|&v| f32::from(v)).collect();
+    let minus: Vec<f32> = plus
+        .iter()
+        .map(|&v| if v == 0.0 { -0.0 } else { v })
+        .collect();
+    let rows: Vec<u32> = (0..b).map(|_| rng.random_range(0..n as u32)).collect();
+    let wt = random_f32(&mut rng, c * k, 0.1);
+    let bias = random_f32(&mut rng, c, 0.1);
+    let g = random_f32(&mut rng, b * c, 0.01);
+    for path in fused_paths() {
+        let mut out = [vec![0.0; b * c], vec![0.0; b * c], vec![0.0; b * c]];
+        fused::forward(path, &bytes, k, &rows, &wt, &bias, 0.5, &mut out[0]);
+        fused::forward(path, &plus, k, &rows, &wt, &bias, 0.5, &mut out[1]);
+        fused::forward(path, &minus, k, &rows, &wt, &bias, 0.5, &mut out[2]);
+        assert_eq!(bits(&out[0]), bits(&out[1]), "{path}: forward u8 vs f32");
+        assert_eq!(bits(&out[1]), bits(&out[2]), "{path}: forward +0 vs -0");
+        let mut dw = [vec![0.0; c * k], vec![0.0; c * k], vec![0.0; c * k]];
+        fused::weight_grad(path, &bytes, k, &rows, &g, c, 0, k, &mut dw[0]);
+        fused::weight_grad(path, &plus, k, &rows, &g, c, 0, k, &mut dw[1]);
+        fused::weight_grad(path, &minus, k, &rows, &g, c, 0, k, &mut dw[2]);
+        assert_eq!(bits(&dw[0]), bits(&dw[1]), "{path}: gradient u8 vs f32");
+        assert_eq!(bits(&dw[1]), bits(&dw[2]), "{path}: gradient +0 vs -0");
     }
 }
 
