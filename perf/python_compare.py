@@ -17,6 +17,12 @@ MNIST:
 3. Overhead: SoftmaxRegression.fit from Python (uint8 views of the mapped
    files, the recipe above) vs the CLI's training-loop time (train_seconds)
    for the same run, interleaved, median of --runs. Target: within 10%.
+4. Float input at the fused kernels' speed (issue 20): the recipe above
+   (SoftmaxRegression) and one MLPClassifier((256,)) epoch, fitted on the
+   uint8 views, on float32 (X / 255) and on float64 input with the same
+   values (converted once to float32 by the package), interleaved, medians
+   of --runs; whole `fit` calls. Target: float32 and float64 within 15% of
+   uint8. (--only-float runs this part alone.)
 
 Needs the package installed (pip install ./python), scikit-learn, and the
 release CLI (cargo build --release). Prints one line per measurement and,
@@ -52,6 +58,8 @@ def main():
     ap.add_argument("--bin", default=os.path.join(REPO, "target", "release", "idx-softmax"))
     ap.add_argument("--skip-sklearn", action="store_true",
                     help="only the overhead measurement (no scikit-learn fits)")
+    ap.add_argument("--only-float", action="store_true",
+                    help="only the float-input measurement (part 4)")
     ap.add_argument("--json-out")
     args = ap.parse_args()
 
@@ -69,6 +77,12 @@ def main():
     print(f"# {X8.shape[0]} train, {X8t.shape[0]} test; {cpus} CPU(s); "
           f"numpy {np.__version__}, scikit-learn {sklearn.__version__}")
     results = {"cpus": cpus, "numpy": np.__version__, "sklearn": sklearn.__version__}
+    if args.only_float:
+        float_input(args, np, X8, y, X32, results)
+        if args.json_out:
+            with open(args.json_out, "w") as f:
+                json.dump(results, f, indent=2)
+        return
 
     # 1. converged recipe vs LogisticRegression, float32 input
     times = []
@@ -144,9 +158,42 @@ def main():
           f"(target within 10%); same weights: {same}")
     results["overhead"] = {"python_fit_seconds": py_m, "cli_train_seconds": cli_m,
                            "ratio": py_m / cli_m, "same_digest": same}
+    float_input(args, np, X8, y, X32, results)
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(results, f, indent=2)
+
+
+def float_input(args, np, X8, y, X32, results):
+    """Part 4: uint8 vs float32 vs float64 input, same fits, interleaved."""
+    from idx_softmax import MLPClassifier, SoftmaxRegression
+
+    X64 = X32.astype(np.float64)
+    inputs = [("uint8", X8), ("float32", X32), ("float64", X64)]
+    fits = [
+        ("softmax recipe", lambda X: SoftmaxRegression(**RECIPE).fit(X, y)),
+        ("mlp 1 epoch", lambda X: MLPClassifier(hidden_layer_sizes=(256,), epochs=1).fit(X, y)),
+    ]
+    for name, fit in fits:
+        times = {label: [] for label, _ in inputs}
+        kernels, digests = {}, {}
+        for r in range(args.runs):
+            order = inputs if r % 2 == 0 else inputs[::-1]
+            for label, X in order:
+                s, est = timed(lambda: fit(X))
+                times[label].append(s)
+                kernels[label] = est.kernel_
+                digests[label] = est.weights_digest_
+        base = statistics.median(times["uint8"])
+        for label, _ in inputs:
+            m = statistics.median(times[label])
+            print(f"float    {name:15s} {label:8s} {m:.4f} s (median of {args.runs}, "
+                  f"min {min(times[label]):.4f})  x{m / base:.3f} of uint8 (target <= 1.15)  "
+                  f"kernel {kernels[label]}")
+            results[f"float_{name.replace(' ', '_')}_{label}"] = {
+                "seconds": m, "ratio_to_uint8": m / base, "kernel": kernels[label]}
+        print(f"float    {name:15s} float32 and float64 give the same weights: "
+              f"{digests['float32'] == digests['float64']}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
 //!   datasets found in a directory, and [`data::Samples`], the engine's
 //!   only input (borrowed u8 or f32 rows plus labels, from a mapping or
 //!   from NumPy);
-//! * [`kernels`]: fused u8 SIMD, sgemm, softmax-CE, with run-time ISA
+//! * [`kernels`]: fused SIMD (u8 or f32 rows in place), sgemm, softmax-CE, with run-time ISA
 //!   dispatch and naive f64 references;
 //! * [`nn`]: the network, its layers and its flat parameter store;
 //!   [`optim`]: SGD with momentum, weight decay and schedules;

@@ -189,16 +189,11 @@ impl SavedModel {
         record::recorded_kernel(&self.ck)
     }
 
-    /// The kernel path to run the model on u8 (or not) samples, given the
-    /// one asked for ([`spec::inference_kernel`]).
-    pub fn inference_kernel(
-        &self,
-        requested: Option<KernelPath>,
-        u8_samples: bool,
-    ) -> Result<KernelPath, SpecError> {
+    /// The kernel path to run the model on, given the one asked for
+    /// ([`spec::inference_kernel`]).
+    pub fn inference_kernel(&self, requested: Option<KernelPath>) -> Result<KernelPath, SpecError> {
         spec::check_kernel_env()?;
-        let fused_ok = u8_samples || !self.network().arch().conv.is_empty();
-        spec::inference_kernel(requested, self.kernel(), fused_ok)
+        spec::inference_kernel(requested, self.kernel())
     }
 
     /// The class names the run recorded, if any (and valid for the class

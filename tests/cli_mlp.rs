@@ -186,24 +186,20 @@ fn hidden_flag_values_and_combinations() {
     assert_eq!(r["hidden"], serde_json::json!([]));
     assert_eq!(r["kernel"], KernelPath::best().name());
 
-    // On f32 samples a fused kernel cannot run: a usage error naming the
-    // rule, for an MLP as for softmax regression; gemm trains.
+    // f32 samples train on every path, an MLP as softmax regression (the
+    // fused paths read the f32 rows in place); the default is the best.
     let f32_dir = fx.path("f32");
     write_f32_dataset(&f32_dir);
     let f32_data = f32_dir.display().to_string();
-    let mut fused = vec![KernelPath::Portable];
-    if KernelPath::Avx512.is_available() {
-        fused.push(KernelPath::Avx512);
-    }
-    for k in fused {
+    for k in KernelPath::available() {
         for hidden in [&["--hidden", "16"][..], &[]] {
-            let mut args = vec!["--data-dir", &f32_data, "--kernel", k.name()];
+            let mut args = vec!["--data-dir", &f32_data, "--json", "--kernel", k.name()];
             args.extend_from_slice(hidden);
-            usage_error(&args, &["--kernel", k.name(), "f32", "gemm"]);
+            assert_eq!(json(&ok(&args))["kernel"], k.name());
         }
     }
     let r = json(&ok(&["--data-dir", &f32_data, "--json", "--hidden", "16"]));
-    assert_eq!(r["kernel"], "gemm");
+    assert_eq!(r["kernel"], KernelPath::best().name());
     assert_eq!(r["layers"], "6-16-3");
 }
 

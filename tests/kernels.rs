@@ -39,29 +39,122 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], scale: &[f64], tol: f64) 
 }
 
 const KS: [usize; 11] = [1, 3, 8, 15, 16, 17, 31, 33, 64, 100, 784];
+
+/// Random rows of either pixel type the fused kernels read: u8 (scaled by
+/// [`U8_SCALE`], as the engine does) or f32 in [-1, 1) (scale 1).
+enum Pixels {
+    U8(Vec<u8>),
+    F32(Vec<f32>),
+}
+
+impl Pixels {
+    fn random(rng: &mut impl Rng, f32_rows: bool, len: usize) -> Self {
+        if f32_rows {
+            Self::F32(random_f32(rng, len, 1.0))
+        } else {
+            Self::U8(random_u8(rng, len))
+        }
+    }
+
+    /// Like MNIST, mostly zero: each run of 8 values of each row is zeroed
+    /// with probability 0.6 (f32: as −0 or +0 at random), and single
+    /// values at random with probability 0.3, so the kernels' skipping of
+    /// zero vectors ([`fused::Sparsity`]) meets every pattern.
+    fn sparse(rng: &mut impl Rng, f32_rows: bool, len: usize) -> Self {
+        let mut p = Self::random(rng, f32_rows, len);
+        let mut zero = |i: usize, rng: &mut Xoshiro256PlusPlus| match &mut p {
+            Self::U8(v) => v[i] = 0,
+            Self::F32(v) => v[i] = if rng.random() { 0.0 } else { -0.0 },
+        };
+        let mut r2 = Xoshiro256PlusPlus::seed_from_u64(rng.random());
+        for run in 0..len.div_ceil(8) {
+            let whole = r2.random_bool(0.6);
+            for i in run * 8..(run * 8 + 8).min(len) {
+                if whole || r2.random_bool(0.3) {
+                    zero(i, &mut r2);
+                }
+            }
+        }
+        p
+    }
+
+    fn images(&self) -> fused::Images<'_> {
+        match self {
+            Self::U8(v) => fused::Images::U8(v),
+            Self::F32(v) => fused::Images::F32(v),
+        }
+    }
+
+    /// The scale the engine applies to the raw values.
+    fn scale(&self) -> f32 {
+        match self {
+            Self::U8(_) => U8_SCALE,
+            Self::F32(_) => 1.0,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::U8(_) => "u8",
+            Self::F32(_) => "f32",
+        }
+    }
+
+    /// Rows `rows` in order, as f64 raw values times `scale`.
+    fn gather_f64(&self, k: usize, rows: &[u32], scale: f64) -> Vec<f64> {
+        match self {
+            Self::U8(v) => common::gather_f64(v, k, rows, scale),
+            Self::F32(v) => rows
+                .iter()
+                .flat_map(|&r| {
+                    v[r as usize * k..(r as usize + 1) * k]
+                        .iter()
+                        .map(move |&x| x as f64 * scale)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The pixel types under test (false: u8, true: f32).
+const PIXEL_TYPES: [bool; 2] = [false, true];
 const CS: [usize; 7] = [1, 2, 3, 9, 10, 11, 21];
 
 #[test]
 fn fused_forward_matches_reference() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
-    for path in fused_paths() {
+    for (path, f32_rows) in fused_paths()
+        .into_iter()
+        .flat_map(|p| PIXEL_TYPES.map(|t| (p, t)))
+    {
         for &k in &KS {
             for &c in &CS {
                 let n = 7;
-                let images = random_u8(&mut rng, n * k);
+                let images = if rng.random() {
+                    Pixels::sparse(&mut rng, f32_rows, n * k)
+                } else {
+                    Pixels::random(&mut rng, f32_rows, n * k)
+                };
                 let nrows = rng.random_range(0..12);
                 let rows: Vec<u32> = (0..nrows).map(|_| rng.random_range(0..n as u32)).collect();
                 let wt = random_f32(&mut rng, c * k, 1.0);
                 let bias = random_f32(&mut rng, c, 1.0);
                 let mut logits = vec![f32::NAN; rows.len() * c];
-                fused::forward(path, &images, k, &rows, &wt, &bias, U8_SCALE, &mut logits);
+                let px = images.scale();
+                match &images {
+                    Pixels::U8(x) => fused::forward(path, x, k, &rows, &wt, &bias, px, &mut logits),
+                    Pixels::F32(x) => {
+                        fused::forward(path, x, k, &rows, &wt, &bias, px, &mut logits)
+                    }
+                }
 
-                let x = common::gather_f64(&images, k, &rows, 1.0 / 255.0);
+                let x = images.gather_f64(k, &rows, px as f64);
                 let want = reference::forward(&x, &to_f64(&wt), &to_f64(&bias), rows.len(), k);
                 let absw: Vec<f64> = to_f64(&wt).iter().map(|w| w.abs()).collect();
-                let scale = reference::forward(&x, &absw, &vec![0.0; c], rows.len(), k);
+                let xabs: Vec<f64> = x.iter().map(|v| v.abs()).collect();
+                let scale = reference::forward(&xabs, &absw, &vec![0.0; c], rows.len(), k);
                 assert_close(
-                    &format!("{path} forward k={k} c={c}"),
+                    &format!("{path} {} forward k={k} c={c}", images.name()),
                     &logits,
                     &want,
                     &scale,
@@ -75,30 +168,49 @@ fn fused_forward_matches_reference() {
 #[test]
 fn fused_weight_grad_matches_reference() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(2);
-    for path in fused_paths() {
+    for (path, f32_rows) in fused_paths()
+        .into_iter()
+        .flat_map(|p| PIXEL_TYPES.map(|t| (p, t)))
+    {
         for &k in &KS {
             for &c in &CS {
                 let n = 9;
-                let images = random_u8(&mut rng, n * k);
+                let images = if rng.random() {
+                    Pixels::sparse(&mut rng, f32_rows, n * k)
+                } else {
+                    Pixels::random(&mut rng, f32_rows, n * k)
+                };
                 let b = rng.random_range(1..40);
                 let rows: Vec<u32> = (0..b).map(|_| rng.random_range(0..n as u32)).collect();
                 let g = random_f32(&mut rng, b * c, 0.1);
                 let k0 = rng.random_range(0..k);
                 let width = rng.random_range(1..=k - k0);
                 let mut out = vec![f32::NAN; c * width];
-                fused::weight_grad(path, &images, k, &rows, &g, c, k0, width, &mut out);
+                match &images {
+                    Pixels::U8(x) => {
+                        fused::weight_grad(path, x, k, &rows, &g, c, k0, width, &mut out)
+                    }
+                    Pixels::F32(x) => {
+                        fused::weight_grad(path, x, k, &rows, &g, c, k0, width, &mut out)
+                    }
+                }
 
-                let x = common::gather_f64(&images, k, &rows, 1.0);
+                // Raw values: the engine applies the u8 scale in the update.
+                let x = images.gather_f64(k, &rows, 1.0);
                 let full = reference::weight_grad(&x, &to_f64(&g), b, k, c);
                 let absg: Vec<f64> = g.iter().map(|v| v.abs() as f64).collect();
-                let full_scale = reference::weight_grad(&x, &absg, b, k, c);
+                let xabs: Vec<f64> = x.iter().map(|v| v.abs()).collect();
+                let full_scale = reference::weight_grad(&xabs, &absg, b, k, c);
                 let pick = |m: &[f64]| -> Vec<f64> {
                     (0..c)
                         .flat_map(|cl| m[cl * k + k0..cl * k + k0 + width].to_vec())
                         .collect()
                 };
                 assert_close(
-                    &format!("{path} weight_grad k={k} c={c} cols {k0}+{width}"),
+                    &format!(
+                        "{path} {} weight_grad k={k} c={c} cols {k0}+{width}",
+                        images.name()
+                    ),
                     &out,
                     &pick(&full),
                     &pick(&full_scale),
@@ -110,106 +222,193 @@ fn fused_weight_grad_matches_reference() {
 }
 
 /// The determinism promise at kernel level: splitting rows or columns in
-/// any way gives the same bits.
+/// any way gives the same bits, for both pixel types. On mostly-zero rows,
+/// so that a row's register-block partners (which decide the vectors the
+/// forward kernel skips) change with the split: skipping zero vectors
+/// must not change a bit ([`fused::Sparsity`]).
 #[test]
 fn fused_results_do_not_depend_on_the_split() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
     let (n, k, c, b) = (50, 784, 10, 37);
-    let images = random_u8(&mut rng, n * k);
     let rows: Vec<u32> = (0..b).map(|_| rng.random_range(0..n as u32)).collect();
     let wt = random_f32(&mut rng, c * k, 0.1);
     let bias = random_f32(&mut rng, c, 0.1);
     let g = random_f32(&mut rng, b * c, 0.01);
-    for path in fused_paths() {
-        let mut whole = vec![0.0; b * c];
-        fused::forward(path, &images, k, &rows, &wt, &bias, U8_SCALE, &mut whole);
-        for split in [1, 2, 3, 5, 36] {
-            let mut parts = vec![0.0; b * c];
-            for (i, chunk) in rows.chunks(split).enumerate() {
-                let start = i * split * c;
-                let end = start + chunk.len() * c;
-                fused::forward(
-                    path,
-                    &images,
-                    k,
-                    chunk,
-                    &wt,
-                    &bias,
-                    U8_SCALE,
-                    &mut parts[start..end],
-                );
-            }
-            assert_eq!(
-                bits(&whole),
-                bits(&parts),
-                "{path}: forward split by {split}"
-            );
-        }
-
-        let mut whole = vec![0.0; c * k];
-        fused::weight_grad(path, &images, k, &rows, &g, c, 0, k, &mut whole);
-        for cut in [1, 7, 16, 100, 393, 783] {
-            let mut left = vec![0.0; c * cut];
-            let mut right = vec![0.0; c * (k - cut)];
-            fused::weight_grad(path, &images, k, &rows, &g, c, 0, cut, &mut left);
-            fused::weight_grad(path, &images, k, &rows, &g, c, cut, k - cut, &mut right);
-            for cl in 0..c {
-                assert_eq!(
-                    bits(&whole[cl * k..cl * k + cut]),
-                    bits(&left[cl * cut..(cl + 1) * cut]),
-                    "{path}: cut {cut}"
-                );
-                assert_eq!(
-                    bits(&whole[cl * k + cut..(cl + 1) * k]),
-                    bits(&right[cl * (k - cut)..(cl + 1) * (k - cut)]),
-                    "{path}: cut {cut}"
-                );
+    for f32_rows in PIXEL_TYPES {
+        let mut pixels = Pixels::sparse(&mut rng, f32_rows, n * k);
+        // Two dense rows among the sparse ones.
+        for r in [5, 17] {
+            let dense = Pixels::random(&mut rng, f32_rows, k);
+            match (&mut pixels, dense) {
+                (Pixels::U8(v), Pixels::U8(d)) => v[r * k..(r + 1) * k].copy_from_slice(&d),
+                (Pixels::F32(v), Pixels::F32(d)) => v[r * k..(r + 1) * k].copy_from_slice(&d),
+                _ => unreachable!(),
             }
         }
+        let (images, px, ty) = (pixels.images(), pixels.scale(), pixels.name());
+        for path in fused_paths() {
+            let mut whole = vec![0.0; b * c];
+            images.forward(path, k, &rows, &wt, &bias, px, &mut whole);
+            // Loading rows ahead is a hint: any far rows (fewer, more, out
+            // of range) give the same bits.
+            for far in [
+                vec![],
+                vec![3, 1],
+                (0..60).rev().collect(),
+                vec![u32::MAX; 40],
+            ] {
+                let mut got = vec![f32::NAN; b * c];
+                images.forward_ahead(path, k, &rows, &far, &wt, &bias, px, &mut got);
+                assert_eq!(bits(&whole), bits(&got), "{path} {ty}: far rows {far:?}");
+            }
+            for split in [1, 2, 3, 5, 36] {
+                let mut parts = vec![0.0; b * c];
+                for (i, chunk) in rows.chunks(split).enumerate() {
+                    let start = i * split * c;
+                    let end = start + chunk.len() * c;
+                    images.forward(path, k, chunk, &wt, &bias, px, &mut parts[start..end]);
+                }
+                assert_eq!(
+                    bits(&whole),
+                    bits(&parts),
+                    "{path} {ty}: forward split by {split}"
+                );
+            }
 
-        // Rows split into blocks, each continuing the sums of the ones
-        // before: the same bits as one pass, on full blocks and the tail
-        // columns (width 100 = 64 + 32 + 4 on AVX-512).
-        for (k0, width) in [(0, k), (7, 100), (780, 4)] {
-            let mut one_pass = vec![f32::NAN; c * width];
-            fused::weight_grad(path, &images, k, &rows, &g, c, k0, width, &mut one_pass);
-            for block in [1, 5, 12, 36] {
-                let mut blocks = vec![f32::NAN; c * width];
-                for (i, part) in rows.chunks(block).enumerate() {
-                    let g_part = &g[i * block * c..(i * block + part.len()) * c];
-                    if i == 0 {
+            let mut whole = vec![0.0; c * k];
+            images.weight_grad(path, k, &rows, &g, c, 0, k, &mut whole, false);
+            for cut in [1, 7, 16, 100, 393, 783] {
+                let mut left = vec![0.0; c * cut];
+                let mut right = vec![0.0; c * (k - cut)];
+                images.weight_grad(path, k, &rows, &g, c, 0, cut, &mut left, false);
+                images.weight_grad(path, k, &rows, &g, c, cut, k - cut, &mut right, false);
+                for cl in 0..c {
+                    assert_eq!(
+                        bits(&whole[cl * k..cl * k + cut]),
+                        bits(&left[cl * cut..(cl + 1) * cut]),
+                        "{path} {ty}: cut {cut}"
+                    );
+                    assert_eq!(
+                        bits(&whole[cl * k + cut..(cl + 1) * k]),
+                        bits(&right[cl * (k - cut)..(cl + 1) * (k - cut)]),
+                        "{path} {ty}: cut {cut}"
+                    );
+                }
+            }
+
+            // Rows split into blocks, each continuing the sums of the ones
+            // before: the same bits as one pass, on full blocks and the tail
+            // columns (width 100 = 64 + 32 + 4 on AVX-512).
+            for (k0, width) in [(0, k), (7, 100), (780, 4)] {
+                let mut one_pass = vec![f32::NAN; c * width];
+                images.weight_grad(path, k, &rows, &g, c, k0, width, &mut one_pass, false);
+                for block in [1, 5, 12, 36] {
+                    let mut blocks = vec![f32::NAN; c * width];
+                    for (i, part) in rows.chunks(block).enumerate() {
+                        let g_part = &g[i * block * c..(i * block + part.len()) * c];
+                        let cont = i > 0;
+                        images.weight_grad(path, k, part, g_part, c, k0, width, &mut blocks, cont);
+                    }
+                    assert_eq!(
+                        bits(&one_pass),
+                        bits(&blocks),
+                        "{path} {ty}: columns {k0}+{width} in row blocks of {block}"
+                    );
+                }
+                // The generic entry points agree with the run-time choice.
+                let mut direct = vec![f32::NAN; c * width];
+                match &pixels {
+                    Pixels::U8(x) => {
                         fused::weight_grad(
                             path,
-                            &images,
+                            x,
                             k,
-                            part,
-                            g_part,
+                            &rows[..5],
+                            &g[..5 * c],
                             c,
                             k0,
                             width,
-                            &mut blocks,
+                            &mut direct,
                         );
-                    } else {
                         fused::weight_grad_continue(
                             path,
-                            &images,
+                            x,
                             k,
-                            part,
-                            g_part,
+                            &rows[5..],
+                            &g[5 * c..],
                             c,
                             k0,
                             width,
-                            &mut blocks,
+                            &mut direct,
+                        );
+                    }
+                    Pixels::F32(x) => {
+                        fused::weight_grad(
+                            path,
+                            x,
+                            k,
+                            &rows[..5],
+                            &g[..5 * c],
+                            c,
+                            k0,
+                            width,
+                            &mut direct,
+                        );
+                        fused::weight_grad_continue(
+                            path,
+                            x,
+                            k,
+                            &rows[5..],
+                            &g[5 * c..],
+                            c,
+                            k0,
+                            width,
+                            &mut direct,
                         );
                     }
                 }
                 assert_eq!(
                     bits(&one_pass),
-                    bits(&blocks),
-                    "{path}: columns {k0}+{width} in row blocks of {block}"
+                    bits(&direct),
+                    "{path} {ty}: generic entry points"
                 );
             }
         }
+    }
+}
+
+/// Zeros of either sign, anywhere, change no bit: the f32 kernels on rows
+/// whose zeros are all +0 and on the same rows with every zero −0 agree
+/// (and agree with the u8 kernels on the same values scaled alike).
+#[test]
+fn the_sign_of_a_zero_pixel_changes_nothing() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);
+    let (n, k, c, b) = (40, 200, 7, 33);
+    let Pixels::U8(bytes) = Pixels::sparse(&mut rng, false, n * k) else {
+        unreachable!()
+    };
+    let plus: Vec<f32> = bytes.iter().map(|&v| f32::from(v)).collect();
+    let minus: Vec<f32> = plus
+        .iter()
+        .map(|&v| if v == 0.0 { -0.0 } else { v })
+        .collect();
+    let rows: Vec<u32> = (0..b).map(|_| rng.random_range(0..n as u32)).collect();
+    let wt = random_f32(&mut rng, c * k, 0.1);
+    let bias = random_f32(&mut rng, c, 0.1);
+    let g = random_f32(&mut rng, b * c, 0.01);
+    for path in fused_paths() {
+        let mut out = [vec![0.0; b * c], vec![0.0; b * c], vec![0.0; b * c]];
+        fused::forward(path, &bytes, k, &rows, &wt, &bias, 0.5, &mut out[0]);
+        fused::forward(path, &plus, k, &rows, &wt, &bias, 0.5, &mut out[1]);
+        fused::forward(path, &minus, k, &rows, &wt, &bias, 0.5, &mut out[2]);
+        assert_eq!(bits(&out[0]), bits(&out[1]), "{path}: forward u8 vs f32");
+        assert_eq!(bits(&out[1]), bits(&out[2]), "{path}: forward +0 vs -0");
+        let mut dw = [vec![0.0; c * k], vec![0.0; c * k], vec![0.0; c * k]];
+        fused::weight_grad(path, &bytes, k, &rows, &g, c, 0, k, &mut dw[0]);
+        fused::weight_grad(path, &plus, k, &rows, &g, c, 0, k, &mut dw[1]);
+        fused::weight_grad(path, &minus, k, &rows, &g, c, 0, k, &mut dw[2]);
+        assert_eq!(bits(&dw[0]), bits(&dw[1]), "{path}: gradient u8 vs f32");
+        assert_eq!(bits(&dw[1]), bits(&dw[2]), "{path}: gradient +0 vs -0");
     }
 }
 
@@ -426,7 +625,7 @@ fn forcing_an_unavailable_path_is_an_error() {
         // Any path's name parses; running one this CPU lacks (or the
         // IDX_SOFTMAX_KERNEL cap excludes) is refused when it is asked for.
         assert_eq!(p.name().parse::<KernelPath>(), Ok(p));
-        match kernel_for(Some(p), true) {
+        match kernel_for(Some(p)) {
             Ok(k) => assert!(p.is_available() && k == p, "{p}"),
             Err(e) => {
                 assert!(!p.is_available(), "{p}: {e}");

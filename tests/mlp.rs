@@ -35,14 +35,10 @@ fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
-/// The kernel paths that serve u8 samples (every one this CPU has) or f32
-/// samples (gemm alone).
-fn paths_for(u8_rows: bool) -> Vec<KernelPath> {
-    if u8_rows {
-        KernelPath::available()
-    } else {
-        vec![KernelPath::Gemm]
-    }
+/// The kernel paths to test: every one this CPU has, which serve u8 and
+/// f32 samples alike (the fused paths read both in place).
+fn paths() -> Vec<KernelPath> {
+    KernelPath::available()
 }
 
 fn hidden_of(sizes: &[usize]) -> Vec<usize> {
@@ -215,7 +211,7 @@ fn mlp_inference_matches_the_reference_forward() {
                 z[0] - z[1] < 1e-4
             })
             .count();
-        for path in paths_for(u8_rows) {
+        for path in paths() {
             let what = format!("u8={u8_rows} {path}");
             let rows: Vec<u32> = (0..n as u32).rev().collect();
             let mut got = vec![f32::NAN; n * c];
@@ -243,14 +239,17 @@ fn mlp_inference_matches_the_reference_forward() {
             );
         }
     }
-    // forward_f32 is the same computation on rows given directly.
-    let mut a = vec![0.0; n * c];
-    let mut b = vec![0.0; n * c];
-    net.forward_f32(KernelPath::Gemm, &x, n, &mut Vec::new(), &mut a);
+    // forward_f32 is the same computation on rows given directly, on
+    // every path.
     let s = reference::f32_samples(&x, &y, k, c);
     let rows: Vec<u32> = (0..n as u32).collect();
-    net.forward_rows(&s, &rows, KernelPath::Gemm, &mut Vec::new(), &mut b);
-    assert_eq!(a, b);
+    for path in paths() {
+        let mut a = vec![0.0; n * c];
+        let mut b = vec![0.0; n * c];
+        net.forward_f32(path, &x, n, &mut Vec::new(), &mut a);
+        net.forward_rows(&s, &rows, path, &mut Vec::new(), &mut b);
+        assert_eq!(a, b, "{path}");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -291,8 +290,7 @@ fn assert_step_close(
 
 /// (b) One training step of the engine (batch = every sample, one epoch,
 /// one thread) against the reference SGD step, for softmax regression and
-/// MLPs, f32 samples (gemm) and u8 samples (every path), plain SGD and
-/// every option.
+/// MLPs, f32 and u8 samples on every path, plain SGD and every option.
 #[test]
 fn one_engine_step_matches_the_reference_sgd_step() {
     let (n, k, c) = (9, 6, 3);
@@ -304,7 +302,7 @@ fn one_engine_step_matches_the_reference_sgd_step() {
         for sgd in [Sgd::plain(0.5), every_option(0.5)] {
             for (u8_rows, path) in [false, true]
                 .into_iter()
-                .flat_map(|u| paths_for(u).into_iter().map(move |p| (u, p)))
+                .flat_map(|u| paths().into_iter().map(move |p| (u, p)))
             {
                 let what = format!("{sizes:?} u8={u8_rows} {path} {sgd:?}");
                 let samples = if u8_rows {
@@ -406,8 +404,8 @@ fn reference_run(
 /// A whole MLP run (300 samples of 20 features, 16 hidden units, 3
 /// classes, batch 32 with a partial last batch, momentum + Nesterov +
 /// weight decay + cosine, 2 epochs) against the reference loop replaying
-/// the same shuffles, at 1 and 3 workers: on f32 samples (gemm) and on the
-/// same samples quantised to u8 (every path).
+/// the same shuffles, at 1 and 3 workers: on f32 samples and on the same
+/// samples quantised to u8, on every path.
 #[test]
 fn mlp_epochs_match_an_f64_reference_loop() {
     let (n, k, h, c) = (300, 20, 16, 3);
@@ -424,12 +422,10 @@ fn mlp_epochs_match_an_f64_reference_loop() {
     let sizes = [k, h, c];
     let (seed, bs, epochs) = (1234, 32, 2);
     let sgd = every_option(0.1);
-    // Measured: 1.0e-7 (gemm) on AVX-512; ten times that allows other
-    // sgemm and fused kernels.
+    // Measured: 1.0e-7 (gemm and the fused paths) on AVX-512; ten times
+    // that allows other sgemm and fused kernels.
     let tol = 1e-6;
-    for (name, samples, xs, u8_rows) in
-        [("f32", &f32_set, &x, false), ("u8", &u8_set, &xq_f32, true)]
-    {
+    for (name, samples, xs) in [("f32", &f32_set, &x), ("u8", &u8_set, &xq_f32)] {
         let (want, want_buf) = reference_run(&sizes, xs, &y, seed, bs, epochs, sgd);
         // The comparison can fail: a reference without Nesterov, or
         // without weight decay, is far outside the tolerance.
@@ -446,7 +442,7 @@ fn mlp_epochs_match_an_f64_reference_loop() {
         .into_iter()
         .map(|other| reference_run(&sizes, xs, &y, seed, bs, epochs, other).0)
         .collect();
-        for path in paths_for(u8_rows) {
+        for path in paths() {
             for threads in [1, 3] {
                 let what = format!("{name} {path} {threads} threads");
                 let cfg = TrainConfig {
@@ -503,11 +499,11 @@ fn run_bits(samples: &Samples<'_>, cfg: TrainConfig) -> RunBits {
     (state.network.digest(), momentum, losses, vals)
 }
 
-/// The same bits for MLPs at 1, 2, 3, 4 and 8 workers on every path: u8
-/// samples on every kernel path this CPU has (784→70→9→10: column blocks
-/// of 64 that do not divide 784 or 70), f32 samples on gemm (40→33→5),
-/// with and without momentum; and for softmax regression on f32 samples
-/// (gemm; u8 softmax on every path is tests/training.rs's).
+/// The same bits for MLPs at 1, 2, 3, 4 and 8 workers on every kernel
+/// path this CPU has: u8 samples (784→70→9→10: column blocks of 64 that
+/// do not divide 784 or 70), f32 samples (40→33→5), with and without
+/// momentum; and for softmax regression on f32 samples (u8 softmax is
+/// tests/training.rs's).
 #[test]
 fn mlp_bits_do_not_depend_on_the_worker_count() {
     let dir = tempfile::tempdir().unwrap();
@@ -530,7 +526,7 @@ fn mlp_bits_do_not_depend_on_the_worker_count() {
         ("f32 softmax 40-5", &f32_train, vec![]),
     ];
     for (name, samples, hidden) in cases {
-        for (path, sgd) in paths_for(samples.as_u8().is_some())
+        for (path, sgd) in paths()
             .into_iter()
             .flat_map(|p| [(p, Sgd::plain(0.1)), (p, every_option(0.05))])
         {
@@ -578,7 +574,8 @@ fn resumed_mlp_run_equals_the_uninterrupted_run() {
     for (name, train_set, test_set, kernel) in [
         ("u8-best", &u8_train, Some(&u8_test), None),
         ("u8-gemm", &u8_train, Some(&u8_test), Some(KernelPath::Gemm)),
-        ("f32", &f32_train, None, None),
+        ("f32-best", &f32_train, None, None),
+        ("f32-gemm", &f32_train, None, Some(KernelPath::Gemm)),
     ] {
         let cfg = TrainConfig {
             epochs: 3,

@@ -499,7 +499,6 @@ impl Model {
         let c = net.classes();
         let pixels = xb.pixels()?;
         let recorded = self.meta.as_ref().and_then(|m| m.config.kernel);
-        let conv = !net.arch().conv.is_empty();
         let out = py.detach(|| -> PyResult<Vec<f32>> {
             let n = match &pixels {
                 Pixels::U8(p) => p.len() / k,
@@ -509,8 +508,7 @@ impl Model {
             let samples = Samples::new(pixels, LabelValues::U8(&zeros), k, c, vec![])
                 .map_err(|e| value_error(&e))?;
             spec::check_kernel_env().map_err(|e| value_error(&e))?;
-            let path = spec::inference_kernel(None, recorded, samples.as_u8().is_some() || conv)
-                .map_err(|e| value_error(&e))?;
+            let path = spec::inference_kernel(None, recorded).map_err(|e| value_error(&e))?;
             let pool = infer::thread_pool(threads).map_err(|e| value_error(&e))?;
             Ok(pool.install(|| infer::logits(net, &samples, infer::Rows::All, path)))
         })?;

@@ -25,6 +25,16 @@ DEFAULT_DIGESTS = {
     "gemm": "813f7e4baf919663a917ae98fd4d17b4e82c51839a61fa6297df89890d4b3dd8",
 }
 
+# The same run on MNIST as float32 pixels (X / 255 in float32): the fused
+# paths read the float32 rows in place and round differently from the
+# uint8 run (tests/common/mod.rs's `default_f32_digest`).
+DEFAULT_F32_DIGESTS = {
+    "avx512": "1d3a0f58360d1e589589c192d602861e833f89817f1b86b4bf6a16ae8e8a8fa3",
+    "avx2": "52635e46b8728f89a411f138ed08427bc3a04b1dfa06cbbf7d5f855d5e294eaa",
+    "portable": "2fabdc62a8f973f2689d188976d2f9f6aa1feb7cc5d616bab38d3e57eb1169d3",
+    "gemm": "2c93f2938050a79dd36c0ec4cee1c6f0b45f0a1d22ce20d11ff8852203a01932",
+}
+
 
 def run_cli(cli, *args):
     out = subprocess.run(
@@ -44,6 +54,18 @@ def test_default_fit_gives_the_cli_digest(mnist, cli):
     assert cli_run["weights_digest"] == clf.weights_digest_
     assert clf.score(Xt, yt) == pytest.approx(cli_run["test_accuracy"], abs=0)
     assert clf.n_iter_ == 1 and clf.kernel_ == cli_run["kernel"]
+
+
+def test_float_fit_runs_fused_with_the_known_bits(mnist):
+    X, y, Xt, yt = mnist
+    X32 = X.astype(np.float32) / np.float32(255)
+    clf = SoftmaxRegression().fit(X32, y)
+    assert clf.kernel_ == SoftmaxRegression().fit(X[:500], y[:500]).kernel_
+    assert clf.weights_digest_ == DEFAULT_F32_DIGESTS[clf.kernel_]
+    assert clf.score(Xt.astype(np.float32) / np.float32(255), yt) == 0.9032
+    # float64 with the same values: converted once to float32, same bits
+    X64 = X32.astype(np.float64)
+    assert SoftmaxRegression().fit(X64, y).weights_digest_ == clf.weights_digest_
 
 
 def test_mlp_and_recipe_match_the_cli(mnist, cli):
@@ -290,11 +312,13 @@ def test_pixel_scale_auto_is_the_notebook_scaling(mnist):
     a = MLPClassifier((16,)).fit(X, y)
     b = MLPClassifier((16,)).fit(scaled, y)
     c = MLPClassifier((16,), pixel_scale=1 / 255).fit(X, y)
-    # float32 input runs on gemm, uint8 on the fused kernels: same values,
+    # float32 input and uint8 input both run on the fused kernels (f32 rows
+    # read as they are, u8 rows scaled in registers): same values,
     # rounding apart
     assert b.weights_digest_ == c.weights_digest_
     np.testing.assert_allclose(a.coefs_[0], b.coefs_[0], atol=1e-4)
-    assert a.kernel_ != "gemm" and b.kernel_ == "gemm"
+    assert a.kernel_ == b.kernel_ == c.kernel_
+    assert a.weights_digest_ != b.weights_digest_
     raw = MLPClassifier((16,), pixel_scale=1.0).fit(X, y)
     assert raw.weights_digest_ != a.weights_digest_
 

@@ -166,7 +166,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         None => None,
     };
     let set = split.samples(net.classes())?;
-    let kernel = model.inference_kernel(args.compute.kernel, set.as_u8().is_some())?;
+    let kernel = model.inference_kernel(args.compute.kernel)?;
     let threads = args.compute.thread_count()?;
     let pool = infer::thread_pool(threads)?;
     let start = Instant::now();

@@ -147,14 +147,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
         background: saved.background().unwrap_or(0.0),
     };
     let shape = saved.input_shape();
-    // A user's image is f32 after preprocessing: the path the model runs
-    // such input on (it matters to conv layers only; linear ones run on
-    // sgemm).
-    let image_path = if model.arch().conv.is_empty() {
-        idx_softmax::kernels::KernelPath::Gemm
-    } else {
-        saved.inference_kernel(args.compute.kernel, false)?
-    };
+    // A user's image is f32 after preprocessing: it runs on the path
+    // eval would take (a linear first layer on the fused f32 kernel).
+    let image_path = saved.inference_kernel(args.compute.kernel)?;
     let (mut failed, mut total) = (0usize, 0usize);
     let mut fail = |e: anyhow::Error| {
         eprintln!("error: {e:#}");
@@ -448,7 +443,7 @@ fn predict_test(
         );
     }
     let samples = split.samples(model.classes())?;
-    let kernel = saved.inference_kernel(args.compute.kernel, samples.as_u8().is_some())?;
+    let kernel = saved.inference_kernel(args.compute.kernel)?;
     let rows: Vec<u32> = args.test_index.iter().map(|&i| i as u32).collect();
     let c = model.classes();
     let logits = infer::thread_pool(args.compute.thread_count()?)?

@@ -674,7 +674,7 @@ impl Split {
         let pixels = match self.images.as_u8() {
             Some(p) => Pixels::U8(p),
             None => {
-                let mut v = vec![0.0f32; self.len() * k];
+                let mut v = crate::data::pixels::large_f32_buffer(self.len() * k);
                 for (i, row) in v.chunks_exact_mut(k).enumerate() {
                     self.images.row_into_f32(i, row);
                 }

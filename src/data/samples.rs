@@ -213,12 +213,19 @@ impl<'a> Samples<'a> {
         &self.pixels
     }
 
-    /// The raw pixel bytes, when the samples are u8 (the fused kernels'
-    /// input).
+    /// The raw pixel bytes, when the samples are u8.
     pub fn as_u8(&self) -> Option<&'a [u8]> {
         match self.pixels {
             Pixels::U8(p) => Some(p),
             Pixels::F32(_) => None,
+        }
+    }
+
+    /// The pixel values, when the samples are f32.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match &self.pixels {
+            Pixels::U8(_) => None,
+            Pixels::F32(p) => Some(p),
         }
     }
 

@@ -1,11 +1,12 @@
-//! Softmax regression on u8 samples, with the fused SIMD kernels: the
-//! default path, and the notebook's model.
+//! Softmax regression with the fused SIMD kernels, on u8 or f32 samples:
+//! the default path, and the notebook's model.
 //!
 //! Each step has two phases per block of [`BLOCK_ROWS`] batch rows (one
 //! block at the notebook's batch of 100):
 //!
 //! 1. forward + softmax-CE of the block's rows, in chunks of [`ROW_CHUNK`]
-//!    rows, reading the u8 rows in place from the samples (the memory map);
+//!    rows, reading the rows in place from the samples (the memory map, or
+//!    the caller's array);
 //! 2. the weight gradient over the block's rows, in chunks of
 //!    [`COL_CHUNK`] feature columns, continuing the sums of the blocks
 //!    before; in the last block, each chunk then updates its columns of W
@@ -13,17 +14,17 @@
 //!
 //! Why blocks: the gradient reads every row of the batch once per column
 //! chunk. 100 rows (78 KB) stay in a core's cache between the two phases;
-//! 1000 rows (784 KB), next to the rows of the next batch that the
-//! gradient phase prefetches, did not, and batch 1000 ran 15–20% slower
+//! 1000 rows (784 KB), next to the rows of the next batch loaded ahead,
+//! did not, and batch 1000 ran 15–20% slower
 //! per sample than batch 100 on one thread. The sums continue bit for bit
-//! ([`fused::weight_grad_continue`]), so blocks change no result.
+//! ([`crate::kernels::fused::weight_grad_continue`]), so blocks change no result.
 //!
 //! Each output element is computed inside one chunk by a fixed sequence of
 //! operations (see [`crate::kernels::fused`]), so the bits never depend on
 //! which worker ran it.
 
-use crate::engine::parallel::{split_range, SharedSlice};
-use crate::kernels::{fused, softmax_ce, KernelPath};
+use crate::engine::parallel::SharedSlice;
+use crate::kernels::{softmax_ce, KernelPath};
 
 use super::phased::{Flow, StepPlan};
 use super::EpochCtx;
@@ -90,7 +91,7 @@ impl<'s> FusedStep<'s> {
     /// buffer) on `path`.
     ///
     /// # Panics
-    /// If the samples are not u8 or `path` is not fused.
+    /// If `path` is not fused.
     pub fn new(
         ctx: &'s EpochCtx<'s>,
         path: KernelPath,
@@ -99,7 +100,6 @@ impl<'s> FusedStep<'s> {
         bufs: &'s mut FusedBuffers,
     ) -> Self {
         assert!(path.is_fused(), "FusedStep needs a fused kernel path");
-        assert!(ctx.samples.as_u8().is_some(), "FusedStep needs u8 samples");
         assert_eq!(ctx.params.len(), c * k + c, "parameters must be W then b");
         // The first batch is the largest (only the last may be short).
         let blocks = blocks_for(ctx.batch(0).len());
@@ -125,6 +125,20 @@ impl<'s> FusedStep<'s> {
     fn block_rows(&self, step: usize, block: usize) -> std::ops::Range<usize> {
         let b = self.ctx.batch(step).len();
         (block * BLOCK_ROWS).min(b)..((block + 1) * BLOCK_ROWS).min(b)
+    }
+
+    /// The rows that row block `block` of step `step` loads ahead: the
+    /// next block's, or after the last block the next batch's first.
+    fn rows_ahead(&self, step: usize, block: usize) -> &'s [u32] {
+        let batch = self.ctx.pixel_rows(step);
+        if block + 1 < self.blocks {
+            &batch[self.block_rows(step, block + 1)]
+        } else if step + 1 < self.ctx.steps() {
+            let next = self.ctx.pixel_rows(step + 1);
+            &next[..next.len().min(BLOCK_ROWS)]
+        } else {
+            &[]
+        }
     }
 
     /// Forward pass and softmax-CE for rows `chunk·ROW_CHUNK ..` of row
@@ -154,9 +168,20 @@ impl<'s> FusedStep<'s> {
         let first = span.start;
         let rows = &self.ctx.pixel_rows(step)[span];
         let scale = self.ctx.samples.scale();
+        // Shuffled rows come from DRAM: the kernel loads the rows at the
+        // same places of the block ahead (the last chunk: all the rest) a
+        // line at a time while it computes, so they are in cache when
+        // their turn comes, a block later.
+        let ahead = self.rows_ahead(step, block);
+        let end = if chunk + 1 == self.chunks(step, 2 * block) {
+            ahead.len()
+        } else {
+            ((chunk + 1) * ROW_CHUNK).min(ahead.len())
+        };
+        let far = &ahead[(chunk * ROW_CHUNK).min(end)..end];
         // SAFETY: forward phase: no chunk writes the (augmented) rows.
-        let images = unsafe { self.ctx.pixels() }.expect("u8 samples, checked in new");
-        fused::forward(self.path, images, k, rows, wt, bias, scale, logits);
+        let images = unsafe { self.ctx.pixels() };
+        images.forward_ahead(self.path, k, rows, far, wt, bias, scale, logits);
         let label = |i: usize| self.ctx.label(step, first + i) as usize;
         softmax_ce::block(self.path, logits, c, label, inv_b, g, losses);
     }
@@ -173,24 +198,6 @@ impl<'s> FusedStep<'s> {
         let cols = chunk * COL_CHUNK..((chunk + 1) * COL_CHUNK).min(k);
         let width = cols.len();
 
-        // Shuffled rows come from DRAM: start loading a share of the next
-        // block's rows (the next batch's first, after the last block) now,
-        // while this phase works on rows already in cache.
-        // SAFETY: gradient phase: no chunk writes the (augmented) rows.
-        let images = unsafe { self.ctx.pixels() }.expect("u8 samples, checked in new");
-        let ahead = if !last {
-            Some(&self.ctx.pixel_rows(step)[self.block_rows(step, block + 1)])
-        } else if step + 1 < self.ctx.steps() {
-            let next = self.ctx.pixel_rows(step + 1);
-            Some(&next[..next.len().min(BLOCK_ROWS)])
-        } else {
-            None
-        };
-        if let Some(ahead) = ahead {
-            let share = split_range(ahead.len(), self.chunks(step, 1), chunk);
-            fused::prefetch_rows(images, k, &ahead[share]);
-        }
-
         // SAFETY: gradient phase: g is only read in this phase.
         let g = unsafe { self.g.get(rows.start * c..rows.end * c) };
         let dw: &mut [f32] = if self.blocks == 1 {
@@ -201,17 +208,18 @@ impl<'s> FusedStep<'s> {
             // touches this part of the sums, and phases run in order.
             unsafe { self.dw.get_mut(at..at + c * width) }
         };
-        let (path, rows) = (self.path, &self.ctx.pixel_rows(step)[rows]);
-        if block == 0 {
-            fused::weight_grad(path, images, k, rows, g, c, cols.start, width, dw);
-        } else {
-            fused::weight_grad_continue(path, images, k, rows, g, c, cols.start, width, dw);
-        }
+        let rows = &self.ctx.pixel_rows(step)[rows];
+        // Blocks after the first continue the sums (the same bits as one
+        // pass over the batch).
+        let cont = block > 0;
+        // SAFETY: gradient phase: no chunk writes the (augmented) rows.
+        let images = unsafe { self.ctx.pixels() };
+        images.weight_grad(self.path, k, rows, g, c, cols.start, width, dw, cont);
         if !last {
             return Flow::Continue;
         }
         let lr = self.ctx.schedule.lr(&self.ctx.sgd, step);
-        // The kernel sums raw u8 pixels: their scale is applied here.
+        // The kernel sums raw pixels: their scale (u8's) is applied here.
         let scale = self.ctx.samples.scale();
         for cls in 0..c {
             let at = cls * k + cols.start;

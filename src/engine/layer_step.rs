@@ -1,11 +1,10 @@
 //! Any network, on u8 or f32 samples: MLPs, CNNs, and softmax regression
 //! on the `gemm` path. Each layer runs its own kernels ([`crate::nn::layers`]:
 //! sgemm for the linear layers, the conv and pooling kernels), except a
-//! linear first layer on u8 samples with a fused kernel path: there the
-//! forward product and the weight gradient read the u8 rows in place with
-//! the fused SIMD kernels ([`crate::kernels::fused`]), as softmax
-//! regression does, with no gather, no conversion and no packing of the
-//! 784-wide operands.
+//! linear first layer with a fused kernel path: there the forward product
+//! and the weight gradient read the u8 or f32 rows in place with the fused
+//! SIMD kernels ([`crate::kernels::fused`]), as softmax regression does,
+//! with no gather, no conversion and no packing of the 784-wide operands.
 //!
 //! For a network of layers `1 … L` with activations `A_0 = X` (the batch
 //! as f32), `A_l = layer_l(A_{l−1})` (ReLU included where the layer has
@@ -26,7 +25,7 @@
 //! Every output element is computed inside one chunk, whose shape depends
 //! only on the step, so the bits never depend on the worker count.
 
-use crate::kernels::{fused, softmax_ce, KernelPath};
+use crate::kernels::{softmax_ce, KernelPath};
 use crate::nn::{relu_backward, Layer, Network};
 
 use super::parallel::SharedSlice;
@@ -70,8 +69,8 @@ pub struct LayerStep<'s> {
     ctx: &'s EpochCtx<'s>,
     net: &'s Network,
     path: KernelPath,
-    /// Whether the first (linear) layer reads the u8 rows with the fused
-    /// kernels.
+    /// Whether the first (linear) layer reads the rows (u8 or f32) in
+    /// place with the fused kernels.
     fused: bool,
     /// Floats per sample of `A_0 … A_L`.
     lens: Vec<usize>,
@@ -100,7 +99,7 @@ impl<'s> LayerStep<'s> {
         path: KernelPath,
         bufs: &'s mut LayerBuffers,
     ) -> Self {
-        let fused = net.fused_first_layer(path) && ctx.samples.as_u8().is_some();
+        let fused = net.fused_first_layer(path);
         let lens = act_lens(net);
         let rows_cap = ctx.batch_size.min(ctx.order.len());
         let mut offsets = Vec::with_capacity(lens.len());
@@ -165,7 +164,7 @@ impl<'s> LayerStep<'s> {
         let k = self.net.features();
         // SAFETY: rows phase: no chunk writes the (augmented) rows.
         let images = unsafe { self.ctx.pixels() };
-        // A_0: the rows as f32, unless the first layer reads them as u8.
+        // A_0: the rows as f32, unless the first layer reads them in place.
         if !self.fused {
             // SAFETY: rows phase: rows `r` of every layer's activations,
             // gradients and losses belong to this chunk alone.
@@ -184,11 +183,11 @@ impl<'s> LayerStep<'s> {
                     self.acts.get_mut(self.span(l + 1, r.clone())),
                 )
             };
-            match (self.fused.then_some(images).flatten(), layer) {
+            match (self.fused.then_some(images), layer) {
                 (Some(images), Layer::Linear(lin)) if l == 0 => {
                     let (w, b) = lin.tensors(params, store);
                     let scale = self.ctx.samples.scale();
-                    fused::forward(self.path, images, k, rows, w, b, scale, out);
+                    images.forward(self.path, k, rows, w, b, scale, out);
                     if lin.relu {
                         crate::nn::relu_forward(out);
                     }
@@ -264,27 +263,18 @@ impl<'s> LayerStep<'s> {
         };
         // SAFETY: weights phase: no chunk writes the (augmented) rows.
         let images = unsafe { self.ctx.pixels() };
-        match (self.fused.then_some(images).flatten(), layer) {
+        match (self.fused.then_some(images), layer) {
             (Some(images), Layer::Linear(lin)) if l == 0 => {
-                // The fused kernel sums raw u8 pixels: their scale comes in
-                // the update.
+                // The fused kernel sums raw pixels: their scale (u8's) comes
+                // in the update.
                 let cols = j * crate::nn::layers::LINEAR_COLS
                     ..((j + 1) * crate::nn::layers::LINEAR_COLS).min(lin.inputs);
                 let width = cols.len();
                 let k = self.net.features();
                 let batch = self.ctx.pixel_rows(step);
                 let dw = &mut s.grad[..lin.outputs * width];
-                fused::weight_grad(
-                    self.path,
-                    images,
-                    k,
-                    batch,
-                    g_out,
-                    lin.outputs,
-                    cols.start,
-                    width,
-                    dw,
-                );
+                let o = lin.outputs;
+                images.weight_grad(self.path, k, batch, g_out, o, cols.start, width, dw, false);
                 let w0 = store.tensors()[lin.weight].offset;
                 let scale = self.ctx.samples.scale();
                 for o in 0..lin.outputs {

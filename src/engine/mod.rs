@@ -3,7 +3,7 @@
 //!
 //! * [`phased`]: the scheduler (tickets and a completion counter), once,
 //!   and [`bench`](mod@bench), its answer to a worker that loses its CPU;
-//! * [`fused_step`]: softmax regression on u8 samples with the fused SIMD
+//! * [`fused_step`]: softmax regression (u8 or f32 samples) with the fused SIMD
 //!   kernels, two phases per block of 120 batch rows;
 //! * [`layer_step`]: any network (softmax regression, an MLP, a CNN) on u8 or
 //!   f32 samples, each layer on its own kernels, two phases per step.
@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::data::augment::Augmenter;
 use crate::data::Samples;
+use crate::kernels::fused::Images;
 use crate::optim::Sgd;
 use parallel::{CachePadded, SharedSlice};
 use phased::Flow;
@@ -139,17 +140,17 @@ impl<'s> EpochCtx<'s> {
         self.augment.as_ref()
     }
 
-    /// The u8 pixels the kernels read: the samples', or, with
-    /// augmentation, the step's deformed rows. `None` for f32 samples.
+    /// The rows the fused kernels read: the samples' (u8 or f32), or, with
+    /// augmentation, the step's deformed u8 rows.
     ///
     /// # Safety
     /// With augmentation, only in a phase after the step's augment phase
     /// and before the next step's: no chunk writes the rows meanwhile.
-    pub unsafe fn pixels(&self) -> Option<&[u8]> {
+    pub unsafe fn pixels(&self) -> Images<'_> {
         match &self.augment {
             // SAFETY: the caller's phase writes no row (its contract).
-            Some(a) => Some(unsafe { a.rows.get(0..a.rows.len()) }),
-            None => self.samples.as_u8(),
+            Some(a) => Images::U8(unsafe { a.rows.get(0..a.rows.len()) }),
+            None => Images::of(self.samples),
         }
     }
 

@@ -26,14 +26,14 @@ pub const KERNEL_ENV: &str = "IDX_SOFTMAX_KERNEL";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelPath {
     /// General path: gather rows into f32, `matrixmultiply::sgemm` for every
-    /// product. Works for every element type and every network (the only
-    /// path for MLPs); the reference the fused paths are measured against.
+    /// product; the reference the fused paths are measured against.
     Gemm,
-    /// Fused u8 kernels in portable Rust (any architecture).
+    /// Fused kernels (u8 or f32 rows in place) in portable Rust (any
+    /// architecture).
     Portable,
-    /// Fused u8 kernels with AVX2 + FMA.
+    /// Fused kernels with AVX2 + FMA.
     Avx2,
-    /// Fused u8 kernels with AVX-512F.
+    /// Fused kernels with AVX-512F.
     Avx512,
 }
 
@@ -83,12 +83,13 @@ impl KernelPath {
         }
     }
 
-    /// Whether the path is one of the fused u8 kernels.
+    /// Whether the path is one of the fused kernels (which read u8 or f32
+    /// rows in place).
     pub fn is_fused(self) -> bool {
         !matches!(self, Self::Gemm)
     }
 
-    /// The fastest path available here: the default for u8 samples.
+    /// The fastest path available here: the default.
     pub fn best() -> Self {
         [Self::Avx512, Self::Avx2, Self::Portable, Self::Gemm]
             .into_iter()

@@ -15,10 +15,12 @@
 //!
 //! # Modules
 //!
-//! * [`fused`]: u8 rows read in place from the memory map, converted in
-//!   registers (AVX-512, AVX2+FMA, portable). The default training path.
-//! * [`gemm`]: `matrixmultiply::sgemm` on f32 rows: the general path for
-//!   any element type, and the reference the fused path is measured against.
+//! * [`fused`]: u8 or f32 rows read in place from the memory map (or the
+//!   caller's array), u8 converted in registers (AVX-512, AVX2+FMA,
+//!   portable). The default training path.
+//! * [`gemm`]: `matrixmultiply::sgemm` on gathered f32 rows: the `gemm`
+//!   path, the deeper layers of every path, and the reference the fused
+//!   path is measured against.
 //! * [`softmax_ce`], [`bias`]: the small pieces of a step.
 //! * [`dispatch`]: picks the path once, at run time.
 //! * [`reference`](mod@reference): naive f64 versions of everything, for tests.

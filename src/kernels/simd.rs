@@ -9,12 +9,15 @@
 //! # Contract
 //!
 //! * `LANES` f32 lanes per vector.
-//! * Loads and stores are unaligned and touch exactly `LANES` elements.
+//! * Loads and stores are unaligned and touch exactly `LANES` elements;
+//!   pixels load as u8 (converted exactly) or f32 ([`Vector::load_px`]).
 //! * `mul_add(a, b, acc)` is `a·b + acc` per lane: fused (one rounding) on
 //!   the AVX paths, unfused on the portable path. Either way each lane's
 //!   result depends only on that lane's inputs.
 //! * `reduce_sum` adds the lanes in a fixed order, so a given vector always
 //!   reduces to the same bits.
+
+use super::fused::{Pixel, PixelKind};
 
 /// A vector of `LANES` f32 values. See the module docs for the contract.
 ///
@@ -46,6 +49,24 @@ pub(crate) trait Vector: Copy {
     /// The CPU supports the implementing type's instruction set, and `ptr`
     /// is valid for reading `LANES` bytes.
     unsafe fn load_u8(ptr: *const u8) -> Self;
+    /// Loads `LANES` pixels of type `P` as f32: [`Vector::load_u8`] for
+    /// u8, [`Vector::load`] for f32 (the choice is made at compile time).
+    ///
+    /// # Safety
+    /// The CPU supports the implementing type's instruction set, and `ptr`
+    /// is valid for reading `LANES` values of `P`.
+    #[inline(always)]
+    unsafe fn load_px<P: Pixel>(ptr: *const P) -> Self {
+        // SAFETY: `P::KIND` names `P`'s type truthfully (the trait is
+        // sealed: u8 and f32 only), so the cast pointer is valid for
+        // `LANES` elements of that type, as the caller guarantees.
+        unsafe {
+            match P::KIND {
+                PixelKind::U8 => Self::load_u8(ptr.cast()),
+                PixelKind::F32 => Self::load(ptr.cast()),
+            }
+        }
+    }
     /// Stores the `LANES` lanes (unaligned).
     ///
     /// # Safety

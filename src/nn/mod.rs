@@ -233,17 +233,17 @@ impl Network {
         self.arch.describe()
     }
 
-    /// Whether the first layer reads u8 samples in place with the fused
-    /// kernels on `path`: a linear first layer (softmax regression, an
-    /// MLP), exactly as the training step does.
+    /// Whether the first layer reads the samples (u8 or f32) in place with
+    /// the fused kernels on `path`: a linear first layer (softmax
+    /// regression, an MLP), exactly as the training step does.
     pub fn fused_first_layer(&self, path: KernelPath) -> bool {
         path.is_fused() && matches!(self.layers[0], Layer::Linear(_))
     }
 
     /// The logits (`rows.len()` × C) of samples `rows`.
     ///
-    /// On u8 samples with a fused `path`, a linear first layer reads the
-    /// rows in place with the fused kernel, exactly as the training step
+    /// With a fused `path`, a linear first layer reads the rows (u8 or
+    /// f32) in place with the fused kernel, exactly as the training step
     /// does; otherwise the rows are gathered to f32 first. The other
     /// layers run their forward passes. `ws` is scratch, grown as needed.
     pub fn forward_rows(
@@ -262,34 +262,54 @@ impl Network {
             "forward_rows: output length"
         );
         let n = rows.len();
-        let mut x = std::mem::take(ws);
-        match (samples.as_u8(), &self.layers[0]) {
-            (Some(images), Layer::Linear(l0)) if path.is_fused() => {
-                let (w, b) = l0.tensors(self.params.data(), &self.params);
-                if self.is_linear() {
-                    fused::forward(path, images, k, rows, w, b, samples.scale(), out);
-                    *ws = x;
-                    return;
-                }
-                x.resize(n * l0.outputs, 0.0);
-                fused::forward(path, images, k, rows, w, b, samples.scale(), &mut x);
-                relu_forward(&mut x);
-                self.forward_from(path, 1, &x, n, &mut Vec::new(), out);
-            }
-            _ => {
-                x.resize(n * k, 0.0);
-                for (row, &r) in x.chunks_exact_mut(k).zip(rows) {
-                    samples.row_into_f32(r as usize, row);
-                }
-                self.forward_from(path, 0, &x, n, &mut Vec::new(), out);
-            }
+        if self.fused_first_layer(path) {
+            let images = fused::Images::of(samples);
+            self.forward_fused(path, images, samples.scale(), rows, ws, out);
+            return;
         }
+        let mut x = std::mem::take(ws);
+        x.resize(n * k, 0.0);
+        for (row, &r) in x.chunks_exact_mut(k).zip(rows) {
+            samples.row_into_f32(r as usize, row);
+        }
+        self.forward_from(path, 0, &x, n, &mut Vec::new(), out);
+        *ws = x;
+    }
+
+    /// The logits of `rows` of `images`, the first (linear) layer on the
+    /// fused kernel of `path` (raw values × `scale`), the others as in
+    /// [`Self::forward_from`].
+    fn forward_fused(
+        &self,
+        path: KernelPath,
+        images: fused::Images<'_>,
+        scale: f32,
+        rows: &[u32],
+        ws: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        let Layer::Linear(l0) = &self.layers[0] else {
+            unreachable!("a fused first layer is linear")
+        };
+        let (k, n) = (self.features(), rows.len());
+        let (w, b) = l0.tensors(self.params.data(), &self.params);
+        if self.is_linear() {
+            images.forward(path, k, rows, w, b, scale, out);
+            return;
+        }
+        let mut x = std::mem::take(ws);
+        x.resize(n * l0.outputs, 0.0);
+        images.forward(path, k, rows, w, b, scale, &mut x);
+        relu_forward(&mut x);
+        self.forward_from(path, 1, &x, n, &mut Vec::new(), out);
         *ws = x;
     }
 
     /// The logits (n × C) of `n` rows of f32 inputs `x` (n × K), through
-    /// every layer's forward pass on `path`. `ws` is scratch, grown as
-    /// needed.
+    /// every layer's forward pass on `path`: the same computation as
+    /// [`Self::forward_rows`] on f32 samples holding these rows (a linear
+    /// first layer on the fused kernel of a fused `path`). `ws` is scratch,
+    /// grown as needed.
     pub fn forward_f32(
         &self,
         path: KernelPath,
@@ -299,6 +319,12 @@ impl Network {
         out: &mut [f32],
     ) {
         assert_eq!(x.len(), n * self.features(), "forward_f32: input length");
+        if self.fused_first_layer(path) {
+            assert_eq!(out.len(), n * self.classes(), "forward: output length");
+            let rows: Vec<u32> = (0..n as u32).collect();
+            self.forward_fused(path, fused::Images::F32(x), 1.0, &rows, ws, out);
+            return;
+        }
         self.forward_from(path, 0, x, n, ws, out);
     }
 

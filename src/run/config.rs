@@ -4,7 +4,6 @@
 //! [`super::RunSpec::resolve`] fills it in from here.
 
 use crate::data::augment::Augment;
-use crate::data::Samples;
 use crate::kernels::KernelPath;
 use crate::nn::{Architecture, ConvBlock, ImageShape};
 use crate::optim::Sgd;
@@ -52,8 +51,8 @@ pub struct TrainConfig {
     /// Size of the thread pool; the step runs `min(threads, CPUs)` workers
     /// (see [`TrainConfig::workers`]). The bits are the same either way.
     pub threads: usize,
-    /// The kernel path asked for; `None` picks the best one for the data
-    /// and network ([`TrainConfig::kernel_for`]).
+    /// The kernel path asked for; `None` picks the best one this CPU has
+    /// ([`TrainConfig::kernel_path`]).
     pub kernel: Option<KernelPath>,
     /// Run exactly `threads` workers even when that is more than the CPUs
     /// available. Off by default: an oversubscribed worker that the OS
@@ -134,14 +133,11 @@ impl TrainConfig {
         }
     }
 
-    /// The kernel path that runs for this network on `samples`
-    /// ([`spec::kernel_for`]: a linear first layer needs u8 samples for a
-    /// fused path; a conv layer takes any).
-    pub fn kernel_for(&self, samples: &Samples<'_>) -> Result<KernelPath, SpecError> {
-        spec::kernel_for(
-            self.kernel,
-            samples.as_u8().is_some() || !self.conv.is_empty(),
-        )
+    /// The kernel path that runs ([`spec::kernel_for`]: the one asked
+    /// for, else the best this CPU has; every path serves every network
+    /// and sample type).
+    pub fn kernel_path(&self) -> Result<KernelPath, SpecError> {
+        spec::kernel_for(self.kernel)
     }
 
     /// The settings a checkpoint records, by [`crate::setting::Setting::key`]

@@ -262,7 +262,7 @@ impl<'a> Run<'a> {
         outputs: Outputs,
     ) -> Result<Self, RunError> {
         check_formats(&outputs)?;
-        let kernel = config.kernel_for(train)?;
+        let kernel = config.kernel_path()?;
         let mut warnings = Vec::new();
         let (trainer, resumed_from) = match resume {
             Some(r) => {

@@ -39,8 +39,6 @@ pub enum SpecError {
     NesterovWithoutMomentum,
     /// The kernel path cannot run on this CPU.
     KernelUnavailable { kernel: KernelPath },
-    /// A fused kernel path was asked for f32 samples.
-    KernelNeedsU8 { kernel: KernelPath },
     /// Resuming: a given value differs from the one `source` recorded.
     Mismatch {
         setting: Setting,
@@ -82,7 +80,7 @@ impl SpecError {
         match self {
             Self::Invalid { setting, .. } | Self::Mismatch { setting, .. } => *setting,
             Self::NesterovWithoutMomentum => Setting::Nesterov,
-            Self::KernelUnavailable { .. } | Self::KernelNeedsU8 { .. } => Setting::Kernel,
+            Self::KernelUnavailable { .. } => Setting::Kernel,
             Self::AlreadyTrained { .. } => Setting::Epochs,
             Self::AugmentParameter { setting, .. } => *setting,
             Self::AugmentNeedsU8 => Setting::Augment,
@@ -105,10 +103,6 @@ impl SpecError {
                     "{} {kernel} is not available on this CPU",
                     name(Setting::Kernel)
                 )
-            }
-            Self::KernelNeedsU8 { kernel } => {
-                let n = name(Setting::Kernel);
-                format!("{n} {kernel} reads u8 pixels only; f32 data runs on {n} gemm")
             }
             Self::Mismatch {
                 setting,
@@ -296,40 +290,34 @@ pub fn check_kernel_env() -> Result<(), SpecError> {
     }
 }
 
-/// The kernel path that runs a network on u8 (or not) samples when
-/// `requested` is asked for: the fused kernels read u8 pixels (softmax
-/// regression entirely, an MLP's first layer); f32 samples run on `gemm`.
-/// An explicitly requested fused path that cannot serve the samples is an
-/// error, not a silent substitution.
-pub fn kernel_for(
-    requested: Option<KernelPath>,
-    u8_samples: bool,
-) -> Result<KernelPath, SpecError> {
+/// The kernel path a run takes when `requested` is asked for: that one if
+/// this CPU has it (else an error, never a silent substitution), or the
+/// best this CPU has. Every path serves every network and both sample
+/// types: the fused kernels read u8 and f32 rows in place (softmax
+/// regression entirely, an MLP's first layer), the conv layers have their
+/// own kernels on every path, and the other layers run on sgemm.
+pub fn kernel_for(requested: Option<KernelPath>) -> Result<KernelPath, SpecError> {
     match requested {
         Some(k) if !k.is_available() => Err(SpecError::KernelUnavailable { kernel: k }),
-        None if u8_samples => Ok(KernelPath::best()),
-        None => Ok(KernelPath::Gemm),
-        Some(k) if !k.is_fused() || u8_samples => Ok(k),
-        Some(k) => Err(SpecError::KernelNeedsU8 { kernel: k }),
+        Some(k) => Ok(k),
+        None => Ok(KernelPath::best()),
     }
 }
 
 /// The kernel path inference (evaluation, prediction) runs a model on:
 /// the one asked for (`requested`, checked as for training), else the one
-/// that trained it (`recorded`) where it serves, so the logits are the
-/// training step's, else the best ([`kernel_for`]'s `fused_ok`).
+/// that trained it (`recorded`) if this CPU has it, so the logits are the
+/// training step's, else the best.
 pub fn inference_kernel(
     requested: Option<KernelPath>,
     recorded: Option<KernelPath>,
-    fused_ok: bool,
 ) -> Result<KernelPath, SpecError> {
     if requested.is_some() {
-        return kernel_for(requested, fused_ok);
+        return kernel_for(requested);
     }
-    match recorded.and_then(|k| kernel_for(Some(k), fused_ok).ok()) {
-        Some(k) => Ok(k),
-        None => kernel_for(None, fused_ok),
-    }
+    Ok(recorded
+        .filter(|k| k.is_available())
+        .unwrap_or_else(KernelPath::best))
 }
 
 /// A run as the user asked for it: each setting given, or `None` when
@@ -803,28 +791,29 @@ mod tests {
 
     #[test]
     fn the_kernel_rule() {
-        assert_eq!(kernel_for(None, true), Ok(KernelPath::best()));
-        assert_eq!(kernel_for(None, false), Ok(KernelPath::Gemm));
+        assert_eq!(kernel_for(None), Ok(KernelPath::best()));
+        for k in [KernelPath::Gemm, KernelPath::Portable] {
+            assert_eq!(kernel_for(Some(k)), Ok(k));
+        }
         assert_eq!(
-            kernel_for(Some(KernelPath::Gemm), true),
-            Ok(KernelPath::Gemm)
-        );
-        assert_eq!(
-            kernel_for(Some(KernelPath::Portable), true),
+            inference_kernel(None, Some(KernelPath::Portable)),
             Ok(KernelPath::Portable)
         );
-        let e = kernel_for(Some(KernelPath::Portable), false).unwrap_err();
+        assert_eq!(inference_kernel(None, None), Ok(KernelPath::best()));
         assert_eq!(
-            e.message(&flag),
-            "--kernel portable reads u8 pixels only; f32 data runs on --kernel gemm"
-        );
-        assert_eq!(
-            inference_kernel(None, Some(KernelPath::Portable), false),
+            inference_kernel(Some(KernelPath::Gemm), Some(KernelPath::Portable)),
             Ok(KernelPath::Gemm)
         );
-        assert_eq!(
-            inference_kernel(None, Some(KernelPath::Portable), true),
-            Ok(KernelPath::Portable)
-        );
+        if !KernelPath::Avx512.is_available() {
+            let e = kernel_for(Some(KernelPath::Avx512)).unwrap_err();
+            assert_eq!(
+                e.message(&flag),
+                "--kernel avx512 is not available on this CPU"
+            );
+            assert_eq!(
+                inference_kernel(None, Some(KernelPath::Avx512)),
+                Ok(KernelPath::best())
+            );
+        }
     }
 }

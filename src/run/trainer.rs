@@ -241,7 +241,7 @@ impl<'a> Trainer<'a> {
         cfg: TrainConfig,
     ) -> Result<Self, TrainError> {
         cfg.validate()?;
-        let kernel = cfg.kernel_for(train)?;
+        let kernel = cfg.kernel_path()?;
         let (k, c) = (train.features(), train.classes());
         if let Some(t) = test {
             if t.features() != k || t.classes() != c {
@@ -381,7 +381,7 @@ impl<'a> Trainer<'a> {
         self.network
     }
 
-    /// The kernel path that runs ([`TrainConfig::kernel_for`]).
+    /// The kernel path that runs ([`TrainConfig::kernel_path`]).
     pub fn kernel(&self) -> KernelPath {
         self.kernel
     }
@@ -391,9 +391,10 @@ impl<'a> Trainer<'a> {
         self.cfg.workers()
     }
 
-    /// Evaluates the current network on `samples`, on the trainer's pool.
+    /// Evaluates the current network on `samples`, on the trainer's pool
+    /// and kernel path (so the logits are the training step's).
     pub fn evaluate(&self, samples: &Samples<'_>) -> Evaluation {
-        let path = self.eval_path(samples);
+        let path = self.kernel;
         self.pool
             .install(|| metrics::evaluate(&self.network, samples, path))
     }
@@ -403,22 +404,12 @@ impl<'a> Trainer<'a> {
         if self.val_rows.is_empty() {
             return None;
         }
-        let path = self.eval_path(self.train);
+        let path = self.kernel;
         Some(
             self.pool.install(|| {
                 metrics::evaluate_rows(&self.network, self.train, path, &self.val_rows)
             }),
         )
-    }
-
-    /// The path evaluation takes on `samples`: the training kernel where it
-    /// serves them (so eval's logits are the training step's), else gemm.
-    fn eval_path(&self, samples: &Samples<'_>) -> KernelPath {
-        if self.kernel.is_fused() && samples.as_u8().is_some() {
-            self.kernel
-        } else {
-            KernelPath::Gemm
-        }
     }
 
     /// Runs one epoch. `progress(samples_done)` is called now and then from

@@ -170,6 +170,19 @@ pub fn default_digest(kernel: idx_softmax::kernels::KernelPath) -> &'static str 
     }
 }
 
+/// The weights digest of the default run on MNIST as f32 pixels (`x /
+/// 255` in f32: Python's float32 input), per kernel path: the fused paths
+/// read the f32 rows in place, and round differently from the u8 run.
+pub fn default_f32_digest(kernel: idx_softmax::kernels::KernelPath) -> &'static str {
+    use idx_softmax::kernels::KernelPath;
+    match kernel {
+        KernelPath::Avx512 => "1d3a0f58360d1e589589c192d602861e833f89817f1b86b4bf6a16ae8e8a8fa3",
+        KernelPath::Avx2 => "52635e46b8728f89a411f138ed08427bc3a04b1dfa06cbbf7d5f855d5e294eaa",
+        KernelPath::Portable => "2fabdc62a8f973f2689d188976d2f9f6aa1feb7cc5d616bab38d3e57eb1169d3",
+        KernelPath::Gemm => "2c93f2938050a79dd36c0ec4cee1c6f0b45f0a1d22ce20d11ff8852203a01932",
+    }
+}
+
 /// A command line's name for a setting (`--batch-size`), for checking a
 /// library error's wording as the CLI shows it.
 pub fn flag(s: idx_softmax::setting::Setting) -> String {
@@ -346,4 +359,34 @@ fn crc32(bytes: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+/// u8 samples as f32 samples holding `map(pixel)`, with the same labels
+/// and shape: an f32 dataset to train on every path.
+pub fn f32_samples(
+    s: &idx_softmax::data::samples::Samples<'_>,
+    map: impl Fn(u8) -> f32,
+) -> idx_softmax::data::samples::Samples<'static> {
+    use idx_softmax::data::{LabelValues, Pixels, Samples};
+    use std::borrow::Cow;
+    let px: Vec<f32> = s
+        .as_u8()
+        .expect("u8 samples")
+        .iter()
+        .map(|&v| map(v))
+        .collect();
+    let labels: Vec<u32> = (0..s.len()).map(|i| s.label(i)).collect();
+    Samples::new(
+        Pixels::F32(Cow::Owned(px)),
+        LabelValues::U32(Cow::Owned(labels)),
+        s.features(),
+        s.classes(),
+        s.sample_shape().to_vec(),
+    )
+    .unwrap()
+}
+
+/// A synthetic f32 pixel: `(v − 100) / 64`, exact in f32, negative too.
+pub fn centred(v: u8) -> f32 {
+    (f32::from(v) - 100.0) / 64.0
 }

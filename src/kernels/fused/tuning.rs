@@ -69,7 +69,7 @@ macro_rules! forward_variant {
         /// The CPU must have the ISA; every row index must be below N.
         unsafe fn f(images: &[u8], rows: &[u32], wt: &[f32], bias: &[f32], out: &mut [f32]) {
             // SAFETY: the caller guarantees the ISA and the row indices.
-            unsafe { forward_rows::<$v, $r, $g>(images, K, rows, wt, bias, 1.0, out) }
+            unsafe { forward_rows::<u8, $v, $r, $g>(images, K, rows, &[], wt, bias, 1.0, out) }
         }
         f
     }};
@@ -82,7 +82,7 @@ macro_rules! grad_variant {
         unsafe fn f(images: &[u8], rows: &[u32], g: &[f32], out: &mut [f32]) {
             // SAFETY: the caller guarantees the ISA and the row indices.
             unsafe {
-                weight_grad_cols::<$v, $nv, $g>(images, K, rows, g, C, 0, K, out, Start::Zero)
+                weight_grad_cols::<u8, $v, $nv, $g>(images, K, rows, g, C, 0, K, out, Start::Zero)
             }
         }
         f

@@ -1,0 +1,153 @@
+//! The machine's floor for an epoch: the peak f32 FMA rate of one core and
+//! of every core at once, measured, not assumed.
+//!
+//! ```text
+//! cargo run --release --example fma_peak -- [SECONDS] [FLOP]
+//! cargo run --release --example fma_peak -- 0.3 1.88e9
+//! ```
+//!
+//! Each thread runs 12 independent chains of packed FMAs on registers (no
+//! memory), which is enough to fill two pipes of 4-cycle latency, with
+//! 256-bit (AVX2 + FMA) and then 512-bit (AVX-512F) vectors, for SECONDS
+//! (default 0.3) per round, 15 rounds; the best round counts (a shared
+//! machine only ever slows it down). The floor of a workload of FLOP
+//! floating-point operations (default 1.88e9: one softmax-regression epoch
+//! on MNIST, forward and weight gradient, 2 · 2 · 60000 · 784 · 10) is FLOP
+//! divided by the all-core peak. It also prints the clock this implies if
+//! the core does two 256-bit FMAs a cycle (Zen 3, Zen 4, Intel's big
+//! cores): peak per core / 32 flop per cycle.
+//!
+//! The figure perf/README.md's targets are checked against. (`perf stat -e
+//! cycles` reports "not supported" in the development VM, so the clock
+//! cannot be read there.)
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use core::arch::x86_64::*;
+    use std::time::Instant;
+
+    /// FMAs per loop iteration per vector: 12 chains.
+    const CHAINS: usize = 12;
+
+    /// Runs `iters` iterations of 12 chains of 256-bit FMAs; returns a sum
+    /// so nothing is optimised away.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fma256(iters: u64) -> f32 {
+        let mut acc = [_mm256_set1_ps(0.0); CHAINS];
+        let a = _mm256_set1_ps(0.999_999);
+        let b = _mm256_set1_ps(1e-7);
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        let mut out = [0f32; 8];
+        let mut s = acc[0];
+        for x in &acc[1..] {
+            s = _mm256_add_ps(s, *x);
+        }
+        // SAFETY: `out` holds 8 f32.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+        out.iter().sum()
+    }
+
+    /// As [`fma256`] with 512-bit vectors.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fma512(iters: u64) -> f32 {
+        let mut acc = [_mm512_set1_ps(0.0); CHAINS];
+        let a = _mm512_set1_ps(0.999_999);
+        let b = _mm512_set1_ps(1e-7);
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        let mut s = acc[0];
+        for x in &acc[1..] {
+            s = _mm512_add_ps(s, *x);
+        }
+        _mm512_reduce_add_ps(s)
+    }
+
+    /// GFLOP/s of one thread running `f` for about `seconds`.
+    fn rate(f: unsafe fn(u64) -> f32, lanes: usize, seconds: f64) -> f64 {
+        // Calibrate the iteration count on a short run.
+        let mut iters = 1_000u64;
+        loop {
+            let t = Instant::now();
+            // SAFETY: the caller checked the ISA of `f`.
+            std::hint::black_box(unsafe { f(iters) });
+            let dt = t.elapsed().as_secs_f64();
+            if dt > 0.01 {
+                iters = ((iters as f64) * seconds / dt).max(1.0) as u64;
+                break;
+            }
+            iters *= 4;
+        }
+        let t = Instant::now();
+        // SAFETY: as above.
+        std::hint::black_box(unsafe { f(iters) });
+        let dt = t.elapsed().as_secs_f64();
+        (iters * (CHAINS * lanes * 2) as u64) as f64 / dt / 1e9
+    }
+
+    /// A measured kernel: its name, the loop, and its f32 lanes.
+    type Variant = (&'static str, unsafe fn(u64) -> f32, usize);
+
+    pub fn main(seconds: f64, flop: f64) {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut variants: Vec<Variant> = Vec::new();
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            variants.push(("avx2 (256-bit)", fma256, 8));
+        }
+        if is_x86_feature_detected!("avx512f") {
+            variants.push(("avx512 (512-bit)", fma512, 16));
+        }
+        if variants.is_empty() {
+            println!("no AVX2+FMA on this CPU: nothing to measure");
+            return;
+        }
+        println!("{cpus} CPU(s); best of 15 rounds of {seconds} s per figure");
+        for (name, f, lanes) in variants {
+            let mut one = 0f64;
+            let mut all = 0f64;
+            for _ in 0..15 {
+                one = one.max(rate(f, lanes, seconds));
+                let total: f64 = std::thread::scope(|s| {
+                    let hs: Vec<_> = (0..cpus)
+                        .map(|_| s.spawn(move || rate(f, lanes, seconds)))
+                        .collect();
+                    hs.into_iter().map(|h| h.join().unwrap()).sum()
+                });
+                all = all.max(total);
+            }
+            println!(
+                "{name}: 1 core {one:.1} GFLOP/s (= {:.2} GHz at 32 flop/cycle), \
+                 {cpus} cores {all:.1} GFLOP/s; floor of {flop:.3e} flop: \
+                 1 core {:.2} ms, {cpus} cores {:.2} ms",
+                one / 32.0,
+                flop / one / 1e6,
+                flop / all / 1e6
+            );
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds: f64 = args.get(1).map_or(0.3, |s| s.parse().expect("SECONDS"));
+    let flop: f64 = args.get(2).map_or(1.88e9, |s| s.parse().expect("FLOP"));
+    #[cfg(target_arch = "x86_64")]
+    x86::main(seconds, flop);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (seconds, flop);
+        println!("x86-64 only");
+    }
+}
