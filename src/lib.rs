@@ -25,8 +25,9 @@
 //! * [`checkpoint`]: safetensors files; [`model`]: a saved model and what
 //!   its run recorded, read in one place;
 //! * [`image`], [`preprocess`]: a user's picture decoded and made into the
-//!   network's input as MNIST was made; [`plot`], [`labels`]: curves, heat
-//!   maps, weight pictures, class names;
+//!   network's input as MNIST was made; [`prediction`]: a prediction's
+//!   JSON, for `predict --json` and the server; [`plot`], [`labels`]:
+//!   curves, heat maps, weight pictures, class names;
 //! * [`fsutil`], `signals`: atomic writes, regular-file checks, clean exits
 //!   on SIGINT/SIGTERM/SIGBUS (Unix).
 //!
@@ -62,6 +63,7 @@ pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod plot;
+pub mod prediction;
 pub mod preprocess;
 pub mod run;
 pub mod setting;
