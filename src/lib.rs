@@ -31,9 +31,9 @@
 //! * [`fsutil`], `signals`: atomic writes, regular-file checks, clean exits
 //!   on SIGINT/SIGTERM/SIGBUS (Unix).
 //!
-//! The command-line tool (`src/main.rs`, feature `cli`) and the Python
-//! package (`python/`) are thin front ends over [`run`], [`infer`] and
-//! [`model`].
+//! The command-line tool (`src/main.rs`, feature `cli`), the HTTP
+//! inference server (`serve`, feature `serve`) and the Python package
+//! (`python/`) are thin front ends over [`run`], [`infer`] and [`model`].
 //!
 //! ```no_run
 //! use idx_softmax::data::{Dataset, LoadOptions};
@@ -66,6 +66,8 @@ pub mod plot;
 pub mod prediction;
 pub mod preprocess;
 pub mod run;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod setting;
 #[cfg(unix)]
 pub mod signals;

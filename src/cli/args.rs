@@ -43,6 +43,11 @@ pub enum Cmd {
     /// Classify images (PNG, JPEG, BMP, PNM, TIFF, WebP; files, directories
     /// or standard input) or test-set samples with a saved model.
     Predict(PredictArgs),
+    /// Serve a saved model over HTTP: the Open Inference Protocol (KServe
+    /// v2), POST /predict for images, a page to draw digits on at /, and
+    /// /metrics.
+    #[cfg(feature = "serve")]
+    Serve(super::serve_cmd::ServeArgs),
 }
 
 /// Where the dataset is and where decompressed files go.

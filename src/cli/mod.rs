@@ -7,7 +7,8 @@
 //! * [`args`]: flags, subcommands, value parsers (bad values exit 2);
 //! * [`names`]: the flags' names for the library's settings, and the
 //!   wording of library errors with them;
-//! * [`train_cmd`], [`eval_cmd`], [`predict_cmd`]: the subcommands;
+//! * [`train_cmd`], [`eval_cmd`], [`predict_cmd`], `serve_cmd` (feature
+//!   `serve`): the subcommands;
 //! * [`report`]: what they print;
 //! * [`common`]: data loading, output checks and small helpers they share.
 
@@ -17,6 +18,8 @@ pub mod eval_cmd;
 pub mod names;
 pub mod predict_cmd;
 pub mod report;
+#[cfg(feature = "serve")]
+pub mod serve_cmd;
 pub mod train_cmd;
 
 use std::process::ExitCode;
@@ -31,19 +34,25 @@ use args::{Cli, Cmd};
 /// flag combinations, and any broken rule of a setting's value), shown
 /// with the usage of the subcommand that was run.
 ///
-/// First of all the signal handlers are installed (see
-/// `idx_softmax::signals`): SIGINT and SIGTERM remove any temporary file
-/// being written and exit 130 / 143, SIGBUS on a truncated mapped file
-/// prints one line and exits 1, and SIGPIPE ends the process with status
-/// 141, so `idx-softmax | head -1` ends quietly.
+/// Once the command line is parsed, the signal handlers are installed
+/// (see `idx_softmax::signals`): SIGINT and SIGTERM remove any temporary
+/// file being written and exit 130 / 143, SIGBUS on a truncated mapped
+/// file prints one line and exits 1, and SIGPIPE ends the process with
+/// status 141, so `idx-softmax | head -1` ends quietly. Not for `serve`,
+/// which writes no file and stops on SIGINT and SIGTERM by finishing the
+/// requests in flight.
 pub fn main() -> ExitCode {
-    idx_softmax::signals::install();
     let cli = Cli::parse();
+    if !is_serve(&cli) {
+        idx_softmax::signals::install();
+    }
     let (subcommand, result) = match cli.cmd {
         None => (None, train_cmd::run(cli.train)),
         Some(Cmd::Train(a)) => (Some("train"), train_cmd::run(a)),
         Some(Cmd::Eval(a)) => (Some("eval"), eval_cmd::run(a)),
         Some(Cmd::Predict(a)) => (Some("predict"), predict_cmd::run(a)),
+        #[cfg(feature = "serve")]
+        Some(Cmd::Serve(a)) => (Some("serve"), serve_cmd::run(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,6 +67,16 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "serve")]
+fn is_serve(cli: &Cli) -> bool {
+    matches!(cli.cmd, Some(Cmd::Serve(_)))
+}
+
+#[cfg(not(feature = "serve"))]
+fn is_serve(_: &Cli) -> bool {
+    false
 }
 
 /// Prints `msg` as clap prints a usage error, with the usage of
