@@ -833,6 +833,44 @@ fn sigterm_finishes_the_request_in_flight_and_exits_0() {
 }
 
 #[test]
+fn a_second_signal_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = slow_model(dir.path());
+    let s = Serve::start(&path, &["--threads", "1"]);
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let addr = s.addr.clone();
+    let slow = std::thread::spawn(move || {
+        let body = slow_request(8000);
+        let mut c = TcpStream::connect(&addr).unwrap();
+        write!(
+            c,
+            "POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        c.write_all(&body).unwrap();
+        sent_tx.send(()).unwrap();
+        let mut raw = Vec::new();
+        let _ = c.read_to_end(&mut raw);
+        raw
+    });
+    sent_rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    s.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    let (status, log) = s.stop(libc::SIGINT);
+    assert!(start.elapsed() < Duration::from_secs(5), "{log}");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("error: stopped by a second signal with 1 request(s) unanswered"),
+        "{log}"
+    );
+    // The client sees its connection closed, with no answer.
+    assert!(slow.join().unwrap().is_empty());
+}
+
+#[test]
 fn start_failures_are_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let good = model(dir.path(), "m", &[FEATURES, CLASSES], 9);

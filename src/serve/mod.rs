@@ -471,9 +471,13 @@ impl Server {
             ));
             let _ = started_tx.send(());
         };
-        let result = runtime.block_on(async move {
+        // `abandon`: requests are still unanswered and will stay so.
+        let (result, abandon) = runtime.block_on(async move {
             use axum::serve::ListenerExt;
-            let listener = tokio::net::TcpListener::from_std(listener).map_err(ServeError::Start)?;
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => return (Err(ServeError::Start(e)), false),
+            };
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
@@ -485,15 +489,22 @@ impl Server {
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
             };
             tokio::select! {
-                r = server => r.map_err(ServeError::Start),
+                r = server => (r.map_err(ServeError::Start), false),
                 () = grace => {
                     let n = state.in_flight.load(Ordering::SeqCst);
                     log(&format!("stopped after {} s with {n} request(s) unanswered", SHUTDOWN_GRACE.as_secs()));
-                    Ok(())
+                    (Ok(()), true)
                 }
-                () = force => Err(ServeError::Interrupted(state.in_flight.load(Ordering::SeqCst))),
+                () = force => (Err(ServeError::Interrupted(state.in_flight.load(Ordering::SeqCst))), true),
             }
         });
+        if abandon {
+            // Neither the forward pass under way nor the tasks waiting
+            // for it are waited for: the process is about to end.
+            runtime.shutdown_background();
+            std::mem::forget(batcher_owner);
+            return result;
+        }
         // Whatever is queued runs; then the batcher's thread ends.
         batcher_owner.batcher.stop();
         runtime.shutdown_timeout(Duration::from_secs(1));

@@ -22,6 +22,7 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::cell::Cell;
 
 /// The model's input tensor.
 pub const INPUT: &str = "input";
@@ -105,34 +106,38 @@ pub struct InferRequest {
     pub outputs: Vec<OutputKind>,
 }
 
-#[derive(Deserialize)]
-struct RawRequest<'a> {
-    #[serde(default)]
+/// An inference request as sent (`inputs` parsed, the rest kept as JSON
+/// values to check).
+#[derive(Default)]
+struct RawRequest {
     id: Option<Value>,
-    #[serde(default)]
     parameters: Option<Value>,
-    #[serde(borrow, default)]
-    inputs: Option<&'a RawValue>,
-    #[serde(default)]
+    inputs: Option<Vec<RawInput>>,
     outputs: Option<Value>,
 }
 
-#[derive(Deserialize)]
-struct RawInput<'a> {
-    #[serde(default)]
+/// One input tensor as sent, its `data` already parsed (the body is read
+/// once).
+#[derive(Default)]
+struct RawInput {
     name: Option<Value>,
-    #[serde(default)]
     shape: Option<Value>,
-    #[serde(default)]
     datatype: Option<Value>,
-    #[serde(default)]
     parameters: Option<Value>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
+    data: Option<Vec<f32>>,
 }
 
-/// serde_json's message without its ` at line L column C` (which would
-/// point into a part of the body, not the body).
+/// Where the parser is in a tensor's `data`, for the message of a syntax
+/// error there (the parser's own errors carry no path).
+#[derive(Default)]
+struct Place {
+    /// The input whose `data` is being read.
+    input: Cell<Option<usize>>,
+    /// Values read from it so far.
+    index: Cell<usize>,
+}
+
+/// serde_json's message without its ` at line L column C`.
 fn bare(e: &serde_json::Error) -> String {
     let s = e.to_string();
     match s.rsplit_once(" at line ") {
@@ -151,8 +156,7 @@ fn shown(v: &Value) -> String {
     }
 }
 
-/// Whether a JSON text (already valid) is an object, an array, …: its
-/// first non-blank byte.
+/// Whether a JSON text begins with `c` (after blanks).
 fn starts_with(text: &str, c: char) -> bool {
     text.trim_start().starts_with(c)
 }
@@ -174,12 +178,29 @@ pub fn parse_infer(body: &[u8], features: usize) -> Result<InferRequest, ApiErro
             Err(e) => format!("the request body is not valid JSON: {e}"),
         });
     }
-    let raw: RawRequest<'_> = match serde_json::from_str(text) {
+    let place = Place::default();
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = Request(&place)
+        .deserialize(&mut de)
+        .and_then(|r| de.end().map(|()| r));
+    let raw = match parsed {
         Ok(r) => r,
         Err(e) if e.is_syntax() || e.is_eof() => {
-            return bad(format!("the request body is not valid JSON: {e}"))
+            return bad(match place.input.get().map(|i| (i, place.index.get())) {
+                Some((i, k)) if e.is_syntax() => {
+                    format!("the request body is not valid JSON: inputs[{i}].data[{k}]: {e}")
+                }
+                _ => format!("the request body is not valid JSON: {e}"),
+            });
         }
-        Err(e) => return bad(format!("the request body: {}", bare(&e))),
+        Err(e) => {
+            let msg = bare(&e);
+            return bad(if msg.starts_with("inputs") {
+                msg
+            } else {
+                format!("the request body: {msg}")
+            });
+        }
     };
     let id = match raw.id {
         None | Some(Value::Null) => None,
@@ -191,14 +212,10 @@ pub fn parse_infer(body: &[u8], features: usize) -> Result<InferRequest, ApiErro
         Some(v) => return bad(format!("parameters: must be an object, got {}", shown(v))),
     }
     let outputs = parse_outputs(raw.outputs.as_ref())?;
-    let Some(inputs) = raw.inputs else {
+    let Some(mut inputs) = raw.inputs else {
         return bad(format!(
             "inputs: missing (the model takes one tensor, '{INPUT}', {DATATYPE} [n, {features}])"
         ));
-    };
-    let inputs: Vec<&RawValue> = match serde_json::from_str(inputs.get()) {
-        Ok(v) => v,
-        Err(_) => return bad("inputs: must be a list of tensors".into()),
     };
     if inputs.len() != 1 {
         return bad(format!(
@@ -206,7 +223,7 @@ pub fn parse_infer(body: &[u8], features: usize) -> Result<InferRequest, ApiErro
             inputs.len()
         ));
     }
-    let (rows, x) = parse_input(inputs[0], 0, features)?;
+    let (rows, x) = check_input(inputs.swap_remove(0), 0, features)?;
     Ok(InferRequest {
         id,
         rows,
@@ -216,16 +233,9 @@ pub fn parse_infer(body: &[u8], features: usize) -> Result<InferRequest, ApiErro
 }
 
 /// Checks `inputs[i]`; returns its rows and values.
-fn parse_input(raw: &RawValue, i: usize, features: usize) -> Result<(usize, Vec<f32>), ApiError> {
+fn check_input(input: RawInput, i: usize, features: usize) -> Result<(usize, Vec<f32>), ApiError> {
     let field = |f: &str| format!("inputs[{i}].{f}");
     let bad = |m: String| Err(ApiError::bad_request(m));
-    if !starts_with(raw.get(), '{') {
-        return bad(format!("inputs[{i}]: must be an object (a tensor)"));
-    }
-    let input: RawInput<'_> = match serde_json::from_str(raw.get()) {
-        Ok(v) => v,
-        Err(e) => return bad(format!("inputs[{i}]: {}", bare(&e))),
-    };
     if let Some(Value::Object(p)) = &input.parameters {
         if p.contains_key("binary_data_size") {
             return Err(binary_refused());
@@ -298,20 +308,10 @@ fn parse_input(raw: &RawValue, i: usize, features: usize) -> Result<(usize, Vec<
             field("shape")
         ));
     }
-    let Some(data) = input.data else {
+    let Some(x) = input.data else {
         return bad(format!("{}: missing", field("data")));
     };
-    if !starts_with(data.get(), '[') {
-        return bad(format!("{}: must be a list of numbers", field("data")));
-    }
     let values = (rows as u128) * (features as u128);
-    // Reserve by the shape only as far as the text could hold it (two
-    // bytes a value at least): a lying shape allocates nothing.
-    let mut x = Vec::with_capacity((values.min(data.get().len() as u128 / 2 + 1)) as usize);
-    let mut de = serde_json::Deserializer::from_str(data.get());
-    if let Err(e) = (Flat { out: &mut x }).deserialize(&mut de) {
-        return bad(format!("{}[{}]: {}", field("data"), x.len(), bare(&e)));
-    }
     if x.len() as u128 != values {
         return bad(format!(
             "{}: {} values, but the shape [{rows}, {features}] needs {values}",
@@ -363,10 +363,206 @@ fn parse_outputs(outputs: Option<&Value>) -> Result<Vec<OutputKind>, ApiError> {
     Ok(kinds)
 }
 
+/// Visitor methods that refuse every JSON type but the ones a visitor
+/// takes, with the message `$msg(&self)`.
+macro_rules! refuse {
+    ($msg:expr; $($method:ident($($arg:ty)?)),*) => {
+        $(
+            fn $method<E: de::Error>(self, $(_: $arg)?) -> Result<Self::Value, E> {
+                Err(E::custom($msg(&self)))
+            }
+        )*
+    };
+}
+
+/// The request object.
+struct Request<'p>(&'p Place);
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum RequestKey {
+    Id,
+    Parameters,
+    Inputs,
+    Outputs,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> DeserializeSeed<'de> for Request<'_> {
+    type Value = RawRequest;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<RawRequest, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Request<'_> {
+    type Value = RawRequest;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an inference request")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawRequest, A::Error> {
+        let mut r = RawRequest::default();
+        while let Some(key) = map.next_key::<RequestKey>()? {
+            let (slot, name) = match key {
+                RequestKey::Id => (&mut r.id, "id"),
+                RequestKey::Parameters => (&mut r.parameters, "parameters"),
+                RequestKey::Outputs => (&mut r.outputs, "outputs"),
+                RequestKey::Inputs => {
+                    if r.inputs.is_some() {
+                        return Err(de::Error::custom("inputs: given twice"));
+                    }
+                    r.inputs = map.next_value_seed(Inputs(self.0))?;
+                    continue;
+                }
+                RequestKey::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                return Err(de::Error::custom(format!("{name}: given twice")));
+            }
+            *slot = Some(map.next_value()?);
+        }
+        Ok(r)
+    }
+}
+
+/// `inputs`: a list of tensors (`null`: none).
+struct Inputs<'p>(&'p Place);
+
+impl Inputs<'_> {
+    fn wrong(&self) -> String {
+        "inputs: must be a list of tensors".to_owned()
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Inputs<'_> {
+    type Value = Option<Vec<RawInput>>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Inputs<'_> {
+    type Value = Option<Vec<RawInput>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of tensors")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut all = Vec::new();
+        while let Some(input) = seq.next_element_seed(Input(all.len(), self.0))? {
+            all.push(input);
+        }
+        Ok(Some(all))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(de::Error::custom(self.wrong()))
+    }
+
+    refuse!(Self::wrong; visit_bool(bool), visit_i64(i64), visit_u64(u64), visit_f64(f64), visit_str(&str));
+}
+
+/// `inputs[i]`: one tensor.
+struct Input<'p>(usize, &'p Place);
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum InputKey {
+    Name,
+    Shape,
+    Datatype,
+    Parameters,
+    Data,
+    #[serde(other)]
+    Other,
+}
+
+impl Input<'_> {
+    fn wrong(&self) -> String {
+        format!("inputs[{}]: must be an object (a tensor)", self.0)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Input<'_> {
+    type Value = RawInput;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<RawInput, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Input<'_> {
+    type Value = RawInput;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a tensor")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawInput, A::Error> {
+        let (i, place) = (self.0, self.1);
+        let mut t = RawInput::default();
+        let twice = |key: &str| de::Error::custom(format!("inputs[{i}].{key}: given twice"));
+        while let Some(key) = map.next_key::<InputKey>()? {
+            let (slot, name) = match key {
+                InputKey::Name => (&mut t.name, "name"),
+                InputKey::Shape => (&mut t.shape, "shape"),
+                InputKey::Datatype => (&mut t.datatype, "datatype"),
+                InputKey::Parameters => (&mut t.parameters, "parameters"),
+                InputKey::Data => {
+                    if t.data.is_some() {
+                        return Err(twice("data"));
+                    }
+                    let mut x = Vec::new();
+                    place.input.set(Some(i));
+                    place.index.set(0);
+                    map.next_value_seed(Flat {
+                        out: &mut x,
+                        input: i,
+                        depth: 0,
+                        place,
+                    })?;
+                    place.input.set(None);
+                    t.data = Some(x);
+                    continue;
+                }
+                InputKey::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                return Err(twice(name));
+            }
+            *slot = Some(map.next_value()?);
+        }
+        Ok(t)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<RawInput, A::Error> {
+        Err(de::Error::custom(self.wrong()))
+    }
+
+    refuse!(Self::wrong; visit_bool(bool), visit_i64(i64), visit_u64(u64), visit_f64(f64), visit_str(&str), visit_unit());
+}
+
 /// A tensor's values, flat or nested, appended to `out` in row-major
 /// order.
 struct Flat<'v> {
     out: &'v mut Vec<f32>,
+    input: usize,
+    /// Lists entered (0: `data` itself, which must be a list).
+    depth: usize,
+    place: &'v Place,
 }
 
 impl<'de> DeserializeSeed<'de> for Flat<'_> {
@@ -377,14 +573,27 @@ impl<'de> DeserializeSeed<'de> for Flat<'_> {
 }
 
 impl Flat<'_> {
+    /// `inputs[i].data[k]: why`, for the value about to be read.
+    fn wrong(&self, why: &str) -> String {
+        if self.depth == 0 {
+            format!("inputs[{}].data: must be a list of numbers", self.input)
+        } else {
+            format!("inputs[{}].data[{}]: {why}", self.input, self.out.len())
+        }
+    }
+
     fn push<E: de::Error>(self, v: f64) -> Result<(), E> {
+        if self.depth == 0 {
+            return Err(E::custom(self.wrong("")));
+        }
         let f = v as f32;
         if !f.is_finite() {
-            return Err(E::custom(format!(
-                "{v:e} is beyond the range of {DATATYPE}"
-            )));
+            return Err(E::custom(
+                self.wrong(&format!("{v:e} is beyond the range of {DATATYPE}")),
+            ));
         }
         self.out.push(f);
+        self.place.index.set(self.out.len());
         Ok(())
     }
 }
@@ -397,8 +606,16 @@ impl<'de> Visitor<'de> for Flat<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let out = self.out;
-        while seq.next_element_seed(Flat { out: &mut *out })?.is_some() {}
+        let (out, input, depth, place) = (self.out, self.input, self.depth + 1, self.place);
+        while seq
+            .next_element_seed(Flat {
+                out: &mut *out,
+                input,
+                depth,
+                place,
+            })?
+            .is_some()
+        {}
         Ok(())
     }
 
@@ -415,19 +632,19 @@ impl<'de> Visitor<'de> for Flat<'_> {
     }
 
     fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Err(E::custom("a string, not a number"))
+        Err(E::custom(self.wrong("a string, not a number")))
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        Err(E::custom(format!("{v}, not a number")))
+        Err(E::custom(self.wrong(&format!("{v}, not a number"))))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(E::custom("null, not a number"))
+        Err(E::custom(self.wrong("null, not a number")))
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        Err(de::Error::custom("an object, not a number"))
+        Err(de::Error::custom(self.wrong("an object, not a number")))
     }
 }
 
@@ -611,9 +828,14 @@ mod tests {
             err(&req("[1,2]", "[1,1e39]")),
             "inputs[0].data[1]: 1e39 is beyond the range of FP32"
         );
-        assert!(
-            err(&req("[1,2]", "[1,1e999]")).starts_with("inputs[0].data[1]: number out of range")
-        );
+        assert!(err(&req("[1,2]", "[1,1e999]")).starts_with(
+            "the request body is not valid JSON: inputs[0].data[1]: number out of range"
+        ));
+        assert!(err(&req("[1,2]", "[1,2")).contains("not valid JSON"));
+        let twice = r#"{"inputs":[{"name":"input","name":"input","datatype":"FP32","shape":[1,2],"data":[1,2]}]}"#;
+        assert_eq!(err(twice), "inputs[0].name: given twice");
+        assert_eq!(err(r#"{"inputs":[],"inputs":[]}"#), "inputs: given twice");
+        assert!(err(r#"{"inputs":[]} x"#).contains("trailing characters"));
         assert!(err(&req("[1,2]", "3")).starts_with("inputs[0].data: must be a list"));
         // A shape that lies about its size allocates nothing.
         assert!(err(&req("[1000000000000,2]", "[1,2]")).contains("needs 2000000000000"));
