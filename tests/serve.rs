@@ -682,9 +682,14 @@ fn bad_requests_get_one_line_and_the_server_keeps_serving() {
 
 #[test]
 fn concurrent_requests_share_a_forward_pass() {
+    // While a slow request holds the batcher, eight small ones queue up;
+    // the next forward pass takes them all.
     let dir = tempfile::tempdir().unwrap();
-    let path = model(dir.path(), "m", &[FEATURES, 8, CLASSES], 7);
-    let s = Serve::start(&path, &["--batch-wait-us", "300000", "--max-batch", "64"]);
+    let path = slow_model(dir.path());
+    let s = Serve::start(&path, &["--threads", "1"]);
+    let (slow, sent) = send_in_background(&s.addr, slow_request(4000));
+    sent.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     let n = 8;
     let barrier = Arc::new(std::sync::Barrier::new(n));
     let threads: Vec<_> = (0..n)
@@ -693,31 +698,62 @@ fn concurrent_requests_share_a_forward_pass() {
             std::thread::spawn(move || {
                 let body = infer_body(1, &random_rows(1, i as u64));
                 barrier.wait();
-                request(&addr, "POST", "/v2/models/m/infer", &[], &body).status
+                request(&addr, "POST", "/v2/models/slow/infer", &[], &body).status
             })
         })
         .collect();
     for t in threads {
         assert_eq!(t.join().unwrap(), 200);
     }
+    assert_eq!(parse_reply(&slow.join().unwrap()).status, 200);
     let m = s.metrics();
     assert_eq!(
         metric(&m, "idx_softmax_batch_requests_sum"),
-        n as f64,
+        (n + 1) as f64,
         "{m}"
     );
-    assert_eq!(metric(&m, "idx_softmax_batch_rows_sum"), n as f64, "{m}");
-    let passes = metric(&m, "idx_softmax_batch_requests_count");
-    assert!(
-        passes < n as f64,
-        "{n} requests took {passes} forward passes:\n{m}"
+    assert_eq!(
+        metric(&m, "idx_softmax_batch_rows_sum"),
+        (4000 + n) as f64,
+        "{m}"
     );
+    assert_eq!(metric(&m, "idx_softmax_batch_requests_count"), 2.0, "{m}");
     let (_, log) = s.stop(libc::SIGTERM);
-    assert!(
-        log.lines()
-            .any(|l| l.starts_with("POST /v2/models/m/infer 200") && !l.ends_with("batch=1")),
-        "{log}"
-    );
+    let batched = log
+        .lines()
+        .filter(|l| l.starts_with("POST /v2/models/slow/infer 200") && l.ends_with(" batch=8"))
+        .count();
+    assert_eq!(batched, n, "{log}");
+}
+
+/// Sends `body` to the slow model's infer endpoint on a thread (keep-alive,
+/// so the answer ends when the server closes); the receiver hears once the
+/// body is written. The thread returns the raw answer.
+fn send_in_background(
+    addr: &str,
+    body: Vec<u8>,
+) -> (
+    std::thread::JoinHandle<Vec<u8>>,
+    std::sync::mpsc::Receiver<()>,
+) {
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let addr = addr.to_owned();
+    let thread = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        write!(
+            c,
+            "POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        c.write_all(&body).unwrap();
+        sent_tx.send(()).unwrap();
+        let mut raw = Vec::new();
+        let _ = c.read_to_end(&mut raw);
+        raw
+    });
+    (thread, sent_rx)
 }
 
 /// A network slow enough that 4000 samples take a while.

@@ -3,13 +3,16 @@
 //!
 //! Requests wait in a bounded queue ([`super::Config::queue`] requests; a
 //! request that finds it full is refused at once, and the server answers
-//! 503). One thread, the batcher, takes the oldest request, then every
-//! request already waiting, then waits for more until the oldest has
-//! waited [`super::Config::batch_wait`] or the batch holds
-//! [`super::Config::max_batch`] rows (a request is never split: one larger
-//! than that runs alone). The batch's rows go through [`crate::infer::logits`]
-//! on the server's thread pool, and each request gets its own rows' logits
-//! back, with the size of the batch it ran in.
+//! 503). One thread, the batcher, takes the oldest request and every
+//! request already waiting. Then, while other requests are on their way
+//! (an [`Arrival`] is held for each from the moment its handler starts
+//! until it is queued), it waits for them, until the oldest has waited
+//! [`super::Config::batch_wait`] or the batch holds
+//! [`super::Config::max_batch`] rows. A request is never split: one larger
+//! than that runs alone. A lone request is not kept waiting: with nothing
+//! on its way, the batch runs at once. The batch's rows go through
+//! [`crate::infer::logits`] on the server's thread pool, and each request
+//! gets its own rows' logits back, with the size of the batch it ran in.
 //!
 //! A request whose client has gone before its batch starts is dropped
 //! unrun. A forward pass that panics fails its batch's requests (the
@@ -17,6 +20,7 @@
 
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -86,6 +90,18 @@ pub struct Batcher {
     tx: SyncSender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
     features: usize,
+    /// Requests on their way to the queue.
+    arriving: Arc<AtomicUsize>,
+}
+
+/// A request on its way to the queue, from the start of its handler until
+/// it is queued or fails: while any is held, a batch waits for company.
+pub struct Arrival(Arc<AtomicUsize>);
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Batcher {
@@ -98,14 +114,25 @@ impl Batcher {
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(policy.queue);
         let features = model.network.features();
+        let arriving = Arc::new(AtomicUsize::new(0));
+        let on_the_way = arriving.clone();
         let thread = std::thread::Builder::new()
             .name("idx-softmax-batcher".into())
-            .spawn(move || pool.install(move || run(&rx, &model, policy, &metrics)))?;
+            .spawn(move || pool.install(move || run(&rx, &model, policy, &metrics, &on_the_way)))?;
         Ok(Self {
             tx,
             thread: Mutex::new(Some(thread)),
             features,
+            arriving,
         })
+    }
+
+    /// Announces a request on its way: batches wait for it (up to the
+    /// batch wait) until the [`Arrival`] is dropped, which
+    /// [`Batcher::submit`] does once the request is queued.
+    pub fn arrival(&self) -> Arrival {
+        self.arriving.fetch_add(1, Ordering::SeqCst);
+        Arrival(self.arriving.clone())
     }
 
     /// Queues `x` (`rows × features` inputs, every value finite) for the
@@ -115,6 +142,7 @@ impl Batcher {
         &self,
         x: Vec<f32>,
         rows: usize,
+        arrival: Option<Arrival>,
     ) -> Result<oneshot::Receiver<Result<Output, BatchError>>, BatchError> {
         debug_assert_eq!(x.len(), rows * self.features);
         let (reply, rx) = oneshot::channel();
@@ -124,7 +152,11 @@ impl Batcher {
             queued: Instant::now(),
             reply,
         };
-        match self.tx.try_send(Msg::Job(job)) {
+        let sent = self.tx.try_send(Msg::Job(job));
+        // Queued (or refused): no longer on its way. After the send, so
+        // that the batcher sees it either queued or arriving.
+        drop(arrival);
+        match sent {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(_)) => Err(BatchError::Full),
             Err(TrySendError::Disconnected(_)) => Err(BatchError::Closed),
@@ -151,7 +183,13 @@ impl Drop for Batcher {
 }
 
 /// The batcher's loop: until [`Msg::Stop`] or every sender is gone.
-fn run(rx: &Receiver<Msg>, model: &Model, policy: Policy, metrics: &Metrics) {
+fn run(
+    rx: &Receiver<Msg>,
+    model: &Model,
+    policy: Policy,
+    metrics: &Metrics,
+    arriving: &AtomicUsize,
+) {
     let mut held: Option<Job> = None;
     loop {
         let first = match held.take() {
@@ -171,7 +209,7 @@ fn run(rx: &Receiver<Msg>, model: &Model, policy: Policy, metrics: &Metrics) {
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
+                    if left.is_zero() || arriving.load(Ordering::SeqCst) == 0 {
                         break;
                     }
                     match rx.recv_timeout(left) {
@@ -291,9 +329,12 @@ mod tests {
         let inputs: Vec<Vec<f32>> = (0..3)
             .map(|i| (0..8).map(|j| (i * 8 + j) as f32 / 10.0).collect())
             .collect();
+        // Announced together: the first waits for the others.
+        let arrivals: Vec<Arrival> = inputs.iter().map(|_| b.arrival()).collect();
         let rxs: Vec<_> = inputs
             .iter()
-            .map(|x| b.submit(x.clone(), 2).unwrap())
+            .zip(arrivals)
+            .map(|(x, a)| b.submit(x.clone(), 2, Some(a)).unwrap())
             .collect();
         for (x, rx) in inputs.iter().zip(rxs) {
             let out = rx.blocking_recv().unwrap().unwrap();
@@ -309,7 +350,10 @@ mod tests {
             .render()
             .contains("idx_softmax_batch_rows_count 1\n"));
         b.stop();
-        assert_eq!(b.submit(vec![0.0; 4], 1).unwrap_err(), BatchError::Closed);
+        assert_eq!(
+            b.submit(vec![0.0; 4], 1, None).unwrap_err(),
+            BatchError::Closed
+        );
     }
 
     #[test]
@@ -320,8 +364,9 @@ mod tests {
             queue: 16,
         };
         let (b, _, _) = batcher(policy);
-        let big = b.submit(vec![0.5; 12], 3).unwrap();
-        let small = b.submit(vec![0.5; 4], 1).unwrap();
+        let _coming = b.arrival();
+        let big = b.submit(vec![0.5; 12], 3, None).unwrap();
+        let small = b.submit(vec![0.5; 4], 1, None).unwrap();
         let t = Instant::now();
         assert_eq!(big.blocking_recv().unwrap().unwrap().batch_rows, 3);
         // The small request waits for company, up to the batch wait; a
@@ -330,6 +375,21 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(10));
         let small = small.blocking_recv();
         assert_eq!(small.unwrap().unwrap().batch_rows, 1);
+    }
+
+    #[test]
+    fn a_lone_request_does_not_wait() {
+        let policy = Policy {
+            max_batch: 64,
+            batch_wait: Duration::from_secs(30),
+            queue: 16,
+        };
+        let (b, _, _) = batcher(policy);
+        let t = Instant::now();
+        let arrival = b.arrival();
+        let rx = b.submit(vec![0.5; 4], 1, Some(arrival)).unwrap();
+        assert_eq!(rx.blocking_recv().unwrap().unwrap().batch_rows, 1);
+        assert!(t.elapsed() < Duration::from_secs(10));
     }
 
     #[test]
@@ -343,7 +403,7 @@ mod tests {
         let mut refused = 0;
         let mut rxs = Vec::new();
         for _ in 0..10_000 {
-            match b.submit(vec![0.5; 4], 1) {
+            match b.submit(vec![0.5; 4], 1, None) {
                 Ok(rx) => rxs.push(rx),
                 Err(BatchError::Full) => refused += 1,
                 Err(e) => panic!("{e:?}"),

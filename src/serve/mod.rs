@@ -714,12 +714,18 @@ impl AppState {
 
     /// The forward pass of `x` (`rows × features`): its logits and the
     /// rows of the batch it ran in.
-    async fn logits(&self, x: Vec<f32>, rows: usize) -> Result<(Vec<f32>, usize), ApiError> {
+    /// `arrival` announced the request when its handler started.
+    async fn logits(
+        &self,
+        x: Vec<f32>,
+        rows: usize,
+        arrival: batcher::Arrival,
+    ) -> Result<(Vec<f32>, usize), ApiError> {
         let unavailable = |m: &str| ApiError {
             status: 503,
             message: m.to_owned(),
         };
-        let rx = match self.batcher.submit(x, rows) {
+        let rx = match self.batcher.submit(x, rows, Some(arrival)) {
             Ok(rx) => rx,
             Err(BatchError::Full) => {
                 self.metrics.queue_full();
@@ -827,6 +833,7 @@ async fn run_infer(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let arrival = st.batcher.arrival();
     let answer = async {
         st.check_model(name, version)?;
         let body = body_or_error(body, st.max_body)?;
@@ -846,7 +853,7 @@ async fn run_infer(
         };
         let mut request = request;
         let x = std::mem::take(&mut request.x);
-        let (logits, batch) = st.logits(x, request.rows).await?;
+        let (logits, batch) = st.logits(x, request.rows, arrival).await?;
         let body = protocol::infer_response(&st.name, &request, &logits, st.classes);
         let mut r = json_response(StatusCode::OK, body);
         r.extensions_mut().insert(Batched(batch));

@@ -136,6 +136,7 @@ async fn answer(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let arrival = st.batcher.arrival();
     let Query(pairs) = query.map_err(|e| {
         ApiError::bad_request(format!("the query string is malformed: {}", e.body_text()))
     })?;
@@ -170,7 +171,7 @@ async fn answer(
             ),
         });
     }
-    let (logits, batch) = st.logits(x, 1).await?;
+    let (logits, batch) = st.logits(x, 1, arrival).await?;
     let probs = infer::softmax(&logits);
     let ranked = infer::ranked(&probs);
     let top = &ranked[..p.top.min(ranked.len())];
