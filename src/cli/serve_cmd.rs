@@ -40,7 +40,7 @@ pub struct ServeArgs {
     pub labels: Option<PathBuf>,
     #[arg(long, value_name = "ROWS", help = format!("Most samples in one forward pass: concurrent requests are batched up to this (a larger request runs alone); 1 to {}", serve::MAX_BATCH_LIMIT), default_value_t = serve::DEFAULT_MAX_BATCH, env = "IDX_SOFTMAX_MAX_BATCH")]
     pub max_batch: usize,
-    #[arg(long, value_name = "MICROSECONDS", help = format!("How long the oldest request of a batch waits for more; at most {}", serve::BATCH_WAIT_LIMIT_US), default_value_t = serve::DEFAULT_BATCH_WAIT_US, env = "IDX_SOFTMAX_BATCH_WAIT_US")]
+    #[arg(long, value_name = "MICROSECONDS", help = format!("How long the oldest request of a batch may wait for requests on their way; at most {}", serve::BATCH_WAIT_LIMIT_US), default_value_t = serve::DEFAULT_BATCH_WAIT_US, env = "IDX_SOFTMAX_BATCH_WAIT_US")]
     pub batch_wait_us: u64,
     #[arg(long, value_name = "REQUESTS", help = format!("Requests that may wait for a forward pass; one more is answered 503 with Retry-After; 1 to {}", serve::QUEUE_LIMIT), default_value_t = serve::DEFAULT_QUEUE, env = "IDX_SOFTMAX_QUEUE")]
     pub queue: usize,

@@ -27,7 +27,7 @@
 //! the same rules as `eval`) and runs on the `gemm` kernel path (the
 //! inputs are f32). Concurrent requests are batched into one forward pass
 //! ([`batcher`]): at most [`Config::max_batch`] rows, waiting at most
-//! [`Config::batch_wait`] for company. Limits: a body larger than
+//! [`Config::batch_wait`] for requests on their way. Limits: a body larger than
 //! [`Config::max_body`] is answered 413; a request that finds
 //! [`Config::queue`] requests already waiting is answered 503 with
 //! `Retry-After`; a malformed tensor or image 400, naming the field or the
@@ -76,8 +76,8 @@ pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 8000;
 /// Most rows (samples) in one forward pass, by default.
 pub const DEFAULT_MAX_BATCH: usize = 64;
-/// How long the oldest request of a batch waits for company, by default,
-/// in microseconds.
+/// How long the oldest request of a batch may wait for requests on their
+/// way, by default, in microseconds.
 pub const DEFAULT_BATCH_WAIT_US: u64 = 1000;
 /// Requests that may wait for a forward pass, by default; one more is
 /// answered 503.
@@ -112,7 +112,8 @@ pub struct Config {
     pub name: Option<String>,
     /// Most rows in one forward pass (a larger request runs alone).
     pub max_batch: usize,
-    /// How long the oldest request of a batch waits for more.
+    /// How long the oldest request of a batch may wait for requests on
+    /// their way.
     pub batch_wait: Duration,
     /// Requests that may wait for a forward pass.
     pub queue: usize,
