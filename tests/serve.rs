@@ -907,6 +907,36 @@ fn a_second_signal_stops_at_once() {
 }
 
 #[test]
+fn a_client_that_leaves_is_counted_as_499() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = slow_model(dir.path());
+    let s = Serve::start(&path, &["--threads", "1"]);
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    let body = slow_request(4000);
+    write!(
+        c,
+        "POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    c.write_all(&body).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(c);
+    let start = Instant::now();
+    let gone = "idx_softmax_requests_total{endpoint=\"/v2/models/{name}/infer\",status=\"499\"}";
+    while metric(&s.metrics(), gone) != 1.0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", s.metrics());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let m = s.metrics();
+    assert_eq!(metric(&m, "idx_softmax_requests_in_flight"), 0.0, "{m}");
+    let (status, log) = s.stop(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("POST /v2/models/slow/infer 499 "), "{log}");
+    assert!(log.contains("finishing 0 request(s) in flight"), "{log}");
+}
+
+#[test]
 fn start_failures_are_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let good = model(dir.path(), "m", &[FEATURES, CLASSES], 9);

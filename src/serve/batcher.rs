@@ -347,7 +347,7 @@ mod tests {
             }
         }
         assert!(metrics
-            .render()
+            .render(0)
             .contains("idx_softmax_batch_rows_count 1\n"));
         b.stop();
         assert_eq!(

@@ -13,7 +13,12 @@
 //! * `idx_softmax_batch_requests`: a histogram of the requests batched into
 //!   each forward pass;
 //! * `idx_softmax_queue_full_total`: requests refused (503) because the
-//!   queue was full.
+//!   queue was full;
+//! * `idx_softmax_requests_in_flight`: requests received and not yet
+//!   answered.
+//!
+//! A request whose client goes away before it is answered counts with the
+//! status 499.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -150,8 +155,9 @@ impl Metrics {
         self.queue_full.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Everything, in the Prometheus text format.
-    pub fn render(&self) -> String {
+    /// Everything, in the Prometheus text format, with `in_flight` requests
+    /// received and not yet answered.
+    pub fn render(&self, in_flight: usize) -> String {
         let mut out = String::new();
         {
             let r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
@@ -203,6 +209,10 @@ impl Metrics {
             "idx_softmax_queue_full_total {}",
             self.queue_full.load(Ordering::Relaxed)
         );
+        out +=
+            "# HELP idx_softmax_requests_in_flight HTTP requests received and not yet answered.\n";
+        out += "# TYPE idx_softmax_requests_in_flight gauge\n";
+        let _ = writeln!(out, "idx_softmax_requests_in_flight {in_flight}");
         out
     }
 }
@@ -219,7 +229,7 @@ mod tests {
         m.request("unmatched", 404, Duration::from_micros(50));
         m.batch(3, 2);
         m.queue_full();
-        let t = m.render();
+        let t = m.render(2);
         assert!(t.contains("idx_softmax_requests_total{endpoint=\"/v2\",status=\"200\"} 2\n"));
         assert!(t.contains("idx_softmax_request_errors_total{endpoint=\"unmatched\"} 1\n"));
         assert!(t.contains(
@@ -234,6 +244,7 @@ mod tests {
         assert!(t.contains("idx_softmax_batch_rows_sum 3\n"));
         assert!(t.contains("idx_softmax_batch_requests_count 1\n"));
         assert!(t.contains("idx_softmax_queue_full_total 1\n"));
+        assert!(t.contains("idx_softmax_requests_in_flight 2\n"));
         // Every sample line is `name{labels} value` or `name value`.
         for line in t.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();

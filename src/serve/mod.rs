@@ -467,9 +467,7 @@ impl Server {
         let signal = async move {
             shutdown.await;
             let n = watched.in_flight.load(Ordering::SeqCst);
-            log(&format!(
-                "stopping: finishing {n} request(s) in flight (a second signal stops at once)"
-            ));
+            log(&format!("stopping: finishing {n} request(s) in flight"));
             let _ = started_tx.send(());
         };
         // `abandon`: requests are still unanswered and will stay so.
@@ -529,8 +527,12 @@ fn signal_counter() -> std::io::Result<(
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
             };
-            log(&format!("received {name}"));
             tx.send_modify(|n| *n += 1);
+            log(&if *tx.borrow() == 1 {
+                format!("received {name} (a second signal stops at once)")
+            } else {
+                format!("received {name} again: stopping at once")
+            });
         }
     };
     Ok((task, rx))
@@ -545,8 +547,8 @@ fn signal_counter() -> std::io::Result<(
     let (tx, rx) = tokio::sync::watch::channel(0u32);
     let task = async move {
         while tokio::signal::ctrl_c().await.is_ok() {
-            log("received Ctrl-C");
             tx.send_modify(|n| *n += 1);
+            log("received Ctrl-C");
         }
     };
     Ok((task, rx))
@@ -587,6 +589,60 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The status logged and counted for a request whose client went away
+/// before it was answered (nginx's convention).
+pub const CLIENT_GONE: u16 = 499;
+
+/// A request being answered: counted in flight until dropped; dropped
+/// unanswered (its client went away), it is logged and counted as
+/// [`CLIENT_GONE`].
+struct InFlight {
+    state: Arc<AppState>,
+    start: Instant,
+    method: Method,
+    uri: Uri,
+    endpoint: String,
+    answered: bool,
+}
+
+impl InFlight {
+    fn new(state: Arc<AppState>, method: Method, uri: Uri, endpoint: String) -> Self {
+        state.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self {
+            state,
+            start: Instant::now(),
+            method,
+            uri,
+            endpoint,
+            answered: false,
+        }
+    }
+
+    /// Counts and logs the answer: one line, `METHOD PATH STATUS LATENCY`
+    /// and the rows of the forward pass, if one ran.
+    fn done(&mut self, status: u16, batch: Option<usize>) {
+        self.answered = true;
+        let latency = self.start.elapsed();
+        self.state.metrics.request(&self.endpoint, status, latency);
+        let batch = batch.map_or_else(String::new, |rows| format!(" batch={rows}"));
+        log(&format!(
+            "{} {} {status} {:.3}ms{batch}",
+            self.method,
+            self.uri,
+            latency.as_secs_f64() * 1e3
+        ));
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.done(CLIENT_GONE, None);
+        }
+        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Counts, times and logs every request; words a bare 405 as JSON.
 async fn observe(
     State(state): State<Arc<AppState>>,
@@ -594,13 +650,9 @@ async fn observe(
     req: Request,
     next: Next,
 ) -> Response {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let uri = req.uri().clone();
     let endpoint = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    state.in_flight.fetch_add(1, Ordering::SeqCst);
+    let mut flight = InFlight::new(state, req.method().clone(), req.uri().clone(), endpoint);
     let mut response = next.run(req).await;
-    state.in_flight.fetch_sub(1, Ordering::SeqCst);
     if response.status() == StatusCode::METHOD_NOT_ALLOWED
         && !response.headers().contains_key(header::CONTENT_TYPE)
     {
@@ -608,8 +660,9 @@ async fn observe(
         let e = ApiError {
             status: 405,
             message: format!(
-                "{method} {}: method not allowed (the Allow header lists those that are)",
-                uri.path()
+                "{} {}: method not allowed (the Allow header lists those that are)",
+                flight.method,
+                flight.uri.path()
             ),
         };
         let (mut parts, _) = response.into_parts();
@@ -620,17 +673,8 @@ async fn observe(
         parts.headers.remove(header::CONTENT_LENGTH);
         response = Response::from_parts(parts, Body::from(e.body()));
     }
-    let latency = start.elapsed();
-    let status = response.status().as_u16();
-    state.metrics.request(&endpoint, status, latency);
-    let batch = match response.extensions().get::<Batched>() {
-        Some(Batched(rows)) => format!(" batch={rows}"),
-        None => String::new(),
-    };
-    log(&format!(
-        "{method} {uri} {status} {:.3}ms{batch}",
-        latency.as_secs_f64() * 1e3
-    ));
+    let batch = response.extensions().get::<Batched>().map(|b| b.0);
+    flight.done(response.status().as_u16(), batch);
     response
 }
 
@@ -690,7 +734,10 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        state.metrics.render(),
+        // This request is in flight too.
+        state
+            .metrics
+            .render(state.in_flight.load(Ordering::SeqCst).saturating_sub(1)),
     )
         .into_response()
 }
@@ -861,4 +908,86 @@ async fn run_infer(
         Ok::<_, ApiError>(r)
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn defaults_check_and_names() {
+        assert!(Config::default().check().is_ok());
+        let bad = Config {
+            max_batch: 0,
+            ..Config::default()
+        };
+        let e = bad.check().unwrap_err();
+        assert_eq!(
+            e.message(&|f| format!("--{}", f.key())),
+            format!("--max_batch must be in 1..={MAX_BATCH_LIMIT}, got 0")
+        );
+        assert!(Config {
+            name: Some("a b".into()),
+            ..Config::default()
+        }
+        .check()
+        .is_err());
+        assert_eq!(
+            default_name(std::path::Path::new("/m/my model.v2.safetensors")),
+            "my_model.v2"
+        );
+        assert_eq!(default_name(std::path::Path::new("/")), "model");
+    }
+
+    /// The library's own entry point: bind on port 0, serve in this
+    /// process until told to stop.
+    #[test]
+    fn in_process_server_answers_and_stops() {
+        use rand::SeedableRng;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.safetensors");
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
+        let net = crate::nn::Network::init(&[4, 3], &mut rng).unwrap();
+        crate::checkpoint::save(&path, &net, &[], &Default::default()).unwrap();
+        let model = SavedModel::load(&path).unwrap();
+        let config = Config {
+            port: 0,
+            threads: 1,
+            ..Config::default()
+        };
+        let server = Server::bind(&model, vec![], config).unwrap();
+        assert_eq!(server.name(), "tiny");
+        let addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            server.run_until(async move {
+                let _ = stopped.await;
+            })
+        });
+        let body = r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[1,0,0,1]}],"outputs":[{"name":"logits"}]}"#;
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            c,
+            "POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        let mut want = vec![0.0; 3];
+        net.forward_f32(&[1.0, 0.0, 0.0, 1.0], 1, &mut Vec::new(), &mut want);
+        let json: serde_json::Value =
+            serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        let got: Vec<f32> = json["outputs"][0]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(got, want);
+        stop.send(()).unwrap();
+        thread.join().unwrap().unwrap();
+    }
 }
