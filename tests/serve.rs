@@ -17,7 +17,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -218,6 +217,22 @@ impl Serve {
         let r = self.get("/metrics");
         assert_eq!(r.status, 200);
         r.text()
+    }
+
+    /// Waits (60 s at most) until the gauge `name` reads `value`.
+    fn wait_for(&self, name: &str, value: f64) {
+        let start = Instant::now();
+        loop {
+            let m = self.metrics();
+            if metric(&m, name) == value {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{name} never {value}:\n{m}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn signal(&self, sig: libc::c_int) {
@@ -687,9 +702,8 @@ fn concurrent_requests_share_a_forward_pass() {
     let dir = tempfile::tempdir().unwrap();
     let path = slow_model(dir.path());
     let s = Serve::start(&path, &["--threads", "1"]);
-    let (slow, sent) = send_in_background(&s.addr, slow_request(4000));
-    sent.recv().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let (slow, _) = send_in_background(&s.addr, slow_request(4000));
+    s.wait_for("idx_softmax_forward_rows", 4000.0);
     let n = 8;
     let barrier = Arc::new(std::sync::Barrier::new(n));
     let threads: Vec<_> = (0..n)
@@ -748,7 +762,8 @@ fn send_in_background(
         )
         .unwrap();
         c.write_all(&body).unwrap();
-        sent_tx.send(()).unwrap();
+        // The caller may not listen.
+        let _ = sent_tx.send(());
         let mut raw = Vec::new();
         let _ = c.read_to_end(&mut raw);
         raw
@@ -769,61 +784,40 @@ fn slow_request(rows: usize) -> Vec<u8> {
 
 #[test]
 fn a_full_queue_answers_503_with_retry_after() {
+    // A slow request runs; a small one waits in the queue of one; the
+    // next is refused.
     let dir = tempfile::tempdir().unwrap();
     let path = slow_model(dir.path());
-    let s = Serve::start(
-        &path,
-        &["--queue", "1", "--max-batch", "1", "--threads", "1"],
-    );
+    let s = Serve::start(&path, &["--queue", "1", "--threads", "1"]);
+    let (slow, _) = send_in_background(&s.addr, slow_request(4000));
+    s.wait_for("idx_softmax_forward_rows", 4000.0);
     let addr = s.addr.clone();
-    let slow = std::thread::spawn(move || {
+    let queued = std::thread::spawn(move || {
         request(
             &addr,
             "POST",
             "/v2/models/slow/infer",
             &[],
-            &slow_request(4000),
+            &slow_request(1),
         )
+        .status
     });
-    // Small requests, each on its own thread, until one is refused: the
-    // first to arrive while the slow one runs waits in the queue, the next
-    // finds it full.
-    let refused: Arc<Mutex<Option<Reply>>> = Arc::default();
-    let done = Arc::new(AtomicBool::new(false));
-    let mut small = Vec::new();
-    let start = Instant::now();
-    while refused.lock().unwrap().is_none() && !slow.is_finished() {
-        assert!(start.elapsed() < Duration::from_secs(60));
-        let (addr, refused, done) = (s.addr.clone(), refused.clone(), done.clone());
-        small.push(std::thread::spawn(move || {
-            let r = request(
-                &addr,
-                "POST",
-                "/v2/models/slow/infer",
-                &[],
-                &slow_request(1),
-            );
-            let status = r.status;
-            if status == 503 {
-                *refused.lock().unwrap() = Some(r);
-            }
-            done.store(true, Ordering::SeqCst);
-            status
-        }));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let r = refused
-        .lock()
-        .unwrap()
-        .take()
-        .expect("no request was refused while the slow one ran");
+    s.wait_for("idx_softmax_queue_depth", 1.0);
+    let r = s.post("/v2/models/slow/infer", &slow_request(1));
+    assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.headers.get("retry-after").map(String::as_str), Some("1"));
     assert!(r.error().contains("queue is full"), "{}", r.text());
-    assert_eq!(slow.join().unwrap().status, 200);
-    for t in small {
-        assert!(matches!(t.join().unwrap(), 200 | 503));
-    }
-    assert!(metric(&s.metrics(), "idx_softmax_queue_full_total") >= 1.0);
+    assert_eq!(parse_reply(&slow.join().unwrap()).status, 200);
+    assert_eq!(queued.join().unwrap(), 200);
+    let m = s.metrics();
+    assert_eq!(metric(&m, "idx_softmax_queue_full_total"), 1.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "idx_softmax_requests_total{endpoint=\"/v2/models/{name}/infer\",status=\"503\"}"
+        ),
+        1.0
+    );
 }
 
 #[test]
@@ -920,7 +914,7 @@ fn a_client_that_leaves_is_counted_as_499() {
     )
     .unwrap();
     c.write_all(&body).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    s.wait_for("idx_softmax_forward_rows", 4000.0);
     drop(c);
     let start = Instant::now();
     let gone = "idx_softmax_requests_total{endpoint=\"/v2/models/{name}/infer\",status=\"499\"}";

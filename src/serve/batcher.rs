@@ -90,17 +90,27 @@ pub struct Batcher {
     tx: SyncSender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
     features: usize,
-    /// Requests on their way to the queue.
-    arriving: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
+}
+
+/// Requests on their way and in the queue.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Announced ([`Batcher::arrival`]) and not yet queued.
+    arriving: AtomicUsize,
+    /// In the queue, not yet taken by the batcher.
+    queued: AtomicUsize,
+    /// Rows of the forward pass under way (0: none).
+    running: AtomicUsize,
 }
 
 /// A request on its way to the queue, from the start of its handler until
 /// it is queued or fails: while any is held, a batch waits for company.
-pub struct Arrival(Arc<AtomicUsize>);
+pub struct Arrival(Arc<Counts>);
 
 impl Drop for Arrival {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.arriving.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -114,16 +124,16 @@ impl Batcher {
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(policy.queue);
         let features = model.network.features();
-        let arriving = Arc::new(AtomicUsize::new(0));
-        let on_the_way = arriving.clone();
+        let counts = Arc::new(Counts::default());
+        let shared = counts.clone();
         let thread = std::thread::Builder::new()
             .name("idx-softmax-batcher".into())
-            .spawn(move || pool.install(move || run(&rx, &model, policy, &metrics, &on_the_way)))?;
+            .spawn(move || pool.install(move || run(&rx, &model, policy, &metrics, &shared)))?;
         Ok(Self {
             tx,
             thread: Mutex::new(Some(thread)),
             features,
-            arriving,
+            counts,
         })
     }
 
@@ -131,8 +141,23 @@ impl Batcher {
     /// batch wait) until the [`Arrival`] is dropped, which
     /// [`Batcher::submit`] does once the request is queued.
     pub fn arrival(&self) -> Arrival {
-        self.arriving.fetch_add(1, Ordering::SeqCst);
-        Arrival(self.arriving.clone())
+        self.counts.arriving.fetch_add(1, Ordering::SeqCst);
+        Arrival(self.counts.clone())
+    }
+
+    /// Requests announced and not yet queued.
+    pub fn arriving(&self) -> usize {
+        self.counts.arriving.load(Ordering::SeqCst)
+    }
+
+    /// Requests in the queue, waiting for a forward pass.
+    pub fn queued(&self) -> usize {
+        self.counts.queued.load(Ordering::SeqCst)
+    }
+
+    /// Rows of the forward pass under way (0: none).
+    pub fn running(&self) -> usize {
+        self.counts.running.load(Ordering::SeqCst)
     }
 
     /// Queues `x` (`rows × features` inputs, every value finite) for the
@@ -152,7 +177,13 @@ impl Batcher {
             queued: Instant::now(),
             reply,
         };
+        // Counted before the send, so that the batcher never takes a job
+        // it has not counted.
+        self.counts.queued.fetch_add(1, Ordering::SeqCst);
         let sent = self.tx.try_send(Msg::Job(job));
+        if sent.is_err() {
+            self.counts.queued.fetch_sub(1, Ordering::SeqCst);
+        }
         // Queued (or refused): no longer on its way. After the send, so
         // that the batcher sees it either queued or arriving.
         drop(arrival);
@@ -183,19 +214,17 @@ impl Drop for Batcher {
 }
 
 /// The batcher's loop: until [`Msg::Stop`] or every sender is gone.
-fn run(
-    rx: &Receiver<Msg>,
-    model: &Model,
-    policy: Policy,
-    metrics: &Metrics,
-    arriving: &AtomicUsize,
-) {
+fn run(rx: &Receiver<Msg>, model: &Model, policy: Policy, metrics: &Metrics, counts: &Counts) {
+    let take = |job: Job| {
+        counts.queued.fetch_sub(1, Ordering::SeqCst);
+        job
+    };
     let mut held: Option<Job> = None;
     loop {
         let first = match held.take() {
             Some(job) => job,
             None => match rx.recv() {
-                Ok(Msg::Job(job)) => job,
+                Ok(Msg::Job(job)) => take(job),
                 Ok(Msg::Stop) | Err(_) => return,
             },
         };
@@ -209,7 +238,7 @@ fn run(
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() || arriving.load(Ordering::SeqCst) == 0 {
+                    if left.is_zero() || counts.arriving.load(Ordering::SeqCst) == 0 {
                         break;
                     }
                     match rx.recv_timeout(left) {
@@ -219,7 +248,7 @@ fn run(
                 }
             };
             let job = match msg {
-                Msg::Job(job) => job,
+                Msg::Job(job) => take(job),
                 Msg::Stop => {
                     stop = true;
                     break;
@@ -232,15 +261,15 @@ fn run(
             rows += job.rows;
             jobs.push(job);
         }
-        forward(jobs, model, metrics);
+        forward(jobs, model, metrics, counts);
         if stop {
             if let Some(job) = held.take() {
-                forward(vec![job], model, metrics);
+                forward(vec![job], model, metrics, counts);
             }
             // Requests queued behind the stop message (none, once the
             // server has stopped taking requests) are refused.
             while let Ok(Msg::Job(job)) = rx.try_recv() {
-                let _ = job.reply.send(Err(BatchError::Closed));
+                let _ = take(job).reply.send(Err(BatchError::Closed));
             }
             return;
         }
@@ -248,7 +277,7 @@ fn run(
 }
 
 /// Runs `jobs` in one forward pass and answers each.
-fn forward(mut jobs: Vec<Job>, model: &Model, metrics: &Metrics) {
+fn forward(mut jobs: Vec<Job>, model: &Model, metrics: &Metrics, counts: &Counts) {
     // Clients that have gone need no answer.
     jobs.retain(|j| !j.reply.is_closed());
     if jobs.is_empty() {
@@ -260,8 +289,10 @@ fn forward(mut jobs: Vec<Job>, model: &Model, metrics: &Metrics) {
     } else {
         Cow::Owned(jobs.iter().flat_map(|j| j.x.iter().copied()).collect())
     };
+    counts.running.store(rows, Ordering::SeqCst);
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| logits(model, &x, rows)))
         .unwrap_or_else(|_| Err("the forward pass panicked".to_owned()));
+    counts.running.store(0, Ordering::SeqCst);
     drop(x);
     metrics.batch(rows, jobs.len());
     let c = model.network.classes();
@@ -347,7 +378,7 @@ mod tests {
             }
         }
         assert!(metrics
-            .render(0)
+            .render(Default::default())
             .contains("idx_softmax_batch_rows_count 1\n"));
         b.stop();
         assert_eq!(

@@ -14,8 +14,11 @@
 //!   each forward pass;
 //! * `idx_softmax_queue_full_total`: requests refused (503) because the
 //!   queue was full;
-//! * `idx_softmax_requests_in_flight`: requests received and not yet
-//!   answered.
+//! * gauges: `idx_softmax_requests_in_flight` (received, not yet
+//!   answered), `idx_softmax_requests_arriving` (inference requests being
+//!   read, parsed or decoded, not yet queued), `idx_softmax_queue_depth`
+//!   (queued for a forward pass) and `idx_softmax_forward_rows` (rows of
+//!   the forward pass under way, 0 when idle).
 //!
 //! A request whose client goes away before it is answered counts with the
 //! status 499.
@@ -103,6 +106,15 @@ struct Batches {
     requests: Histogram,
 }
 
+/// The gauges' values at the time of a scrape.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gauges {
+    pub in_flight: usize,
+    pub arriving: usize,
+    pub queued: usize,
+    pub running: usize,
+}
+
 /// The server's counters; see the module documentation.
 #[derive(Debug)]
 pub struct Metrics {
@@ -155,9 +167,8 @@ impl Metrics {
         self.queue_full.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Everything, in the Prometheus text format, with `in_flight` requests
-    /// received and not yet answered.
-    pub fn render(&self, in_flight: usize) -> String {
+    /// Everything, in the Prometheus text format, with the gauges' values.
+    pub fn render(&self, gauges: Gauges) -> String {
         let mut out = String::new();
         {
             let r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
@@ -209,10 +220,33 @@ impl Metrics {
             "idx_softmax_queue_full_total {}",
             self.queue_full.load(Ordering::Relaxed)
         );
-        out +=
-            "# HELP idx_softmax_requests_in_flight HTTP requests received and not yet answered.\n";
-        out += "# TYPE idx_softmax_requests_in_flight gauge\n";
-        let _ = writeln!(out, "idx_softmax_requests_in_flight {in_flight}");
+        for (name, help, value) in [
+            (
+                "idx_softmax_requests_in_flight",
+                "HTTP requests received and not yet answered.",
+                gauges.in_flight,
+            ),
+            (
+                "idx_softmax_requests_arriving",
+                "Inference requests being read, parsed or decoded, not yet queued.",
+                gauges.arriving,
+            ),
+            (
+                "idx_softmax_queue_depth",
+                "Inference requests queued for a forward pass.",
+                gauges.queued,
+            ),
+            (
+                "idx_softmax_forward_rows",
+                "Rows of the forward pass under way (0: idle).",
+                gauges.running,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
         out
     }
 }
@@ -229,7 +263,12 @@ mod tests {
         m.request("unmatched", 404, Duration::from_micros(50));
         m.batch(3, 2);
         m.queue_full();
-        let t = m.render(2);
+        let t = m.render(Gauges {
+            in_flight: 2,
+            arriving: 1,
+            queued: 3,
+            running: 4,
+        });
         assert!(t.contains("idx_softmax_requests_total{endpoint=\"/v2\",status=\"200\"} 2\n"));
         assert!(t.contains("idx_softmax_request_errors_total{endpoint=\"unmatched\"} 1\n"));
         assert!(t.contains(
@@ -245,6 +284,9 @@ mod tests {
         assert!(t.contains("idx_softmax_batch_requests_count 1\n"));
         assert!(t.contains("idx_softmax_queue_full_total 1\n"));
         assert!(t.contains("idx_softmax_requests_in_flight 2\n"));
+        assert!(t.contains("idx_softmax_requests_arriving 1\n"));
+        assert!(t.contains("idx_softmax_queue_depth 3\n"));
+        assert!(t.contains("idx_softmax_forward_rows 4\n"));
         // Every sample line is `name{labels} value` or `name value`.
         for line in t.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();

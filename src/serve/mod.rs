@@ -734,10 +734,13 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        // This request is in flight too.
-        state
-            .metrics
-            .render(state.in_flight.load(Ordering::SeqCst).saturating_sub(1)),
+        state.metrics.render(metrics::Gauges {
+            // Not counting this request.
+            in_flight: state.in_flight.load(Ordering::SeqCst).saturating_sub(1),
+            arriving: state.batcher.arriving(),
+            queued: state.batcher.queued(),
+            running: state.batcher.running(),
+        }),
     )
         .into_response()
 }
