@@ -7,6 +7,11 @@
 //!   so `Gelem/s` = GFLOP/s;
 //! * `softmax_ce/*`: one element = one row (`block/PATH`: the fused
 //!   path's vectorised version; `row/gemm`: the per-row one the gemm path uses);
+//! * `conv1_*`, `conv2_*`: the two conv layers of the LeNet-style network
+//!   (1 → 6 channels at 28 × 28 and 6 → 16 at 14 × 14, 5 × 5 kernels) at
+//!   n = 25 and 100 samples; one element = one flop, so `Gelem/s` =
+//!   GFLOP/s (`forward`, `input_grad`, `weight_grad` cost the same flops);
+//! * `pool*`: MaxPool2d(2) of those layers' outputs; one element = one sample;
 //! * `epoch/*`, `eval/*` (benches/training.rs): one element = one sample.
 //!
 //! ```text
@@ -15,6 +20,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use idx_softmax::data::U8_SCALE;
+use idx_softmax::kernels::conv::{self, ConvGeom, PoolGeom};
 use idx_softmax::kernels::{fused, gemm, softmax_ce, KernelPath};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -146,5 +152,113 @@ fn bench_products(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_products);
+fn random(rng: &mut Xoshiro256PlusPlus, len: usize) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+fn bench_conv(c: &mut Criterion) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(2);
+    let layers = [
+        ("conv1", ConvGeom::new(1, 6, 28, 28, 5)),
+        ("conv2", ConvGeom::new(6, 16, 14, 14, 5)),
+    ];
+    for (name, g) in layers {
+        for n in [25, 100] {
+            let inp = random(&mut rng, n * g.in_len());
+            let d_out = random(&mut rng, n * g.out_len());
+            let wt = random(&mut rng, g.weight_len());
+            let bias = random(&mut rng, g.c_out);
+            let flops = g.flops_per_sample() * n as u64;
+            let mut scratch = Vec::new();
+
+            let mut group = c.benchmark_group(format!("{name}_forward"));
+            group.throughput(Throughput::Elements(flops));
+            let mut out = vec![0.0f32; n * g.out_len()];
+            for path in KernelPath::available() {
+                group.bench_function(BenchmarkId::new(path.name(), n), |b| {
+                    b.iter(|| {
+                        conv::conv2d_forward(path, &mut out, &inp, &wt, &bias, n, g, &mut scratch);
+                        black_box(&out);
+                    })
+                });
+            }
+            group.finish();
+
+            // conv1's input gradient is never needed (its input is the image).
+            if name != "conv1" {
+                let mut group = c.benchmark_group(format!("{name}_input_grad"));
+                group.throughput(Throughput::Elements(flops));
+                let mut d_inp = vec![0.0f32; n * g.in_len()];
+                for path in KernelPath::available() {
+                    group.bench_function(BenchmarkId::new(path.name(), n), |b| {
+                        b.iter(|| {
+                            conv::conv2d_backward_input(
+                                path,
+                                &mut d_inp,
+                                &d_out,
+                                &wt,
+                                n,
+                                g,
+                                &mut scratch,
+                            );
+                            black_box(&d_inp);
+                        })
+                    });
+                }
+                group.finish();
+            }
+
+            let mut group = c.benchmark_group(format!("{name}_weight_grad"));
+            group.throughput(Throughput::Elements(flops));
+            let (mut dw, mut db) = (vec![0.0f32; g.weight_len()], vec![0.0f32; g.c_out]);
+            for path in KernelPath::available() {
+                group.bench_function(BenchmarkId::new(path.name(), n), |b| {
+                    b.iter(|| {
+                        conv::conv2d_weight_grad(
+                            path,
+                            &mut dw,
+                            &mut db,
+                            &d_out,
+                            &inp,
+                            n,
+                            g,
+                            0..g.c_out,
+                            &mut scratch,
+                        );
+                        black_box(&dw);
+                    })
+                });
+            }
+            group.finish();
+        }
+    }
+
+    let n = 100;
+    for (name, g) in [
+        ("pool1", PoolGeom::new(6, 28, 28)),
+        ("pool2", PoolGeom::new(16, 14, 14)),
+    ] {
+        let inp = random(&mut rng, n * g.in_len());
+        let d_out = random(&mut rng, n * g.out_len());
+        let mut out = vec![0.0f32; n * g.out_len()];
+        let mut d_inp = vec![0.0f32; n * g.in_len()];
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new("forward", n), |b| {
+            b.iter(|| {
+                conv::maxpool2_forward(&mut out, &inp, n, g);
+                black_box(&out);
+            })
+        });
+        group.bench_function(BenchmarkId::new("backward", n), |b| {
+            b.iter(|| {
+                conv::maxpool2_backward(&mut d_inp, &d_out, &inp, n, g);
+                black_box(&d_inp);
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench_products, bench_conv);
 criterion_main!(benches);

@@ -62,7 +62,7 @@ use safetensors::tensor::{Dtype, Metadata};
 use serde_json::{json, Map, Value};
 
 use crate::fsutil::write_atomic;
-use crate::nn::Network;
+use crate::nn::{Architecture, ConvBlock, ImageShape, Network};
 
 /// The value of [`FORMAT_KEY`] in the files this version writes.
 pub const FORMAT: &str = "idx-softmax/1";
@@ -570,7 +570,12 @@ fn decode(path: &Path, metadata: &Metadata, data: &[u8]) -> Result<Checkpoint, C
         );
     }
 
-    let network = network_from(path, &mut tensors, &infos)?;
+    let network = network_from(
+        path,
+        &mut tensors,
+        &infos,
+        meta.get("sample_shape").map(String::as_str),
+    )?;
     if let Some(recorded) = meta.get(LAYERS_KEY) {
         if *recorded != network.describe() {
             return Err(CheckpointError::WrongShape {
@@ -591,100 +596,223 @@ fn decode(path: &Path, metadata: &Metadata, data: &[u8]) -> Result<Checkpoint, C
 }
 
 /// Takes the network's tensors out of `tensors`: `weight`/`bias`
-/// (softmax regression), or `0.weight`, `0.bias`, `2.weight`, … (an
-/// `nn.Sequential` of Linear and ReLU layers). What remains is extra.
+/// (softmax regression), or `0.weight`, `0.bias`, … numbered as
+/// `nn.Sequential` numbers its modules ([`crate::nn::arch`]): conv blocks
+/// (4-D weights, 3 modules each: Conv2d, ReLU, MaxPool2d), a Flatten after
+/// them, then linear layers (2-D weights, 2 modules each: Linear, ReLU).
+/// What remains is extra. A CNN's input image comes from `sample_shape`
+/// (the metadata's, `28x28` or `1x28x28`) or, in a file without one, is
+/// taken as the square the first linear layer implies.
 fn network_from(
     path: &Path,
     tensors: &mut BTreeMap<String, Tensor>,
     infos: &BTreeMap<String, &safetensors::tensor::TensorInfo>,
+    sample_shape: Option<&str>,
 ) -> Result<Network, CheckpointError> {
     let shape_err = |name: &str, reason: String| CheckpointError::WrongShape {
         path: path.to_owned(),
         name: name.to_owned(),
         reason,
     };
-    let names: Vec<(String, String)> =
-        if tensors.contains_key(WEIGHT) || !tensors.contains_key("0.weight") {
-            vec![(WEIGHT.to_owned(), BIAS.to_owned())]
+    let found = || {
+        if infos.is_empty() {
+            "no tensors".to_owned()
         } else {
-            (0..)
-                .step_by(2)
-                .map(|i| (format!("{i}.weight"), format!("{i}.bias")))
-                .take_while(|(w, _)| tensors.contains_key(w))
-                .collect()
-        };
-    let mut sizes = Vec::with_capacity(names.len() + 1);
-    let mut params = Vec::with_capacity(names.len() * 2);
-    for (w_name, b_name) in &names {
-        let mut take = |name: &str| {
-            tensors
-                .remove(name)
-                .ok_or_else(|| CheckpointError::MissingTensor {
-                    path: path.to_owned(),
-                    name: name.to_owned(),
-                    found: if infos.is_empty() {
-                        "no tensors".to_owned()
-                    } else {
-                        let names: Vec<String> = infos.keys().map(|n| format!("{n:?}")).collect();
-                        format!("tensors {}", names.join(", "))
-                    },
-                })
-        };
-        let weight = take(w_name)?;
-        let bias = take(b_name)?;
-        let (out, inp) = match weight.shape[..] {
-            [o, i] if o > 0 && i > 0 => (o, i),
-            _ => {
-                return Err(shape_err(
-                    w_name,
-                    format!(
-                        "has shape {:?}; expected [outputs, inputs], both at least 1",
-                        weight.shape
-                    ),
-                ))
-            }
-        };
-        match sizes.last() {
-            None => sizes.push(inp),
-            Some(&prev) if prev != inp => {
-                return Err(shape_err(
-                    w_name,
-                    format!(
-                        "has shape {:?}: its {inp} inputs do not match the {prev} outputs of the layer before",
-                        weight.shape
-                    ),
-                ))
-            }
-            Some(_) => {}
+            let names: Vec<String> = infos.keys().map(|n| format!("{n:?}")).collect();
+            format!("tensors {}", names.join(", "))
         }
+    };
+    let missing = |name: &str| CheckpointError::MissingTensor {
+        path: path.to_owned(),
+        name: name.to_owned(),
+        found: found(),
+    };
+    // (weight name, bias name, weight) in order, and the conv blocks.
+    let single = tensors.contains_key(WEIGHT) || !tensors.contains_key("0.weight");
+    let mut layers: Vec<(String, String)> = Vec::new();
+    let mut conv: Vec<ConvBlock> = Vec::new();
+    if single {
+        layers.push((WEIGHT.to_owned(), BIAS.to_owned()));
+    } else {
+        let mut index = 0;
+        while let Some(w) = tensors.get(&format!("{index}.weight")) {
+            if w.shape.len() != 4 {
+                break;
+            }
+            let name = format!("{index}.weight");
+            let [co, ci, kh, kw] = w.shape[..] else {
+                unreachable!("4-D")
+            };
+            let block = ConvBlock {
+                channels: co,
+                kernel: kh,
+            };
+            if kh != kw || ci == 0 || block.check().is_err() {
+                return Err(shape_err(
+                    &name,
+                    format!(
+                        "has shape {:?}; expected a conv weight [c_out, c_in, K, K] with K odd and c_out, c_in at least 1",
+                        w.shape
+                    ),
+                ));
+            }
+            if let Some(prev) = conv.last() {
+                if prev.channels != ci {
+                    return Err(shape_err(
+                        &name,
+                        format!(
+                            "has shape {:?}: its {ci} input channels do not match the {} output channels of the conv before",
+                            w.shape, prev.channels
+                        ),
+                    ));
+                }
+            }
+            conv.push(block);
+            layers.push((name, format!("{index}.bias")));
+            index += 3; // Conv2d, ReLU, MaxPool2d
+        }
+        if !conv.is_empty() {
+            index += 1; // Flatten
+        }
+        while tensors.contains_key(&format!("{index}.weight")) {
+            layers.push((format!("{index}.weight"), format!("{index}.bias")));
+            index += 2; // Linear, ReLU
+        }
+    }
+    let first_channels = match layers.first() {
+        Some((w, _)) if !conv.is_empty() => tensors.get(w).map_or(1, |t| t.shape[1]),
+        _ => 1,
+    };
+    let mut values = Vec::with_capacity(2 * layers.len());
+    let mut linear_sizes: Vec<usize> = Vec::new();
+    for (i, (w_name, b_name)) in layers.iter().enumerate() {
+        let weight = tensors.remove(w_name).ok_or_else(|| missing(w_name))?;
+        let bias = tensors.remove(b_name).ok_or_else(|| missing(b_name))?;
+        let out = if i < conv.len() {
+            conv[i].channels
+        } else {
+            let (out, inp) = match weight.shape[..] {
+                [o, i] if o > 0 && i > 0 => (o, i),
+                _ => {
+                    return Err(shape_err(
+                        w_name,
+                        format!(
+                            "has shape {:?}; expected [outputs, inputs], both at least 1",
+                            weight.shape
+                        ),
+                    ))
+                }
+            };
+            match linear_sizes.last() {
+                None => linear_sizes.push(inp),
+                Some(&prev) if prev != inp => {
+                    return Err(shape_err(
+                        w_name,
+                        format!(
+                            "has shape {:?}: its {inp} inputs do not match the {prev} outputs of the layer before",
+                            weight.shape
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+            linear_sizes.push(out);
+            out
+        };
         if bias.shape != [out] {
             return Err(shape_err(
                 b_name,
                 format!(
-                    "has shape {:?}; expected [{out}] to match {w_name:?} [{out}, {inp}]",
-                    bias.shape
+                    "has shape {:?}; expected [{out}] to match {w_name:?} {:?}",
+                    bias.shape, weight.shape
                 ),
             ));
         }
-        sizes.push(out);
-        params.push(weight.data);
-        params.push(bias.data);
+        values.push(weight.data);
+        values.push(bias.data);
+    }
+    if layers.len() == conv.len() {
+        let name = format!("{}.weight", 3 * conv.len() + 1);
+        return Err(missing(&name));
     }
     if let Some(stray) = tensors.keys().find(|n| is_layer_param(n)) {
         return Err(shape_err(
             stray,
             format!(
-                "is not part of the layer sequence {} (layers are numbered 0, 2, 4, …; ReLUs take the odd indices)",
-                names.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join(", ")
+                "is not part of the layer sequence {} (nn.Sequential numbering: conv blocks take 3 indices, then a Flatten, linear layers 2)",
+                layers.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join(", ")
             ),
         ));
     }
-    let mut network = Network::zeros(&sizes).map_err(|e| shape_err(&names[0].0, e.0))?;
+    let arch = if conv.is_empty() {
+        Architecture::mlp(&linear_sizes)
+    } else {
+        let flat = linear_sizes[0];
+        let image = cnn_image(sample_shape, first_channels, &conv, flat).ok_or_else(|| {
+            shape_err(
+                &layers[conv.len()].0,
+                format!(
+                    "takes {flat} inputs, which no input image of {first_channels} channel(s) gives through {} conv block(s) ending in {} channels{}",
+                    conv.len(),
+                    conv[conv.len() - 1].channels,
+                    sample_shape.map_or(String::new(), |s| format!(" (metadata sample_shape {s:?})"))
+                ),
+            )
+        })?;
+        Architecture {
+            features: image.len(),
+            image: Some(image),
+            conv,
+            hidden: linear_sizes[1..linear_sizes.len() - 1].to_vec(),
+            classes: linear_sizes[linear_sizes.len() - 1],
+        }
+    };
+    let mut network = Network::zeros_arch(&arch).map_err(|e| shape_err(&layers[0].0, e.0))?;
     let store = network.params_mut();
-    for (i, data) in params.into_iter().enumerate() {
+    for (i, data) in values.into_iter().enumerate() {
         store.get_mut(i).copy_from_slice(&data);
     }
     Ok(network)
+}
+
+/// A CNN's input image: the recorded `sample_shape` (`HxW`, or `CxHxW`)
+/// when it agrees with the network, else the square image whose pooled
+/// output gives `flat` features.
+fn cnn_image(
+    sample_shape: Option<&str>,
+    channels: usize,
+    conv: &[ConvBlock],
+    flat: usize,
+) -> Option<ImageShape> {
+    let fits = |image: ImageShape| {
+        let arch = Architecture {
+            features: image.len(),
+            image: Some(image),
+            conv: conv.to_vec(),
+            hidden: Vec::new(),
+            classes: 2,
+        };
+        image.channels == channels && arch.linear_sizes()[0] == flat
+    };
+    let recorded = sample_shape.and_then(|s| {
+        let dims: Option<Vec<usize>> = s.split('x').map(|d| d.parse().ok()).collect();
+        ImageShape::of_sample(&dims?)
+    });
+    if let Some(image) = recorded {
+        return fits(image).then_some(image);
+    }
+    let last = conv.last()?.channels;
+    let side = (flat / last).isqrt();
+    (side * side * last == flat)
+        .then(|| {
+            let s = side << conv.len();
+            ImageShape {
+                channels,
+                height: s,
+                width: s,
+            }
+        })
+        .filter(|&i| fits(i))
 }
 
 /// `weight`, `bias`, `3.weight`…: a name the network's tensors use.

@@ -15,7 +15,11 @@
 //!   (`P7`), with a maxval up to 65535.
 //!
 //! The result is a [`Decoded`] image: luminance (Rec. 709 weights, as the
-//! `image` crate computes it) and alpha, 16 bits each. What to do with it,
+//! `image` crate computes it) and alpha, 16 bits each, **as it is meant to
+//! be shown**: an EXIF orientation (a JPEG's APP1 segment, a PNG's `eXIf`
+//! chunk, a WebP's EXIF, a TIFF's Orientation tag; all eight values,
+//! rotations and mirrorings) is applied, so a phone photo stored sideways
+//! comes out upright, for every front end that decodes through here. What to do with it,
 //! inverting and centring the digit the way MNIST was made, is
 //! [`crate::preprocess`]'s job.
 //!
@@ -376,11 +380,23 @@ fn decode_reader<R: BufRead + Seek>(path: &Path, mut r: R) -> Result<Decoded, Im
         }
         _ => format!("{fname}, palette ({})", color_name(color)),
     };
+    // How the pixels are to be shown (EXIF Orientation in a JPEG's APP1,
+    // a PNG's eXIf, a WebP's EXIF chunk, a TIFF's tag): a phone stores a
+    // portrait photo sideways and says so here.
+    let orientation = decoder.orientation().map_err(convert)?;
+    let description = match orientation {
+        image::metadata::Orientation::NoTransforms => description,
+        o => format!("{description}, EXIF orientation {} applied", o.to_exif()),
+    };
     let image = image::DynamicImage::from_decoder(decoder).map_err(convert)?;
     let has_alpha = image.color().has_alpha();
-    let (width, height) = (w as usize, h as usize);
+    // Oriented after the reduction to luminance: the copy it takes is of
+    // the smaller image.
+    let mut image = image::DynamicImage::ImageLumaA16(image.into_luma_alpha16());
+    image.apply_orientation(orientation);
+    let image = image.into_luma_alpha16();
+    let (width, height) = (image.width() as usize, image.height() as usize);
     let pixels: Vec<[u16; 2]> = image
-        .into_luma_alpha16()
         .pixels()
         .map(|p| if has_alpha { p.0 } else { [p.0[0], u16::MAX] })
         .collect();

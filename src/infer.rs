@@ -83,15 +83,16 @@ pub fn logits(net: &Network, samples: &Samples<'_>, rows: Rows<'_>, path: Kernel
 }
 
 /// The network's logits for one input of `net.features()` features
-/// (scaled as the training data is: u8 × [`crate::data::U8_SCALE`]).
+/// (scaled as the training data is: u8 × [`crate::data::U8_SCALE`]), on
+/// kernel `path` (the conv layers' kernels; the linear layers run on sgemm).
 ///
 /// # Panics
 ///
 /// If `features.len()` is not the network's feature count.
-pub fn logits_one(net: &Network, features: &[f32]) -> Vec<f32> {
+pub fn logits_one(net: &Network, path: KernelPath, features: &[f32]) -> Vec<f32> {
     assert_eq!(features.len(), net.features(), "feature count");
     let mut out = vec![0.0; net.classes()];
-    net.forward_f32(features, 1, &mut Vec::new(), &mut out);
+    net.forward_f32(path, features, 1, &mut Vec::new(), &mut out);
     out
 }
 
@@ -138,8 +139,8 @@ mod tests {
         let net = Network::init(&[4, 3, 2], &mut rng).unwrap();
         let x = [0.5, -1.0, 0.25, 2.0];
         let mut want = vec![0.0; 2];
-        net.forward_f32(&x, 1, &mut Vec::new(), &mut want);
-        assert_eq!(logits_one(&net, &x), want);
+        net.forward_f32(KernelPath::Gemm, &x, 1, &mut Vec::new(), &mut want);
+        assert_eq!(logits_one(&net, KernelPath::Gemm, &x), want);
     }
 
     #[test]
@@ -163,7 +164,7 @@ mod tests {
         for i in [0, CHUNK_ROWS, n - 1] {
             assert_eq!(
                 &all[i * 2..i * 2 + 2],
-                logits_one(&net, &x[i * 3..i * 3 + 3])
+                logits_one(&net, KernelPath::Gemm, &x[i * 3..i * 3 + 3])
             );
         }
         let rows: Vec<u32> = vec![n as u32 - 1, 0];

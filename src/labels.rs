@@ -41,17 +41,22 @@ pub fn read(path: &Path, classes: usize) -> Result<Vec<String>, LabelsError> {
         path: path.to_owned(),
         error,
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if meta.is_dir() {
-        return Err(invalid("is a directory, not a labels file".into()));
-    }
+    use crate::fsutil::InputError;
+    // A FIFO or a device would block or never end: refused unopened.
+    let (file, meta) = crate::fsutil::open_regular(path).map_err(|e| match e {
+        InputError::Io(e) => io(e),
+        InputError::Directory => invalid("is a directory, not a labels file".into()),
+        other => invalid(format!("{other}, expected a labels file")),
+    })?;
     if meta.len() > MAX_BYTES {
         return Err(invalid(format!(
             "{} bytes is too large for a labels file (one class name per line)",
             meta.len()
         )));
     }
-    let bytes = std::fs::read(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_BYTES + 1), &mut bytes)
+        .map_err(io)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| invalid("is not UTF-8 text (one class name per line)".into()))?;
     let names = parse(&text).map_err(invalid)?;
@@ -64,8 +69,10 @@ pub fn read(path: &Path, classes: usize) -> Result<Vec<String>, LabelsError> {
     Ok(names)
 }
 
-/// The names in `text`, one per line; see [`read`].
+/// The names in `text`, one per line; see [`read`]. A byte-order mark at
+/// the start (a file saved on Windows) is not part of the first name.
 pub fn parse(text: &str) -> Result<Vec<String>, String> {
+    let text = crate::fsutil::strip_bom(text);
     let mut names: Vec<String> = text.lines().map(|l| l.trim().to_owned()).collect();
     while names.last().is_some_and(|n| n.is_empty()) {
         names.pop();
@@ -105,6 +112,7 @@ mod tests {
         assert!(parse("a\n\nc").unwrap_err().contains("line 2"));
         assert!(parse("a\nb\na").unwrap_err().contains("lines 1 and 3"));
         assert!(parse("\n\n").is_err());
+        assert_eq!(parse("\u{feff}zero\r\none\r\n").unwrap(), ["zero", "one"]);
         let names = vec!["T-shirt/top".to_string(), "x\"y".into()];
         assert_eq!(from_metadata(&to_metadata(&names), 2), Some(names));
         assert_eq!(from_metadata("[\"a\"]", 2), None);
@@ -124,5 +132,21 @@ mod tests {
         );
         std::fs::write(&p, [0xFF, 0xFE]).unwrap();
         assert!(read(&p, 2).unwrap_err().to_string().contains("UTF-8"));
+        // Windows: a byte-order mark and CRLF line ends.
+        std::fs::write(&p, "\u{feff}zero\r\none\r\n").unwrap();
+        assert_eq!(read(&p, 2).unwrap(), ["zero", "one"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_unopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("labels.txt");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        // Reading it would wait for a writer forever.
+        let e = read(&fifo, 2).unwrap_err().to_string();
+        assert!(e.contains("not a regular file (a FIFO)"), "{e}");
     }
 }

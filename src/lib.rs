@@ -23,13 +23,15 @@
 //!   `eval`, `predict`, Python and the server; [`metrics`]: accuracy, loss,
 //!   confusion, F1, top-k;
 //! * [`checkpoint`]: safetensors files; [`model`]: a saved model and what
-//!   its run recorded, read in one place;
+//!   its run recorded, read in one place; [`onnx`]: ONNX model files, for
+//!   other runtimes;
 //! * [`image`], [`preprocess`]: a user's picture decoded and made into the
 //!   network's input as MNIST was made; [`prediction`]: a prediction's
 //!   JSON, for `predict --json` and the server; [`plot`], [`labels`]:
 //!   curves, heat maps, weight pictures, class names;
-//! * [`fsutil`], `signals`: atomic writes, regular-file checks, clean exits
-//!   on SIGINT/SIGTERM/SIGBUS (Unix).
+//! * [`fsutil`], `signals`: atomic writes, regular-file checks, outputs
+//!   that never replace inputs, clean exits on SIGINT/SIGTERM/SIGBUS
+//!   (Unix); [`env`](mod@env): the rule for boolean environment variables.
 //!
 //! The command-line tool (`src/main.rs`, feature `cli`), the HTTP
 //! inference server (`serve`, feature `serve`) and the Python package
@@ -53,6 +55,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod engine;
+pub mod env;
 pub mod fsutil;
 pub mod image;
 pub mod infer;
@@ -61,6 +64,7 @@ pub mod labels;
 pub mod metrics;
 pub mod model;
 pub mod nn;
+pub mod onnx;
 pub mod optim;
 pub mod plot;
 pub mod prediction;

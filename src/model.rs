@@ -197,7 +197,8 @@ impl SavedModel {
         u8_samples: bool,
     ) -> Result<KernelPath, SpecError> {
         spec::check_kernel_env()?;
-        spec::inference_kernel(requested, self.kernel(), u8_samples)
+        let fused_ok = u8_samples || !self.network().arch().conv.is_empty();
+        spec::inference_kernel(requested, self.kernel(), fused_ok)
     }
 
     /// The class names the run recorded, if any (and valid for the class
@@ -231,6 +232,17 @@ impl SavedModel {
     /// Python package's class labels).
     pub fn metadata(&self) -> &BTreeMap<String, String> {
         &self.ck.metadata
+    }
+
+    /// The model as an ONNX file's bytes ([`crate::onnx::export`]), its
+    /// class names and run record in the metadata.
+    pub fn to_onnx(&self) -> Result<Vec<u8>, crate::onnx::GraphError> {
+        let md = crate::onnx::metadata(
+            self.metadata(),
+            self.class_names(),
+            self.network().classes(),
+        );
+        crate::onnx::export(self.network(), &md)
     }
 
     /// Checks that the model takes `split`'s samples: the same feature

@@ -8,8 +8,13 @@
 //! installed where it is drawn. (An SVG names the font family and leaves it
 //! to the viewer, as SVGs do.)
 //!
-//! A path ending in `.svg` (any case) gets an SVG, any other a PNG. Both are
-//! written atomically ([`crate::fsutil::write_atomic`]).
+//! The format is decided by the file name's extension, any case, before
+//! anything is drawn ([`format_of`]): `.svg` gets an SVG and `.png` (or no
+//! extension) a PNG, for the curves and the heat map; the weights picture
+//! is a PNG only. Any other extension (`.pdf`, `.gif`, `.jpg`) is refused
+//! rather than written as PNG bytes under a name that promises another
+//! format; front ends call [`format_of`] before any work. Both are written
+//! atomically ([`crate::fsutil::write_atomic`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -66,20 +71,90 @@ pub fn is_svg(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
 }
 
+/// A picture's file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Png,
+    Svg,
+}
+
+impl Format {
+    /// The file name extension that asks for it.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Svg => "svg",
+        }
+    }
+}
+
+/// The formats of the training curves and the confusion heat map.
+pub const CHART_FORMATS: &[Format] = &[Format::Png, Format::Svg];
+/// The formats of the weights picture.
+pub const WEIGHTS_FORMATS: &[Format] = &[Format::Png];
+
+/// A picture asked for in a format it cannot be written in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {}", path.display(), self.reason())]
+pub struct FormatError {
+    pub path: PathBuf,
+    /// The extension given, as given.
+    pub extension: String,
+    pub accepted: &'static [Format],
+}
+
+impl FormatError {
+    /// What is wrong, without the path (for a front end that names the
+    /// flag and the path itself).
+    pub fn reason(&self) -> String {
+        let names: Vec<String> = self
+            .accepted
+            .iter()
+            .map(|f| format!(".{}", f.extension()))
+            .collect();
+        format!(
+            ".{} is not a format this picture is written in; name the file {}",
+            self.extension,
+            names.join(" or ")
+        )
+    }
+}
+
+/// The format `path` asks for, by its extension (any case), among
+/// `accepted` ([`CHART_FORMATS`], [`WEIGHTS_FORMATS`]); a name without an
+/// extension gets a PNG. Any other extension is an error: nothing is drawn
+/// or written.
+pub fn format_of(path: &Path, accepted: &'static [Format]) -> Result<Format, FormatError> {
+    let Some(ext) = path.extension() else {
+        return Ok(Format::Png);
+    };
+    let text = ext.to_string_lossy();
+    accepted
+        .iter()
+        .copied()
+        .find(|f| text.eq_ignore_ascii_case(f.extension()))
+        .ok_or_else(|| FormatError {
+            path: path.to_owned(),
+            extension: text.into_owned(),
+            accepted,
+        })
+}
+
 /// Something drawn on any backend.
 trait Picture {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
 }
 
 /// Draws `pic` on a `width × height` canvas and writes it to `path` as PNG
-/// or SVG.
+/// or SVG ([`CHART_FORMATS`], by [`format_of`]).
 fn render(path: &Path, width: u32, height: u32, pic: &impl Picture) -> Result<Size, PlotError> {
-    font();
     let fail = |reason: String| PlotError {
         path: path.to_owned(),
         reason,
     };
-    if is_svg(path) {
+    let format = format_of(path, CHART_FORMATS).map_err(|e| fail(e.reason()))?;
+    font();
+    if format == Format::Svg {
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
@@ -555,28 +630,134 @@ pub fn render_weights(
     })
 }
 
+/// Output pixels per filter pixel in [`weights_png`] for a CNN's first
+/// conv layer (its K × K filters are small).
+pub const FILTER_SCALE: usize = 16;
+
 /// Draws the network's first-layer weight templates (one per class for
-/// softmax regression, one per hidden unit for an MLP) as
-/// [`render_weights`] does at [`WEIGHTS_SCALE`] and writes them to `path`
-/// as an RGB PNG, atomically. Returns the picture's size.
+/// softmax regression, one per hidden unit for an MLP, of the samples'
+/// `height × width`; for a CNN, its first conv layer's filters, K × K each,
+/// one per output and input channel) as [`render_weights`] does, and writes
+/// them to `path` as an RGB PNG, atomically. Returns the picture's size.
 pub fn weights_png(
     network: &Network,
     height: usize,
     width: usize,
     path: &Path,
 ) -> Result<Size, ImageError> {
-    let templates = network.sizes()[1];
-    let image = render_weights(
-        network.params().get(0),
-        templates,
-        height,
-        width,
-        WEIGHTS_SCALE,
-        path,
-    )?;
+    format_of(path, WEIGHTS_FORMATS).map_err(|e| ImageError::InvalidInput {
+        path: path.to_owned(),
+        reason: e.reason(),
+    })?;
+    let (templates, h, w, scale) = match network.layers()[0] {
+        crate::nn::Layer::Conv(c) => {
+            let g = c.geom;
+            (g.c_out * g.c_in, g.k, g.k, FILTER_SCALE)
+        }
+        _ => (network.sizes()[1], height, width, WEIGHTS_SCALE),
+    };
+    let image = render_weights(network.params().get(0), templates, h, w, scale, path)?;
     write_rgb_png(path, &image)?;
     Ok(Size {
         width: image.width,
         height: image.height,
     })
+}
+
+/// Samples in the augmentation picture ([`augmented_png`]).
+pub const AUGMENTED_SAMPLES: usize = 8;
+/// Deformations of each sample in the picture (epochs 1, 2, …).
+pub const AUGMENTED_VARIANTS: usize = 5;
+/// Output pixels per sample pixel in the augmentation picture.
+pub const AUGMENTED_SCALE: usize = 4;
+
+/// Draws the first [`AUGMENTED_SAMPLES`] training samples (`images`, u8
+/// rows of `augmenter`'s shape, the first channel of each) next to their
+/// deformations in epochs 1 … [`AUGMENTED_VARIANTS`], as the network sees
+/// them (`seed` is the run's): one row per sample, the original first,
+/// each pixel a [`AUGMENTED_SCALE`]-pixel square, a 1-sample-pixel grey gap
+/// between tiles. Written to `path` as a grayscale PNG, atomically.
+pub fn augmented_png(
+    path: &Path,
+    images: &[u8],
+    augmenter: &crate::data::augment::Augmenter,
+    seed: u64,
+) -> Result<Size, ImageError> {
+    format_of(path, WEIGHTS_FORMATS).map_err(|e| ImageError::InvalidInput {
+        path: path.to_owned(),
+        reason: e.reason(),
+    })?;
+    let shape = augmenter.shape();
+    let (h, w, k) = (shape.height, shape.width, shape.len());
+    let n = (images.len() / k.max(1)).min(AUGMENTED_SAMPLES);
+    let cols = 1 + AUGMENTED_VARIANTS;
+    let sc = AUGMENTED_SCALE;
+    let (tile_w, tile_h) = ((w + 1) * sc, (h + 1) * sc);
+    let (width, height) = (cols * tile_w - sc, n.max(1) * tile_h - sc);
+    let mut pixels = vec![128u8; width * height];
+    let mut scratch = augmenter.scratch();
+    let mut out = vec![0u8; k];
+    for i in 0..n {
+        let src = &images[i * k..(i + 1) * k];
+        for col in 0..cols {
+            let tile: &[u8] = if col == 0 {
+                src
+            } else {
+                augmenter.apply(
+                    seed,
+                    (col - 1) as u64,
+                    i as u64,
+                    src,
+                    &mut out,
+                    &mut scratch,
+                );
+                &out
+            };
+            for y in 0..h * sc {
+                for x in 0..w * sc {
+                    let v = tile[(y / sc) * w + x / sc];
+                    pixels[(i * tile_h + y) * width + col * tile_w + x] = v;
+                }
+            }
+        }
+    }
+    let image = crate::image::GrayImage {
+        width,
+        height,
+        pixels,
+    };
+    crate::image::write_gray_png(path, &image)?;
+    Ok(Size { width, height })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_format_is_the_extension() {
+        let f = |p: &str, a| format_of(Path::new(p), a);
+        assert_eq!(f("c.png", CHART_FORMATS), Ok(Format::Png));
+        assert_eq!(f("c.SVG", CHART_FORMATS), Ok(Format::Svg));
+        assert_eq!(f("dir.d/curves", CHART_FORMATS), Ok(Format::Png));
+        assert_eq!(f("w.Png", WEIGHTS_FORMATS), Ok(Format::Png));
+        let e = f("c.pdf", CHART_FORMATS).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.pdf: .pdf is not a format this picture is written in; name the file .png or .svg"
+        );
+        let e = f("w.svg", WEIGHTS_FORMATS).unwrap_err();
+        assert_eq!(e.extension, "svg");
+        assert!(e.reason().ends_with("name the file .png"), "{e}");
+        // Nothing is written for a format that cannot be.
+        let dir = tempfile::tempdir().unwrap();
+        let pdf = dir.path().join("c.pdf");
+        let p = EpochPoint {
+            epoch: 1,
+            ..EpochPoint::default()
+        };
+        assert!(training_curves(&pdf, &[p]).is_err());
+        assert!(confusion_heatmap(&pdf, &[1, 0, 0, 1], 2, &[]).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }

@@ -8,6 +8,11 @@ use crate::kernels::KernelPath;
 use crate::nn::MAX_WIDTH;
 use crate::run::MAX_THREADS;
 
+/// "must be finite, in [lo, hi]" with a unit.
+fn range((lo, hi): (f32, f32), unit: &str) -> String {
+    format!("must be finite, in [{lo}, {hi}]{unit}")
+}
+
 /// How a front end names settings in messages.
 pub type Naming<'a> = &'a dyn Fn(Setting) -> String;
 
@@ -30,9 +35,29 @@ pub enum Setting {
     ValSplit,
     Seed,
     Hidden,
+    /// A conv block's channels.
+    Conv,
+    /// A conv block's kernel side.
+    ConvKernel,
     Classes,
     Threads,
     Kernel,
+    /// The kind of augmentation.
+    Augment,
+    /// `shift`'s largest translation.
+    MaxShift,
+    /// `affine`'s rotation range (degrees).
+    Rotate,
+    /// `affine`'s scaling range.
+    Scale,
+    /// `affine`'s shear range.
+    Shear,
+    /// `affine`'s translation range (pixels).
+    Translate,
+    /// `elastic`'s smoothing.
+    Sigma,
+    /// `elastic`'s field scale.
+    Alpha,
     /// The directory of a dataset's four IDX files.
     DataDir,
     /// Where decompressed `.gz` files are cached.
@@ -48,7 +73,7 @@ pub enum Setting {
 
 impl Setting {
     /// Every setting.
-    pub const ALL: [Setting; 18] = [
+    pub const ALL: [Setting; 28] = [
         Self::Epochs,
         Self::BatchSize,
         Self::Lr,
@@ -59,9 +84,19 @@ impl Setting {
         Self::ValSplit,
         Self::Seed,
         Self::Hidden,
+        Self::Conv,
+        Self::ConvKernel,
         Self::Classes,
         Self::Threads,
         Self::Kernel,
+        Self::Augment,
+        Self::MaxShift,
+        Self::Rotate,
+        Self::Scale,
+        Self::Shear,
+        Self::Translate,
+        Self::Sigma,
+        Self::Alpha,
         Self::DataDir,
         Self::CacheDir,
         Self::Resume,
@@ -82,9 +117,19 @@ impl Setting {
             Self::ValSplit => "val_split",
             Self::Seed => "seed",
             Self::Hidden => "hidden",
+            Self::Conv => "conv",
+            Self::ConvKernel => "kernel_size",
             Self::Classes => "classes",
             Self::Threads => "threads",
             Self::Kernel => "kernel",
+            Self::Augment => "augment",
+            Self::MaxShift => "max_shift",
+            Self::Rotate => "rotate",
+            Self::Scale => "scale",
+            Self::Shear => "shear",
+            Self::Translate => "translate",
+            Self::Sigma => "sigma",
+            Self::Alpha => "alpha",
             Self::DataDir => "data_dir",
             Self::CacheDir => "cache_dir",
             Self::Resume => "resume",
@@ -101,6 +146,10 @@ impl Setting {
             Self::WeightDecay => "weight decay",
             Self::ValSplit => "validation split",
             Self::Hidden => "hidden layers",
+            Self::Conv => "conv blocks",
+            Self::ConvKernel => "conv kernel size",
+            Self::Augment => "augmentation",
+            Self::MaxShift => "max shift",
             Self::DataDir => "data directory",
             Self::CacheDir => "cache directory",
             other => other.key(),
@@ -115,10 +164,20 @@ impl Setting {
         let json = d.settings_json();
         let text = match self {
             Self::Hidden => "none (softmax regression)".into(),
+            Self::Conv => "none".into(),
+            Self::ConvKernel => crate::nn::arch::DEFAULT_KERNEL.to_string(),
             Self::Threads => "the number of CPUs".into(),
             Self::Classes => "the largest training label + 1".into(),
             Self::Kernel => "the best this CPU has".into(),
             Self::Nesterov => "off".into(),
+            Self::Augment => "none".into(),
+            Self::MaxShift => crate::data::augment::DEFAULT_MAX_SHIFT.to_string(),
+            Self::Rotate => crate::data::augment::DEFAULT_ROTATE_DEG.to_string(),
+            Self::Scale => crate::data::augment::DEFAULT_SCALE.to_string(),
+            Self::Shear => crate::data::augment::DEFAULT_SHEAR.to_string(),
+            Self::Translate => crate::data::augment::DEFAULT_TRANSLATE.to_string(),
+            Self::Sigma => crate::data::augment::DEFAULT_SIGMA.to_string(),
+            Self::Alpha => crate::data::augment::DEFAULT_ALPHA.to_string(),
             Self::Schedule => d.sgd.schedule.to_string(),
             _ => match json.get(self.key()) {
                 Some(v) => v.to_string(),
@@ -143,12 +202,28 @@ impl Setting {
             }
             Self::Seed => format!("must be an integer in 0..={}", u64::MAX),
             Self::Hidden => format!("must be in 1..={MAX_WIDTH}"),
+            Self::Conv => format!("must be in 1..={} channels", crate::nn::arch::MAX_CHANNELS),
+            Self::ConvKernel => format!(
+                "must be an odd kernel size in 1..={}",
+                crate::nn::arch::MAX_KERNEL
+            ),
             Self::Classes => format!("must be in 2..={MAX_CLASSES}"),
             Self::Threads => format!("must be in 1..={MAX_THREADS}"),
             Self::Kernel => {
                 let names: Vec<&str> = KernelPath::ALL.iter().map(|k| k.name()).collect();
                 format!("must be one of {}", names.join(", "))
             }
+            Self::Augment => "must be none, shift, affine or elastic".into(),
+            Self::MaxShift => {
+                let (lo, hi) = crate::data::augment::MAX_SHIFT_RANGE;
+                format!("must be a whole number of pixels in {lo}..={hi}")
+            }
+            Self::Rotate => range(crate::data::augment::ROTATE_RANGE, " degrees"),
+            Self::Scale => range(crate::data::augment::SCALE_RANGE, ""),
+            Self::Shear => range(crate::data::augment::SHEAR_RANGE, ""),
+            Self::Translate => range(crate::data::augment::TRANSLATE_RANGE, " pixels"),
+            Self::Sigma => range(crate::data::augment::SIGMA_RANGE, " pixels"),
+            Self::Alpha => range(crate::data::augment::ALPHA_RANGE, " pixels"),
             Self::DataDir => "must be a directory holding the four IDX files".into(),
             Self::CacheDir => "must be a directory that can be written".into(),
             Self::Resume => "must name a checkpoint written by a training run".into(),
@@ -198,6 +273,9 @@ pub fn worded(err: &(dyn std::error::Error + 'static), name: Naming<'_>) -> Opti
         return Some(e.message(name));
     }
     if let Some(e) = err.downcast_ref::<crate::model::ModelError>() {
+        return Some(e.message(name));
+    }
+    if let Some(e) = err.downcast_ref::<crate::data::augment::AugmentError>() {
         return Some(e.message(name));
     }
     if let Some(e) = err.downcast_ref::<crate::preprocess::PrepareError>() {

@@ -594,9 +594,9 @@ fn bad_save_inputs_write_nothing() {
     // A network whose tensors disagree with its sizes cannot even be
     // built (what `wt.pop()` on the old Model tested at save time).
     let short = ParamStore::zeros(&[("weight".into(), vec![3, 1]), ("bias".into(), vec![3])]);
-    assert!(Network::from_params(&[2, 3], short).is_err());
+    assert!(Network::from_params(&idx_softmax::nn::Architecture::mlp(&[2, 3]), short).is_err());
     let renamed = ParamStore::zeros(&[("w".into(), vec![3, 2]), ("bias".into(), vec![3])]);
-    assert!(Network::from_params(&[2, 3], renamed).is_err());
+    assert!(Network::from_params(&idx_softmax::nn::Architecture::mlp(&[2, 3]), renamed).is_err());
     assert_eq!(fs::read(&path).unwrap(), b"previous content");
     assert_eq!(listing(dir.path()), ["m.safetensors"]);
 }

@@ -134,7 +134,8 @@ fn labels_directories_stdin_csv_and_the_preprocessed_images() {
     let recorded: Vec<String> = serde_json::from_str(&ck.metadata["class_names"]).unwrap();
     assert_eq!(recorded, NAMES);
 
-    // A directory of images: sorted, non-image files skipped.
+    // A directory of images: sorted; a non-image file is not classified,
+    // and says so (its own error line, and exit status 1).
     let images = fx.path("images");
     std::fs::create_dir(&images).unwrap();
     let mut labels = Vec::new();
@@ -146,7 +147,7 @@ fn labels_directories_stdin_csv_and_the_preprocessed_images() {
     }
     std::fs::write(images.join("notes.txt"), "not an image").unwrap();
     let saved = fx.path("seen");
-    let out = ok(&[
+    let o = bin(&[
         "predict",
         "--model",
         &model,
@@ -156,6 +157,18 @@ fn labels_directories_stdin_csv_and_the_preprocessed_images() {
         &saved.display().to_string(),
         &images.display().to_string(),
     ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("notes.txt: skipped: not an image file"),
+        "{err}"
+    );
+    assert!(
+        err.trim_end()
+            .ends_with("1 of 5 input(s) could not be classified"),
+        "{err}"
+    );
+    let out = String::from_utf8(o.stdout).unwrap();
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 4, "{out}");
     for (n, v) in lines.iter().enumerate() {

@@ -163,8 +163,22 @@ fn every_name_variant_is_accepted() {
 fn raw_file_preferred_over_gz() {
     let (data, cache) = (temp(), temp());
     write(data.path(), &tiny());
-    std::fs::write(data.path().join("train-images-idx3-ubyte.gz"), b"junk").unwrap();
+    // The same data compressed beside it (gunzip -k): the raw file is used,
+    // nothing is decompressed into the cache.
+    let raw = std::fs::read(data.path().join("train-images-idx3-ubyte")).unwrap();
+    std::fs::write(data.path().join("train-images-idx3-ubyte.gz"), gzip(&raw)).unwrap();
     Dataset::load(data.path(), &opts(cache.path())).unwrap();
+    assert!(idx_files(cache.path()).is_empty());
+    // Other data under the other name is two versions of the file: which
+    // one is meant cannot be told (issue 17), so neither is taken.
+    std::fs::write(data.path().join("train-images-idx3-ubyte.gz"), b"junk").unwrap();
+    let e = Dataset::load(data.path(), &opts(cache.path())).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("train-images-idx3-ubyte and ")
+            && msg.contains("train-images-idx3-ubyte.gz are both the training images file"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -246,7 +246,7 @@ fn mlp_inference_matches_the_reference_forward() {
     // forward_f32 is the same computation on rows given directly.
     let mut a = vec![0.0; n * c];
     let mut b = vec![0.0; n * c];
-    net.forward_f32(&x, n, &mut Vec::new(), &mut a);
+    net.forward_f32(KernelPath::Gemm, &x, n, &mut Vec::new(), &mut a);
     let s = reference::f32_samples(&x, &y, k, c);
     let rows: Vec<u32> = (0..n as u32).collect();
     net.forward_rows(&s, &rows, KernelPath::Gemm, &mut Vec::new(), &mut b);

@@ -396,7 +396,13 @@ fn infer_returns_the_networks_outputs() {
     let rows = 5;
     let x = random_rows(rows, 4);
     let mut want = vec![0.0f32; rows * CLASSES];
-    net.forward_f32(&x, rows, &mut Vec::new(), &mut want);
+    net.forward_f32(
+        idx_softmax::kernels::KernelPath::Gemm,
+        &x,
+        rows,
+        &mut Vec::new(),
+        &mut want,
+    );
 
     // As tritonclient sends it: no Content-Type, binary outputs asked for
     // (answered as JSON), an id.

@@ -514,13 +514,13 @@ fn negative_numbers_meet_the_range_rule() {
         let err = usage_error(&o, &[flag, want]);
         assert!(!err.contains("unexpected argument"), "{err}");
     }
-    // Exponent forms too.
+    // Exponent forms too, quoted as given (issue 17).
     let o = run(&["--weight-decay", "-1e-4"]);
     usage_error(
         &o,
         &[
             "invalid value '-1e-4' for '--weight-decay",
-            "must be finite and >= 0, got -0.0001",
+            "must be finite and >= 0, got -1e-4",
         ],
     );
     let o = run(&["--lr", "-1e-3"]);
@@ -528,7 +528,7 @@ fn negative_numbers_meet_the_range_rule() {
         &o,
         &[
             "invalid value '-1e-3' for '--lr",
-            "must be finite and > 0, got -0.001",
+            "must be finite and > 0, got -1e-3",
         ],
     );
     let o = run(&["predict", "--model", "m", "--top", "-3"]);

@@ -1,5 +1,5 @@
 """idx-softmax from Python: the Rust engine (SIMD, multithreaded softmax
-regression and ReLU MLPs trained by minibatch SGD) as scikit-learn
+regression, ReLU MLPs and CNNs trained by minibatch SGD) as scikit-learn
 estimators, zero-copy on NumPy arrays and on memory-mapped IDX files.
 
 >>> from idx_softmax import load_idx, SoftmaxRegression
@@ -11,7 +11,7 @@ estimators, zero-copy on NumPy arrays and on memory-mapped IDX files.
 
 from ._core import BUNDLED_MNIST, IdxData, available_cpus
 from ._data import load_idx
-from ._estimators import MLPClassifier, SoftmaxRegression
+from ._estimators import ConvClassifier, MLPClassifier, SoftmaxRegression
 
 __version__ = "0.1.0"
 
@@ -19,6 +19,7 @@ __all__ = [
     "load_idx",
     "SoftmaxRegression",
     "MLPClassifier",
+    "ConvClassifier",
     "IdxData",
     "available_cpus",
     "BUNDLED_MNIST",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import numbers
 import operator
 import os
 import sys
@@ -25,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _core
 
-__all__ = ["SoftmaxRegression", "MLPClassifier"]
+__all__ = ["SoftmaxRegression", "MLPClassifier", "ConvClassifier"]
 
 # The pixel types the engine borrows without a copy; anything else is
 # converted once, to float32.
@@ -43,6 +44,11 @@ _RUN_PARAMS = {
     **{name: _D[name] for name in (
         "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
         "schedule", "val_split", "seed", "threads")},
+    # The augmentation and its parameters; None takes the library's
+    # default for the kind.
+    "augment": _D["augment"],
+    **{name: None for name in (
+        "max_shift", "rotate", "scale", "shear", "translate", "sigma", "alpha")},
     "pixel_scale": "auto",
     "verbose": 0,
     "warm_start": False,
@@ -77,6 +83,16 @@ def _int(name, value):
         return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _bool(name, value):
+    """A boolean parameter: True or False (NumPy's too, and 0 or 1); a
+    string such as "false" is refused rather than taken as true."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def _float(name, value):
@@ -140,12 +156,20 @@ def _data_origin(X, features):
 
 
 class _IdxClassifier(ClassifierMixin, BaseEstimator):
-    """What the two estimators share; the only difference is the network."""
+    """What the estimators share; the only difference is the network."""
 
     # -- parameters ---------------------------------------------------
 
     def _hidden(self):
         return []
+
+    def _conv(self):
+        """The conv blocks, ``[(channels, kernel), ...]``."""
+        return []
+
+    def _sample_shape(self, X, features):
+        """The sample shape and data directory a fit records."""
+        return _data_origin(X, features)
 
     def _engine_params(self):
         threads = self.threads
@@ -158,14 +182,28 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
             batch_size=_int("batch_size", self.batch_size),
             lr=_float("lr", self.lr),
             momentum=_float("momentum", self.momentum),
-            nesterov=bool(self.nesterov),
+            nesterov=_bool("nesterov", self.nesterov),
             weight_decay=_float("weight_decay", self.weight_decay),
             schedule=self.schedule,
             val_split=_float("val_split", self.val_split),
             seed=_int("seed", self.seed),
             threads=threads,
             hidden=[_int("hidden_layer_sizes", h) for h in self._hidden()],
+            conv=self._conv(),
+            **self._augment_params(),
         )
+
+    def _augment_params(self):
+        if not isinstance(self.augment, str):
+            raise TypeError(f"augment must be a string, got {self.augment!r}")
+        params = {"augment": self.augment}
+        if self.max_shift is not None:
+            params["max_shift"] = _int("max_shift", self.max_shift)
+        for name in ("rotate", "scale", "shear", "translate", "sigma", "alpha"):
+            value = getattr(self, name)
+            if value is not None:
+                params[name] = _float(name, value)
+        return params
 
     # -- input --------------------------------------------------------
 
@@ -293,10 +331,10 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         """Trains for ``epochs`` epochs from the seeded initialisation, or,
         with ``warm_start=True`` after an earlier fit, ``epochs`` more
         epochs continuing that run bit for bit. Returns self."""
-        warm = bool(self.warm_start) and hasattr(self, "_model")
+        warm = _bool("warm_start", self.warm_start) and hasattr(self, "_model")
         given = X
         X, y = self._check_X_y(X, y, reset=not warm)
-        origin = _data_origin(given, X.shape[1])
+        origin = self._sample_shape(given, X.shape[1])
         if warm:
             classes = self.classes_
             y_enc = self._encode(y, classes)
@@ -317,7 +355,7 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         first = not hasattr(self, "_model")
         given = X
         X, y = self._check_X_y(X, y, reset=first)
-        origin = _data_origin(given, X.shape[1])
+        origin = self._sample_shape(given, X.shape[1])
         if first:
             if classes is None:
                 classes, y_enc = self._classes_of(y)
@@ -384,14 +422,19 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         writes): ``idx-softmax eval --model path`` accepts it and
         ``--resume`` continues it."""
         check_is_fitted(self)
+        extra, names = self._label_record()
+        self._model.save(os.fspath(path), extra, names)
+
+    def _label_record(self):
+        """What a file records of ``classes_``: the CLI's class names (for
+        labels other than 0..C-1), and the labels themselves, for load() to
+        give back exactly."""
         extra = {}
         names = None
         labels = self.classes_
         if not (
             labels.dtype.kind in "iu" and np.array_equal(labels, np.arange(labels.size))
         ):
-            # The CLI's class names (predict prints them), and the labels
-            # themselves for load() to give back exactly.
             names = [str(c) for c in labels.tolist()]
             try:
                 extra[_core.PY_CLASSES_KEY] = json.dumps(
@@ -399,24 +442,45 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
                 )
             except (TypeError, ValueError):
                 pass  # labels JSON cannot hold: load() gives 0..C-1
-        self._model.save(os.fspath(path), extra, names)
+        return extra, names
+
+    def to_onnx(self, path):
+        """Writes the model as an ONNX file (opset 13; what the CLI's
+        ``export`` writes): input ``input`` float32 [batch, n_features],
+        pixels scaled as in training (uint8 / 255); outputs
+        ``probabilities`` and ``logits`` [batch, n_classes]. ``classes_``
+        and the run's settings go into the metadata."""
+        check_is_fitted(self)
+        extra, names = self._label_record()
+        self._model.to_onnx(os.fspath(path), extra, names)
 
     @classmethod
     def load(cls, path):
         """An estimator from a checkpoint written by ``save`` or by the
         CLI's ``--save`` (or any safetensors file with its tensor names)."""
         model = _core.load_model(os.fspath(path))
-        sizes = model.sizes
-        if (len(sizes) == 2) != (cls is SoftmaxRegression):
-            other = "SoftmaxRegression" if len(sizes) == 2 else "MLPClassifier"
+        arch = model.arch()
+        kind = (
+            ConvClassifier if arch["conv"]
+            else MLPClassifier if arch["hidden"]
+            else SoftmaxRegression
+        )
+        if kind is not cls:
             raise ValueError(
-                f"{os.fspath(path)}: holds a {'-'.join(map(str, sizes))} network; "
-                f"load it with {other}.load"
+                f"{os.fspath(path)}: holds a {arch['layers']} network; "
+                f"load it with {kind.__name__}.load"
             )
+        sizes = model.sizes
         settings = model.settings()
         hidden = settings.pop("hidden")
-        if cls is MLPClassifier:
+        conv = settings.pop("conv")
+        if cls is not SoftmaxRegression:
             settings["hidden_layer_sizes"] = tuple(hidden)
+        if cls is ConvClassifier:
+            settings["conv_channels"] = tuple(c for c, _ in conv)
+            kernels = tuple(k for _, k in conv)
+            settings["kernel_size"] = kernels[0] if len(set(kernels)) == 1 else kernels
+            settings["image_shape"] = tuple(arch["image"])
         est = cls(**settings)
         raw = model.metadata().get(_core.PY_CLASSES_KEY)
         classes = None
@@ -433,7 +497,7 @@ class _IdxClassifier(ClassifierMixin, BaseEstimator):
         if classes is None or classes.shape != (sizes[-1],):
             classes = np.arange(sizes[-1])
         est.classes_ = classes
-        est.n_features_in_ = sizes[0]
+        est.n_features_in_ = arch["features"]
         est._set_model(model)
         return est
 
@@ -523,4 +587,92 @@ class MLPClassifier(_IdxClassifier):
 
 MLPClassifier.__init__ = _init_with(
     {"hidden_layer_sizes": tuple(_D["hidden_layer_sizes"]), **_RUN_PARAMS}
+)
+
+
+class ConvClassifier(_IdxClassifier):
+    """A convolutional network trained by minibatch SGD on the idx-softmax
+    engine (the CLI's ``--conv`` and ``--hidden``): conv blocks
+    Conv2d(C, K x K, same padding) -> ReLU -> MaxPool2d(2), one per entry of
+    ``conv_channels``, then the ``hidden_layer_sizes`` ReLU layers and the
+    output layer. The defaults are LeNet-5's shape: ``conv_channels=(6,
+    16)``, ``kernel_size=5``, ``hidden_layer_sizes=(120, 84)``.
+
+    ``kernel_size`` is one odd side for every block, or one per block.
+    ``image_shape`` is the shape of one sample, ``(H, W)`` or ``(C, H, W)``:
+    by default the recorded shape of arrays from ``load_idx`` (MNIST's 28 x
+    28), else a square from ``n_features`` (784 -> 28 x 28); any other
+    feature count is a ValueError. Every other parameter is
+    SoftmaxRegression's.
+
+    Attributes: ``coefs_`` (conv weights ``[C_out, C_in, K, K]`` as PyTorch
+    keeps them, then the linear weights ``(n_in, n_out)`` as scikit-learn
+    does: read-only views of the engine's buffers), ``intercepts_``, and
+    SoftmaxRegression's others.
+    """
+
+    def _hidden(self):
+        h = self.hidden_layer_sizes
+        if isinstance(h, (int, np.integer)):
+            return [h]
+        return list(h)
+
+    def _conv(self):
+        chans = self.conv_channels
+        if isinstance(chans, (int, np.integer)):
+            chans = [chans]
+        chans = [_int("conv_channels", c) for c in chans]
+        k = self.kernel_size
+        if isinstance(k, (int, np.integer)):
+            kernels = [_int("kernel_size", k)] * len(chans)
+        else:
+            kernels = [_int("kernel_size", v) for v in k]
+            if len(kernels) != len(chans):
+                raise ValueError(
+                    f"kernel_size has {len(kernels)} entries but conv_channels has "
+                    f"{len(chans)} blocks; give one kernel size, or one per block"
+                )
+        return list(zip(chans, kernels))
+
+    def _sample_shape(self, X, features):
+        shape, data_dir = _data_origin(X, features)
+        if self.image_shape is not None:
+            given = [_int("image_shape", d) for d in self.image_shape]
+            if len(given) not in (2, 3) or math.prod(given) != features:
+                raise ValueError(
+                    f"image_shape {tuple(self.image_shape)!r} does not hold the "
+                    f"{features} features of X: give (H, W) or (C, H, W) with "
+                    f"H*W*C == {features}"
+                )
+            return given, data_dir
+        if len(shape) in (2, 3):
+            return shape, data_dir
+        raise ValueError(
+            f"image_shape: X has {features} features, which is not a square image; "
+            f"give image_shape=(H, W) or (C, H, W)"
+        )
+
+    @property
+    def coefs_(self):
+        check_is_fitted(self)
+        return [
+            a.T if a.ndim == 2 else a
+            for name, a in self._model.tensors()
+            if name.endswith("weight")
+        ]
+
+    @property
+    def intercepts_(self):
+        check_is_fitted(self)
+        return [a for name, a in self._model.tensors() if name.endswith("bias")]
+
+
+ConvClassifier.__init__ = _init_with(
+    {
+        "conv_channels": tuple(_D["cnn_conv_channels"]),
+        "kernel_size": _D["cnn_kernel_size"],
+        "hidden_layer_sizes": tuple(_D["cnn_hidden_layer_sizes"]),
+        "image_shape": None,
+        **_RUN_PARAMS,
+    }
 )

@@ -19,9 +19,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use numpy::ndarray::{ArrayView1, ArrayView2};
+use numpy::ndarray::{ArrayView1, ArrayView2, ArrayViewD, IxDyn};
 use numpy::{
-    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+    PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -35,7 +36,10 @@ use idx_softmax::model::{ModelError, SavedModel};
 use idx_softmax::nn::Network;
 use idx_softmax::run::record::{self, RecordError, Results, RunMeta};
 use idx_softmax::run::spec::{self, SpecError};
-use idx_softmax::run::{DataInfo, Outputs, Resume, Run, RunError, RunSpec, TrainState, MLP_HIDDEN};
+use idx_softmax::run::{
+    DataInfo, Outputs, Resume, Run, RunError, RunSpec, TrainState, CNN_CONV, CNN_HIDDEN,
+    CNN_KERNEL, MLP_HIDDEN,
+};
 use idx_softmax::setting::{worded, Setting};
 
 /// Metadata key under which a checkpoint written from Python records the
@@ -52,6 +56,7 @@ const SIGNAL_POLL: Duration = Duration::from_millis(100);
 fn py_name(s: Setting) -> String {
     match s {
         Setting::Hidden => "hidden_layer_sizes".into(),
+        Setting::Conv => "conv_channels".into(),
         Setting::Kernel => "IDX_SOFTMAX_KERNEL".into(),
         Setting::Resume => "warm_start".into(),
         Setting::Save => "save()".into(),
@@ -338,26 +343,16 @@ impl Model {
     }
 }
 
-/// A parameter tensor of `model` as a read-only NumPy view (its base
-/// keeps the model alive).
+/// A parameter tensor of `model` as a read-only NumPy view of its shape
+/// (its base keeps the model alive).
 fn tensor_view<'py>(model: &Bound<'py, Model>, i: usize) -> PyResult<Bound<'py, PyAny>> {
     let params = model.get().network().params();
     let t = &params.tensors()[i];
     let data = &params.data()[t.range()];
-    let arr = match t.shape.as_slice() {
-        [n] => {
-            let view = ArrayView1::from_shape(*n, data).map_err(text_error)?;
-            // SAFETY: the model is frozen; its parameters never change or
-            // move while the array holds it as its base.
-            unsafe { PyArray1::borrow_from_array(&view, model.clone().into_any()) }.into_any()
-        }
-        [r, c] => {
-            let view = ArrayView2::from_shape((*r, *c), data).map_err(text_error)?;
-            // SAFETY: as above.
-            unsafe { PyArray2::borrow_from_array(&view, model.clone().into_any()) }.into_any()
-        }
-        s => return Err(text_error(format!("unexpected tensor shape {s:?}"))),
-    };
+    let view = ArrayViewD::from_shape(IxDyn(&t.shape), data).map_err(text_error)?;
+    // SAFETY: the model is frozen; its parameters never change or move
+    // while the array holds it as its base.
+    let arr = unsafe { PyArrayDyn::borrow_from_array(&view, model.clone().into_any()) }.into_any();
     arr.call_method1("setflags", (false,))?;
     Ok(arr)
 }
@@ -391,6 +386,22 @@ impl Model {
             .enumerate()
             .map(|(i, name)| Ok((name, tensor_view(slf, i)?)))
             .collect()
+    }
+
+    /// The network: `features`, `image` (`[C, H, W]` or None), `conv`
+    /// (`[[channels, kernel], …]`), `hidden`, `classes`, `layers` (the
+    /// description a checkpoint records).
+    fn arch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let a = self.network().arch();
+        let json = serde_json::json!({
+            "features": a.features,
+            "image": a.image.map(|i| [i.channels, i.height, i.width]),
+            "conv": a.conv.iter().map(|b| [b.channels, b.kernel]).collect::<Vec<_>>(),
+            "hidden": a.hidden,
+            "classes": a.classes,
+            "layers": a.describe(),
+        });
+        to_python(py, &json)
     }
 
     /// The hex SHA-256 of the parameters: the CLI's `weights_digest`.
@@ -443,6 +454,7 @@ impl Model {
         let json = match &self.meta {
             Some(m) => m.config.settings_json(),
             None => idx_softmax::run::TrainConfig {
+                conv: self.network().arch().conv.clone(),
                 hidden: self.network().hidden().to_vec(),
                 ..Default::default()
             }
@@ -487,6 +499,7 @@ impl Model {
         let c = net.classes();
         let pixels = xb.pixels()?;
         let recorded = self.meta.as_ref().and_then(|m| m.config.kernel);
+        let conv = !net.arch().conv.is_empty();
         let out = py.detach(|| -> PyResult<Vec<f32>> {
             let n = match &pixels {
                 Pixels::U8(p) => p.len() / k,
@@ -496,7 +509,7 @@ impl Model {
             let samples = Samples::new(pixels, LabelValues::U8(&zeros), k, c, vec![])
                 .map_err(|e| value_error(&e))?;
             spec::check_kernel_env().map_err(|e| value_error(&e))?;
-            let path = spec::inference_kernel(None, recorded, samples.as_u8().is_some())
+            let path = spec::inference_kernel(None, recorded, samples.as_u8().is_some() || conv)
                 .map_err(|e| value_error(&e))?;
             let pool = infer::thread_pool(threads).map_err(|e| value_error(&e))?;
             Ok(pool.install(|| infer::logits(net, &samples, infer::Rows::All, path)))
@@ -536,6 +549,39 @@ impl Model {
             .map_err(record_error)
     }
 
+    /// Writes the model as an ONNX file (the CLI's `export`): the run's
+    /// record, the `extra` pairs and `class_names` in its metadata.
+    #[pyo3(signature = (path, extra=None, class_names=None))]
+    fn to_onnx(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        extra: Option<BTreeMap<String, String>>,
+        class_names: Option<Vec<String>>,
+    ) -> PyResult<()> {
+        let mut record = extra.unwrap_or_default();
+        let results = self.results.unwrap_or(Results {
+            test_accuracy: f64::NAN,
+            test_loss: f64::NAN,
+            train_loss: f64::NAN,
+            validation: None,
+        });
+        if let Some(m) = &self.meta {
+            record.extend(m.to_metadata(&results));
+        }
+        let names = class_names.or_else(|| {
+            self.meta
+                .as_ref()
+                .map(|m| m.class_names.clone())
+                .filter(|n| !n.is_empty())
+        });
+        let net = self.network();
+        let md = idx_softmax::onnx::metadata(&record, names, net.classes());
+        let bytes = idx_softmax::onnx::export(net, &md).map_err(|e| text_error(e))?;
+        py.detach(|| idx_softmax::onnx::write(&path, &bytes))
+            .map_err(|e| PyOSError::new_err(format!("{}: {e}", path.display())))
+    }
+
     /// Pickling: the checkpoint's bytes.
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (Vec<u8>,))> {
         let py = slf.py();
@@ -558,6 +604,17 @@ fn _model_from_bytes(py: Python<'_>, data: Vec<u8>) -> PyResult<Model> {
     load_model(py, path)
 }
 
+/// A real parameter as the engine's f32, checked by `rule`; a value that
+/// breaks it is quoted as given (`1e-50`, not the 0 it rounds to in f32).
+fn narrow(setting: Setting, v: f64, rule: fn(f32) -> Result<f32, SpecError>) -> PyResult<f32> {
+    rule(v as f32).map_err(|_| {
+        value_error(&SpecError::Invalid {
+            setting,
+            given: format!("{v:?}"),
+        })
+    })
+}
+
 /// `threads`, by the library's rule and default.
 fn thread_count(threads: Option<i64>) -> PyResult<usize> {
     spec::thread_count(threads).map_err(|e| value_error(&e))
@@ -571,8 +628,10 @@ fn thread_count(threads: Option<i64>) -> PyResult<usize> {
 /// `KeyboardInterrupt`; `init` is left as it was.
 #[pyfunction]
 #[pyo3(signature = (x, y, classes, *, epochs, batch_size, lr, momentum, nesterov,
-    weight_decay, schedule, val_split, seed, threads, hidden, sample_shape=None,
-    data_dir=None, init=None, run_epochs=None, on_epoch=None))]
+    weight_decay, schedule, val_split, seed, threads, hidden, conv=Vec::new(),
+    augment=None, max_shift=None, rotate=None, scale=None, shear=None, translate=None,
+    sigma=None, alpha=None, sample_shape=None, data_dir=None, init=None, run_epochs=None,
+    on_epoch=None))]
 #[allow(clippy::too_many_arguments)]
 fn fit(
     py: Python<'_>,
@@ -581,15 +640,24 @@ fn fit(
     classes: usize,
     epochs: i64,
     batch_size: i64,
-    lr: f32,
-    momentum: f32,
+    lr: f64,
+    momentum: f64,
     nesterov: bool,
-    weight_decay: f32,
+    weight_decay: f64,
     schedule: &str,
-    val_split: f32,
+    val_split: f64,
     seed: &Bound<'_, PyAny>,
     threads: Option<i64>,
     hidden: Vec<i64>,
+    conv: Vec<(i64, i64)>,
+    augment: Option<&str>,
+    max_shift: Option<i64>,
+    rotate: Option<f32>,
+    scale: Option<f32>,
+    shear: Option<f32>,
+    translate: Option<f32>,
+    sigma: Option<f32>,
+    alpha: Option<f32>,
     sample_shape: Option<Vec<usize>>,
     data_dir: Option<String>,
     init: Option<PyRef<'_, Model>>,
@@ -604,16 +672,36 @@ fn fit(
         }),
     }
     .map_err(|e| value_error(&e))?;
+    // The variables the library reads itself, by the CLI's rule.
+    idx_softmax::env::check().map_err(|e| value_error(&e))?;
     let run_spec = RunSpec {
         epochs: Some(epochs),
         batch_size: Some(batch_size),
-        lr: Some(lr),
-        momentum: Some(momentum),
+        lr: Some(narrow(Setting::Lr, lr, spec::check_lr)?),
+        momentum: Some(narrow(Setting::Momentum, momentum, spec::check_momentum)?),
         nesterov: Some(nesterov),
-        weight_decay: Some(weight_decay),
+        weight_decay: Some(narrow(
+            Setting::WeightDecay,
+            weight_decay,
+            spec::check_weight_decay,
+        )?),
         schedule: Some(spec::parse_schedule(schedule).map_err(|e| value_error(&e))?),
-        val_split: Some(val_split),
+        val_split: Some(narrow(Setting::ValSplit, val_split, spec::check_val_split)?),
         seed: Some(seed),
+        augment: augment
+            .map(|a| {
+                a.parse::<idx_softmax::data::augment::AugmentKind>()
+                    .map_err(|e| value_error(&SpecError::from(e)))
+            })
+            .transpose()?,
+        max_shift,
+        rotate,
+        scale,
+        shear,
+        translate,
+        sigma,
+        alpha,
+        conv: Some(conv),
         hidden: Some(hidden),
         classes: None,
         threads,
@@ -746,8 +834,12 @@ fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     let mut d = idx_softmax::run::TrainConfig::default().settings_json();
     d["threads"] = serde_json::Value::Null;
     d["hidden_layer_sizes"] = serde_json::json!(MLP_HIDDEN);
+    d["cnn_conv_channels"] = serde_json::json!(CNN_CONV);
+    d["cnn_kernel_size"] = serde_json::json!(CNN_KERNEL);
+    d["cnn_hidden_layer_sizes"] = serde_json::json!(CNN_HIDDEN);
     if let Some(o) = d.as_object_mut() {
         o.remove("hidden");
+        o.remove("conv");
     }
     to_python(py, &d)
 }

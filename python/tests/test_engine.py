@@ -425,3 +425,67 @@ def test_verbose_reports_each_epoch(capsys, mnist):
     out = capsys.readouterr()
     text = out.out + out.err
     assert "epoch 1/2" in text and "epoch 2/2" in text and "train loss" in text
+
+
+# ----------------------------------------------- untrusted input, round 3
+
+
+def _write_idx(path, array, gz=False):
+    """`array` (uint8) as an IDX file, gzip-compressed when `gz`."""
+    import gzip
+
+    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = b"\x00\x00\x08" + bytes([array.ndim]) + dims + array.tobytes()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+def _tiny_dataset(directory, seed=0):
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", 60), ("t10k", 20)):
+        _write_idx(directory / f"{split}-images-idx3-ubyte",
+                   rng.integers(0, 256, (n, 4, 4), dtype=np.uint8))
+        _write_idx(directory / f"{split}-labels-idx1-ubyte",
+                   rng.integers(0, 3, n, dtype=np.uint8))
+
+
+def test_save_never_overwrites_the_data_it_reads(tmp_path):
+    _tiny_dataset(tmp_path)
+    images = tmp_path / "train-images-idx3-ubyte"
+    before = images.read_bytes()
+    X, y, Xt, yt = load_idx(tmp_path)
+    clf = SoftmaxRegression(epochs=1).fit(X, y)
+    with pytest.raises(OSError, match="an input this process reads"):
+        clf.save(images)
+    assert images.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+    clf.save(tmp_path / "m.safetensors")
+
+
+def test_two_versions_of_a_data_file_are_refused(tmp_path):
+    _tiny_dataset(tmp_path)
+    other = np.zeros((60, 4, 4), dtype=np.uint8)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", other, gz=True)
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte and .*"
+                       r"train-images-idx3-ubyte\.gz are both the training images"):
+        load_idx(tmp_path)
+
+
+def test_messages_quote_the_value_given(monkeypatch):
+    X, y = np.eye(2), [0, 1]
+    with pytest.raises(ValueError, match="lr must be finite and > 0, got 1e-50"):
+        SoftmaxRegression(lr=1e-50).fit(X, y)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 0.9999999999"):
+        SoftmaxRegression(momentum=0.9999999999).fit(X, y)
+    # A string is not taken for a boolean.
+    with pytest.raises(TypeError, match="nesterov must be True or False, got 'false'"):
+        SoftmaxRegression(momentum=0.9, nesterov="false").fit(X, y)
+    assert SoftmaxRegression(momentum=0.9, nesterov=np.True_).fit(X, y).n_iter_ == 1
+    # The library's own boolean variable, by the CLI's rule.
+    monkeypatch.setenv("IDX_SOFTMAX_NO_PIN", "maybe")
+    with pytest.raises(ValueError, match="IDX_SOFTMAX_NO_PIN='maybe' is not a boolean"):
+        SoftmaxRegression().fit(X, y)
+    for value in ("1", "off", "YES", ""):
+        monkeypatch.setenv("IDX_SOFTMAX_NO_PIN", value)
+        SoftmaxRegression().fit(X, y)

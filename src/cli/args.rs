@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use idx_softmax::data::augment::AugmentKind;
 use idx_softmax::kernels::KernelPath;
 use idx_softmax::optim::Schedule;
 use idx_softmax::preprocess::Mode;
@@ -43,11 +44,68 @@ pub enum Cmd {
     /// Classify images (PNG, JPEG, BMP, PNM, TIFF, WebP; files, directories
     /// or standard input) or test-set samples with a saved model.
     Predict(PredictArgs),
+    /// Write an augmented copy of a dataset: the training set followed by
+    /// --copies deformed copies of it (copy c is what epoch c of a run
+    /// with --augment and the same --seed trains on), the test set
+    /// unchanged, as raw IDX files in --out.
+    Augment(AugmentCmdArgs),
+    /// Export a saved model as ONNX (opset 13): input `input` [batch,
+    /// features] (pixels scaled as in training), outputs `probabilities`
+    /// and `logits` [batch, classes]; the class names and the run's record
+    /// in the metadata.
+    Export(ExportArgs),
     /// Serve a saved model over HTTP: the Open Inference Protocol (KServe
     /// v2), POST /predict for images, a page to draw digits on at /, and
     /// /metrics.
     #[cfg(feature = "serve")]
     Serve(super::serve_cmd::ServeArgs),
+}
+
+/// `augment`.
+#[derive(Args, Debug, Clone)]
+pub struct AugmentCmdArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Deformed copies of the training set to write after it (134 makes a
+    /// set the size of MNIST8M: 8.1M samples, 6.35 GB).
+    #[arg(long, value_name = "N", value_parser = parse_copies, env = "IDX_SOFTMAX_COPIES", allow_negative_numbers = true)]
+    pub copies: usize,
+    /// The directory to write (created if missing; the four raw IDX files,
+    /// and labels.txt when the data has one).
+    #[arg(long, value_name = "DIR", env = "IDX_SOFTMAX_OUT")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub aug: AugmentArgs,
+    #[arg(long, help = help("Seed of the deformations", Setting::Seed), env = "IDX_SOFTMAX_SEED", allow_negative_numbers = true)]
+    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// Print one JSON object on stdout instead of a line [default: off].
+    #[arg(long, env = "IDX_SOFTMAX_JSON")]
+    pub json: bool,
+}
+
+/// `--copies`: a whole number >= 1.
+pub fn parse_copies(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n >= 1 => Ok(n as usize),
+        Ok(n) => Err(format!("must be >= 1, got {n}")),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+/// `export`.
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// The model, as written by --save.
+    #[arg(long, value_name = "FILE", env = "IDX_SOFTMAX_MODEL")]
+    pub model: PathBuf,
+    /// Where to write the ONNX model (atomically).
+    #[arg(long, value_name = "OUT", env = "IDX_SOFTMAX_ONNX")]
+    pub onnx: PathBuf,
+    /// Print one JSON object on stdout instead of a line [default: off].
+    #[arg(long, env = "IDX_SOFTMAX_JSON")]
+    pub json: bool,
 }
 
 /// Where the dataset is and where decompressed files go.
@@ -87,6 +145,27 @@ impl ComputeArgs {
     }
 }
 
+/// How training samples are deformed (`train` and `augment`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct AugmentArgs {
+    #[arg(long, value_name = "KIND", help = help("Deform each training sample on the fly, every epoch: none, shift (integer translation), affine (rotation, scale, shear, translation), elastic (Simard et al. 2003's displacement fields); a function of (seed, epoch, sample), so the bits are the same at any thread count", Setting::Augment), value_parser = parse_augment, env = "IDX_SOFTMAX_AUGMENT")]
+    pub augment: Option<AugmentKind>,
+    #[arg(long, value_name = "PX", help = help("--augment shift: dx and dy each uniform in -PX..=PX", Setting::MaxShift), value_parser = parse_max_shift, env = "IDX_SOFTMAX_MAX_SHIFT", allow_negative_numbers = true)]
+    pub max_shift: Option<i64>,
+    #[arg(long, value_name = "DEG", help = help("--augment affine: rotation uniform in +-DEG", Setting::Rotate), value_parser = parse_rotate, env = "IDX_SOFTMAX_ROTATE", allow_hyphen_values = true)]
+    pub rotate: Option<f32>,
+    #[arg(long, value_name = "F", help = help("--augment affine: scale uniform in 1 +- F", Setting::Scale), value_parser = parse_scale, env = "IDX_SOFTMAX_SCALE", allow_hyphen_values = true)]
+    pub scale: Option<f32>,
+    #[arg(long, value_name = "F", help = help("--augment affine: horizontal shear uniform in +-F", Setting::Shear), value_parser = parse_shear, env = "IDX_SOFTMAX_SHEAR", allow_hyphen_values = true)]
+    pub shear: Option<f32>,
+    #[arg(long, value_name = "PX", help = help("--augment affine: translation uniform in +-PX (sub-pixel)", Setting::Translate), value_parser = parse_translate, env = "IDX_SOFTMAX_TRANSLATE", allow_hyphen_values = true)]
+    pub translate: Option<f32>,
+    #[arg(long, value_name = "PX", help = help("--augment elastic: the Gaussian smoothing's sigma", Setting::Sigma), value_parser = parse_sigma, env = "IDX_SOFTMAX_SIGMA", allow_hyphen_values = true)]
+    pub sigma: Option<f32>,
+    #[arg(long, value_name = "PX", help = help("--augment elastic: the smoothed field's scale alpha", Setting::Alpha), value_parser = parse_alpha, env = "IDX_SOFTMAX_ALPHA", allow_hyphen_values = true)]
+    pub alpha: Option<f32>,
+}
+
 /// `train` (and the top level).
 #[derive(Args, Debug, Clone, Default)]
 pub struct TrainArgs {
@@ -108,6 +187,10 @@ pub struct TrainArgs {
     pub val_split: Option<f32>,
     #[arg(long, help = help("Seed for the weight initialisation, the shuffles and the validation split", Setting::Seed), env = "IDX_SOFTMAX_SEED", allow_negative_numbers = true)]
     pub seed: Option<u64>,
+    #[command(flatten)]
+    pub aug: AugmentArgs,
+    #[arg(long, value_name = "C[xK]", help = help("Add a conv block, Conv2d(C channels, KxK, stride 1, same padding) -> ReLU -> MaxPool2d(2), before the hidden layers; repeat for more blocks (--conv 6 --conv 16 --hidden 120 --hidden 84 is LeNet-5's shape; K defaults to 5; the variable takes a comma-separated list)", Setting::Conv), value_parser = parse_conv, env = "IDX_SOFTMAX_CONV", value_delimiter = ',')]
+    pub conv: Vec<(i64, i64)>,
     #[arg(long, value_name = "N", help = help("Add a hidden layer of N ReLU units; repeat for more layers (--hidden 512 --hidden 256 is 784-512-256-10; the variable takes a comma-separated list)", Setting::Hidden), value_parser = parse_hidden, env = "IDX_SOFTMAX_HIDDEN", value_delimiter = ',', allow_negative_numbers = true)]
     pub hidden: Vec<i64>,
     #[command(flatten)]
@@ -171,6 +254,15 @@ pub struct TrainArgs {
         env = "IDX_SOFTMAX_PLOT"
     )]
     pub plot: Option<PathBuf>,
+    /// Draw a few training samples next to their deformations (epochs 1
+    /// to 5) as a PNG, before training; needs --augment [default: none].
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Outputs",
+        env = "IDX_SOFTMAX_SAVE_AUGMENTED"
+    )]
+    pub save_augmented: Option<PathBuf>,
     /// Class names, one per line, recorded in the --save checkpoint
     /// [default: labels.txt beside the IDX files, if there is one].
     #[arg(long, value_name = "FILE", env = "IDX_SOFTMAX_LABELS")]
@@ -190,6 +282,9 @@ fn help(what: &str, s: Setting) -> String {
     }
     if s == Setting::Nesterov {
         h += " (needs --momentum > 0)";
+    }
+    if s == Setting::Conv {
+        h += &format!("; {}", Setting::ConvKernel.rule());
     }
     if let Some(d) = s.default_text() {
         h += &format!(" [default: {d}]");
@@ -312,13 +407,14 @@ pub fn parse_preprocess(s: &str) -> Result<Mode, String> {
     s.parse()
 }
 
-/// A number, checked by the library's rule for its setting.
+/// A number, checked by the library's rule for its setting; a broken rule
+/// quotes the value as given (`1e-50`, not the 0 it rounds to in f32).
 fn checked<T>(s: &str, rule: fn(f32) -> Result<T, SpecError>) -> Result<T, String> {
     let v: f32 = s
         .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a number"))?;
-    rule(v).map_err(|e| e.rule_text())
+    rule(v).map_err(|e| as_given(e, s))
 }
 
 /// A whole number, checked by the library's rule for its setting.
@@ -327,7 +423,19 @@ fn whole<T>(s: &str, rule: impl Fn(i64) -> Result<T, SpecError>) -> Result<T, St
         .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a whole number"))?;
-    rule(v).map_err(|e| e.rule_text())
+    rule(v).map_err(|e| as_given(e, s))
+}
+
+/// The rule `e` states, quoting the value as the user wrote it.
+fn as_given(e: SpecError, s: &str) -> String {
+    match e {
+        SpecError::Invalid { setting, .. } => SpecError::Invalid {
+            setting,
+            given: s.trim().to_owned(),
+        }
+        .rule_text(),
+        other => other.rule_text(),
+    }
 }
 
 /// `--lr`.
@@ -365,6 +473,97 @@ pub fn parse_hidden(s: &str) -> Result<i64, String> {
     whole(s, |v| spec::check_hidden(v).map(|_| v))
 }
 
+/// `--conv`: `C` or `CxK`, each checked by the library's rule; kept as
+/// given.
+pub fn parse_conv(s: &str) -> Result<(i64, i64), String> {
+    let bad = || format!("'{s}' is not C or CxK (channels, and an odd kernel size)");
+    let (c, k) = match s.trim().split_once(['x', 'X']) {
+        Some((c, k)) => (c, Some(k)),
+        None => (s.trim(), None),
+    };
+    let c: i64 = c.trim().parse().map_err(|_| bad())?;
+    let k: i64 = match k {
+        Some(k) => k.trim().parse().map_err(|_| bad())?,
+        None => idx_softmax::run::CNN_KERNEL as i64,
+    };
+    spec::check_conv(c, k).map_err(|e| e.rule_text())?;
+    Ok((c, k))
+}
+
+/// `--augment`.
+pub fn parse_augment(s: &str) -> Result<AugmentKind, String> {
+    s.parse::<AugmentKind>()
+        .map_err(|e| SpecError::from(e).rule_text())
+}
+
+/// An augmentation parameter, checked by the library's rule for it (the
+/// kind's own check, on that kind's defaults with this value).
+fn augment_param(s: &str, setting: Setting) -> Result<f32, String> {
+    use idx_softmax::data::augment::{Augment, AugmentKind as K};
+    let v: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    let mut a = match setting {
+        Setting::MaxShift => Augment::defaults(K::Shift),
+        Setting::Sigma | Setting::Alpha => Augment::defaults(K::Elastic),
+        _ => Augment::defaults(K::Affine),
+    };
+    match (&mut a, setting) {
+        (Augment::Shift(p), _) => {
+            if v < 0.0 || v.fract() != 0.0 {
+                return Err(format!("{}, got {s}", setting.rule()));
+            }
+            p.max_shift = v as u32
+        }
+        (Augment::Affine(p), Setting::Rotate) => p.rotate_deg = v,
+        (Augment::Affine(p), Setting::Scale) => p.scale = v,
+        (Augment::Affine(p), Setting::Shear) => p.shear = v,
+        (Augment::Affine(p), _) => p.translate = v,
+        (Augment::Elastic(p), Setting::Sigma) => p.sigma = v,
+        (Augment::Elastic(p), _) => p.alpha = v,
+        (Augment::None, _) => {}
+    }
+    a.validate()
+        .map_err(|e| format!("{}, got {s}", SpecError::from(e).setting().rule()))?;
+    Ok(v)
+}
+
+/// `--max-shift`.
+pub fn parse_max_shift(s: &str) -> Result<i64, String> {
+    augment_param(s, Setting::MaxShift).map(|v| v as i64)
+}
+
+/// `--rotate`.
+pub fn parse_rotate(s: &str) -> Result<f32, String> {
+    augment_param(s, Setting::Rotate)
+}
+
+/// `--scale`.
+pub fn parse_scale(s: &str) -> Result<f32, String> {
+    augment_param(s, Setting::Scale)
+}
+
+/// `--shear`.
+pub fn parse_shear(s: &str) -> Result<f32, String> {
+    augment_param(s, Setting::Shear)
+}
+
+/// `--translate`.
+pub fn parse_translate(s: &str) -> Result<f32, String> {
+    augment_param(s, Setting::Translate)
+}
+
+/// `--sigma`.
+pub fn parse_sigma(s: &str) -> Result<f32, String> {
+    augment_param(s, Setting::Sigma)
+}
+
+/// `--alpha`.
+pub fn parse_alpha(s: &str) -> Result<f32, String> {
+    augment_param(s, Setting::Alpha)
+}
+
 /// `--classes`.
 pub fn parse_classes(s: &str) -> Result<i64, String> {
     whole(s, |v| spec::check_classes(v).map(|_| v))
@@ -379,7 +578,7 @@ pub fn parse_threads(s: &str) -> Result<i64, String> {
 pub fn parse_top(s: &str) -> Result<usize, String> {
     match s.trim().parse::<i64>() {
         Ok(k) if k >= 1 => Ok(k as usize),
-        Ok(k) => Err(format!("{k} is not in 1..")),
+        Ok(_) => Err(format!("{} is not in 1..", s.trim())),
         Err(_) => Err(format!("'{s}' is not a whole number")),
     }
 }
@@ -453,6 +652,16 @@ mod tests {
         assert_eq!(parse_val_split("0.1"), Ok(0.1));
         assert!(parse_schedule("linear").is_err());
         assert_eq!(parse_schedule("cosine"), Ok(Schedule::Cosine));
+        // The value as given, not as it rounds in f32.
+        assert_eq!(
+            parse_lr("1e-50").unwrap_err(),
+            "must be finite and > 0, got 1e-50"
+        );
+        assert_eq!(
+            parse_momentum(" 0.9999999999").unwrap_err(),
+            "must be in [0, 1), got 0.9999999999"
+        );
+        assert_eq!(parse_top("-0").unwrap_err(), "-0 is not in 1..");
     }
 
     #[test]

@@ -6,9 +6,12 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use idx_softmax::data::{locate, DataError, GzCache};
+use idx_softmax::data::{locate, present_files, DataError, GzCache};
+use idx_softmax::fsutil::{check_distinct, Named};
 use idx_softmax::labels;
 use idx_softmax::model::SavedModel;
+use idx_softmax::plot::{self, Format};
+use idx_softmax::setting::Setting;
 
 use super::args::DataArgs;
 use super::names::flag;
@@ -47,13 +50,17 @@ impl<T> Loaded<T> {
 
 /// Loads with `open(dir, cache)` from the data directory the library
 /// locates ([`locate`]): `--data-dir`, else, for a `model` (its path and
-/// recorded data directory), the model's own, else the default.
+/// recorded data directory), the model's own, else the default. Before
+/// anything is opened, `outputs` (flag, path) are checked against every
+/// file of that dataset ([`check_against_data`]).
 pub fn load<T>(
     args: &DataArgs,
     model: Option<(&Path, Option<&str>)>,
+    outputs: &[(&str, Option<&PathBuf>)],
     open: impl FnOnce(&Path, GzCache) -> Result<T, DataError>,
 ) -> Result<Loaded<T>> {
     let located = locate(args.data_dir.as_deref(), model)?;
+    check_against_data(outputs, &located.dir)?;
     let cache = match &args.cache_dir {
         Some(d) => GzCache::at(d),
         None => GzCache::default_dirs(),
@@ -67,6 +74,35 @@ pub fn load<T>(
         from_model: located.from_model,
         note: located.note.map(|n| n.message(&flag)),
     })
+}
+
+/// Refuses (a usage error) any of `outputs` that is a file of the dataset
+/// in `dir`, in any spelling present (raw and `.gz`:
+/// [`idx_softmax::data::present_files`]), or the `labels.txt` beside it.
+pub fn check_against_data(outputs: &[(&str, Option<&PathBuf>)], dir: &Path) -> Result<()> {
+    let data_dir = flag(Setting::DataDir);
+    let mut files: Vec<(String, PathBuf)> = present_files(dir)
+        .into_iter()
+        .map(|(role, path)| (format!("the {role} of {data_dir}"), path))
+        .collect();
+    if let Some(path) = labels::beside(dir) {
+        files.push((format!("the class names of {data_dir}"), path));
+    }
+    let inputs: Vec<Named<'_>> = files.iter().map(|(n, p)| Named::new(n, p)).collect();
+    distinct(outputs, &inputs, &[])
+}
+
+/// [`check_distinct`] over the flags given, as a usage error.
+pub fn distinct(
+    outputs: &[(&str, Option<&PathBuf>)],
+    inputs: &[Named<'_>],
+    allowed: &[(&str, &str)],
+) -> Result<()> {
+    let outputs: Vec<Named<'_>> = outputs
+        .iter()
+        .filter_map(|&(f, p)| Some(Named::new(f, p?)))
+        .collect();
+    check_distinct(&outputs, inputs, allowed).map_err(|e| UsageError(e.to_string()).into())
 }
 
 /// A model file's own data: its path and the directory it records.
@@ -108,47 +144,38 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// Checks, before any work, that each of `outputs` (flag, path) can be
-/// written (see [`idx_softmax::fsutil::probe_output`]) and that no two of
-/// `outputs` and `inputs` name one file (compared by canonical directory
-/// and file name, so `./a` and `a` collide), except the pairs in
-/// `allowed`. The message names both flags.
+/// Checks, before any work, that no two of `outputs` (flag, path) name one
+/// file and that none is one of `inputs` (a usage error naming both flags;
+/// [`check_distinct`]: the same device and inode, or the same canonical
+/// path, so `./a` and `a` collide), except the pairs in `allowed`; then
+/// that each output can be written (see
+/// [`idx_softmax::fsutil::probe_output`]).
 pub fn check_outputs(
     outputs: &[(&str, Option<&PathBuf>)],
     inputs: &[(&str, Option<&PathBuf>)],
     allowed: &[(&str, &str)],
 ) -> Result<()> {
-    let given: Vec<(&str, &PathBuf, PathBuf)> = outputs
+    let inputs: Vec<Named<'_>> = inputs
         .iter()
-        .chain(inputs)
-        .filter_map(|&(f, p)| {
-            let p = p?;
-            Some((
-                f,
-                p,
-                idx_softmax::fsutil::output_identity(p).unwrap_or_else(|| p.clone()),
-            ))
-        })
+        .filter_map(|&(f, p)| Some(Named::new(f, p?)))
         .collect();
-    for (i, (fa, pa, ida)) in given.iter().enumerate() {
-        for (fb, pb, idb) in &given[i + 1..] {
-            let ok = allowed
-                .iter()
-                .any(|&(x, y)| (x, y) == (*fa, *fb) || (y, x) == (*fa, *fb));
-            if ida == idb && !ok {
-                return Err(UsageError(format!(
-                    "{fa} {} and {fb} {} name the same file; give each its own path",
-                    pa.display(),
-                    pb.display()
-                ))
-                .into());
-            }
-        }
-    }
+    distinct(outputs, &inputs, allowed)?;
     for &(flag, path) in outputs {
         if let Some(p) = path {
             idx_softmax::fsutil::probe_output(p)
                 .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses (a usage error naming the flag) a picture asked for in a format
+/// it cannot be written in, decided by its extension ([`plot::format_of`]).
+pub fn check_formats(pictures: &[(&str, Option<&PathBuf>, &'static [Format])]) -> Result<()> {
+    for &(flag, path, formats) in pictures {
+        if let Some(p) = path {
+            plot::format_of(p, formats)
+                .map_err(|e| UsageError(format!("{flag} {}: {}", p.display(), e.reason())))?;
         }
     }
     Ok(())
@@ -187,5 +214,23 @@ mod tests {
             &[("--y", "--x")]
         )
         .is_ok());
+        let pdf = dir.path().join("c.pdf");
+        let e = check_formats(&[("--plot", Some(&pdf), plot::CHART_FORMATS)]).unwrap_err();
+        assert!(e.downcast_ref::<UsageError>().is_some());
+        assert!(e.to_string().starts_with("--plot "), "{e}");
+        // The dataset's files, in every spelling, and labels.txt beside it.
+        std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), b"x").unwrap();
+        std::fs::write(dir.path().join("t10k-labels.idx1-ubyte.gz"), b"y").unwrap();
+        std::fs::write(dir.path().join("labels.txt"), b"a").unwrap();
+        for name in [
+            "t10k-labels-idx1-ubyte",
+            "t10k-labels.idx1-ubyte.gz",
+            "labels.txt",
+        ] {
+            let out = dir.path().join(".").join(name);
+            let e = check_against_data(&[("--save", Some(&out))], dir.path()).unwrap_err();
+            assert!(e.to_string().contains("--data-dir"), "{e}");
+        }
+        assert!(check_against_data(&[("--save", Some(&a))], dir.path()).is_ok());
     }
 }

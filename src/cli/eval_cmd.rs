@@ -24,7 +24,7 @@ use idx_softmax::plot;
 use idx_softmax::run::record::shape_string;
 
 use super::args::{EvalArgs, SplitArg};
-use super::common::{check_outputs, class_names, load, trained_on, Loaded};
+use super::common::{check_formats, check_outputs, class_names, load, trained_on, Loaded};
 use super::report::{confusion_table, evaluation_json, per_class_table, picture_line};
 
 /// The samples evaluated: the test split, or the training file and the
@@ -75,27 +75,43 @@ fn rows_arg(s: SplitArg) -> Rows {
     }
 }
 
+/// The files `eval` writes, by flag.
+fn outputs(args: &EvalArgs) -> [(&'static str, Option<&PathBuf>); 2] {
+    [
+        ("--weights-png", args.weights_png.as_ref()),
+        ("--confusion-png", args.confusion_png.as_ref()),
+    ]
+}
+
 /// Loads the samples `--split` names, from the data the model was trained
 /// on unless `--data-dir` says otherwise.
 fn load_samples(args: &EvalArgs, model: &SavedModel) -> Result<Samples> {
     let classes = model.network().classes();
     let which = rows_arg(args.split);
     if which == Rows::Test {
-        let loaded = load(&args.data, trained_on(model), |dir, cache| {
-            Split::load_test(dir, &cache)
-        })?;
+        let loaded = load(
+            &args.data,
+            trained_on(model),
+            &outputs(args),
+            |dir, cache| Split::load_test(dir, &cache),
+        )?;
         model.check_labels(&loaded.data)?;
         return Ok(Samples::Test(loaded));
     }
-    let loaded = load(&args.data, trained_on(model), |dir, cache| {
-        Dataset::load(
-            dir,
-            &LoadOptions {
-                cache,
-                classes: Some(classes),
-            },
-        )
-    })?;
+    let loaded = load(
+        &args.data,
+        trained_on(model),
+        &outputs(args),
+        |dir, cache| {
+            Dataset::load(
+                dir,
+                &LoadOptions {
+                    cache,
+                    classes: Some(classes),
+                },
+            )
+        },
+    )?;
     let train = &loaded.data.train;
     let rows = model
         .rows(which, train.len(), train.images.path())?
@@ -106,13 +122,25 @@ fn load_samples(args: &EvalArgs, model: &SavedModel) -> Result<Samples> {
 /// Runs `eval` with `args`.
 pub fn run(args: EvalArgs) -> Result<()> {
     check_outputs(
+        &outputs(&args),
         &[
-            ("--weights-png", args.weights_png.as_ref()),
-            ("--confusion-png", args.confusion_png.as_ref()),
+            ("--model", Some(&args.model)),
+            ("--labels", args.labels.as_ref()),
         ],
-        &[("--model", Some(&args.model))],
         &[],
     )?;
+    check_formats(&[
+        (
+            "--weights-png",
+            args.weights_png.as_ref(),
+            plot::WEIGHTS_FORMATS,
+        ),
+        (
+            "--confusion-png",
+            args.confusion_png.as_ref(),
+            plot::CHART_FORMATS,
+        ),
+    ])?;
     let model = SavedModel::load(&args.model)?;
     let net = model.network();
     let samples = load_samples(&args, &model)?;

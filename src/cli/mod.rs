@@ -5,27 +5,32 @@
 //! their flags ([`names::flag`]).
 //!
 //! * [`args`]: flags, subcommands, value parsers (bad values exit 2);
+//!   [`switches`]: the environment's values for them (boolean words, empty
+//!   is unset);
 //! * [`names`]: the flags' names for the library's settings, and the
 //!   wording of library errors with them;
-//! * [`train_cmd`], [`eval_cmd`], [`predict_cmd`], `serve_cmd` (feature
-//!   `serve`): the subcommands;
+//! * [`train_cmd`], [`eval_cmd`], [`predict_cmd`], [`augment_cmd`],
+//!   [`export_cmd`], `serve_cmd` (feature `serve`): the subcommands;
 //! * [`report`]: what they print;
 //! * [`common`]: data loading, output checks and small helpers they share.
 
 pub mod args;
+pub mod augment_cmd;
 pub mod common;
 pub mod eval_cmd;
+pub mod export_cmd;
 pub mod names;
 pub mod predict_cmd;
 pub mod report;
 #[cfg(feature = "serve")]
 pub mod serve_cmd;
+pub mod switches;
 pub mod train_cmd;
 
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser};
+use clap::FromArgMatches;
 
 use args::{Cli, Cmd};
 
@@ -42,17 +47,34 @@ use args::{Cli, Cmd};
 /// which writes no file and stops on SIGINT and SIGTERM by finishing the
 /// requests in flight.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&switches::command().get_matches())
+        .unwrap_or_else(|e| e.format(&mut switches::command()).exit());
     if !is_serve(&cli) {
         idx_softmax::signals::install();
     }
-    let (subcommand, result) = match cli.cmd {
-        None => (None, train_cmd::run(cli.train)),
-        Some(Cmd::Train(a)) => (Some("train"), train_cmd::run(a)),
-        Some(Cmd::Eval(a)) => (Some("eval"), eval_cmd::run(a)),
-        Some(Cmd::Predict(a)) => (Some("predict"), predict_cmd::run(a)),
+    let name = cli.cmd.as_ref().map(|c| match c {
+        Cmd::Train(_) => "train",
+        Cmd::Eval(_) => "eval",
+        Cmd::Predict(_) => "predict",
+        Cmd::Augment(_) => "augment",
+        Cmd::Export(_) => "export",
         #[cfg(feature = "serve")]
-        Some(Cmd::Serve(a)) => (Some("serve"), serve_cmd::run(a)),
+        Cmd::Serve(_) => "serve",
+    });
+    // The variables the library reads itself, by the same rule.
+    if let Err(e) = idx_softmax::env::check() {
+        usage_error(name, e.to_string());
+    }
+    let subcommand = name;
+    let result = match cli.cmd {
+        None => train_cmd::run(cli.train),
+        Some(Cmd::Train(a)) => train_cmd::run(a),
+        Some(Cmd::Eval(a)) => eval_cmd::run(a),
+        Some(Cmd::Predict(a)) => predict_cmd::run(a),
+        Some(Cmd::Augment(a)) => augment_cmd::run(a),
+        Some(Cmd::Export(a)) => export_cmd::run(a),
+        #[cfg(feature = "serve")]
+        Some(Cmd::Serve(a)) => serve_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,7 +104,7 @@ fn is_serve(_: &Cli) -> bool {
 /// Prints `msg` as clap prints a usage error, with the usage of
 /// `subcommand` (the top level's when `None`), and exits with status 2.
 fn usage_error(subcommand: Option<&str>, msg: String) -> ! {
-    let mut cmd = Cli::command();
+    let mut cmd = switches::command();
     cmd.build();
     let target = match subcommand.and_then(|s| cmd.find_subcommand_mut(s)) {
         Some(sub) => sub.clone(),

@@ -9,6 +9,7 @@ use idx_softmax::setting::{worded, Setting};
 pub fn flag(s: Setting) -> String {
     match s {
         Setting::Kernel => "--kernel".into(),
+        Setting::Conv | Setting::ConvKernel => "--conv".into(),
         Setting::Save => "--save".into(),
         Setting::Resume => "--resume".into(),
         Setting::Preprocess => "--preprocess".into(),

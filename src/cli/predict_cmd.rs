@@ -14,7 +14,14 @@
 //! Each input is classified and printed on its own: a bad file gets its own
 //! one-line `error:` on stderr, the others are still classified, and the
 //! exit status is 1 if any failed (after a last line counting the
-//! failures; a single input's failure is just its own line).
+//! failures; a single input's failure is just its own line). Every entry
+//! of a directory that is not classified (another kind of file, an image
+//! format not read, a subdirectory) is named with why, and counts as a
+//! failure: nothing vanishes without a word.
+//!
+//! Before any work, the pictures `--save-preprocessed` will write are
+//! planned and checked against every input (the images, the model, the
+//! labels): one never lands on an input.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -24,6 +31,7 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 
 use idx_softmax::data::Split;
+use idx_softmax::fsutil::Named;
 use idx_softmax::image::{self, GrayImage};
 use idx_softmax::infer;
 use idx_softmax::model::SavedModel;
@@ -31,7 +39,7 @@ use idx_softmax::prediction;
 use idx_softmax::preprocess::{self, Mode, Options, Prepared};
 
 use super::args::PredictArgs;
-use super::common::{class_names, load, trained_on, Loaded};
+use super::common::{class_names, distinct, load, trained_on, Loaded};
 use super::names::flag;
 
 /// Largest image read from standard input.
@@ -65,6 +73,17 @@ struct Prediction {
 enum Input {
     File(PathBuf),
     Stdin,
+    /// An entry of a directory that is not classified, and why.
+    Skipped(PathBuf, String),
+}
+
+impl Input {
+    fn path(&self) -> Option<&Path> {
+        match self {
+            Self::File(p) | Self::Skipped(p, _) => Some(p),
+            Self::Stdin => None,
+        }
+    }
 }
 
 /// How predictions are printed.
@@ -78,6 +97,18 @@ struct Printer<'a> {
 
 /// Runs `predict` with `args`.
 pub fn run(args: PredictArgs) -> Result<()> {
+    let mut inputs = Vec::new();
+    let mut unlisted = Vec::new();
+    for arg in &args.images {
+        match expand(arg) {
+            Ok(found) => inputs.extend(found),
+            Err(e) => unlisted.push(e),
+        }
+    }
+    // Where --save-preprocessed writes each input's picture, decided (and
+    // checked against every input) before any work.
+    let planned = plan_saved(&args, &inputs);
+    check_saved(&args, &inputs, &planned)?;
     let saved = SavedModel::load(&args.model)?;
     let model = saved.network();
     let default_dir = idx_softmax::data::default_data_dir();
@@ -91,6 +122,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if let Some(dir) = &args.save_preprocessed {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow!("--save-preprocessed {}: {e}", dir.display()))?;
+        if let Some(first) = planned.first() {
+            idx_softmax::fsutil::probe_output(first)
+                .map_err(|e| anyhow!("--save-preprocessed {}: {e}", first.display()))?;
+        }
     }
     let printer = Printer {
         json: args.json,
@@ -113,37 +148,48 @@ pub fn run(args: PredictArgs) -> Result<()> {
         background: saved.background().unwrap_or(0.0),
     };
     let shape = saved.input_shape();
-    let mut used_names = HashSet::new();
+    // A user's image is f32 after preprocessing: the path the model runs
+    // such input on (it matters to conv layers only; linear ones run on
+    // sgemm).
+    let image_path = if model.arch().conv.is_empty() {
+        idx_softmax::kernels::KernelPath::Gemm
+    } else {
+        saved.inference_kernel(args.compute.kernel, false)?
+    };
     let (mut failed, mut total) = (0usize, 0usize);
     let mut fail = |e: anyhow::Error| {
         eprintln!("error: {e:#}");
         failed += 1;
     };
 
-    let mut inputs = Vec::new();
-    let mut unlisted = Vec::new();
-    for arg in &args.images {
-        match expand(arg) {
-            Ok(found) => inputs.extend(found),
-            Err(e) => unlisted.push(e),
-        }
-    }
     // A single input's failure is the command's one error line.
     let single = inputs.len() + unlisted.len() + args.test_index.len() == 1;
     if single {
         if let Some(e) = unlisted.pop() {
             return Err(e);
         }
+        if let Some(Input::Skipped(path, why)) = inputs.first() {
+            bail!("{}: skipped: {why}", path.display());
+        }
     }
     for e in unlisted {
         total += 1;
         fail(e);
     }
+    let mut planned = planned.into_iter();
     for input in inputs {
         total += 1;
+        let target = planned.next();
+        if let Input::Skipped(path, why) = &input {
+            fail(anyhow!("{}: skipped: {why}", path.display()));
+            continue;
+        }
         let result = classify(&input, &saved, shape, &opts).and_then(|(name, p)| {
-            let saved = match &args.save_preprocessed {
-                Some(dir) => Some(save_preprocessed(dir, &name, &p.image, &mut used_names)?),
+            let saved = match target {
+                Some(path) => {
+                    image::write_gray_png(&path, &p.image)?;
+                    Some(path)
+                }
                 None => None,
             };
             if p.empty {
@@ -151,7 +197,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
                     "warning: {name}: no digit found (the image is blank or has no contrast)"
                 );
             }
-            let logits = infer::logits_one(model, &p.image.features());
+            let logits = infer::logits_one(model, image_path, &p.image.features());
             Ok(Prediction {
                 source: Source::Image {
                     name,
@@ -173,16 +219,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
         match predict_test(&args, &saved) {
             Ok((loaded, preds)) => {
                 for mut p in preds {
-                    if let (Some(dir), Source::Test { index, saved, .. }) =
-                        (&args.save_preprocessed, &mut p.source)
+                    if let (Some(path), Source::Test { index, saved, .. }) =
+                        (planned.next(), &mut p.source)
                     {
                         if let Some(img) = test_image(&loaded.data, *index) {
-                            *saved = Some(save_preprocessed(
-                                dir,
-                                &format!("test-{index}"),
-                                &img,
-                                &mut used_names,
-                            )?);
+                            image::write_gray_png(&path, &img)?;
+                            *saved = Some(path);
                         }
                     }
                     writeln!(out, "{}", printer.render(&p))?
@@ -201,9 +243,100 @@ pub fn run(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
-/// An argument as inputs: `-` is standard input, a directory its image
-/// files (by extension, sorted by name, not recursive), anything else a
-/// file whose content decides its format.
+/// The picture `--save-preprocessed DIR` writes for each input, in order
+/// (the images, then the `--test-index` samples): `DIR/STEM.png`, with
+/// `-2`, `-3`, … when two inputs share a stem; `stdin.png` for `-`,
+/// `test-N.png` for `--test-index N`. Empty without the flag. A skipped
+/// file keeps its place (nothing is written for it).
+fn plan_saved(args: &PredictArgs, inputs: &[Input]) -> Vec<PathBuf> {
+    let Some(dir) = &args.save_preprocessed else {
+        return Vec::new();
+    };
+    let mut used = HashSet::new();
+    let stems = inputs
+        .iter()
+        .map(|input| match input {
+            Input::File(path) | Input::Skipped(path, _) => path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or("stdin")
+                .to_owned(),
+            Input::Stdin => "stdin".to_owned(),
+        })
+        .chain(args.test_index.iter().map(|i| format!("test-{i}")));
+    stems
+        .map(|stem| {
+            let mut candidate = stem.clone();
+            let mut n = 1;
+            while !used.insert(candidate.clone()) {
+                n += 1;
+                candidate = format!("{stem}-{n}");
+            }
+            dir.join(format!("{candidate}.png"))
+        })
+        .collect()
+}
+
+/// Refuses (a usage error) a `--save-preprocessed` picture that would land
+/// on an input: an image, the model or the labels.
+fn check_saved(args: &PredictArgs, inputs: &[Input], planned: &[PathBuf]) -> Result<()> {
+    let flag = "--save-preprocessed";
+    let outputs: Vec<(&str, Option<&PathBuf>)> = planned.iter().map(|p| (flag, Some(p))).collect();
+    let mut given = vec![Named::new("--model", &args.model)];
+    if let Some(labels) = &args.labels {
+        given.push(Named::new("--labels", labels));
+    }
+    for input in inputs {
+        if let Input::File(path) | Input::Skipped(path, _) = input {
+            given.push(Named::new("the input image", path));
+        }
+    }
+    distinct(&outputs, &given, &[])
+}
+
+/// Image formats a directory may hold that are not read (named in the
+/// message for a skipped file).
+const UNREAD_IMAGE_EXTENSIONS: &[&str] = &[
+    "svg", "svgz", "heic", "heif", "avif", "gif", "jxl", "ico", "psd", "tga", "exr", "hdr", "qoi",
+    "dng", "cr2", "nef", "arw", "raw",
+];
+
+/// Why a directory entry is not classified, or `None` for an image file.
+fn skip_reason(entry: &std::fs::DirEntry) -> Option<String> {
+    let path = entry.path();
+    let meta = std::fs::metadata(&path);
+    if meta.as_ref().is_ok_and(|m| m.is_dir()) {
+        return Some("a directory (directories are not searched recursively)".into());
+    }
+    if let Err(e) = idx_softmax::fsutil::regular_file(&path) {
+        return Some(e.to_string());
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext {
+        Some(e) if IMAGE_EXTENSIONS.contains(&e.as_str()) => None,
+        Some(e) if UNREAD_IMAGE_EXTENSIONS.contains(&e.as_str()) => Some(format!(
+            ".{e} is not a format this tool reads ({})",
+            image::ACCEPTED
+        )),
+        Some(e) => Some(format!(
+            "not an image file by its name (.{e}); a directory's files are read by extension: {}",
+            IMAGE_EXTENSIONS.join(", ")
+        )),
+        None => Some(format!(
+            "not an image file by its name (no extension); a directory's files are read by extension: {}",
+            IMAGE_EXTENSIONS.join(", ")
+        )),
+    }
+}
+
+/// An argument as inputs: `-` is standard input, a directory its entries
+/// (sorted by name, not recursive: its image files by extension, and every
+/// other entry as [`Input::Skipped`], so that each is named), anything
+/// else a file whose content decides its format.
 fn expand(arg: &Path) -> Result<Vec<Input>> {
     if arg.as_os_str() == "-" {
         return Ok(vec![Input::Stdin]);
@@ -213,27 +346,24 @@ fn expand(arg: &Path) -> Result<Vec<Input>> {
     }
     let entries =
         std::fs::read_dir(arg).map_err(|e| anyhow!("{}: cannot list: {e}", arg.display()))?;
-    let mut files = Vec::new();
+    let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| anyhow!("{}: cannot list: {e}", arg.display()))?;
         let path = entry.path();
-        let is_image = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-        if is_image && path.is_file() {
-            files.push(path);
-        }
+        found.push(match skip_reason(&entry) {
+            None => Input::File(path),
+            Some(why) => Input::Skipped(path, why),
+        });
     }
-    if files.is_empty() {
+    if found.is_empty() {
         bail!(
-            "{}: the directory holds no image files (by extension: {})",
+            "{}: the directory is empty: it holds no image files (by extension: {})",
             arg.display(),
             IMAGE_EXTENSIONS.join(", ")
         );
     }
-    files.sort();
-    Ok(files.into_iter().map(Input::File).collect())
+    found.sort_by(|a, b| a.path().cmp(&b.path()));
+    Ok(found)
 }
 
 /// Decodes and prepares one input; returns its display name too.
@@ -246,6 +376,7 @@ fn classify(
     let model_path = model.path();
     let (name, decoded) = match input {
         Input::File(path) => (path.display().to_string(), image::decode_file(path)?),
+        Input::Skipped(path, why) => bail!("{}: skipped: {why}", path.display()),
         Input::Stdin => {
             let mut bytes = Vec::new();
             std::io::stdin()
@@ -280,29 +411,6 @@ fn classify(
     Ok((name, prepared))
 }
 
-/// Writes `img` as `DIR/STEM.png` (with `-2`, `-3`, … when two inputs share
-/// a stem); returns the path.
-fn save_preprocessed(
-    dir: &Path,
-    name: &str,
-    img: &GrayImage,
-    used: &mut HashSet<String>,
-) -> Result<PathBuf> {
-    let stem = match Path::new(name).file_stem().and_then(|s| s.to_str()) {
-        Some(s) if name != "-" && !s.is_empty() => s.to_owned(),
-        _ => "stdin".to_owned(),
-    };
-    let mut candidate = stem.clone();
-    let mut n = 1;
-    while !used.insert(candidate.clone()) {
-        n += 1;
-        candidate = format!("{stem}-{n}");
-    }
-    let path = dir.join(format!("{candidate}.png"));
-    image::write_gray_png(&path, img)?;
-    Ok(path)
-}
-
 /// Test sample `index` as an image, for `--save-preprocessed` (u8 2-D
 /// samples only).
 fn test_image(split: &Split, index: usize) -> Option<GrayImage> {
@@ -325,7 +433,7 @@ fn predict_test(
     saved: &SavedModel,
 ) -> Result<(Loaded<Split>, Vec<Prediction>)> {
     let model = saved.network();
-    let loaded = load(&args.data, trained_on(saved), |dir, cache| {
+    let loaded = load(&args.data, trained_on(saved), &[], |dir, cache| {
         Split::load_test(dir, &cache)
     })?;
     let split = &loaded.data;

@@ -3,11 +3,14 @@
 //! ([`idx_softmax::run::Run`]), and this prints.
 //!
 //! Order of work, so that a mistake costs nothing: output paths are checked
-//! first, then the checkpoint to resume from, then the data; only then does
-//! training start. After each epoch the library rewrites the `--save`
-//! checkpoint, the `--metrics-json` file and the `--plot` atomically, so a
-//! run killed (or failing) at any point leaves complete files describing
-//! its last finished epoch, and `--resume` continues from there.
+//! first (against each other and the inputs named by flags, whether they
+//! can be written, their formats), then the checkpoint to resume from, then
+//! the data directory (no output may be one of its files), then the data;
+//! only then does training start. After each epoch the library rewrites
+//! the `--save` checkpoint, the `--metrics-json` file and the `--plot`
+//! atomically, so a run killed (or failing) at any point leaves complete
+//! files describing its last finished epoch, and `--resume` continues from
+//! there.
 
 use std::path::Path;
 
@@ -21,12 +24,12 @@ use idx_softmax::run::record::shape_string;
 use idx_softmax::run::{DataInfo, Outputs, Resume, Run, RunSpec};
 
 use super::args::TrainArgs;
-use super::common::{check_outputs, class_names, load, rss_anon_kb, Loaded};
+use super::common::{check_formats, check_outputs, class_names, load, rss_anon_kb, Loaded};
 use super::names::flag;
 use super::report::{epoch_line, picture_line, Progress};
 
 /// The run the flags ask for: each flag given, or left out.
-fn spec(args: &TrainArgs) -> RunSpec {
+pub fn spec(args: &TrainArgs) -> RunSpec {
     RunSpec {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -37,6 +40,15 @@ fn spec(args: &TrainArgs) -> RunSpec {
         schedule: args.schedule,
         val_split: args.val_split,
         seed: args.seed,
+        augment: args.aug.augment,
+        max_shift: args.aug.max_shift,
+        rotate: args.aug.rotate,
+        scale: args.aug.scale,
+        shear: args.aug.shear,
+        translate: args.aug.translate,
+        sigma: args.aug.sigma,
+        alpha: args.aug.alpha,
+        conv: (!args.conv.is_empty()).then(|| args.conv.clone()),
         hidden: (!args.hidden.is_empty()).then(|| args.hidden.clone()),
         classes: args.classes,
         threads: args.compute.threads,
@@ -47,16 +59,34 @@ fn spec(args: &TrainArgs) -> RunSpec {
 
 /// Runs `train` with `args`.
 pub fn run(args: TrainArgs) -> Result<()> {
+    let outputs = [
+        ("--save", args.save.as_ref()),
+        ("--metrics-json", args.metrics_json.as_ref()),
+        ("--weights-png", args.weights_png.as_ref()),
+        ("--plot", args.plot.as_ref()),
+        ("--save-augmented", args.save_augmented.as_ref()),
+    ];
     check_outputs(
+        &outputs,
         &[
-            ("--save", args.save.as_ref()),
-            ("--metrics-json", args.metrics_json.as_ref()),
-            ("--weights-png", args.weights_png.as_ref()),
-            ("--plot", args.plot.as_ref()),
+            ("--resume", args.resume.as_ref()),
+            ("--labels", args.labels.as_ref()),
         ],
-        &[("--resume", args.resume.as_ref())],
         &[("--resume", "--save")],
     )?;
+    check_formats(&[
+        ("--plot", args.plot.as_ref(), plot::CHART_FORMATS),
+        (
+            "--weights-png",
+            args.weights_png.as_ref(),
+            plot::WEIGHTS_FORMATS,
+        ),
+        (
+            "--save-augmented",
+            args.save_augmented.as_ref(),
+            plot::WEIGHTS_FORMATS,
+        ),
+    ])?;
     let resume = match &args.resume {
         Some(path) => Some(Resume::from_model(&SavedModel::load(path)?)?),
         None => None,
@@ -66,7 +96,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let dir = r.meta.as_ref().map(|m| m.data_dir.as_str());
         (Path::new(&r.source), dir.filter(|d| !d.is_empty()))
     });
-    let loaded: Loaded<Dataset> = load(&args.data, model, |dir, cache| {
+    let loaded: Loaded<Dataset> = load(&args.data, model, &outputs, |dir, cache| {
         Dataset::load(
             dir,
             &LoadOptions {
@@ -88,6 +118,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         metrics_json: args.metrics_json.clone(),
         curves: args.plot.clone(),
         weights_png: args.weights_png.clone(),
+        augmented: args.save_augmented.clone(),
     };
     if args.weights_png.is_some() {
         two_d(data.train.images.sample_shape(), data.train.images.path())?;
@@ -194,7 +225,7 @@ fn print_header(loaded: &Loaded<Dataset>, run: &Run<'_>) {
     );
     let cfg = run.config();
     let mut line = format!("training {} epoch(s)", cfg.epochs);
-    if !cfg.hidden.is_empty() {
+    if !run.network().is_linear() {
         line += &format!(", network {} (ReLU)", run.network().describe());
     }
     line += &format!(", batch {}, lr {}", cfg.batch_size, cfg.sgd.lr);

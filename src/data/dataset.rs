@@ -7,7 +7,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::idx::{self, ElementType, IdxHeader};
+use super::gz_cache::MAX_DEFLATE_RATIO;
+use super::idx::{self, ElementType, IdxHeader, MAX_HEADER_LEN};
 use super::mapped::IdxFile;
 use super::samples::{LabelValues, Pixels, Samples};
 use super::{invalid, io_err, ClassProblem, DataError, GzCache, MAX_CLASSES, MAX_WEIGHTS};
@@ -91,6 +92,11 @@ impl Images {
     }
     pub fn path(&self) -> &Path {
         &self.file.path
+    }
+
+    /// The mapped file.
+    pub fn file(&self) -> &IdxFile {
+        &self.file
     }
 
     /// All pixels as u8, row-major `len × features`, when the file is u8.
@@ -362,33 +368,158 @@ pub fn accepted_names(stem: &str, suffix: &str) -> [String; 4] {
     ]
 }
 
+/// The accepted names for one role that are present in `dir`: any
+/// directory entry under the name (a directory or a dangling link too), or
+/// a name that cannot be looked up for a reason other than absence, so
+/// that opening it can say exactly what is wrong. In the order of
+/// [`accepted_names`].
+fn present(dir: &Path, stem: &str, suffix: &str) -> Vec<PathBuf> {
+    accepted_names(stem, suffix)
+        .iter()
+        .map(|name| dir.join(name))
+        .filter(|path| match fs::symlink_metadata(path) {
+            Ok(_) => true,
+            Err(e) => e.kind() != io::ErrorKind::NotFound,
+        })
+        .collect()
+}
+
 /// Finds the file for one role in `dir`. A raw file is preferred over a
-/// `.gz` (it needs no cache). Any directory entry under an accepted name
-/// counts (a directory or a dangling link too), as does a name that cannot
-/// be looked up for a reason other than absence, so that opening it can say
-/// exactly what is wrong.
+/// `.gz` (it needs no cache).
+///
+/// When two accepted names are present (`NAME` and `NAME.gz`, or the `-idx`
+/// and `.idx` spellings), they must hold the same data: one file under two
+/// names (a hard or symbolic link), or the same bytes once decompressed (a
+/// `gunzip -k` leaves both). Otherwise the directory holds two versions of
+/// the dataset and which one is meant cannot be told: that is an error
+/// naming both ([`DataError::Ambiguous`]), never a silent choice. Comparing
+/// costs one read of both files (and one decompression of a `.gz`) per
+/// load, only while both exist.
 pub fn find_file(
     dir: &Path,
     role: &'static str,
     stem: &str,
     suffix: &str,
 ) -> Result<PathBuf, DataError> {
-    let names = accepted_names(stem, suffix);
-    for name in &names {
-        let path = dir.join(name);
-        match fs::symlink_metadata(&path) {
-            // Present, or present but unreadable (say, permission denied):
-            // opening it will say which.
-            Ok(_) => return Ok(path),
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Ok(path),
-            Err(_) => {}
+    let found = present(dir, stem, suffix);
+    let Some(first) = found.first() else {
+        return Err(DataError::Missing {
+            dir: dir.to_owned(),
+            role,
+            names: accepted_names(stem, suffix).to_vec(),
+        });
+    };
+    for other in &found[1..] {
+        if let Some(why) = differ(first, other) {
+            return Err(DataError::Ambiguous {
+                role,
+                first: first.clone(),
+                second: other.clone(),
+                why,
+            });
         }
     }
-    Err(DataError::Missing {
-        dir: dir.to_owned(),
-        role,
-        names: names.to_vec(),
-    })
+    Ok(first.clone())
+}
+
+/// Every file of the dataset in `dir`, in every accepted spelling present
+/// (raw and `.gz`), with its role ("training images", …): what a command
+/// reads, so that no output may replace it
+/// ([`crate::fsutil::check_distinct`]). Nothing is opened; a missing
+/// directory or role lists nothing (loading it reports that).
+pub fn present_files(dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    ROLES
+        .iter()
+        .flat_map(|&(role, stem, suffix)| {
+            present(dir, stem, suffix)
+                .into_iter()
+                .map(move |p| (role, p))
+        })
+        .collect()
+}
+
+/// Why two spellings of one file cannot both be taken for it: `None` when
+/// they are one file or hold the same data (compared decompressed, so
+/// `NAME` and `NAME.gz` from `gunzip -k` agree).
+fn differ(a: &Path, b: &Path) -> Option<String> {
+    if crate::fsutil::same_file(a, b) {
+        return None;
+    }
+    match same_content(a, b) {
+        Ok(true) => None,
+        Ok(false) => Some("hold different data".into()),
+        Err(e) => Some(format!("cannot be compared ({e})")),
+    }
+}
+
+/// A file's content as the loader reads it: decompressed if it is a gzip
+/// stream (by its magic, as [`IdxFile::open`] decides), and its size on
+/// disk.
+fn content_reader(path: &Path) -> Result<(Box<dyn io::Read>, u64, bool), String> {
+    use io::{Read, Seek};
+    let show = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let (mut file, meta) = crate::fsutil::open_regular(path).map_err(|e| show(&e))?;
+    let mut magic = [0u8; 2];
+    let n = crate::fsutil::read_up_to(&mut file, &mut magic).map_err(|e| show(&e))?;
+    file.seek(io::SeekFrom::Start(0)).map_err(|e| show(&e))?;
+    let gz = magic[..n] == idx::GZIP_MAGIC;
+    let reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(file)))
+    } else {
+        Box::new(io::BufReader::new(file))
+    };
+    Ok((reader, meta.len(), gz))
+}
+
+/// Whether `a` and `b` hold the same bytes once decompressed. Bounded: the
+/// comparison stops at the first difference, at the end of a raw file, or
+/// past the size the IDX header announces (so two decompression bombs are
+/// not inflated), and a `.gz` that announces more than it can hold differs
+/// from anything.
+fn same_content(a: &Path, b: &Path) -> Result<bool, String> {
+    let (mut ra, len_a, gz_a) = content_reader(a)?;
+    let (mut rb, len_b, gz_b) = content_reader(b)?;
+    let read = |r: &mut Box<dyn io::Read>, buf: &mut [u8], p: &Path| {
+        crate::fsutil::read_up_to(r, buf).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let mut ha = [0u8; MAX_HEADER_LEN];
+    let mut hb = [0u8; MAX_HEADER_LEN];
+    let na = read(&mut ra, &mut ha, a)?;
+    let nb = read(&mut rb, &mut hb, b)?;
+    if ha[..na] != hb[..nb] {
+        return Ok(false);
+    }
+    // The total size the header announces; an unreadable header is the
+    // loader's to report, about the file it takes.
+    let Ok((_, expected)) = idx::parse_header(&ha[..na]) else {
+        return Ok(true);
+    };
+    for (len, gz) in [(len_a, gz_a), (len_b, gz_b)] {
+        let most = if gz {
+            len.saturating_mul(MAX_DEFLATE_RATIO)
+        } else {
+            len
+        };
+        if expected > most {
+            return Ok(false);
+        }
+    }
+    let mut left = (expected + 1).saturating_sub(na as u64);
+    let mut ba = vec![0u8; 1 << 16];
+    let mut bb = vec![0u8; 1 << 16];
+    while left > 0 {
+        let want = left.min(ba.len() as u64) as usize;
+        let na = read(&mut ra, &mut ba[..want], a)?;
+        let nb = read(&mut rb, &mut bb[..want], b)?;
+        if ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na < want {
+            return Ok(true);
+        }
+        left -= na as u64;
+    }
+    Ok(true)
 }
 
 /// Checks that `dir` is a directory.

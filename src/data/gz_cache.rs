@@ -16,7 +16,7 @@ use super::{invalid, io_err, DataError, CACHE_ENV};
 /// Deflate cannot expand data by more than 1032:1, so a gzip file of `n`
 /// bytes decompresses to at most `n × 1032` bytes. A header that announces
 /// more is rejected before anything is decompressed.
-const MAX_DEFLATE_RATIO: u64 = 1032;
+pub(super) const MAX_DEFLATE_RATIO: u64 = 1032;
 
 /// Where decompressed copies of `.gz` files are kept.
 ///

@@ -36,6 +36,9 @@ pub struct IdxFile {
     /// Names this mapping in the SIGBUS report of [`crate::signals`].
     #[cfg(unix)]
     _registered: crate::signals::MapGuard,
+    /// Keeps the user's file (the `.gz` for a compressed one) from being
+    /// replaced by any output of this process while it is in use.
+    _held: Option<crate::fsutil::InputHold>,
 }
 
 impl fmt::Debug for IdxFile {
@@ -62,7 +65,9 @@ impl IdxFile {
         let prefix = &prefix[..n];
         if prefix.starts_with(&idx::GZIP_MAGIC) {
             let raw = cache.decompressed(path)?;
-            return Self::map_raw(path, &raw);
+            let mut mapped = Self::map_raw(path, &raw)?;
+            mapped._held = Some(crate::fsutil::hold_input(path));
+            return Ok(mapped);
         }
         let idx_err = |error| DataError::Idx {
             path: path.to_owned(),
@@ -101,12 +106,16 @@ impl IdxFile {
             .header;
         #[cfg(unix)]
         let _registered = crate::signals::register_map(path, map.as_ptr(), map.len());
+        // The file mapped is the user's unless it is a cache copy: then
+        // `open` holds the `.gz` instead.
+        let _held = (!decompressed).then(|| crate::fsutil::hold_input(path));
         Ok(Self {
             path: path.to_owned(),
             map,
             header,
             #[cfg(unix)]
             _registered,
+            _held,
         })
     }
 

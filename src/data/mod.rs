@@ -51,11 +51,16 @@
 //! * [`dataset`]: the four files of a dataset found in a directory, and
 //!   their images and labels as views of the mappings ([`Dataset`],
 //!   [`Split`]);
+//! * [`augment`]: deformations of one sample (shift, affine, elastic), a
+//!   function of (seed, epoch, index);
+//! * [`expand`]: an augmented copy of a dataset written to disk;
 //! * [`samples`]: the engine's only input, borrowed u8 or f32 rows plus
 //!   labels and the sample shape ([`Samples`]), built over a mapping or
 //!   over NumPy arrays; [`pixels`]: the u8 scaling.
 
+pub mod augment;
 pub mod dataset;
+pub mod expand;
 pub mod gz_cache;
 pub mod idx;
 pub mod locate;
@@ -68,13 +73,15 @@ use std::path::{Path, PathBuf};
 
 use crate::setting::Setting;
 
-pub use dataset::{accepted_names, find_file, Dataset, Images, Labels, LoadOptions, Split};
+pub use dataset::{
+    accepted_names, find_file, present_files, Dataset, Images, Labels, LoadOptions, Split,
+};
 pub use gz_cache::GzCache;
 pub use idx::IdxError;
 pub use locate::{default_data_dir, locate, Located, BUNDLED_MNIST};
 pub use mapped::IdxFile;
 pub use pixels::U8_SCALE;
-pub use samples::{LabelValues, Pixels, SampleError, Samples};
+pub use samples::{ImageShape, LabelValues, Pixels, SampleError, Samples};
 
 /// Environment variable naming the decompression cache directory.
 pub const CACHE_ENV: &str = "IDX_SOFTMAX_CACHE_DIR";
@@ -116,6 +123,15 @@ pub enum DataError {
         dir: PathBuf,
         role: &'static str,
         names: Vec<String>,
+    },
+    /// Two accepted names of one file are present and cannot both be it
+    /// (`why`: they hold different data, or cannot be compared): which
+    /// one is meant cannot be told.
+    Ambiguous {
+        role: &'static str,
+        first: PathBuf,
+        second: PathBuf,
+        why: String,
     },
     Invalid {
         path: PathBuf,
@@ -221,6 +237,16 @@ impl DataError {
                 "{}: no {role} file; looked for {}",
                 dir.display(),
                 names.join(", ")
+            ),
+            Self::Ambiguous {
+                role,
+                first,
+                second,
+                why,
+            } => format!(
+                "{} and {} are both the {role} file and {why}: keep one (remove or rename the other, or make it a link to the first)",
+                first.display(),
+                second.display()
             ),
             Self::Options(m) => m.clone(),
             Self::NoBundledData { fallback } => format!(

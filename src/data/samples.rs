@@ -13,6 +13,55 @@ use std::borrow::Cow;
 
 use crate::data::pixels::{u8_to_f32, U8_SCALE};
 
+/// A sample seen as an image: `channels` planes of `height × width`,
+/// channel-major (C × H × W, PyTorch's layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ImageShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl ImageShape {
+    /// The image a sample of `shape` is: `[H, W]` is one channel (an IDX
+    /// file of 3 dimensions, MNIST's 1×28×28), `[C, H, W]` is C channels.
+    pub fn of_sample(shape: &[usize]) -> Option<Self> {
+        match *shape {
+            [height, width] => Some(Self {
+                channels: 1,
+                height,
+                width,
+            }),
+            [channels, height, width] => Some(Self {
+                channels,
+                height,
+                width,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Pixels per channel.
+    pub fn plane(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// Values per sample.
+    pub fn len(&self) -> usize {
+        self.channels * self.plane()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Display for ImageShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}", self.channels, self.height, self.width)
+    }
+}
+
 /// The pixels of every row, row-major.
 #[derive(Clone, Debug)]
 pub enum Pixels<'a> {

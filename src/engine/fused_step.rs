@@ -48,7 +48,6 @@ fn blocks_for(batch: usize) -> usize {
 pub struct FusedStep<'s> {
     ctx: &'s EpochCtx<'s>,
     path: KernelPath,
-    images: &'s [u8],
     k: usize,
     c: usize,
     /// Row blocks per step.
@@ -100,7 +99,7 @@ impl<'s> FusedStep<'s> {
         bufs: &'s mut FusedBuffers,
     ) -> Self {
         assert!(path.is_fused(), "FusedStep needs a fused kernel path");
-        let images = ctx.samples.as_u8().expect("FusedStep needs u8 samples");
+        assert!(ctx.samples.as_u8().is_some(), "FusedStep needs u8 samples");
         assert_eq!(ctx.params.len(), c * k + c, "parameters must be W then b");
         // The first batch is the largest (only the last may be short).
         let blocks = blocks_for(ctx.batch(0).len());
@@ -111,7 +110,6 @@ impl<'s> FusedStep<'s> {
         Self {
             ctx,
             path,
-            images,
             k,
             c,
             blocks,
@@ -153,10 +151,13 @@ impl<'s> FusedStep<'s> {
             )
         };
         let (wt, bias) = params.split_at(c * k);
-        let rows = &batch[span];
+        let first = span.start;
+        let rows = &self.ctx.pixel_rows(step)[span];
         let scale = self.ctx.samples.scale();
-        fused::forward(self.path, self.images, k, rows, wt, bias, scale, logits);
-        let label = |i: usize| self.ctx.samples.label(rows[i] as usize) as usize;
+        // SAFETY: forward phase: no chunk writes the (augmented) rows.
+        let images = unsafe { self.ctx.pixels() }.expect("u8 samples, checked in new");
+        fused::forward(self.path, images, k, rows, wt, bias, scale, logits);
+        let label = |i: usize| self.ctx.label(step, first + i) as usize;
         softmax_ce::block(self.path, logits, c, label, inv_b, g, losses);
     }
 
@@ -175,17 +176,19 @@ impl<'s> FusedStep<'s> {
         // Shuffled rows come from DRAM: start loading a share of the next
         // block's rows (the next batch's first, after the last block) now,
         // while this phase works on rows already in cache.
+        // SAFETY: gradient phase: no chunk writes the (augmented) rows.
+        let images = unsafe { self.ctx.pixels() }.expect("u8 samples, checked in new");
         let ahead = if !last {
-            Some(&batch[self.block_rows(step, block + 1)])
+            Some(&self.ctx.pixel_rows(step)[self.block_rows(step, block + 1)])
         } else if step + 1 < self.ctx.steps() {
-            let next = self.ctx.batch(step + 1);
+            let next = self.ctx.pixel_rows(step + 1);
             Some(&next[..next.len().min(BLOCK_ROWS)])
         } else {
             None
         };
         if let Some(ahead) = ahead {
             let share = split_range(ahead.len(), self.chunks(step, 1), chunk);
-            fused::prefetch_rows(self.images, k, &ahead[share]);
+            fused::prefetch_rows(images, k, &ahead[share]);
         }
 
         // SAFETY: gradient phase: g is only read in this phase.
@@ -198,7 +201,7 @@ impl<'s> FusedStep<'s> {
             // touches this part of the sums, and phases run in order.
             unsafe { self.dw.get_mut(at..at + c * width) }
         };
-        let (path, images, rows) = (self.path, self.images, &batch[rows]);
+        let (path, rows) = (self.path, &self.ctx.pixel_rows(step)[rows]);
         if block == 0 {
             fused::weight_grad(path, images, k, rows, g, c, cols.start, width, dw);
         } else {

@@ -5,22 +5,24 @@
 //!   and [`bench`](mod@bench), its answer to a worker that loses its CPU;
 //! * [`fused_step`]: softmax regression on u8 samples with the fused SIMD
 //!   kernels, two phases per block of 120 batch rows;
-//! * [`gemm_step`]: any network (softmax regression or an MLP) on u8 or
-//!   f32 samples through sgemm, two phases per step.
+//! * [`layer_step`]: any network (softmax regression, an MLP, a CNN) on u8 or
+//!   f32 samples, each layer on its own kernels, two phases per step.
 //!
 //! Both plans share [`EpochCtx`]: the batch order, the parameters and
 //! momentum (one flat buffer each, see [`crate::nn::ParamStore`]), the
 //! loss sum and the failure flag.
 
+pub mod augment_step;
 pub mod bench;
 pub mod fused_step;
-pub mod gemm_step;
+pub mod layer_step;
 pub mod parallel;
 pub mod phased;
 pub mod placement;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use crate::data::augment::Augmenter;
 use crate::data::Samples;
 use crate::optim::Sgd;
 use parallel::{CachePadded, SharedSlice};
@@ -64,6 +66,23 @@ pub struct EpochCtx<'s> {
     /// Raised by another thread to stop the epoch at the next step's end
     /// (Ctrl-C in Python).
     stop: Option<&'s AtomicBool>,
+    /// With augmentation, where the step's deformed rows go.
+    augment: Option<Augmentation<'s>>,
+}
+
+/// An epoch's augmentation: each step's batch is deformed into `rows`
+/// (batch position `i` at row `i`) by the [`augment_step::Augmented`]
+/// plan's first phase, and the step's other phases read it there.
+pub struct Augmentation<'s> {
+    pub augmenter: &'s Augmenter,
+    /// The run's seed and the epoch (0-based): with the sample's index,
+    /// they decide its deformation.
+    pub seed: u64,
+    pub epoch: u64,
+    /// `batch_size × features` u8.
+    pub rows: SharedSlice<'s, u8>,
+    /// `0, 1, …, batch_size − 1`: the row indices the kernels read.
+    pub positions: &'s [u32],
 }
 
 /// The epoch's running result.
@@ -106,6 +125,64 @@ impl<'s> EpochCtx<'s> {
             }),
             progress,
             stop,
+            augment: None,
+        }
+    }
+
+    /// Deforms every step's batch first ([`augment_step`]).
+    pub fn with_augmentation(mut self, augment: Augmentation<'s>) -> Self {
+        self.augment = Some(augment);
+        self
+    }
+
+    pub fn augmentation(&self) -> Option<&Augmentation<'s>> {
+        self.augment.as_ref()
+    }
+
+    /// The u8 pixels the kernels read: the samples', or, with
+    /// augmentation, the step's deformed rows. `None` for f32 samples.
+    ///
+    /// # Safety
+    /// With augmentation, only in a phase after the step's augment phase
+    /// and before the next step's: no chunk writes the rows meanwhile.
+    pub unsafe fn pixels(&self) -> Option<&[u8]> {
+        match &self.augment {
+            // SAFETY: the caller's phase writes no row (its contract).
+            Some(a) => Some(unsafe { a.rows.get(0..a.rows.len()) }),
+            None => self.samples.as_u8(),
+        }
+    }
+
+    /// The rows of [`Self::pixels`] that hold step `step`'s batch: the
+    /// samples' indices, or, with augmentation, the positions 0, 1, ….
+    pub fn pixel_rows(&self, step: usize) -> &'s [u32] {
+        let batch = self.batch(step);
+        match &self.augment {
+            Some(a) => &a.positions[..batch.len()],
+            None => batch,
+        }
+    }
+
+    /// The label of batch position `i` of step `step`.
+    #[inline]
+    pub fn label(&self, step: usize, i: usize) -> u32 {
+        self.samples.label(self.batch(step)[i] as usize)
+    }
+
+    /// Batch position `i` of step `step` as f32 (u8 × the pixel scale):
+    /// the sample's row, or its deformation.
+    ///
+    /// # Safety
+    /// As [`Self::pixels`].
+    pub unsafe fn row_into_f32(&self, step: usize, i: usize, out: &mut [f32]) {
+        match &self.augment {
+            Some(a) => {
+                let k = out.len();
+                // SAFETY: the caller's phase writes no row (its contract).
+                let row = unsafe { a.rows.get(i * k..(i + 1) * k) };
+                crate::data::pixels::u8_to_f32(row, out);
+            }
+            None => self.samples.row_into_f32(self.batch(step)[i] as usize, out),
         }
     }
 

@@ -404,7 +404,9 @@ mod tests {
     }
 
     /// Chunk (30, 0, 1) stands for a worker that loses its CPU: once
-    /// `threads_wanted` different workers have started, it sleeps 30 ms.
+    /// `threads_wanted` different workers have started, it sleeps 200 ms
+    /// (far beyond the patience, so that a waiter notices even on a machine
+    /// so loaded that the waiter itself runs late).
     struct Stalls {
         threads_wanted: usize,
         threads: Mutex<std::collections::HashSet<std::thread::ThreadId>>,
@@ -447,7 +449,7 @@ mod tests {
                 {
                     std::thread::yield_now();
                 }
-                std::thread::sleep(std::time::Duration::from_millis(30));
+                std::thread::sleep(std::time::Duration::from_millis(200));
             }
             self.runs[(step * 2 + phase) * 4 + chunk].fetch_add(1, Ordering::SeqCst);
             Flow::Continue
@@ -474,7 +476,7 @@ mod tests {
             } else {
                 assert!(
                     outcome.benchings >= 1,
-                    "{workers} workers: the 30 ms chunk held the others up without a benching"
+                    "{workers} workers: the 200 ms chunk held the others up without a benching"
                 );
             }
             for (i, r) in plan.runs.iter().enumerate() {

@@ -24,6 +24,14 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 /// Environment variable that turns CPU pinning of the pool threads off.
 pub const NO_PIN_ENV: &str = "IDX_SOFTMAX_NO_PIN";
 
+/// Whether [`NO_PIN_ENV`] is on (a boolean by [`crate::env`]'s rule: `0`,
+/// `off` or empty leave pinning on). A value that is not a boolean turns
+/// pinning off, as any value once did; front ends refuse it first
+/// ([`crate::env::check`]).
+fn no_pin() -> bool {
+    crate::env::flag(NO_PIN_ENV).unwrap_or(true)
+}
+
 /// The pool threads' CPUs and OS thread ids.
 #[derive(Debug)]
 pub struct Placement {
@@ -43,10 +51,7 @@ impl Placement {
     /// `workers` run the training chunks: pinned per the module rule.
     pub fn plan(threads: usize, workers: usize) -> Self {
         let allowed = os::allowed_cpus();
-        let pin = workers >= 2
-            && allowed.len() >= 2
-            && workers >= allowed.len()
-            && std::env::var_os(NO_PIN_ENV).is_none();
+        let pin = workers >= 2 && allowed.len() >= 2 && workers >= allowed.len() && !no_pin();
         let pins = (0..threads)
             .map(|i| (pin && i < allowed.len()).then(|| allowed[i]))
             .collect();
@@ -200,7 +205,7 @@ mod tests {
         // Workers on every CPU (at least 2, so that thread 1 exists).
         let n = allowed.len().max(2);
         let placement = std::sync::Arc::new(Placement::plan(n, n));
-        let expect_pins = allowed.len() >= 2 && std::env::var_os(NO_PIN_ENV).is_none();
+        let expect_pins = allowed.len() >= 2 && !no_pin();
         assert_eq!(placement.pins_any(), expect_pins);
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let (ack_tx, ack_rx) = std::sync::mpsc::channel::<Vec<usize>>();
@@ -235,7 +240,7 @@ mod tests {
     #[test]
     fn pins_only_when_the_workers_fill_every_cpu() {
         let n = os::allowed_cpus().len();
-        let env_off = std::env::var_os(NO_PIN_ENV).is_some();
+        let env_off = no_pin();
         assert!(!Placement::plan(1, 1).pins_any());
         assert!(!Placement::unpinned(n.max(2)).pins_any());
         if n >= 2 {

@@ -24,10 +24,12 @@
 //! * [`reference`](mod@reference): naive f64 versions of everything, for tests.
 
 pub mod bias;
+pub mod conv;
 pub mod dispatch;
 pub mod fused;
 pub mod gemm;
 pub mod reference;
+pub mod reference_conv;
 pub(crate) mod simd;
 pub mod softmax_ce;
 

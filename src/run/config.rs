@@ -3,9 +3,10 @@
 //! they leave a setting out of their [`super::RunSpec`] and
 //! [`super::RunSpec::resolve`] fills it in from here.
 
-use crate::data::samples::Samples;
+use crate::data::augment::Augment;
+use crate::data::Samples;
 use crate::kernels::KernelPath;
-use crate::nn::Network;
+use crate::nn::{Architecture, ConvBlock, ImageShape};
 use crate::optim::Sgd;
 
 use super::spec::{self, SpecError};
@@ -20,6 +21,13 @@ pub const MAX_THREADS: usize = 1024;
 /// The hidden layers of Python's `MLPClassifier` when none are given (the
 /// CLI's default network has none: softmax regression).
 pub const MLP_HIDDEN: &[usize] = &[256];
+/// Python's `ConvClassifier` when nothing is given: LeNet-5's shape, the
+/// CLI's `--conv 6 --conv 16 --hidden 120 --hidden 84`.
+pub const CNN_CONV: &[usize] = &[6, 16];
+/// The conv kernel side of `ConvClassifier` (and of `--conv C`).
+pub const CNN_KERNEL: usize = crate::nn::arch::DEFAULT_KERNEL;
+/// The hidden layers of `ConvClassifier`.
+pub const CNN_HIDDEN: &[usize] = &[120, 84];
 
 /// Everything that defines a training run.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,8 +41,14 @@ pub struct TrainConfig {
     /// Fraction of the training set held out for validation (0 for none).
     /// The split is drawn from the seed, so it is the same on every run.
     pub val_split: f32,
+    /// Conv blocks (Conv2d → ReLU → MaxPool2d(2)), before the hidden
+    /// layers; empty for softmax regression and MLPs.
+    pub conv: Vec<ConvBlock>,
     /// Hidden-layer widths; empty for softmax regression.
     pub hidden: Vec<usize>,
+    /// How each training sample is deformed, every epoch
+    /// ([`crate::data::augment`]).
+    pub augment: Augment,
     /// Size of the thread pool; the step runs `min(threads, CPUs)` workers
     /// (see [`TrainConfig::workers`]). The bits are the same either way.
     pub threads: usize,
@@ -57,7 +71,9 @@ impl Default for TrainConfig {
             sgd: Sgd::plain(0.1),
             seed: DEFAULT_SEED,
             val_split: 0.0,
+            conv: Vec::new(),
             hidden: Vec::new(),
+            augment: Augment::None,
             threads: available_cpus(),
             kernel: None,
             oversubscribe: false,
@@ -84,6 +100,10 @@ impl TrainConfig {
         for &h in &self.hidden {
             spec::check_hidden(h as i64)?;
         }
+        for b in &self.conv {
+            spec::check_conv(b.channels as i64, b.kernel as i64)?;
+        }
+        self.augment.validate().map_err(SpecError::from)?;
         if let Some(k) = self.kernel {
             if !k.is_available() {
                 return Err(SpecError::KernelUnavailable { kernel: k });
@@ -101,30 +121,27 @@ impl TrainConfig {
         }
     }
 
-    /// The network's sizes for `features` inputs and `classes` outputs.
-    pub fn sizes(&self, features: usize, classes: usize) -> Vec<usize> {
-        let mut s = Vec::with_capacity(self.hidden.len() + 2);
-        s.push(features);
-        s.extend_from_slice(&self.hidden);
-        s.push(classes);
-        s
+    /// The network this configuration builds for samples of
+    /// `sample_shape` and `classes` classes (unchecked: see
+    /// [`Architecture::check`]).
+    pub fn architecture(&self, sample_shape: &[usize], classes: usize) -> Architecture {
+        Architecture {
+            features: sample_shape.iter().product(),
+            image: ImageShape::of_sample(sample_shape).filter(|_| !self.conv.is_empty()),
+            conv: self.conv.clone(),
+            hidden: self.hidden.clone(),
+            classes,
+        }
     }
 
     /// The kernel path that runs for this network on `samples`
-    /// ([`spec::kernel_for`]).
+    /// ([`spec::kernel_for`]: a linear first layer needs u8 samples for a
+    /// fused path; a conv layer takes any).
     pub fn kernel_for(&self, samples: &Samples<'_>) -> Result<KernelPath, SpecError> {
-        spec::kernel_for(self.kernel, samples.as_u8().is_some())
-    }
-
-    /// The network sizes this configuration asks for, checked.
-    pub fn network_sizes(
-        &self,
-        features: usize,
-        classes: usize,
-    ) -> Result<Vec<usize>, crate::nn::NetworkError> {
-        let sizes = self.sizes(features, classes);
-        Network::check_sizes(&sizes)?;
-        Ok(sizes)
+        spec::kernel_for(
+            self.kernel,
+            samples.as_u8().is_some() || !self.conv.is_empty(),
+        )
     }
 
     /// The settings a checkpoint records, by [`crate::setting::Setting::key`]
@@ -142,7 +159,9 @@ impl TrainConfig {
             "schedule": self.sgd.schedule.to_string(),
             "val_split": f32_as_printed(self.val_split),
             "seed": self.seed,
+            "conv": self.conv.iter().map(|b| [b.channels, b.kernel]).collect::<Vec<_>>(),
             "hidden": self.hidden,
+            "augment": self.augment.record(),
         })
     }
 }
@@ -196,11 +215,11 @@ mod tests {
             hidden: vec![512, 256],
             ..TrainConfig::default()
         };
-        assert_eq!(cfg.sizes(784, 10), [784, 512, 256, 10]);
         assert_eq!(
-            TrainConfig::default().network_sizes(784, 10).unwrap(),
-            [784, 10]
+            cfg.architecture(&[28, 28], 10).linear_sizes(),
+            [784, 512, 256, 10]
         );
+        assert!(TrainConfig::default().architecture(&[784], 10).is_linear());
         assert_eq!(f32_as_printed(0.1), 0.1);
     }
 }

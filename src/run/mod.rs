@@ -44,7 +44,8 @@ use crate::plot::{self, EpochPoint};
 use crate::setting::{Naming, Setting};
 
 pub use config::{
-    available_cpus, f32_as_printed, TrainConfig, DEFAULT_SEED, MAX_CLASSES, MAX_THREADS, MLP_HIDDEN,
+    available_cpus, f32_as_printed, TrainConfig, CNN_CONV, CNN_HIDDEN, CNN_KERNEL, DEFAULT_SEED,
+    MAX_CLASSES, MAX_THREADS, MLP_HIDDEN,
 };
 pub use metrics_log::MetricsLog;
 pub use record::{RecordError, Results, RunMeta};
@@ -109,6 +110,9 @@ pub struct Outputs {
     pub metrics_json: Option<PathBuf>,
     pub curves: Option<PathBuf>,
     pub weights_png: Option<PathBuf>,
+    /// A picture of a few training samples next to their deformations,
+    /// written before training.
+    pub augmented: Option<PathBuf>,
 }
 
 /// Something a run reports without stopping.
@@ -198,6 +202,21 @@ fn output_error(path: &Path, e: impl std::fmt::Display) -> RunError {
     }
 }
 
+/// Refuses, before any work, a picture asked for in a format it cannot be
+/// written in (decided by the extension: [`plot::format_of`]).
+fn check_formats(outputs: &Outputs) -> Result<(), RunError> {
+    let pictures = [
+        (&outputs.curves, plot::CHART_FORMATS),
+        (&outputs.weights_png, plot::WEIGHTS_FORMATS),
+    ];
+    for (path, formats) in pictures {
+        if let Some(p) = path {
+            plot::format_of(p, formats).map_err(|e| output_error(p, e.reason()))?;
+        }
+    }
+    Ok(())
+}
+
 /// A training run on a set of samples.
 pub struct Run<'a> {
     trainer: Trainer<'a>,
@@ -240,6 +259,7 @@ impl<'a> Run<'a> {
         resume: Option<Resume>,
         outputs: Outputs,
     ) -> Result<Self, RunError> {
+        check_formats(&outputs)?;
         let kernel = config.kernel_for(train)?;
         let mut warnings = Vec::new();
         let (trainer, resumed_from) = match resume {
@@ -264,6 +284,16 @@ impl<'a> Run<'a> {
             }
             None => (Trainer::new(train, test, config.clone())?, None),
         };
+        if let Some(path) = &outputs.augmented {
+            let (Some(augmenter), Some(images)) = (trainer.augmenter(), train.as_u8()) else {
+                return Err(output_error(
+                    path,
+                    "there is no augmentation to show (the run has none)",
+                ));
+            };
+            plot::augmented_png(path, images, augmenter, config.seed)
+                .map_err(|e| output_error(path, e))?;
+        }
         let start_epoch = trainer.epochs_done();
         let meta = RunMeta {
             config: TrainConfig {
@@ -565,6 +595,9 @@ impl<'a> Run<'a> {
         }
         if let (Some(p), Some(_)) = (&self.outputs.weights_png, self.picture) {
             out["weights_png"] = json!(p.display().to_string());
+        }
+        if let Some(p) = &self.outputs.augmented {
+            out["augmented_png"] = json!(p.display().to_string());
         }
         if let Some(r) = &self.resumed_from {
             out["resumed_from"] = json!(r);

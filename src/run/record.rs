@@ -10,7 +10,7 @@
 //!
 //! | key | example | |
 //! |-----|---------|-|
-//! | `seed`, `batch_size`, `lr`, `momentum`, `nesterov`, `weight_decay`, `schedule`, `val_split`, `hidden`, `kernel` | `42`, `100`, `0.1`, `0.9`, `false`, `0`, `cosine`, `0`, `256` or empty, `avx512` | the run's settings |
+//! | `seed`, `batch_size`, `lr`, `momentum`, `nesterov`, `weight_decay`, `schedule`, `val_split`, `conv`, `hidden`, `augment`, `kernel` | `42`, `100`, `0.1`, `0.9`, `false`, `0`, `cosine`, `0`, `6x5,16x5` or empty, `256` or empty, `elastic:4,34`, `avx512` | the run's settings |
 //! | `epochs` | `10` | the run's planned total |
 //! | `epochs_done` | `4` | epochs trained into these weights |
 //! | `classes`, `features`, `sample_shape`, `dataset_shape`, `train_samples`, `test_samples`, `data_dir` | `10`, `784`, `28x28`, `60000x28x28`, … | the data |
@@ -145,6 +145,8 @@ impl RunMeta {
         put("schedule", cfg.sgd.schedule.to_string());
         put("val_split", cfg.val_split.to_string());
         put("hidden", hidden_string(&cfg.hidden));
+        put("conv", crate::nn::arch::conv_string(&cfg.conv));
+        put("augment", cfg.augment.record());
         put(
             "kernel",
             cfg.kernel.map_or_else(String::new, |k| k.name().to_owned()),
@@ -236,6 +238,20 @@ impl RunMeta {
                 .collect::<Option<_>>()
                 .ok_or_else(|| bad(format!("metadata \"hidden\" is {hidden_s:?}, which is not a list of widths like 256,128")))?
         };
+        // Files from before conv layers have no "conv": none.
+        let conv_s = md.get("conv").map(String::as_str).unwrap_or("");
+        let conv = crate::nn::arch::parse_conv(conv_s).ok_or_else(|| {
+            bad(format!(
+                "metadata \"conv\" is {conv_s:?}, which is not a list of conv blocks like 6x5,16x5"
+            ))
+        })?;
+        // Files from before augmentation have no "augment": none.
+        let augment_s = md.get("augment").map(String::as_str).unwrap_or("none");
+        let augment = crate::data::augment::Augment::from_record(augment_s).ok_or_else(|| {
+            bad(format!(
+                "metadata \"augment\" is {augment_s:?}, which is not an augmentation like elastic:4,34"
+            ))
+        })?;
         let kernel_s = get("kernel")?;
         let kernel: KernelPath = kernel_s
             .parse()
@@ -251,7 +267,9 @@ impl RunMeta {
             sgd,
             seed: value(path, parse("seed", get("seed")?)?)?,
             val_split: float("val_split")?,
+            conv,
             hidden,
+            augment,
             kernel: Some(kernel),
             ..TrainConfig::default()
         };
@@ -272,15 +290,15 @@ impl RunMeta {
     }
 
     /// Checks that the checkpoint's tensors are the network this record
-    /// describes (features, hidden widths, classes).
+    /// describes (image, conv blocks, hidden widths, classes).
     pub fn check_network(&self, path: &Path, ck: &Checkpoint) -> Result<(), RecordError> {
-        let want = self.config.sizes(self.features, self.classes);
-        if ck.network.sizes() != want {
+        let want = self.config.architecture(&self.sample_shape, self.classes);
+        if *ck.network.arch() != want {
             return Err(RecordError::Invalid(format!(
                 "{}: the tensors make a {} network but the metadata says {}",
                 path.display(),
                 ck.network.describe(),
-                crate::nn::sizes_string(&want)
+                want.describe()
             )));
         }
         if self.sample_shape.iter().product::<usize>() != self.features {
@@ -344,6 +362,14 @@ pub fn validate(path: &Path, ck: &Checkpoint) -> Result<(), RecordError> {
                 }
                 Err(_) => return bad(format!("metadata {key:?} is {v:?}, which is not valid")),
             }
+        }
+    }
+    if let Some(v) = md.get("conv") {
+        if *v != net.arch().conv_string() {
+            return bad(format!(
+                "metadata \"conv\" is {v:?}, but the tensors make a {} network",
+                net.describe()
+            ));
         }
     }
     if let Some(v) = md.get("hidden") {

@@ -21,8 +21,9 @@
 
 use std::fmt;
 
+use crate::data::augment::{Augment, AugmentError, AugmentKind};
 use crate::kernels::KernelPath;
-use crate::nn::MAX_WIDTH;
+use crate::nn::{ConvBlock, MAX_WIDTH};
 use crate::optim::{Schedule, Sgd};
 pub use crate::setting::Setting;
 
@@ -50,6 +51,29 @@ pub enum SpecError {
     },
     /// Resuming a run that has already trained its planned epochs.
     AlreadyTrained { done: usize, source: String },
+    /// A parameter of one kind of augmentation given with another.
+    AugmentParameter {
+        setting: Setting,
+        applies_to: AugmentKind,
+    },
+    /// Augmentation deforms u8 images; these samples are not.
+    AugmentNeedsU8,
+}
+
+impl From<AugmentError> for SpecError {
+    fn from(e: AugmentError) -> Self {
+        match e {
+            AugmentError::UnknownKind(given) => Self::Invalid {
+                setting: Setting::Augment,
+                given: format!("'{given}'"),
+            },
+            AugmentError::Parameter { setting, value } => Self::Invalid {
+                setting,
+                given: value,
+            },
+            AugmentError::Shape(_) => Self::AugmentNeedsU8,
+        }
+    }
 }
 
 impl SpecError {
@@ -60,6 +84,8 @@ impl SpecError {
             Self::NesterovWithoutMomentum => Setting::Nesterov,
             Self::KernelUnavailable { .. } | Self::KernelNeedsU8 { .. } => Setting::Kernel,
             Self::AlreadyTrained { .. } => Setting::Epochs,
+            Self::AugmentParameter { setting, .. } => *setting,
+            Self::AugmentNeedsU8 => Setting::Augment,
         }
     }
 
@@ -97,6 +123,18 @@ impl SpecError {
             Self::AlreadyTrained { done, source } => format!(
                 "{source} has already trained {done} epoch(s); ask for more with {}",
                 name(Setting::Epochs)
+            ),
+            Self::AugmentParameter {
+                setting,
+                applies_to,
+            } => format!(
+                "{} applies to {} {applies_to} only",
+                name(*setting),
+                name(Setting::Augment)
+            ),
+            Self::AugmentNeedsU8 => format!(
+                "{} deforms u8 images (2-D or 3-D samples of bytes); these samples are not",
+                name(Setting::Augment)
             ),
         }
     }
@@ -190,6 +228,20 @@ pub fn check_hidden(width: i64) -> Result<usize, SpecError> {
     }
 }
 
+/// A conv block: channels in 1..=MAX_CHANNELS, an odd kernel side in
+/// 1..=MAX_KERNEL.
+pub fn check_conv(channels: i64, kernel: i64) -> Result<ConvBlock, SpecError> {
+    let channels = usize::try_from(channels)
+        .ok()
+        .filter(|c| (1..=crate::nn::arch::MAX_CHANNELS).contains(c))
+        .map_or_else(|| invalid(Setting::Conv, channels), Ok)?;
+    let kernel = usize::try_from(kernel)
+        .ok()
+        .filter(|k| k % 2 == 1 && (1..=crate::nn::arch::MAX_KERNEL).contains(k))
+        .map_or_else(|| invalid(Setting::ConvKernel, kernel), Ok)?;
+    Ok(ConvBlock { channels, kernel })
+}
+
 /// `classes`: in 2..=MAX_CLASSES.
 pub fn check_classes(c: i64) -> Result<usize, SpecError> {
     match usize::try_from(c) {
@@ -264,19 +316,19 @@ pub fn kernel_for(
 
 /// The kernel path inference (evaluation, prediction) runs a model on:
 /// the one asked for (`requested`, checked as for training), else the one
-/// that trained it (`recorded`) where it serves these samples, so the
-/// logits are the training step's, else the best for the sample type.
+/// that trained it (`recorded`) where it serves, so the logits are the
+/// training step's, else the best ([`kernel_for`]'s `fused_ok`).
 pub fn inference_kernel(
     requested: Option<KernelPath>,
     recorded: Option<KernelPath>,
-    u8_samples: bool,
+    fused_ok: bool,
 ) -> Result<KernelPath, SpecError> {
     if requested.is_some() {
-        return kernel_for(requested, u8_samples);
+        return kernel_for(requested, fused_ok);
     }
-    match recorded.and_then(|k| kernel_for(Some(k), u8_samples).ok()) {
+    match recorded.and_then(|k| kernel_for(Some(k), fused_ok).ok()) {
         Some(k) => Ok(k),
-        None => kernel_for(None, u8_samples),
+        None => kernel_for(None, fused_ok),
     }
 }
 
@@ -295,6 +347,19 @@ pub struct RunSpec {
     pub schedule: Option<Schedule>,
     pub val_split: Option<f32>,
     pub seed: Option<u64>,
+    /// The kind of augmentation, and its parameters (each for its kind
+    /// only; the kind's defaults for those left out).
+    pub augment: Option<AugmentKind>,
+    pub max_shift: Option<i64>,
+    pub rotate: Option<f32>,
+    pub scale: Option<f32>,
+    pub shear: Option<f32>,
+    pub translate: Option<f32>,
+    pub sigma: Option<f32>,
+    pub alpha: Option<f32>,
+    /// Conv blocks as `(channels, kernel side)`; `Some(vec![])` asks for
+    /// none explicitly.
+    pub conv: Option<Vec<(i64, i64)>>,
     /// Hidden-layer widths; `Some(vec![])` asks for none explicitly.
     pub hidden: Option<Vec<i64>>,
     /// The number of classes; the data's (largest label + 1) when `None`.
@@ -363,6 +428,15 @@ impl RunSpec {
             ),
             None => None,
         };
+        let conv = match &self.conv {
+            Some(c) => Some(
+                c.iter()
+                    .map(|&(ch, k)| check_conv(ch, k))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            None => None,
+        };
+        let augment = self.augment_given(base)?;
         let classes = self.classes.map(check_classes).transpose()?;
         let epochs = self
             .epochs
@@ -427,6 +501,18 @@ impl RunSpec {
                 .map(|h| hidden_text(h)),
             hidden_text(&base.hidden),
         )?;
+        pick(
+            Setting::Conv,
+            conv.as_ref()
+                .filter(|c| **c != base.conv)
+                .map(|c| conv_text(c)),
+            conv_text(&base.conv),
+        )?;
+        pick(
+            Setting::Augment,
+            augment.filter(|a| *a != base.augment).map(|a| a.record()),
+            base.augment.record(),
+        )?;
         if let Some(r) = recorded {
             pick(
                 Setting::Classes,
@@ -447,7 +533,9 @@ impl RunSpec {
             },
             seed: self.seed.unwrap_or(base.seed),
             val_split: val_split.unwrap_or(base.val_split),
+            conv: conv.unwrap_or_else(|| base.conv.clone()),
             hidden: hidden.unwrap_or_else(|| base.hidden.clone()),
+            augment: augment.unwrap_or(base.augment),
             threads,
             kernel: kernel.or(base.kernel),
             oversubscribe: self.oversubscribe,
@@ -465,6 +553,75 @@ impl RunSpec {
             config,
             classes: recorded.map(|r| r.classes).or(classes),
         })
+    }
+}
+
+impl RunSpec {
+    /// The augmentation the spec asks for, if it asks for one: its kind
+    /// (given, else `base`'s) with the parameters given over the kind's
+    /// defaults, each checked; `None` when no augmentation setting is
+    /// given. A parameter of another kind is an error.
+    fn augment_given(&self, base: &TrainConfig) -> Result<Option<Augment>, SpecError> {
+        let params: [(Setting, Option<f32>); 7] = [
+            (Setting::MaxShift, self.max_shift.map(|v| v as f32)),
+            (Setting::Rotate, self.rotate),
+            (Setting::Scale, self.scale),
+            (Setting::Shear, self.shear),
+            (Setting::Translate, self.translate),
+            (Setting::Sigma, self.sigma),
+            (Setting::Alpha, self.alpha),
+        ];
+        if self.augment.is_none() && params.iter().all(|(_, v)| v.is_none()) {
+            return Ok(None);
+        }
+        let kind = self.augment.unwrap_or(base.augment.kind());
+        // The base's parameters when the kind is the base's (a resumed
+        // run), else the kind's defaults.
+        let mut a = if kind == base.augment.kind() {
+            base.augment
+        } else {
+            Augment::defaults(kind)
+        };
+        for (setting, value) in params {
+            let Some(v) = value else { continue };
+            let applies_to = match setting {
+                Setting::MaxShift => AugmentKind::Shift,
+                Setting::Sigma | Setting::Alpha => AugmentKind::Elastic,
+                _ => AugmentKind::Affine,
+            };
+            match (&mut a, setting) {
+                (Augment::Shift(p), Setting::MaxShift) => {
+                    let given = self.max_shift.unwrap_or_default();
+                    p.max_shift = u32::try_from(given).map_err(|_| SpecError::Invalid {
+                        setting,
+                        given: given.to_string(),
+                    })?;
+                }
+                (Augment::Affine(p), Setting::Rotate) => p.rotate_deg = v,
+                (Augment::Affine(p), Setting::Scale) => p.scale = v,
+                (Augment::Affine(p), Setting::Shear) => p.shear = v,
+                (Augment::Affine(p), Setting::Translate) => p.translate = v,
+                (Augment::Elastic(p), Setting::Sigma) => p.sigma = v,
+                (Augment::Elastic(p), Setting::Alpha) => p.alpha = v,
+                _ => {
+                    return Err(SpecError::AugmentParameter {
+                        setting,
+                        applies_to,
+                    })
+                }
+            }
+        }
+        a.validate()?;
+        Ok(Some(a))
+    }
+}
+
+/// `6x5,16x5`, or `none`.
+fn conv_text(c: &[ConvBlock]) -> String {
+    if c.is_empty() {
+        "none".to_owned()
+    } else {
+        crate::nn::arch::conv_string(c)
     }
 }
 

@@ -19,8 +19,8 @@
 //!
 //! Each step is a plan of phases and chunks ([`crate::engine`]):
 //! softmax regression on u8 samples runs the fused SIMD kernels
-//! ([`crate::engine::fused_step`]), everything else the sgemm plan
-//! ([`crate::engine::gemm_step`]). `min(threads, CPUs)` persistent workers
+//! ([`crate::engine::fused_step`]), everything else the layer plan
+//! ([`crate::engine::layer_step`]). `min(threads, CPUs)` persistent workers
 //! share the chunks ([`crate::engine::phased`]). Which worker runs a chunk
 //! never changes its result, and every reduction runs in a fixed order, so
 //! the final weights are bitwise identical for any thread count: same
@@ -37,11 +37,15 @@ use std::sync::atomic::AtomicBool;
 
 use super::config::TrainConfig;
 use super::spec::SpecError;
+use crate::data::augment::{self, Augment, Augmenter};
 use crate::data::Samples;
+use crate::engine::augment_step::Augmented;
 use crate::engine::fused_step::{FusedBuffers, FusedStep};
-use crate::engine::gemm_step::{GemmBuffers, GemmStep};
+use crate::engine::layer_step::{LayerBuffers, LayerStep};
+use crate::engine::parallel::SharedSlice;
+use crate::engine::phased::StepPlan;
 use crate::engine::placement::Placement;
-use crate::engine::{phased, EpochCtx, SchedulePosition};
+use crate::engine::{phased, Augmentation, EpochCtx, SchedulePosition};
 use crate::kernels::KernelPath;
 use crate::metrics::{self, Evaluation};
 use crate::nn::Network;
@@ -223,6 +227,8 @@ pub struct Trainer<'a> {
     epochs_done: usize,
     /// Raised by another thread to stop the current epoch.
     stop: Option<&'a AtomicBool>,
+    /// The deformations of the training samples, with augmentation.
+    augmenter: Option<Augmenter>,
 }
 
 impl<'a> Trainer<'a> {
@@ -246,12 +252,22 @@ impl<'a> Trainer<'a> {
                 )));
             }
         }
-        let sizes = cfg.network_sizes(k, c)?;
+        let arch = cfg.architecture(train.sample_shape(), c);
+        let augmenter = match cfg.augment {
+            Augment::None => None,
+            a => {
+                if train.as_u8().is_none() {
+                    return Err(SpecError::AugmentNeedsU8.into());
+                }
+                let shape = augment::shape_of(train.sample_shape()).map_err(SpecError::from)?;
+                Some(Augmenter::new(a, shape).map_err(SpecError::from)?)
+            }
+        };
         let (order, val_rows) = split_train_val(train.len(), cfg.val_split, cfg.seed)?;
         let placement = Arc::new(Placement::plan(cfg.threads, cfg.workers()));
         let pool = build_pool(&cfg, &placement)?;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
-        let network = Network::init(&sizes, &mut rng)?;
+        let network = Network::init_arch(&arch, &mut rng)?;
         let momentum = if cfg.sgd.has_momentum() {
             vec![0.0; network.params().len()]
         } else {
@@ -271,6 +287,7 @@ impl<'a> Trainer<'a> {
             val_rows,
             epochs_done: 0,
             stop: None,
+            augmenter,
         })
     }
 
@@ -285,7 +302,7 @@ impl<'a> Trainer<'a> {
         state: TrainState,
     ) -> Result<Self, TrainError> {
         let mut trainer = Self::new(train, test, cfg)?;
-        if state.network.sizes() != trainer.network.sizes() {
+        if state.network.arch() != trainer.network.arch() {
             return Err(TrainError::Mismatch(format!(
                 "the checkpoint's network is {}, but this run builds {}",
                 state.network.describe(),
@@ -328,6 +345,11 @@ impl<'a> Trainer<'a> {
     /// [`TrainError::Interrupted`] and the trainer is spent.
     pub fn set_stop_flag(&mut self, flag: &'a AtomicBool) {
         self.stop = Some(flag);
+    }
+
+    /// The deformations of the training samples, with augmentation.
+    pub fn augmenter(&self) -> Option<&Augmenter> {
+        self.augmenter.as_ref()
     }
 
     /// The run's configuration.
@@ -426,7 +448,17 @@ impl<'a> Trainer<'a> {
         // the buffer below).
         let fused_softmax = self.kernel.is_fused() && self.network.is_linear();
         let layout = (!fused_softmax).then(|| self.network.clone());
-        let ctx = EpochCtx::new(
+        // With augmentation: the step's deformed rows, and their positions.
+        let mut aug_rows = vec![
+            0u8;
+            if self.augmenter.is_some() {
+                batch * k
+            } else {
+                0
+            }
+        ];
+        let positions: Vec<u32> = (0..batch as u32).collect();
+        let mut ctx = EpochCtx::new(
             self.train,
             &self.order,
             self.cfg.batch_size,
@@ -437,16 +469,33 @@ impl<'a> Trainer<'a> {
             progress,
             self.stop,
         );
+        if let Some(augmenter) = &self.augmenter {
+            ctx = ctx.with_augmentation(Augmentation {
+                augmenter,
+                seed: self.cfg.seed,
+                epoch: (epoch - 1) as u64,
+                rows: SharedSlice::new(&mut aug_rows),
+                positions: &positions,
+            });
+        }
+        let (pool, placement) = (&self.pool, &self.placement);
+        let go = |plan: &dyn RunPlan| plan.run_on(workers, pool, placement);
         let run = match &layout {
             None => {
                 let mut bufs = FusedBuffers::new(batch, k, c);
                 let plan = FusedStep::new(&ctx, self.kernel, k, c, &mut bufs);
-                phased::run(&plan, workers, &self.pool, &self.placement)
+                match ctx.augmentation() {
+                    Some(_) => go(&Augmented::new(&ctx, plan)),
+                    None => go(&plan),
+                }
             }
             Some(layout) => {
-                let mut bufs = GemmBuffers::new(batch, layout.sizes());
-                let plan = GemmStep::new(&ctx, layout, self.kernel, &mut bufs);
-                phased::run(&plan, workers, &self.pool, &self.placement)
+                let mut bufs = LayerBuffers::new(batch, layout);
+                let plan = LayerStep::new(&ctx, layout, self.kernel, &mut bufs);
+                match ctx.augmentation() {
+                    Some(_) => go(&Augmented::new(&ctx, plan)),
+                    None => go(&plan),
+                }
             }
         };
         // An abandoned epoch shows in the outcome below (a non-finite loss).
@@ -501,6 +550,28 @@ impl<'a> Trainer<'a> {
         self.cfg
             .sgd
             .lr_at(epoch - 1, epoch * steps - 1, self.cfg.epochs * steps)
+    }
+}
+
+/// A step plan, run by the scheduler: lets the trainer pick a plan (and
+/// whether it is augmented) at run time and run whichever it picked.
+trait RunPlan {
+    fn run_on(
+        &self,
+        workers: usize,
+        pool: &rayon::ThreadPool,
+        placement: &Placement,
+    ) -> phased::Outcome;
+}
+
+impl<P: StepPlan> RunPlan for P {
+    fn run_on(
+        &self,
+        workers: usize,
+        pool: &rayon::ThreadPool,
+        placement: &Placement,
+    ) -> phased::Outcome {
+        phased::run(self, workers, pool, placement)
     }
 }
 

@@ -372,7 +372,7 @@ mod tests {
             assert_eq!(out.batch_rows, 6);
             assert_eq!(out.batch_requests, 3);
             let mut want = vec![0.0; 6];
-            net.forward_f32(x, 2, &mut Vec::new(), &mut want);
+            net.forward_f32(KernelPath::Gemm, x, 2, &mut Vec::new(), &mut want);
             for (a, w) in out.logits.iter().zip(&want) {
                 assert!((a - w).abs() < 1e-6, "{a} vs {w}");
             }

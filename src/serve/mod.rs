@@ -980,7 +980,13 @@ mod tests {
         c.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
         let mut want = vec![0.0; 3];
-        net.forward_f32(&[1.0, 0.0, 0.0, 1.0], 1, &mut Vec::new(), &mut want);
+        net.forward_f32(
+            crate::kernels::KernelPath::Gemm,
+            &[1.0, 0.0, 0.0, 1.0],
+            1,
+            &mut Vec::new(),
+            &mut want,
+        );
         let json: serde_json::Value =
             serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         let got: Vec<f32> = json["outputs"][0]["data"]

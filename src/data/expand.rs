@@ -1,0 +1,308 @@
+//! An augmented copy of a dataset on disk (`idx-softmax augment`): the
+//! training set followed by `copies` deformed copies of it, and the test
+//! set unchanged, as the four raw IDX files of a new data directory.
+//!
+//! Copy `c` (1-based) of training sample `i` is its deformation
+//! `(seed, c − 1, i)`: exactly what epoch `c` of a run with `--augment`
+//! and that seed trains on. The copies are deformed in parallel, chunk by
+//! chunk, and streamed to the files: memory stays flat however many copies
+//! are asked for (one chunk of [`CHUNK`] samples), and the bytes do not
+//! depend on the thread count. Each file is written under a temporary name
+//! in the output directory (removed on failure or on SIGINT/SIGTERM) and
+//! renamed into place once all four are complete.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::augment::Augmenter;
+use super::dataset::{accepted_names, Dataset, Split};
+use super::idx::ElementType;
+use super::DataError;
+
+/// Samples deformed per parallel chunk.
+pub const CHUNK: usize = 4096;
+
+/// The file names written: the `-idx` spellings, raw.
+const NAMES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+/// What [`write`] wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Training samples in the new set: the originals and their copies.
+    pub train_samples: usize,
+    pub test_samples: usize,
+    /// Bytes written in all.
+    pub bytes: u64,
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> DataError {
+    DataError::Io {
+        path: path.to_owned(),
+        msg: e.to_string(),
+    }
+}
+
+/// Checks `out` before any work: a directory that can hold the new set
+/// (created if missing) and holds no file of another spelling of it, which
+/// would make the new set ambiguous.
+pub fn check_out(out: &Path) -> Result<(), DataError> {
+    match fs::metadata(out) {
+        Ok(m) if !m.is_dir() => {
+            return Err(DataError::Invalid {
+                path: out.to_owned(),
+                msg: "is not a directory".into(),
+            })
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+            if let Some(p) = parent {
+                if !p.is_dir() {
+                    return Err(io_err(out, "its parent directory does not exist"));
+                }
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(io_err(out, e)),
+    }
+    for (name, (stem, suffix)) in NAMES.iter().zip([
+        ("train-images", "idx3-ubyte"),
+        ("train-labels", "idx1-ubyte"),
+        ("t10k-images", "idx3-ubyte"),
+        ("t10k-labels", "idx1-ubyte"),
+    ]) {
+        for other in accepted_names(stem, suffix) {
+            if other != *name && out.join(&other).exists() {
+                return Err(DataError::Invalid {
+                    path: out.join(&other),
+                    msg: format!(
+                        "would sit beside the new {name}, two versions of one file; remove it or choose another directory"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An IDX header: the u8 element type and `dims`.
+fn header(ty: ElementType, dims: &[usize]) -> Result<Vec<u8>, String> {
+    let mut h = vec![0, 0, ty.code(), dims.len() as u8];
+    for &d in dims {
+        let d =
+            u32::try_from(d).map_err(|_| format!("dimension {d} does not fit an IDX header"))?;
+        h.extend_from_slice(&d.to_be_bytes());
+    }
+    Ok(h)
+}
+
+/// A file being written under a temporary name in the output directory.
+struct Pending {
+    tmp: tempfile::NamedTempFile,
+    dest: PathBuf,
+    #[cfg(unix)]
+    _registered: crate::signals::TempGuard,
+}
+
+impl Pending {
+    fn new(out: &Path, name: &str) -> Result<Self, DataError> {
+        let prefix = format!(".{name}.partial-");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix);
+        // A data file anyone may read, as files are created by default
+        // (tempfile's own are private).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(fs::Permissions::from_mode(0o644));
+        }
+        let tmp = builder.tempfile_in(out).map_err(|e| io_err(out, e))?;
+        #[cfg(unix)]
+        let _registered = crate::signals::register_temp(tmp.path());
+        Ok(Self {
+            dest: out.join(name),
+            tmp,
+            #[cfg(unix)]
+            _registered,
+        })
+    }
+
+    fn writer(&mut self) -> BufWriter<&mut File> {
+        BufWriter::with_capacity(1 << 20, self.tmp.as_file_mut())
+    }
+
+    fn finish(self) -> Result<(), DataError> {
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(|e| io_err(&self.dest, e))?;
+        self.tmp
+            .persist(&self.dest)
+            .map_err(|e| io_err(&self.dest, e.error))?;
+        Ok(())
+    }
+}
+
+/// Writes the augmented set of `data` into `out` (see the module
+/// documentation), deforming with `augmenter` and `seed` on the current
+/// rayon pool. `progress(samples)` is called after each chunk with the
+/// training samples written so far.
+pub fn write(
+    data: &Dataset,
+    augmenter: &Augmenter,
+    seed: u64,
+    copies: usize,
+    out: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Written, DataError> {
+    check_out(out)?;
+    let train = &data.train;
+    let images = train.images.as_u8().ok_or_else(|| DataError::Invalid {
+        path: train.images.path().to_owned(),
+        msg: "augment deforms u8 images; this file holds another element type".into(),
+    })?;
+    let labels = train.labels.as_u8().ok_or_else(|| DataError::Invalid {
+        path: train.labels.path().to_owned(),
+        msg: "augment copies u8 labels; this file holds wider ones".into(),
+    })?;
+    let (n, k) = (train.len(), train.images.features());
+    let total = n
+        .checked_mul(copies + 1)
+        .filter(|&t| u32::try_from(t).is_ok())
+        .ok_or_else(|| {
+            DataError::Options(format!(
+                "{n} samples × {} is more than an IDX file's 2^32 − 1 samples",
+                copies + 1
+            ))
+        })?;
+    let created = !out.exists();
+    if created {
+        fs::create_dir(out).map_err(|e| io_err(out, e))?;
+    }
+    let result = (|| {
+        let mut shape = vec![total];
+        shape.extend_from_slice(train.images.sample_shape());
+        let bad = |m: String| DataError::Options(m);
+        let mut img = Pending::new(out, NAMES[0])?;
+        let mut lab = Pending::new(out, NAMES[1])?;
+        let mut bytes = 0u64;
+        {
+            let dest = img.dest.clone();
+            let mut w = img.writer();
+            let h = header(ElementType::U8, &shape).map_err(bad)?;
+            let werr = |e: io::Error| io_err(&dest, e);
+            w.write_all(&h).map_err(werr)?;
+            w.write_all(images).map_err(werr)?;
+            bytes += (h.len() + images.len()) as u64;
+            progress(n as u64);
+            let mut buf = vec![0u8; CHUNK.min(n) * k];
+            for copy in 1..=copies {
+                let epoch = (copy - 1) as u64;
+                for start in (0..n).step_by(CHUNK) {
+                    let m = CHUNK.min(n - start);
+                    let chunk = &mut buf[..m * k];
+                    chunk.par_chunks_mut(k).enumerate().for_each_init(
+                        || augmenter.scratch(),
+                        |s, (j, row)| {
+                            let i = start + j;
+                            let src = &images[i * k..(i + 1) * k];
+                            augmenter.apply(seed, epoch, i as u64, src, row, s);
+                        },
+                    );
+                    w.write_all(chunk).map_err(werr)?;
+                    bytes += chunk.len() as u64;
+                    progress((copy * n + start + m) as u64);
+                }
+            }
+            w.flush().map_err(werr)?;
+        }
+        {
+            let dest = lab.dest.clone();
+            let mut w = lab.writer();
+            let werr = |e: io::Error| io_err(&dest, e);
+            let h = header(ElementType::U8, &[total]).map_err(bad)?;
+            w.write_all(&h).map_err(werr)?;
+            for _ in 0..=copies {
+                w.write_all(labels).map_err(werr)?;
+            }
+            w.flush().map_err(werr)?;
+            bytes += (h.len() + labels.len() * (copies + 1)) as u64;
+        }
+        let (test_img, test_lab) = copy_split(&data.test, out)?;
+        bytes += test_img.1 + test_lab.1;
+        img.finish()?;
+        test_img.0.finish()?;
+        test_lab.0.finish()?;
+        // The labels last: until they are in place, the new set's counts
+        // disagree and no loader takes it for complete.
+        lab.finish()?;
+        if let Some(src) = crate::labels::beside(
+            train
+                .images
+                .path()
+                .parent()
+                .unwrap_or_else(|| Path::new(".")),
+        ) {
+            let text = fs::read(&src).map_err(|e| io_err(&src, e))?;
+            let dest = out.join(crate::labels::LABELS_FILE);
+            crate::fsutil::write_atomic(&dest, |f| f.write_all(&text))
+                .map_err(|e| io_err(&dest, e))?;
+        }
+        Ok(Written {
+            train_samples: total,
+            test_samples: data.test.len(),
+            bytes,
+        })
+    })();
+    if result.is_err() && created {
+        let _ = fs::remove_dir(out);
+    }
+    result
+}
+
+/// The test split, copied as raw IDX (decompressed if it was `.gz`): the
+/// images unchanged, the labels as u8 where they were, else as big-endian
+/// i32 (the values unchanged). The pending files and their sizes.
+#[allow(clippy::type_complexity)]
+fn copy_split(split: &Split, out: &Path) -> Result<((Pending, u64), (Pending, u64)), DataError> {
+    let write = |name: &str, head: Vec<u8>, parts: &[&[u8]]| -> Result<(Pending, u64), DataError> {
+        let mut p = Pending::new(out, name)?;
+        let dest = p.dest.clone();
+        let mut w = p.writer();
+        let werr = |e: io::Error| io_err(&dest, e);
+        w.write_all(&head).map_err(werr)?;
+        let mut len = head.len() as u64;
+        for part in parts {
+            w.write_all(part).map_err(werr)?;
+            len += part.len() as u64;
+        }
+        w.flush().map_err(werr)?;
+        drop(w);
+        Ok((p, len))
+    };
+    let file = split.images.file();
+    let head =
+        header(file.header().element_type, &file.header().dims).map_err(DataError::Options)?;
+    let images = write(NAMES[2], head, &[file.payload()])?;
+    let n = split.labels.len();
+    let labels = match split.labels.as_u8() {
+        Some(bytes) => {
+            let head = header(ElementType::U8, &[n]).map_err(DataError::Options)?;
+            write(NAMES[3], head, &[bytes])?
+        }
+        None => {
+            let head = header(ElementType::I32, &[n]).map_err(DataError::Options)?;
+            let be: Vec<u8> = split.labels.iter().flat_map(|v| v.to_be_bytes()).collect();
+            write(NAMES[3], head, &[&be])?
+        }
+    };
+    Ok((images, labels))
+}
