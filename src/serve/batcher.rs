@@ -177,6 +177,11 @@ impl Batcher {
             queued: Instant::now(),
             reply,
         };
+        // No longer on its way once sent. Dropped before the send: the
+        // batcher may then start a pass a moment before this request is
+        // queued (it runs in the next one), but never waits for a request
+        // it already holds.
+        drop(arrival);
         // Counted before the send, so that the batcher never takes a job
         // it has not counted.
         self.counts.queued.fetch_add(1, Ordering::SeqCst);
@@ -184,9 +189,6 @@ impl Batcher {
         if sent.is_err() {
             self.counts.queued.fetch_sub(1, Ordering::SeqCst);
         }
-        // Queued (or refused): no longer on its way. After the send, so
-        // that the batcher sees it either queued or arriving.
-        drop(arrival);
         match sent {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(_)) => Err(BatchError::Full),
@@ -360,13 +362,16 @@ mod tests {
         let inputs: Vec<Vec<f32>> = (0..3)
             .map(|i| (0..8).map(|j| (i * 8 + j) as f32 / 10.0).collect())
             .collect();
-        // Announced together: the first waits for the others.
+        // Announced together: the first waits for the others (and for
+        // one more announced, until the batch wait ends).
         let arrivals: Vec<Arrival> = inputs.iter().map(|_| b.arrival()).collect();
+        let late = b.arrival();
         let rxs: Vec<_> = inputs
             .iter()
             .zip(arrivals)
             .map(|(x, a)| b.submit(x.clone(), 2, Some(a)).unwrap())
             .collect();
+        drop(late);
         for (x, rx) in inputs.iter().zip(rxs) {
             let out = rx.blocking_recv().unwrap().unwrap();
             assert_eq!(out.batch_rows, 6);
