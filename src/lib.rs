@@ -26,15 +26,16 @@
 //!   its run recorded, read in one place; [`onnx`]: ONNX model files, for
 //!   other runtimes;
 //! * [`image`], [`preprocess`]: a user's picture decoded and made into the
-//!   network's input as MNIST was made; [`plot`], [`labels`]: curves, heat
-//!   maps, weight pictures, class names;
+//!   network's input as MNIST was made; [`prediction`]: a prediction's
+//!   JSON, for `predict --json` and the server; [`plot`], [`labels`]:
+//!   curves, heat maps, weight pictures, class names;
 //! * [`fsutil`], `signals`: atomic writes, regular-file checks, outputs
 //!   that never replace inputs, clean exits on SIGINT/SIGTERM/SIGBUS
 //!   (Unix); [`env`](mod@env): the rule for boolean environment variables.
 //!
-//! The command-line tool (`src/main.rs`, feature `cli`) and the Python
-//! package (`python/`) are thin front ends over [`run`], [`infer`] and
-//! [`model`].
+//! The command-line tool (`src/main.rs`, feature `cli`), the HTTP
+//! inference server (`serve`, feature `serve`) and the Python package
+//! (`python/`) are thin front ends over [`run`], [`infer`] and [`model`].
 //!
 //! ```no_run
 //! use idx_softmax::data::{Dataset, LoadOptions};
@@ -66,8 +67,11 @@ pub mod nn;
 pub mod onnx;
 pub mod optim;
 pub mod plot;
+pub mod prediction;
 pub mod preprocess;
 pub mod run;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod setting;
 #[cfg(unix)]
 pub mod signals;

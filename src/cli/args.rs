@@ -54,6 +54,11 @@ pub enum Cmd {
     /// and `logits` [batch, classes]; the class names and the run's record
     /// in the metadata.
     Export(ExportArgs),
+    /// Serve a saved model over HTTP: the Open Inference Protocol (KServe
+    /// v2), POST /predict for images, a page to draw digits on at /, and
+    /// /metrics.
+    #[cfg(feature = "serve")]
+    Serve(super::serve_cmd::ServeArgs),
 }
 
 /// `augment`. Its --augment defaults to [`DATASET_KIND`], not to none.

@@ -10,7 +10,7 @@
 //! * [`names`]: the flags' names for the library's settings, and the
 //!   wording of library errors with them;
 //! * [`train_cmd`], [`eval_cmd`], [`predict_cmd`], [`augment_cmd`],
-//!   [`export_cmd`]: the subcommands;
+//!   [`export_cmd`], `serve_cmd` (feature `serve`): the subcommands;
 //! * [`report`]: what they print;
 //! * [`common`]: data loading, output checks and small helpers they share.
 
@@ -22,6 +22,8 @@ pub mod export_cmd;
 pub mod names;
 pub mod predict_cmd;
 pub mod report;
+#[cfg(feature = "serve")]
+pub mod serve_cmd;
 pub mod switches;
 pub mod train_cmd;
 
@@ -37,21 +39,27 @@ use args::{Cli, Cmd};
 /// flag combinations, and any broken rule of a setting's value), shown
 /// with the usage of the subcommand that was run.
 ///
-/// First of all the signal handlers are installed (see
-/// `idx_softmax::signals`): SIGINT and SIGTERM remove any temporary file
-/// being written and exit 130 / 143, SIGBUS on a truncated mapped file
-/// prints one line and exits 1, and SIGPIPE ends the process with status
-/// 141, so `idx-softmax | head -1` ends quietly.
+/// Once the command line is parsed, the signal handlers are installed
+/// (see `idx_softmax::signals`): SIGINT and SIGTERM remove any temporary
+/// file being written and exit 130 / 143, SIGBUS on a truncated mapped
+/// file prints one line and exits 1, and SIGPIPE ends the process with
+/// status 141, so `idx-softmax | head -1` ends quietly. Not for `serve`,
+/// which writes no file and stops on SIGINT and SIGTERM by finishing the
+/// requests in flight.
 pub fn main() -> ExitCode {
-    idx_softmax::signals::install();
     let cli = Cli::from_arg_matches(&switches::command().get_matches())
         .unwrap_or_else(|e| e.format(&mut switches::command()).exit());
+    if !is_serve(&cli) {
+        idx_softmax::signals::install();
+    }
     let name = cli.cmd.as_ref().map(|c| match c {
         Cmd::Train(_) => "train",
         Cmd::Eval(_) => "eval",
         Cmd::Predict(_) => "predict",
         Cmd::Augment(_) => "augment",
         Cmd::Export(_) => "export",
+        #[cfg(feature = "serve")]
+        Cmd::Serve(_) => "serve",
     });
     // The variables the library reads itself, by the same rule.
     if let Err(e) = idx_softmax::env::check() {
@@ -65,6 +73,8 @@ pub fn main() -> ExitCode {
         Some(Cmd::Predict(a)) => predict_cmd::run(a),
         Some(Cmd::Augment(a)) => augment_cmd::run(a),
         Some(Cmd::Export(a)) => export_cmd::run(a),
+        #[cfg(feature = "serve")]
+        Some(Cmd::Serve(a)) => serve_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -79,6 +89,16 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "serve")]
+fn is_serve(cli: &Cli) -> bool {
+    matches!(cli.cmd, Some(Cmd::Serve(_)))
+}
+
+#[cfg(not(feature = "serve"))]
+fn is_serve(_: &Cli) -> bool {
+    false
 }
 
 /// Prints `msg` as clap prints a usage error, with the usage of

@@ -28,13 +28,14 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use idx_softmax::data::Split;
 use idx_softmax::fsutil::Named;
 use idx_softmax::image::{self, GrayImage};
 use idx_softmax::infer;
 use idx_softmax::model::SavedModel;
+use idx_softmax::prediction;
 use idx_softmax::preprocess::{self, Mode, Options, Prepared};
 
 use super::args::PredictArgs;
@@ -491,56 +492,30 @@ impl Printer<'_> {
         }
     }
 
+    /// The library's JSON of a prediction ([`prediction::json`]), as the
+    /// server's `/predict` answers it.
     fn json(&self, p: &Prediction, probs: &[f64], top: &[usize]) -> Value {
-        let top_json: Vec<Value> = top
-            .iter()
-            .map(|&c| {
-                let mut v = json!({ "class": c, "probability": probs[c] });
-                if let Some(n) = self.name(c) {
-                    v["name"] = json!(n);
-                }
-                v
-            })
-            .collect();
-        let mut v = json!({ "predicted": top[0], "top": top_json });
-        if let Some(n) = self.name(top[0]) {
-            v["name"] = json!(n);
-        }
-        if self.probs {
-            v["probabilities"] = json!(probs);
-        }
-        match &p.source {
+        let source = match &p.source {
             Source::Image {
                 name,
                 prepared,
                 saved,
-            } => {
-                v["image"] = json!(name);
-                v["preprocess"] = json!(if prepared.normalised { "mnist" } else { "none" });
-                v["inverted"] = json!(prepared.inverted);
-                if prepared.empty {
-                    v["empty"] = json!(true);
-                }
-                if let Some(s) = saved {
-                    v["preprocessed_png"] = json!(s.display().to_string());
-                }
-            }
+            } => prediction::Source::Image {
+                name,
+                prepared,
+                saved: saved.as_deref(),
+            },
             Source::Test {
                 index,
                 label,
                 saved,
-            } => {
-                v["test_index"] = json!(index);
-                v["label"] = json!(label);
-                if let Some(n) = self.name(*label as usize) {
-                    v["label_name"] = json!(n);
-                }
-                if let Some(s) = saved {
-                    v["preprocessed_png"] = json!(s.display().to_string());
-                }
-            }
-        }
-        v
+            } => prediction::Source::Test {
+                index: *index,
+                label: *label,
+                saved: saved.as_deref(),
+            },
+        };
+        prediction::json(probs, top, self.names, self.probs, &source)
     }
 
     fn line(&self, p: &Prediction, probs: &[f64], top: &[usize]) -> String {
