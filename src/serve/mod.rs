@@ -332,7 +332,7 @@ impl Server {
             .name
             .clone()
             .unwrap_or_else(|| default_name(model.path()));
-        let kernel = model.inference_kernel(None, false)?;
+        let kernel = model.inference_kernel(None)?;
         let pool = crate::infer::thread_pool(config.threads)?;
         let metrics = Arc::new(Metrics::default());
         let net = model.network();
