@@ -26,7 +26,6 @@ Exit status: 0 on success; 3 when torch cannot be imported (JSON with
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy_softmax as ns  # noqa: E402  (the IDX loader)
+import torch_train as tt  # noqa: E402  (the training loop both peers share)
 
 
 def main():
@@ -78,44 +78,7 @@ def main():
         if i + 2 < len(sizes):
             layers.append(torch.nn.ReLU())
     model = torch.nn.Sequential(*layers)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
-    steps_per_epoch = -(-n // args.batch_size)
-    total = steps_per_epoch * args.epochs
-    if args.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / total)))
-    else:
-        sched = None
-    F = torch.nn.functional
-
-    per_epoch = []
-    train_seconds = eval_seconds = 0.0
-    for epoch in range(1, args.epochs + 1):
-        start = time.perf_counter()
-        order = torch.randperm(n)
-        loss_sum = 0.0
-        model.train()
-        for i in range(0, n, args.batch_size):
-            idx = order[i:i + args.batch_size]
-            x, y = xtr[idx], ytr[idx]
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            loss_sum += float(loss.detach()) * x.shape[0]
-        secs = time.perf_counter() - start
-        train_seconds += secs
-        e0 = time.perf_counter()
-        model.eval()
-        with torch.no_grad():
-            z = model(xte)
-            test_loss = float(F.cross_entropy(z, yte, reduction="sum").double()) / len(yte)
-            test_acc = float((z.argmax(1) == yte).double().mean())
-        eval_seconds += time.perf_counter() - e0
-        per_epoch.append({"epoch": epoch, "train_loss": loss_sum / n, "test_loss": test_loss,
-                          "test_accuracy": test_acc, "seconds": secs})
+    per_epoch, train_seconds, eval_seconds = tt.train(torch, model, args, xtr, ytr, xte, yte)
     last = per_epoch[-1]
     print(json.dumps({
         "impl": "torch", "version": torch.__version__, "layers": "-".join(map(str, sizes)),
