@@ -770,9 +770,28 @@ impl Padded {
         for (ci, plane) in src.chunks_exact(self.h * self.w).enumerate() {
             for (y, row) in plane.chunks_exact(self.w).enumerate() {
                 let at = ci * self.plane + (y + self.p) * self.s + self.p;
-                dst[at..at + self.w].copy_from_slice(row);
+                copy_row(&mut dst[at..at + self.w], row);
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of an image (14 or 28
+/// floats on MNIST), inline: `copy_from_slice` of a length known only at
+/// run time is a call to `memcpy`, and the padding copies make tens of
+/// thousands of them a step (7% of a LeNet epoch, in `perf record`).
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len());
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d8, s8) in (&mut d).zip(&mut s) {
+        let s8: &[f32; 8] = s8.try_into().expect("chunks of 8");
+        let d8: &mut [f32; 8] = d8.try_into().expect("chunks of 8");
+        *d8 = *s8;
+    }
+    for (x, y) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *x = *y;
     }
 }
 
@@ -1371,7 +1390,7 @@ unsafe fn wgrad_all<V: Vector, const TB: usize, const CB: usize>(a: WgArgs) {
             for c in 0..cor {
                 let src = &d_out[s * out_len + (co.start + c) * hw..][..hw];
                 for (y, row) in src.chunks_exact(w).enumerate() {
-                    dp[j * dslot + c * dchan + y * drow..][..w].copy_from_slice(row);
+                    copy_row(&mut dp[j * dslot + c * dchan + y * drow..][..w], row);
                 }
             }
         }

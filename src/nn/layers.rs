@@ -23,7 +23,7 @@ use super::params::ParamStore;
 /// Input columns per weight-gradient chunk of a linear layer.
 pub const LINEAR_COLS: usize = 64;
 /// Output channels per weight-gradient chunk of a conv layer.
-pub const CONV_CHANNELS: usize = 2;
+pub const CONV_CHANNELS: usize = 4;
 
 /// A linear layer: `out = inp · Wᵀ + b`, W `[outputs, inputs]`
 /// (`nn.Linear.weight`), then ReLU if `relu`.
