@@ -3,9 +3,7 @@
 //! deformations, the flags' rules, the picture, and `idx-softmax augment`.
 
 mod common;
-
-use std::path::Path;
-use std::process::{Command, Output};
+use common::bin;
 
 use idx_softmax::data::augment::{self, Augment, AugmentKind, Augmenter};
 use idx_softmax::kernels::KernelPath;
@@ -133,15 +131,6 @@ fn a_resumed_run_continues_the_same_deformations() {
         |_| {},
     );
     assert_eq!(none.unwrap().0.digest(), off.unwrap().0.digest());
-}
-
-fn bin(args: &[&str]) -> Output {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gz-cache");
-    Command::new(env!("CARGO_BIN_EXE_idx-softmax"))
-        .args(args)
-        .env("IDX_SOFTMAX_CACHE_DIR", cache)
-        .output()
-        .expect("the binary runs")
 }
 
 #[test]

@@ -6,9 +6,10 @@
 //! classes), so each run takes well under a second.
 
 mod common;
+use common::{bin, bin_ok as ok, last_json as json};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
@@ -74,29 +75,6 @@ impl Fixture {
         args.extend_from_slice(extra);
         json(&ok(&args))
     }
-}
-
-fn bin(args: &[&str]) -> Output {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gz-cache");
-    Command::new(env!("CARGO_BIN_EXE_idx-softmax"))
-        .args(args)
-        .env("IDX_SOFTMAX_CACHE_DIR", cache)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = bin(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s.lines().last().unwrap()).unwrap()
 }
 
 const NET: [&str; 6] = ["--conv", "4x3", "--conv", "6", "--hidden", "10"];

@@ -8,10 +8,11 @@
 //! trains on the bundled MNIST, once.
 
 mod common;
+use common::{bin, bin_ok as ok, last_json as json};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::Value;
@@ -57,25 +58,6 @@ impl Fixture {
     }
 }
 
-fn bin(args: &[&str]) -> Output {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gz-cache");
-    Command::new(env!("CARGO_BIN_EXE_idx-softmax"))
-        .args(args)
-        .env("IDX_SOFTMAX_CACHE_DIR", cache)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = bin(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn fails(code: i32, args: &[&str]) -> String {
     let out = bin(args);
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -104,10 +86,6 @@ fn usage_error(args: &[&str], needles: &[&str]) -> String {
         assert!(stderr.contains(n), "{args:?}: expected {n:?} in {stderr}");
     }
     stderr
-}
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("{e}: {s}"))
 }
 
 fn json_lines(s: &str) -> Vec<Value> {

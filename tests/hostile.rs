@@ -15,9 +15,12 @@
 //!     shows that subcommand's usage.
 
 mod common;
+use common::{
+    bin_cache as cache, listing, path_str as s, stderr, stdout, synthetic_dir as synthetic,
+};
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,10 +30,6 @@ use idx_softmax::data::{Dataset, LoadOptions};
 use idx_softmax::image::{self, GrayImage};
 
 const BIN: &str = env!("CARGO_BIN_EXE_idx-softmax");
-
-fn cache() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("gz-cache")
-}
 
 /// The binary with a private cache, no input, and none of the tool's
 /// variables from the caller's environment.
@@ -87,14 +86,6 @@ fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     output(cmd)
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 #[track_caller]
 fn success(o: &Output) -> String {
     assert!(o.status.success(), "{:?}: {}", o.status, stderr(o));
@@ -127,27 +118,6 @@ fn one_line_error(o: &Output, needles: &[&str]) -> String {
         assert!(err.contains(n), "expected {n:?} in: {err}");
     }
     err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-/// A synthetic 28×28, 10-class dataset in `dir/data` (raw files).
-fn synthetic(dir: &Path, seed: u64) -> PathBuf {
-    let data = dir.join("data");
-    std::fs::create_dir(&data).unwrap();
-    common::write_synthetic(&data, 600, 100, 28, 28, 10, seed);
-    data
 }
 
 /// Every file of `dir` and its content.

@@ -7,26 +7,17 @@
 //! digits as the original 28 × 28 files, and all of them together within 5.
 
 mod common;
+use common::bin;
 #[path = "../examples/real_world/gen.rs"]
 mod gen;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
 /// Digits per kind: 12 kinds × 40 = 480 images, about a second in all.
 const PER_KIND: usize = 40;
-
-fn bin(args: &[&str]) -> Output {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gz-cache");
-    Command::new(env!("CARGO_BIN_EXE_idx-softmax"))
-        .args(args)
-        .env("IDX_SOFTMAX_CACHE_DIR", cache)
-        .output()
-        .expect("the binary runs")
-}
 
 #[test]
 fn realistic_images_score_like_the_original_digits() {

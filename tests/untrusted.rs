@@ -6,6 +6,9 @@
 //! file, divergence warnings and misleading flags.
 
 mod common;
+use common::{
+    bin_cache as cache, listing, path_str as s, stderr, stdout, synthetic_dir as synthetic,
+};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -18,10 +21,6 @@ use idx_softmax::checkpoint;
 use idx_softmax::data::idx::ElementType;
 
 const BIN: &str = env!("CARGO_BIN_EXE_idx-softmax");
-
-fn cache() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("gz-cache")
-}
 
 fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
@@ -64,14 +63,6 @@ fn run(args: &[&str]) -> Output {
     run_within(args, Duration::from_secs(120))
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// Expects exit 1 with exactly one `error:` line holding every needle, and
 /// nothing on stdout.
 #[track_caller]
@@ -99,27 +90,6 @@ fn usage_error(o: &Output, needles: &[&str]) -> String {
     assert!(!err.contains("panicked"), "{err}");
     assert!(o.stdout.is_empty(), "stdout: {}", stdout(o));
     err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-/// A synthetic 28×28, 10-class dataset in `dir/data`.
-fn synthetic(dir: &Path, seed: u64) -> PathBuf {
-    let data = dir.join("data");
-    std::fs::create_dir(&data).unwrap();
-    common::write_synthetic(&data, 600, 100, 28, 28, 10, seed);
-    data
 }
 
 /// Trains one epoch on `data`, saving to `model`.

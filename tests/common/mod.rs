@@ -390,3 +390,67 @@ pub fn f32_samples(
 pub fn centred(v: u8) -> f32 {
     (f32::from(v) - 100.0) / 64.0
 }
+
+// ---- Running the binary ------------------------------------------------
+
+/// The decompression cache the integration tests share (one per target
+/// directory, so a test run decompresses MNIST once).
+pub fn bin_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("gz-cache")
+}
+
+/// Runs the binary with `args` and the shared cache; its output.
+pub fn bin(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_idx-softmax"))
+        .args(args)
+        .env("IDX_SOFTMAX_CACHE_DIR", bin_cache())
+        .output()
+        .expect("the binary runs")
+}
+
+/// [`bin`], which must succeed; its stdout.
+pub fn bin_ok(args: &[&str]) -> String {
+    let out = bin(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The JSON object on the last line of `s` (a `--json` report).
+pub fn last_json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.lines().last().unwrap()).unwrap()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `p` as a `&str` argument.
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The names in `dir`, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A synthetic 28×28, 10-class dataset in `dir/data` (raw files).
+pub fn synthetic_dir(dir: &Path, seed: u64) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_synthetic(&data, 600, 100, 28, 28, 10, seed);
+    data
+}
