@@ -166,7 +166,7 @@ impl<'s> FusedStep<'s> {
         };
         let (wt, bias) = params.split_at(c * k);
         let first = span.start;
-        let rows = &self.ctx.pixel_rows(step)[span];
+        let rows = &self.ctx.pixel_rows(step)[span.clone()];
         let scale = self.ctx.samples.scale();
         // Shuffled rows come from DRAM: the kernel loads the rows at the
         // same places of the block ahead (the last chunk: all the rest) a
@@ -184,6 +184,8 @@ impl<'s> FusedStep<'s> {
         images.forward_ahead(self.path, k, rows, far, wt, bias, scale, logits);
         let label = |i: usize| self.ctx.label(step, first + i) as usize;
         softmax_ce::block(self.path, logits, c, label, inv_b, g, losses);
+        // The same positions' labels of the next step, a step ahead.
+        self.ctx.labels_ahead(step + 1, span);
     }
 
     /// Weight gradient over row block `block` for columns

@@ -207,6 +207,8 @@ impl<'s> LayerStep<'s> {
         let label = |i: usize| self.ctx.label(step, r.start + i) as usize;
         // The portable exponential: the same bits on every CPU.
         softmax_ce::block(KernelPath::Portable, logits, c, label, inv_b, g, losses);
+        // The same positions' labels of the next step, a step ahead.
+        self.ctx.labels_ahead(step + 1, r.clone());
         // Backward through the layers' inputs: G_{l−1} from G_l (layer l is
         // layers[l − 1], reading A_{l−1}).
         for l in (1..depth).rev() {

@@ -170,6 +170,19 @@ impl<'s> EpochCtx<'s> {
         self.samples.label(self.batch(step)[i] as usize)
     }
 
+    /// Loads ahead the labels of batch positions `positions` of step
+    /// `step` (nothing past the last step); the steps call it for the next
+    /// step while they compute this one (their rows are loaded ahead by the
+    /// kernels). A hint only.
+    pub fn labels_ahead(&self, step: usize, positions: std::ops::Range<usize>) {
+        if step < self.steps() {
+            let batch = self.batch(step);
+            let end = positions.end.min(batch.len());
+            let samples = &batch[positions.start.min(end)..end];
+            self.samples.prefetch_labels(samples);
+        }
+    }
+
     /// Batch position `i` of step `step` as f32 (u8 × the pixel scale):
     /// the sample's row, or its deformation.
     ///

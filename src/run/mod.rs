@@ -25,6 +25,7 @@
 mod config;
 mod metrics_log;
 pub mod record;
+mod shuffle;
 pub mod spec;
 mod trainer;
 

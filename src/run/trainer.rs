@@ -325,7 +325,7 @@ impl<'a> Trainer<'a> {
         }
         trainer.network = state.network;
         for _ in 0..state.epochs_done {
-            trainer.order.shuffle(&mut trainer.rng);
+            super::shuffle::shuffle(&mut trainer.order, &mut trainer.rng);
         }
         trainer.epochs_done = state.epochs_done;
         Ok(trainer)
@@ -424,7 +424,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<EpochStats, TrainError> {
         let epoch = self.epochs_done + 1;
         let start = Instant::now();
-        self.order.shuffle(&mut self.rng);
+        super::shuffle::shuffle(&mut self.order, &mut self.rng);
         let steps_per_epoch = self.order.len().div_ceil(self.cfg.batch_size);
         let schedule = SchedulePosition {
             epoch: epoch - 1,
