@@ -103,10 +103,11 @@ fn reference_gradient(net: &Network, x: &[f64], labels: &[usize], n: usize) -> V
 
 /// One SGD step of a small CNN (2-channel 7×6 images: odd sizes, so the
 /// pools drop a row or a column) on every kernel path equals
-/// `w − lr · ∇` with the f64 reference gradient.
+/// `w − lr · ∇` with the f64 reference gradient. A batch of 120 samples:
+/// several row chunks of the step, the last one short.
 #[test]
 fn a_step_matches_the_f64_reference_on_every_path() {
-    let (n, shape, classes) = (12, [2usize, 7, 6], 3);
+    let (n, shape, classes) = (120, [2usize, 7, 6], 3);
     let k: usize = shape.iter().product();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
     let x: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
