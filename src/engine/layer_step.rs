@@ -216,6 +216,24 @@ impl<'s> LayerStep<'s> {
         // layers[l − 1], reading A_{l−1}).
         for l in (1..depth).rev() {
             let layer = &layers[l];
+            // A max-pool after a ReLU: the mask goes on the pool's output
+            // gradient, before the pool routes it, instead of on the 4×
+            // larger gradient after. The same bits: the pool sends each
+            // window's gradient to the window's maximum, whose value is the
+            // pool's output there, and zeros everywhere else (zeros the mask
+            // keeps); and G_{l+1} feeds nothing but this pool's backward.
+            let mask_before = matches!(layer, Layer::Pool(_)) && layers[l - 1].relu();
+            if mask_before {
+                // SAFETY: as above; G_{l+1} and A_{l+1} of this chunk's
+                // rows, written by it, read by no other chunk of the phase.
+                let (g_out, a_out) = unsafe {
+                    (
+                        self.grads.get_mut(self.span(l + 1, r.clone())),
+                        self.acts.get(self.span(l + 1, r.clone())),
+                    )
+                };
+                relu_backward(g_out, a_out);
+            }
             // SAFETY: as above; G_{l+1}, G_l and A_l are distinct blocks
             // (grads and acts are separate buffers).
             let (g_out, g_in, a_in) = unsafe {
@@ -235,7 +253,7 @@ impl<'s> LayerStep<'s> {
                 n,
                 &mut s.kernel,
             );
-            if layers[l - 1].relu() {
+            if layers[l - 1].relu() && !mask_before {
                 relu_backward(g_in, a_in);
             }
         }
