@@ -14,7 +14,8 @@
 //!    f32, run every layer's forward pass, softmax-CE, and the backward
 //!    pass through the layers' *inputs*:
 //!    `G_L = (p − onehot)/B`, `G_{l−1} = backward_l(G_l) ⊙ [A_{l−1} > 0]`
-//!    (the mask where layer l − 1 has a ReLU).
+//!    (the mask where layer l − 1 has a ReLU; for a max-pool l, the same
+//!    bits as `backward_l(G_l ⊙ [A_l > 0])`, which is what runs).
 //!    All of this is row-local and only reads the weights.
 //! 2. **weights** (for each layer with parameters, its fixed chunks:
 //!    column blocks of a linear layer, channel blocks of a conv layer):
