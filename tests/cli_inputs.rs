@@ -10,6 +10,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+use common::{bin, bin_ok as ok};
+
 use idx_softmax::image::{self, GrayImage};
 
 const NAMES: [&str; 10] = [
@@ -17,10 +19,9 @@ const NAMES: [&str; 10] = [
 ];
 
 fn bin_in(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gz-cache");
     let mut child = Command::new(env!("CARGO_BIN_EXE_idx-softmax"))
         .args(args)
-        .env("IDX_SOFTMAX_CACHE_DIR", cache)
+        .env("IDX_SOFTMAX_CACHE_DIR", common::bin_cache())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -32,20 +33,6 @@ fn bin_in(args: &[&str], stdin: Option<&[u8]>) -> Output {
     }
     drop(pipe);
     child.wait_with_output().unwrap()
-}
-
-fn bin(args: &[&str]) -> Output {
-    bin_in(args, None)
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = bin(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Expects exit 1 with exactly one `error:` line holding every needle.

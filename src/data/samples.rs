@@ -236,29 +236,24 @@ impl<'a> Samples<'a> {
     }
 
     /// Asks the CPU to start loading the labels of samples `rows` into
-    /// the L2 cache (a step ahead of their use, L1 would have dropped them). A hint only: it never faults and changes no result;
-    /// an index out of range is ignored.
+    /// the L2 cache (they are used a step later, when L1 would have dropped
+    /// them). A hint only: it changes no result; an index out of range is
+    /// ignored.
     ///
     /// A shuffled batch reads its labels at random: over a set of millions
     /// of samples each one is a DRAM access and a page walk, and waiting
     /// on them was a tenth of a softmax epoch over an MNIST8M-sized set.
     pub fn prefetch_labels(&self, rows: &[u32]) {
-        #[cfg(target_arch = "x86_64")]
+        use crate::kernels::fused::prefetch_line;
         for &i in rows {
-            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-            let at: Option<*const i8> = match &self.labels {
-                LabelValues::U8(v) => v.get(i as usize).map(|x| (x as *const u8).cast()),
-                LabelValues::U32(v) => v.get(i as usize).map(|x| (x as *const u32).cast()),
+            let at = match &self.labels {
+                LabelValues::U8(v) => v.get(i as usize).map(|x| (x as *const u8).cast::<u8>()),
+                LabelValues::U32(v) => v.get(i as usize).map(|x| (x as *const u32).cast::<u8>()),
             };
             if let Some(p) = at {
-                // SAFETY: prefetch is a hint that never faults, and the
-                // address lies inside the labels. SSE is part of the
-                // x86-64 baseline.
-                unsafe { _mm_prefetch::<_MM_HINT_T1>(p) };
+                prefetch_line::<u8, false>(p);
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = rows;
     }
 
     /// Row `i` as f32: u8 pixels × [`U8_SCALE`], f32 as they are.

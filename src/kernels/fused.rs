@@ -292,9 +292,10 @@ fn try_row<P: Pixel>(images: &[P], k: usize, idx: u32) -> Option<&[P]> {
 }
 
 /// Asks for the cache line holding `*p` in L1 (`L1` true) or L2. A hint:
-/// it never faults and changes no result.
+/// it never faults and changes no result, whatever the address. The one
+/// prefetch of the crate: the kernels, the labels and the shuffle use it.
 #[inline(always)]
-fn prefetch_line<P, const L1: bool>(p: *const P) {
+pub(crate) fn prefetch_line<P, const L1: bool>(p: *const P) {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};

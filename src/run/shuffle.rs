@@ -61,18 +61,12 @@ pub fn shuffle<R: Rng + ?Sized>(order: &mut [u32], rng: &mut R) {
     }
 }
 
-/// Requests the line of `order[j]` (for a write). A hint only.
+/// Requests the line of `order[j]` into L1. A hint only.
 #[inline(always)]
 fn prefetch(order: &[u32], j: u32) {
-    #[cfg(target_arch = "x86_64")]
     if let Some(x) = order.get(j as usize) {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: prefetch is a hint that never faults, and the address
-        // lies inside `order`. SSE is part of the x86-64 baseline.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>((x as *const u32).cast()) };
+        crate::kernels::fused::prefetch_line::<_, true>(x);
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (order, j);
 }
 
 /// rand's `IncreasingUniform` started at 0: each call returns a uniform
