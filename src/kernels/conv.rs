@@ -850,12 +850,18 @@ fn lanes_of(isa: Isa) -> usize {
 /// Output channels CB per register block of the forward kernel, for
 /// `npos` row vectors per channel. The ISA's table lists the (CB, R)
 /// blocks it has (R · CB accumulators fill about 24 of AVX-512's 32
-/// registers, 8 to 12 of AVX2's 16); among those whose CB divides `c_out`
+/// registers, 12 of AVX2's 16); among those whose CB divides `c_out`
 /// (no channel is padded; CB = 1 always qualifies) this takes the least
 /// estimated cost: the FMAs including the repeated positions that fill
 /// the last block, ⌈npos/R⌉·R, times 1 + (R + CB)/(2·R·CB) for the loads
 /// per FMA. (The 6 → 16 layer's input gradient, 14 row vectors into 6
 /// channels on AVX-512: 3 × 7 wastes nothing where 6 × 4 computes 16.)
+///
+/// AVX2 has only blocks of 12 accumulators (8 for CB = 1): with the 8 of
+/// its former 4 × 2 and 2 × 4 blocks, two FMA units of latency 4 had no
+/// slack, and the 6 → 16 layer's forward ran at 61 GFLOP/s; as 2 × 6 it
+/// runs at 77 (the 1 → 6 layer's, as 3 × 4 instead of 6 × 2: 60 → 70;
+/// `cargo bench --bench kernels -- 'conv.*/avx2/100'`, AMD EPYC Zen 4).
 fn fwd_cb(isa: Isa, c_out: usize, npos: usize) -> usize {
     let table = match isa {
         #[cfg(target_arch = "x86_64")]
@@ -997,7 +1003,7 @@ forward_entry!(
     forward_avx2,
     FWD_AVX2,
     Avx2,
-    [(6, 2), (4, 2), (3, 3), (2, 4), (1, 8)]
+    [(6, 2), (3, 4), (2, 6), (1, 8)]
 );
 forward_entry!(
     forward_portable,
@@ -1065,6 +1071,14 @@ unsafe fn forward_sample<V: Vector, const R: usize, const CB: usize>(
     assert!(out.len() == layer.out_len() && bias.len() == layer.c_out);
     let xptr = xp.as_ptr();
     let hw = h * w;
+    // The loop order of a tap: the R input vectors held while each of the
+    // CB weights is broadcast in turn (R·CB accumulators + R + 1
+    // registers), or, where that does not fit the register file but the
+    // CB broadcast weights held while each input vector is loaded in turn
+    // does (R·CB + CB + 1): AVX2's 2 × 6 block, 12 independent chains on
+    // 16 registers. The same multiply-adds into the same accumulators in
+    // the same order: no bit depends on it.
+    let weights_first = R * CB + R + 1 > V::REGISTERS && R * CB + CB < V::REGISTERS;
     for b in 0..layer.c_out / CB {
         let wblock = &wp[b * block_len..][..block_len];
         let mut v0 = 0;
@@ -1102,17 +1116,31 @@ unsafe fn forward_sample<V: Vector, const R: usize, const CB: usize>(
                     let row = ci * plane + kh * s;
                     for kw in 0..k {
                         let o = row + kw;
-                        // SAFETY: base[r] + o + L ≤ pd.len ≤ xp.len() by
-                        // the bound above; the ISA as above.
-                        let xs: [V; R] =
-                            core::array::from_fn(|r| unsafe { V::load(xptr.add(base[r] + o)) });
-                        for c in 0..CB {
+                        if weights_first {
                             // SAFETY: wq walks wblock (c_in · K² · CB floats)
                             // CB at a time, once per (ci, kh, kw).
-                            let wv = unsafe { V::splat(*wq.add(c)) };
+                            let wv: [V; CB] =
+                                core::array::from_fn(|c| unsafe { V::splat(*wq.add(c)) });
                             for r in 0..R {
-                                // SAFETY: the ISA as above.
-                                acc[r][c] = unsafe { V::mul_add(xs[r], wv, acc[r][c]) };
+                                // SAFETY: base[r] + o + L ≤ pd.len ≤ xp.len()
+                                // by the bound above; the ISA as above.
+                                let x = unsafe { V::load(xptr.add(base[r] + o)) };
+                                for c in 0..CB {
+                                    // SAFETY: the ISA as above.
+                                    acc[r][c] = unsafe { V::mul_add(x, wv[c], acc[r][c]) };
+                                }
+                            }
+                        } else {
+                            // SAFETY: as in the other order.
+                            let xs: [V; R] =
+                                core::array::from_fn(|r| unsafe { V::load(xptr.add(base[r] + o)) });
+                            for c in 0..CB {
+                                // SAFETY: as in the other order.
+                                let wv = unsafe { V::splat(*wq.add(c)) };
+                                for r in 0..R {
+                                    // SAFETY: the ISA as above.
+                                    acc[r][c] = unsafe { V::mul_add(xs[r], wv, acc[r][c]) };
+                                }
                             }
                         }
                         // SAFETY: stays inside wblock or one past its end.

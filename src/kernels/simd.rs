@@ -27,6 +27,9 @@ use super::fused::{Pixel, PixelKind};
 /// instruction set, and that pointers are valid for `LANES` elements.
 pub(crate) trait Vector: Copy {
     const LANES: usize;
+    /// Vectors of this type the ISA's register file holds at once (what
+    /// the register blocks are sized against).
+    const REGISTERS: usize;
     /// All lanes 0.
     ///
     /// # Safety
@@ -92,6 +95,8 @@ pub(crate) struct Portable([f32; 8]);
 
 impl Vector for Portable {
     const LANES: usize = 8;
+    /// x86-64's 16 SSE registers, two per vector.
+    const REGISTERS: usize = 8;
     /// # Safety
     /// As [`Vector::zero`].
     #[inline(always)]
@@ -159,6 +164,7 @@ mod x86 {
 
     impl Vector for Avx2 {
         const LANES: usize = 8;
+        const REGISTERS: usize = 16;
         /// # Safety
         /// As [`Vector::zero`].
         #[inline(always)]
@@ -229,6 +235,7 @@ mod x86 {
 
     impl Vector for Avx512 {
         const LANES: usize = 16;
+        const REGISTERS: usize = 32;
         /// # Safety
         /// As [`Vector::zero`].
         #[inline(always)]
