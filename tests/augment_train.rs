@@ -133,6 +133,82 @@ fn a_resumed_run_continues_the_same_deformations() {
     assert_eq!(none.unwrap().0.digest(), off.unwrap().0.digest());
 }
 
+/// An epoch trains on exactly the deformations `Augmenter::apply` gives
+/// for `(seed, epoch, sample)`, every row of every batch (a short last one
+/// included) deformed once before any layer reads it: one augmented epoch
+/// gives the same bits as one plain epoch on a copy of the data set whose
+/// training samples were deformed beforehand, for softmax regression, an
+/// MLP and a CNN on every path.
+#[test]
+fn an_augmented_epoch_equals_a_plain_epoch_on_the_deformed_set() {
+    use idx_softmax::data::idx::ElementType;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::create_dir(dir.path().join("deformed")).unwrap();
+    let (n, h, w) = (130, 12, 12);
+    let src = common::write_synthetic(&dir.path().join("src"), n, 30, h, w, 3, 8);
+    for name in [
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        std::fs::copy(src.join(name), dir.path().join("deformed").join(name)).unwrap();
+    }
+    let data = common::load(&src);
+    let x = data.train.images.as_u8().unwrap();
+    let k = h * w;
+    let seed = 17;
+    let nets: [(Vec<ConvBlock>, Vec<usize>); 3] = [
+        (vec![], vec![]),
+        (vec![], vec![16]),
+        (
+            vec![ConvBlock {
+                channels: 3,
+                kernel: 3,
+            }],
+            vec![8],
+        ),
+    ];
+    for kind in [AugmentKind::Affine, AugmentKind::Elastic] {
+        let aug =
+            Augmenter::new(Augment::defaults(kind), augment::shape_of(&[h, w]).unwrap()).unwrap();
+        let mut s = aug.scratch();
+        let mut deformed = vec![0u8; n * k];
+        for (i, row) in deformed.chunks_exact_mut(k).enumerate() {
+            aug.apply(seed, 0, i as u64, &x[i * k..(i + 1) * k], row, &mut s);
+        }
+        assert_ne!(&deformed[..], x, "{kind}: no deformation");
+        let out = dir.path().join("deformed");
+        common::write_idx(
+            &out.join("train-images-idx3-ubyte"),
+            ElementType::U8,
+            &[n, h, w],
+            &deformed,
+        );
+        let pre = common::load(&out);
+        let (tr, te) = common::samples(&data);
+        let (pre_tr, pre_te) = common::samples(&pre);
+        for kernel in KernelPath::available() {
+            for (conv, hidden) in &nets {
+                let c = |augment| TrainConfig {
+                    conv: conv.clone(),
+                    hidden: hidden.clone(),
+                    epochs: 1,
+                    seed,
+                    ..cfg(augment, 2, kernel)
+                };
+                let on_the_fly = train(&tr, Some(&te), c(Augment::defaults(kind)), &|_| {}, |_| {});
+                let beforehand = train(&pre_tr, Some(&pre_te), c(Augment::None), &|_| {}, |_| {});
+                assert_eq!(
+                    on_the_fly.unwrap().0.digest(),
+                    beforehand.unwrap().0.digest(),
+                    "{kernel} {kind} conv {conv:?} hidden {hidden:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn the_flags_and_their_rules() {
     let dir = tempfile::tempdir().unwrap();
