@@ -98,6 +98,7 @@ def main():
     last = per_epoch[-1]
     print(json.dumps({
         "impl": "torch", "version": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "layers": f"1x{side}x{side}-" + "-".join(f"conv{co}x{kk}" for co, kk in conv)
                   + "-" + "-".join(map(str, sizes)),
         "test_accuracy": last["test_accuracy"], "test_loss": last["test_loss"],
