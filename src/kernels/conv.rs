@@ -57,7 +57,7 @@
 //! ```
 //!
 //! The block shapes (R, CB, TB) are chosen per ISA and channel count by
-//! `fwd_cb` and `wg_shape`; the register budgets are the 32 vector
+//! `fwd_block` and `wg_shape`; the register budgets are the 32 vector
 //! registers of AVX-512 and the 16 of AVX2.
 //!
 //! # Determinism
@@ -847,22 +847,25 @@ fn lanes_of(isa: Isa) -> usize {
     }
 }
 
-/// Output channels CB per register block of the forward kernel, for
-/// `npos` row vectors per channel. The ISA's table lists the (CB, R)
-/// blocks it has (R · CB accumulators fill about 24 of AVX-512's 32
-/// registers, 12 of AVX2's 16); among those whose CB divides `c_out`
-/// (no channel is padded; CB = 1 always qualifies) this takes the least
-/// estimated cost: the FMAs including the repeated positions that fill
-/// the last block, ⌈npos/R⌉·R, times 1 + (R + CB)/(2·R·CB) for the loads
-/// per FMA. (The 6 → 16 layer's input gradient, 14 row vectors into 6
-/// channels on AVX-512: 3 × 7 wastes nothing where 6 × 4 computes 16.)
+/// The register block (CB output channels, R row vectors) of the forward
+/// kernel, for `npos` row vectors per channel. The ISA's table lists the
+/// blocks it has (R · CB accumulators fill 16 to 24 of AVX-512's 32
+/// registers, 12 of AVX2's 16); among those whose CB divides `c_out` (no
+/// channel is padded; CB = 1 always qualifies) this takes the least
+/// estimated cost: the FMAs, with the repeated positions that fill the
+/// last block, ⌈npos/R⌉·R − npos, counted three times, times 1 + (R +
+/// CB)/(2·R·CB) for the loads per FMA. The weight on the repeats is
+/// measured: the 6 → 16 layer's forward on AVX-512, 14 row vectors of 14
+/// pixels, ran at 83 GFLOP/s as 8 × 3 (15 positions for 14), 96 as 8 × 2;
+/// its input gradient, into 6 channels, at 81 as 6 × 4 (16 for 14), 92 as
+/// 3 × 7 (`cargo bench --bench kernels -- 'conv.*/avx512/100'`).
 ///
 /// AVX2 has only blocks of 12 accumulators (8 for CB = 1): with the 8 of
 /// its former 4 × 2 and 2 × 4 blocks, two FMA units of latency 4 had no
 /// slack, and the 6 → 16 layer's forward ran at 61 GFLOP/s; as 2 × 6 it
 /// runs at 77 (the 1 → 6 layer's, as 3 × 4 instead of 6 × 2: 60 → 70;
 /// `cargo bench --bench kernels -- 'conv.*/avx2/100'`, AMD EPYC Zen 4).
-fn fwd_cb(isa: Isa, c_out: usize, npos: usize) -> usize {
+fn fwd_block(isa: Isa, c_out: usize, npos: usize) -> (usize, usize) {
     let table = match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => FWD_AVX512,
@@ -871,14 +874,14 @@ fn fwd_cb(isa: Isa, c_out: usize, npos: usize) -> usize {
         Isa::Portable => FWD_PORTABLE,
     };
     let cost = |&(cb, r): &(usize, usize)| {
-        let slots = npos.div_ceil(r) * r;
-        slots as f64 * (1.0 + (r + cb) as f64 / (2 * r * cb) as f64)
+        let repeats = npos.div_ceil(r) * r - npos;
+        (npos + 3 * repeats) as f64 * (1.0 + (r + cb) as f64 / (2 * r * cb) as f64)
     };
-    table
+    *table
         .iter()
         .filter(|(cb, _)| c_out.is_multiple_of(*cb))
         .min_by(|a, b| cost(a).total_cmp(&cost(b)))
-        .map_or(1, |&(cb, _)| cb)
+        .expect("every table has a block of CB = 1")
 }
 
 /// Arguments of the direct forward, passed by value into the ISA entry
@@ -897,6 +900,8 @@ struct FwdArgs<'a> {
     layer: Layer,
     pd: Padded,
     cb: usize,
+    /// Row vectors per block (with `cb`, an entry of the ISA's table).
+    r: usize,
 }
 
 /// Packs the weight given by `get(o, i, tap)` for the chosen block width,
@@ -913,7 +918,7 @@ fn direct_forward(
     scratch: &mut Vec<f32>,
 ) {
     let isa = isa_of(path);
-    let cb = fwd_cb(isa, layer.c_out, layer.h * layer.w.div_ceil(lanes_of(isa)));
+    let (cb, r) = fwd_block(isa, layer.c_out, layer.h * layer.w.div_ceil(lanes_of(isa)));
     let taps = layer.k * layer.k;
     let wlen = prod(&[layer.c_out, layer.c_in, taps]);
     let pd = Padded::new(layer.c_in, layer.h, layer.w, layer.k);
@@ -948,6 +953,7 @@ fn direct_forward(
         layer,
         pd,
         cb,
+        r,
     };
     match isa {
         // SAFETY: the path's availability was asserted by the public
@@ -963,7 +969,7 @@ fn direct_forward(
 }
 
 /// One entry point per ISA: instantiates [`forward_samples`] for each
-/// (CB, R) pair of its table, and defines the table `fwd_cb` chooses from
+/// (CB, R) pair of its table, and defines the table `fwd_block` chooses from
 /// (one list, so the two cannot disagree).
 macro_rules! forward_entry {
     (
@@ -980,10 +986,10 @@ macro_rules! forward_entry {
         $(#[cfg($cfg)])?
         $(#[target_feature(enable = $feat)])?
         unsafe fn $name(args: FwdArgs) {
-            match args.cb {
+            match (args.cb, args.r) {
                 // SAFETY: forwarded contract; cb = $cb divides c_out.
-                $($cb => unsafe { forward_samples::<$v, $r, $cb>(args) },)*
-                cb => unreachable!("no forward kernel for {cb} channels per block"),
+                $(($cb, $r) => unsafe { forward_samples::<$v, $r, $cb>(args) },)*
+                (cb, r) => unreachable!("no forward kernel for {cb} channels × {r} rows"),
             }
         }
     };
@@ -995,7 +1001,7 @@ forward_entry!(
     forward_avx512,
     FWD_AVX512,
     Avx512,
-    [(8, 3), (6, 4), (4, 6), (3, 7), (2, 8), (1, 12)]
+    [(8, 3), (8, 2), (6, 4), (4, 6), (3, 7), (2, 8), (1, 12)]
 );
 forward_entry!(
     #[cfg(target_arch = "x86_64")]
