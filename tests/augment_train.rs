@@ -27,15 +27,9 @@ fn cfg(augment: Augment, threads: usize, kernel: KernelPath) -> TrainConfig {
     }
 }
 
-/// Softmax regression, an MLP and a CNN, each with shift, affine and
-/// elastic deformations: 1, 2 and 3 threads give the same bits on every
-/// path, and the deformations change the result.
-#[test]
-fn augmented_runs_are_bitwise_identical_for_any_thread_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = common::load(&common::write_synthetic(dir.path(), 130, 30, 12, 12, 3, 7));
-    let (tr, te) = common::samples(&data);
-    let nets: [(Vec<ConvBlock>, Vec<usize>); 3] = [
+/// Softmax regression, an MLP and a CNN: (conv blocks, hidden sizes).
+fn networks() -> [(Vec<ConvBlock>, Vec<usize>); 3] {
+    [
         (vec![], vec![]),
         (vec![], vec![16]),
         (
@@ -45,7 +39,18 @@ fn augmented_runs_are_bitwise_identical_for_any_thread_count() {
             }],
             vec![8],
         ),
-    ];
+    ]
+}
+
+/// Softmax regression, an MLP and a CNN, each with shift, affine and
+/// elastic deformations: 1, 2 and 3 threads give the same bits on every
+/// path, and the deformations change the result.
+#[test]
+fn augmented_runs_are_bitwise_identical_for_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::load(&common::write_synthetic(dir.path(), 130, 30, 12, 12, 3, 7));
+    let (tr, te) = common::samples(&data);
+    let nets = networks();
     let kinds = [
         AugmentKind::Shift,
         AugmentKind::Affine,
@@ -158,17 +163,7 @@ fn an_augmented_epoch_equals_a_plain_epoch_on_the_deformed_set() {
     let x = data.train.images.as_u8().unwrap();
     let k = h * w;
     let seed = 17;
-    let nets: [(Vec<ConvBlock>, Vec<usize>); 3] = [
-        (vec![], vec![]),
-        (vec![], vec![16]),
-        (
-            vec![ConvBlock {
-                channels: 3,
-                kernel: 3,
-            }],
-            vec![8],
-        ),
-    ];
+    let nets = networks();
     for kind in [AugmentKind::Affine, AugmentKind::Elastic] {
         let aug =
             Augmenter::new(Augment::defaults(kind), augment::shape_of(&[h, w]).unwrap()).unwrap();
