@@ -164,6 +164,7 @@ fn an_augmented_epoch_equals_a_plain_epoch_on_the_deformed_set() {
     let k = h * w;
     let seed = 17;
     let nets = networks();
+    let (tr, te) = common::samples(&data);
     for kind in [AugmentKind::Affine, AugmentKind::Elastic] {
         let aug =
             Augmenter::new(Augment::defaults(kind), augment::shape_of(&[h, w]).unwrap()).unwrap();
@@ -181,7 +182,6 @@ fn an_augmented_epoch_equals_a_plain_epoch_on_the_deformed_set() {
             &deformed,
         );
         let pre = common::load(&out);
-        let (tr, te) = common::samples(&data);
         let (pre_tr, pre_te) = common::samples(&pre);
         for kernel in KernelPath::available() {
             for (conv, hidden) in &nets {

@@ -406,20 +406,13 @@ impl<P: Pixel, const R: usize> AheadRun<'_, P, R> {
 /// step loads them inside the forward kernel ([`forward_ahead`]), a line at
 /// a time.
 pub fn prefetch_rows<P: Pixel>(images: &[P], k: usize, rows: &[u32]) {
-    #[cfg(target_arch = "x86_64")]
     for &idx in rows {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
         if let Some(row) = try_row(images, k, idx) {
             for line in row.chunks(per_line::<P>()) {
-                // SAFETY: prefetch is a hint that never faults, and the
-                // address lies inside `images`. SSE is part of the x86-64
-                // baseline.
-                unsafe { _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast()) };
+                prefetch_line::<P, false>(line.as_ptr());
             }
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (images, k, rows);
 }
 
 /// Computes `logits` (rows.len() × C) for the given rows with the chosen
