@@ -11,7 +11,8 @@
 //!   (1 → 6 channels at 28 × 28 and 6 → 16 at 14 × 14, 5 × 5 kernels) at
 //!   n = 25 and 100 samples; one element = one flop, so `Gelem/s` =
 //!   GFLOP/s (`forward`, `input_grad`, `weight_grad` cost the same flops);
-//! * `pool*`: MaxPool2d(2) of those layers' outputs; one element = one sample;
+//! * `pool*`: MaxPool2d(2) of those layers' outputs (`relu_forward_per_sample`,
+//!   `backward_routed`: as training runs it behind a conv); one element = one sample;
 //! * `epoch/*`, `eval/*` (benches/training.rs): one element = one sample.
 //!
 //! ```text
@@ -21,7 +22,7 @@
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use idx_softmax::data::U8_SCALE;
 use idx_softmax::kernels::conv::{self, ConvGeom, PoolGeom};
-use idx_softmax::kernels::{fused, gemm, softmax_ce, KernelPath};
+use idx_softmax::kernels::{fused, gemm, pool, softmax_ce, KernelPath};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -253,6 +254,31 @@ fn bench_conv(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("backward", n), |b| {
             b.iter(|| {
                 conv::maxpool2_backward(&mut d_inp, &d_out, &inp, n, g);
+                black_box(&d_inp);
+            })
+        });
+        // As training runs them behind a conv: the forward one sample at a
+        // time (the conv's output for it is in L1), keeping the argmax,
+        // and the backward from the argmax bytes.
+        let mut argmax = vec![0u8; n * g.out_len()];
+        let (il, ol) = (g.in_len(), g.out_len());
+        group.bench_function(BenchmarkId::new("relu_forward_per_sample", n), |b| {
+            b.iter(|| {
+                for s in 0..n {
+                    pool::relu_maxpool2_forward(
+                        &mut out[s * ol..][..ol],
+                        &mut argmax[s * ol..][..ol],
+                        &inp[..il],
+                        1,
+                        g,
+                    );
+                }
+                black_box(&out);
+            })
+        });
+        group.bench_function(BenchmarkId::new("backward_routed", n), |b| {
+            b.iter(|| {
+                pool::maxpool2_backward_routed(&mut d_inp, &d_out, &argmax, n, g);
                 black_box(&d_inp);
             })
         });

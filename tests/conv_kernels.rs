@@ -1,5 +1,7 @@
 //! Conv2d and MaxPool2d kernels against the naive f64 references, the
-//! references against finite differences, and the determinism promises:
+//! references against finite differences, the fused conv → ReLU → pool of
+//! training against the three kernels in sequence, and the determinism
+//! promises:
 //! a sample's forward and input gradient do not depend on the block it is
 //! computed in, and the weight gradient does not depend on how the output
 //! channels are cut or on threads.
@@ -12,9 +14,10 @@
 //! keeps overflow checks on, which slows the index arithmetic).
 
 use idx_softmax::kernels::conv::{
-    conv2d_backward_input, conv2d_forward, conv2d_weight_grad, maxpool2_backward, maxpool2_forward,
-    ConvGeom, PoolGeom,
+    conv2d_backward_input, conv2d_forward, conv2d_relu_maxpool2_forward, conv2d_weight_grad,
+    maxpool2_backward, maxpool2_forward, ConvGeom, PoolGeom,
 };
+use idx_softmax::kernels::pool;
 use idx_softmax::kernels::reference_conv as r;
 use idx_softmax::kernels::KernelPath;
 use rand::{Rng, SeedableRng};
@@ -575,5 +578,133 @@ fn maxpool_ties_nan_and_signed_zero() {
             at,
             "reference {win:?}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The max-pool behind a conv's ReLU, as training runs it
+
+/// `max(v, 0)` of every element, as the network's ReLU.
+fn relu(x: &[f32]) -> Vec<f32> {
+    let mut y = x.to_vec();
+    idx_softmax::nn::relu_forward(&mut y);
+    y
+}
+
+/// Argmax bytes of the f64 reference on `inp` (n × c × H × W).
+fn reference_argmax(inp: &[f32], n: usize, g: PoolGeom) -> Vec<u8> {
+    let mut want = Vec::with_capacity(n * g.out_len());
+    if g.out_len() == 0 {
+        return want;
+    }
+    for plane in f64s(inp).chunks_exact(g.h * g.w) {
+        for oy in 0..g.out_h() {
+            for ox in 0..g.out_w() {
+                want.push(r::maxpool2_argmax(plane, g.w, oy, ox) as u8);
+            }
+        }
+    }
+    want
+}
+
+#[test]
+fn relu_pool_is_relu_then_pool_and_routes_as_the_plain_backward() {
+    let mut rng = rng(11);
+    for g in pool_geoms() {
+        for n in [1, 3, 100] {
+            // Small integers of both signs, with zeros of both signs and
+            // NaNs among them: ties everywhere, and every ReLU case.
+            let inp: Vec<f32> = (0..n * g.in_len())
+                .map(|_| match rng.random_range(0..12) {
+                    0 => -0.0,
+                    1 => f32::NAN,
+                    v => (v - 6) as f32,
+                })
+                .collect();
+            let d_out = rand_vec(&mut rng, n * g.out_len());
+            let rectified = relu(&inp);
+            let mut want = vec![0.0; n * g.out_len()];
+            maxpool2_forward(&mut want, &rectified, n, g);
+            let mut want_d = vec![0.0; n * g.in_len()];
+            maxpool2_backward(&mut want_d, &d_out, &rectified, n, g);
+
+            let mut out = vec![f32::NAN; n * g.out_len()];
+            let mut argmax = vec![9u8; n * g.out_len()];
+            pool::relu_maxpool2_forward(&mut out, &mut argmax, &inp, n, g);
+            let what = format!("{g:?} n={n}");
+            assert_eq!(bits(&out), bits(&want), "forward {what}");
+            assert_eq!(argmax, reference_argmax(&rectified, n, g), "argmax {what}");
+            let mut d_inp = vec![f32::NAN; n * g.in_len()];
+            pool::maxpool2_backward_routed(&mut d_inp, &d_out, &argmax, n, g);
+            assert_eq!(bits(&d_inp), bits(&want_d), "backward {what}");
+            let want_ref = r::maxpool2_backward(&f64s(&d_out), &f64s(&rectified), n, g);
+            assert_eq!(
+                f64s(&d_inp),
+                want_ref,
+                "backward against the reference {what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn relu_pool_by_hand() {
+    let g = PoolGeom::new(1, 2, 2);
+    // (window, pooled bits, argmax): ReLU first, then the first maximum.
+    let cases: [([f32; 4], f32, u8); 6] = [
+        ([-1.0, -2.0, -3.0, -4.0], 0.0, 0),
+        ([-1.0, 2.0, 2.0, 1.0], 2.0, 1),
+        ([-0.0, 0.0, -5.0, 0.0], 0.0, 0),
+        ([f32::NAN, -1.0, 3.0, f32::NAN], 3.0, 2),
+        ([0.5, f32::NAN, 0.25, 7.0], 7.0, 3),
+        ([f32::INFINITY, f32::INFINITY, 1.0, 1.0], f32::INFINITY, 0),
+    ];
+    for (win, want, at) in cases {
+        let (mut out, mut argmax) = ([f32::NAN], [9u8]);
+        pool::relu_maxpool2_forward(&mut out, &mut argmax, &win, 1, g);
+        assert_eq!(out[0].to_bits(), want.to_bits(), "forward {win:?}");
+        assert_eq!(argmax[0], at, "argmax {win:?}");
+        let mut d = [f32::NAN; 4];
+        pool::maxpool2_backward_routed(&mut d, &[3.0], &argmax, 1, g);
+        let mut want_d = [0.0; 4];
+        want_d[usize::from(at)] = 3.0;
+        assert_eq!(d, want_d, "backward {win:?}");
+    }
+}
+
+#[test]
+fn conv_relu_pool_is_the_three_kernels_in_sequence() {
+    let mut rng = rng(12);
+    let mut scratch = poisoned_scratch();
+    for (g, n) in geometries() {
+        let pg = PoolGeom::new(g.c_out, g.h, g.w);
+        let inp = rand_vec(&mut rng, n * g.in_len());
+        let wt = rand_vec(&mut rng, g.weight_len());
+        let bias = rand_vec(&mut rng, g.c_out);
+        for path in paths() {
+            let mut conv = vec![f32::NAN; n * g.out_len()];
+            conv2d_forward(path, &mut conv, &inp, &wt, &bias, n, g, &mut scratch);
+            let rectified = relu(&conv);
+            let mut want = vec![0.0; n * pg.out_len()];
+            maxpool2_forward(&mut want, &rectified, n, pg);
+
+            let mut out = vec![f32::NAN; n * pg.out_len()];
+            let mut argmax = vec![9u8; n * pg.out_len()];
+            scratch.fill(f32::NAN);
+            conv2d_relu_maxpool2_forward(
+                path,
+                &mut out,
+                &mut argmax,
+                &inp,
+                &wt,
+                &bias,
+                n,
+                g,
+                &mut scratch,
+            );
+            let what = format!("{path} {g:?} n={n}");
+            assert_eq!(bits(&out), bits(&want), "pooled {what}");
+            assert_eq!(argmax, reference_argmax(&rectified, n, pg), "argmax {what}");
+        }
     }
 }

@@ -16,7 +16,12 @@
 //!    `G_L = (p − onehot)/B`, `G_{l−1} = backward_l(G_l) ⊙ [A_{l−1} > 0]`
 //!    (the mask where layer l − 1 has a ReLU; for a max-pool l, the same
 //!    bits as `backward_l(G_l ⊙ [A_l > 0])`, which is what runs).
-//!    All of this is row-local and only reads the weights.
+//!    All of this is row-local and only reads the weights. A conv and
+//!    the max-pool after it run as one kernel
+//!    ([`Network::conv_then_pool`]): each sample's conv output is pooled
+//!    while it is in L1 and never stored, and the pool's backward routes
+//!    by the argmax bytes the forward kept (the same bits as the two
+//!    layers apart; 0.95× the time of a LeNet epoch, `perf/README.md`).
 //! 2. **weights** (for each layer with parameters, its fixed chunks:
 //!    column blocks of a linear layer, channel blocks of a conv layer):
 //!    that chunk of the gradient, a reduction over the whole batch in a
@@ -43,19 +48,25 @@ pub const STEP_ROWS: usize = 50;
 
 /// Activations and gradients of every layer, sized for the largest batch.
 pub struct LayerBuffers {
-    /// `A_0 … A_L`, each `batch × len_l`, one after the other.
+    /// `A_0 … A_L`, each `batch × len_l`, one after the other. (The output
+    /// of a conv that a max-pool reads is never written: the pair runs as
+    /// one kernel.)
     acts: Vec<f32>,
     /// `G_1 … G_L`, each `batch × len_l` (G_0 is never needed).
     grads: Vec<f32>,
+    /// For each such max-pool, `batch × out_len` argmax bytes.
+    argmax: Vec<u8>,
     losses: Vec<f32>,
 }
 
 impl LayerBuffers {
     pub fn new(batch: usize, net: &Network) -> Self {
         let total: usize = act_lens(net).iter().map(|s| s * batch).sum();
+        let bytes: usize = argmax_lens(net).iter().map(|s| s * batch).sum();
         Self {
             acts: vec![0.0; total],
             grads: vec![0.0; total],
+            argmax: vec![0; bytes],
             losses: vec![0.0; batch],
         }
     }
@@ -66,6 +77,19 @@ fn act_lens(net: &Network) -> Vec<usize> {
     let mut lens = vec![net.features()];
     lens.extend(net.layers().iter().map(Layer::out_len));
     lens
+}
+
+/// Argmax bytes per sample of each layer: a max-pool's output length where
+/// it follows a conv ([`Network::conv_then_pool`]), else 0.
+fn argmax_lens(net: &Network) -> Vec<usize> {
+    (0..net.layers().len())
+        .map(
+            |l| match l.checked_sub(1).and_then(|c| net.conv_then_pool(c)) {
+                Some((_, pool)) => pool.geom.out_len(),
+                None => 0,
+            },
+        )
+        .collect()
 }
 
 /// The step plan over an epoch's shared context.
@@ -85,6 +109,10 @@ pub struct LayerStep<'s> {
     acts: SharedSlice<'s, f32>,
     grads: SharedSlice<'s, f32>,
     losses: SharedSlice<'s, f32>,
+    /// Argmax bytes per sample of each layer, and where its block starts.
+    argmax_lens: Vec<usize>,
+    argmax_offsets: Vec<usize>,
+    argmax: SharedSlice<'s, u8>,
     /// For each layer, the index of its first chunk in phase 2 (and the
     /// total at the end).
     first_chunk: Vec<usize>,
@@ -112,8 +140,15 @@ impl<'s> LayerStep<'s> {
             offsets.push(at);
             at += s * rows_cap;
         }
+        let argmax_lens = argmax_lens(net);
+        let mut argmax_offsets = Vec::with_capacity(argmax_lens.len());
+        let mut bytes = 0;
+        for &s in &argmax_lens {
+            argmax_offsets.push(bytes);
+            bytes += s * rows_cap;
+        }
         assert!(
-            bufs.acts.len() >= at && bufs.losses.len() >= rows_cap,
+            bufs.acts.len() >= at && bufs.losses.len() >= rows_cap && bufs.argmax.len() >= bytes,
             "LayerBuffers too small"
         );
         assert_eq!(
@@ -139,6 +174,9 @@ impl<'s> LayerStep<'s> {
             acts: SharedSlice::new(&mut bufs.acts),
             grads: SharedSlice::new(&mut bufs.grads),
             losses: SharedSlice::new(&mut bufs.losses),
+            argmax_lens,
+            argmax_offsets,
+            argmax: SharedSlice::new(&mut bufs.argmax),
             first_chunk,
         }
     }
@@ -148,6 +186,13 @@ impl<'s> LayerStep<'s> {
         let s = self.lens[l];
         debug_assert!(rows.end <= self.rows_cap);
         self.offsets[l] + rows.start * s..self.offsets[l] + rows.end * s
+    }
+
+    /// Layer `l`'s argmax bytes for rows `rows` of the batch.
+    fn argmax_span(&self, l: usize, rows: std::ops::Range<usize>) -> std::ops::Range<usize> {
+        let s = self.argmax_lens[l];
+        debug_assert!(rows.end <= self.rows_cap && s > 0);
+        self.argmax_offsets[l] + rows.start * s..self.argmax_offsets[l] + rows.end * s
     }
 
     /// Phase 1 for rows `chunk·STEP_ROWS ..` of step `step`'s batch.
@@ -179,7 +224,24 @@ impl<'s> LayerStep<'s> {
             }
         }
         // Forward.
-        for (l, layer) in layers.iter().enumerate() {
+        let mut l = 0;
+        while l < depth {
+            let layer = &layers[l];
+            if let Some((conv, _)) = self.net.conv_then_pool(l) {
+                // The conv, its ReLU and the pool: A_{l+2} and layer l + 1's
+                // argmax, from A_l (A_{l+1} is not written).
+                // SAFETY: as above; A_l and A_{l+2} are distinct blocks.
+                let (inp, out, argmax) = unsafe {
+                    (
+                        self.acts.get(self.span(l, r.clone())),
+                        self.acts.get_mut(self.span(l + 2, r.clone())),
+                        self.argmax.get_mut(self.argmax_span(l + 1, r.clone())),
+                    )
+                };
+                conv.forward_pooled(self.path, out, argmax, inp, params, store, n, &mut s.kernel);
+                l += 2;
+                continue;
+            }
             // SAFETY: as above; layers l and l + 1 are distinct blocks.
             let (inp, out) = unsafe {
                 (
@@ -198,6 +260,7 @@ impl<'s> LayerStep<'s> {
                 }
                 _ => layer.forward(self.path, out, inp, params, store, n, &mut s.kernel),
             }
+            l += 1;
         }
         // Softmax-CE: G_L.
         // SAFETY: as above.
@@ -244,6 +307,15 @@ impl<'s> LayerStep<'s> {
                     self.acts.get(self.span(l, r.clone())),
                 )
             };
+            if let Some((_, pool)) = self.net.conv_then_pool(l - 1) {
+                // A_l, the conv's output, was never written: the pool
+                // routes by the argmax its forward recorded.
+                // SAFETY: as above; this chunk's rows, written in its
+                // forward pass.
+                let argmax = unsafe { self.argmax.get(self.argmax_span(l, r.clone())) };
+                pool.backward_routed(g_in, g_out, argmax, n);
+                continue;
+            }
             layer.backward_input(
                 self.path,
                 g_in,

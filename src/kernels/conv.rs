@@ -268,16 +268,72 @@ pub fn conv2d_forward(
     g: ConvGeom,
     scratch: &mut Vec<f32>,
 ) {
+    assert_eq!(
+        Some(out.len()),
+        n.checked_mul(g.out_len()),
+        "out must be n × c_out × H × W"
+    );
+    conv_forward_into(path, Out::Whole(out), inp, weight, bias, n, g, scratch)
+}
+
+/// [`conv2d_forward`], then ReLU, then MaxPool2d(2), sample by sample:
+/// `out` (n × c_out × ⌊H/2⌋ × ⌊W/2⌋) and `argmax` (a byte per output) are
+/// [`super::pool::relu_maxpool2_forward`]'s on the convolution's output, which is
+/// computed one sample at a time into `scratch` and never stored whole
+/// (see [`super::pool`]). The same bits as the three in sequence.
+///
+/// # Panics
+/// As [`conv2d_forward`], for `out` and `argmax` sized as the pool's
+/// output.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_relu_maxpool2_forward(
+    path: KernelPath,
+    out: &mut [f32],
+    argmax: &mut [u8],
+    inp: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    n: usize,
+    g: ConvGeom,
+    scratch: &mut Vec<f32>,
+) {
+    let pg = PoolGeom::new(g.c_out, g.h, g.w);
+    assert_eq!(
+        Some(out.len()),
+        n.checked_mul(pg.out_len()),
+        "out must be n × c_out × H/2 × W/2"
+    );
+    assert_eq!(argmax.len(), out.len(), "argmax must be out's size");
+    conv_forward_into(
+        path,
+        Out::ReluPool { out, argmax, g: pg },
+        inp,
+        weight,
+        bias,
+        n,
+        g,
+        scratch,
+    )
+}
+
+/// [`conv2d_forward`] and [`conv2d_relu_maxpool2_forward`] after their
+/// own checks of `out`.
+#[allow(clippy::too_many_arguments)]
+fn conv_forward_into(
+    path: KernelPath,
+    out: Out,
+    inp: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    n: usize,
+    g: ConvGeom,
+    scratch: &mut Vec<f32>,
+) {
     g.validate();
     assert_eq!(
         Some(inp.len()),
         n.checked_mul(g.in_len()),
         "inp must be n × c_in × H × W"
-    );
-    assert_eq!(
-        Some(out.len()),
-        n.checked_mul(g.out_len()),
-        "out must be n × c_out × H × W"
     );
     assert_eq!(
         weight.len(),
@@ -360,8 +416,17 @@ pub fn conv2d_backward_input(
         k,
     };
     match path {
-        KernelPath::Gemm => gemm_forward(d_inp, d_out, &get, None, n, layer, scratch),
-        _ => direct_forward(path, d_inp, d_out, &get, None, n, layer, scratch),
+        KernelPath::Gemm => gemm_forward(Out::Whole(d_inp), d_out, &get, None, n, layer, scratch),
+        _ => direct_forward(
+            path,
+            Out::Whole(d_inp),
+            d_out,
+            &get,
+            None,
+            n,
+            layer,
+            scratch,
+        ),
     }
 }
 
@@ -780,18 +845,44 @@ impl Padded {
 /// floats on MNIST), inline: `copy_from_slice` of a length known only at
 /// run time is a call to `memcpy`, and the padding copies make tens of
 /// thousands of them a step (7% of a LeNet epoch, in `perf record`).
+///
+/// Rows of up to 32 floats are copied without a loop, in blocks of 8 (or
+/// 4) floats, the last block ending at the row's end and overlapping the
+/// one before (the same values written twice). A loop of fixed-size
+/// copies is not enough: LLVM recognises it as a `memcpy` and calls it
+/// (2–4% of a LeNet epoch went to those calls, with `Padded::fill`).
+/// Longer rows are left to `memcpy`, whose call is then cheap beside
+/// the copy.
 #[inline(always)]
 fn copy_row(dst: &mut [f32], src: &[f32]) {
-    assert_eq!(dst.len(), src.len());
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d8, s8) in (&mut d).zip(&mut s) {
-        let s8: &[f32; 8] = s8.try_into().expect("chunks of 8");
-        let d8: &mut [f32; 8] = d8.try_into().expect("chunks of 8");
-        *d8 = *s8;
+    fn block<const N: usize>(dst: &mut [f32], src: &[f32], at: usize) {
+        let s: &[f32; N] = src[at..at + N].try_into().expect("N floats");
+        let d: &mut [f32; N] = (&mut dst[at..at + N]).try_into().expect("N floats");
+        *d = *s;
     }
-    for (x, y) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *x = *y;
+    let n = src.len();
+    assert_eq!(dst.len(), n);
+    match n {
+        0..4 => {
+            for (x, y) in dst.iter_mut().zip(src) {
+                *x = *y;
+            }
+        }
+        4..8 => {
+            block::<4>(dst, src, 0);
+            block::<4>(dst, src, n - 4);
+        }
+        8..=32 => {
+            block::<8>(dst, src, 0);
+            if n > 16 {
+                block::<8>(dst, src, 8);
+            }
+            if n > 24 {
+                block::<8>(dst, src, 16);
+            }
+            block::<8>(dst, src, n - 8);
+        }
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -811,6 +902,73 @@ fn carve<const N: usize>(scratch: &mut Vec<f32>, sizes: [usize; N]) -> [&mut [f3
         rest = tail;
         piece
     })
+}
+
+/// Where the forward kernels put each sample's output (c_out × H × W
+/// floats, `Layer::out_len`).
+enum Out<'a> {
+    /// Sample s at `[s · out_len ..]` of the whole block's output.
+    Whole(&'a mut [f32]),
+    /// Each sample into the one-sample scratch `y`, then ReLU and the pool
+    /// from there into sample s of `out` and `argmax`.
+    ReluPool {
+        out: &'a mut [f32],
+        argmax: &'a mut [u8],
+        g: PoolGeom,
+    },
+}
+
+impl Out<'_> {
+    /// Nothing to write.
+    fn is_empty(&self) -> bool {
+        match self {
+            Out::Whole(o) => o.is_empty(),
+            Out::ReluPool { out, .. } => out.is_empty(),
+        }
+    }
+
+    /// Floats of one-sample scratch `y` that [`Self::sample`] needs.
+    fn scratch_len(&self, out_len: usize) -> usize {
+        match self {
+            Out::Whole(_) => 0,
+            Out::ReluPool { .. } => out_len,
+        }
+    }
+
+    /// Whether it holds the output of `n` samples of `out_len` floats.
+    fn holds(&self, n: usize, out_len: usize) -> bool {
+        match self {
+            Out::Whole(o) => o.len() == n * out_len,
+            Out::ReluPool { out, argmax, g } => {
+                g.in_len() == out_len && out.len() == n * g.out_len() && argmax.len() == out.len()
+            }
+        }
+    }
+
+    /// Where sample s's output goes: its place in the block, or `y`
+    /// (at least `out_len` floats).
+    #[inline(always)]
+    fn sample<'s>(&'s mut self, s: usize, out_len: usize, y: &'s mut [f32]) -> &'s mut [f32] {
+        match self {
+            Out::Whole(o) => &mut o[s * out_len..][..out_len],
+            Out::ReluPool { .. } => &mut y[..out_len],
+        }
+    }
+
+    /// Sample s's output is complete (in `y` if it went there).
+    #[inline(always)]
+    fn done(&mut self, s: usize, y: &[f32]) {
+        if let Out::ReluPool { out, argmax, g } = self {
+            let (len, g) = (g.out_len(), *g);
+            crate::kernels::pool::relu_maxpool2_forward(
+                &mut out[s * len..][..len],
+                &mut argmax[s * len..][..len],
+                &y[..g.in_len()],
+                1,
+                g,
+            );
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -887,7 +1045,9 @@ fn fwd_block(isa: Isa, c_out: usize, npos: usize) -> (usize, usize) {
 /// Arguments of the direct forward, passed by value into the ISA entry
 /// points. The slices' lengths are checked by [`direct_forward`].
 struct FwdArgs<'a> {
-    out: &'a mut [f32],
+    out: Out<'a>,
+    /// One sample's output, where `out` needs it (else empty).
+    y: &'a mut [f32],
     inp: &'a [f32],
     /// The weight packed by [`direct_forward`]: blocks of `cb` output
     /// channels, each `[ci][kh][kw][cb]`.
@@ -909,7 +1069,7 @@ struct FwdArgs<'a> {
 #[allow(clippy::too_many_arguments)]
 fn direct_forward(
     path: KernelPath,
-    out: &mut [f32],
+    out: Out,
     inp: &[f32],
     get: &dyn Fn(usize, usize, usize) -> f32,
     bias: Option<&[f32]>,
@@ -922,7 +1082,8 @@ fn direct_forward(
     let taps = layer.k * layer.k;
     let wlen = prod(&[layer.c_out, layer.c_in, taps]);
     let pd = Padded::new(layer.c_in, layer.h, layer.w, layer.k);
-    let [wp, bp, xp] = carve(scratch, [wlen, layer.c_out, pd.len]);
+    let ylen = out.scratch_len(layer.out_len());
+    let [wp, bp, xp, y] = carve(scratch, [wlen, layer.c_out, pd.len, ylen]);
     // wp[b][i][t][c] = w(b·cb + c, i, t).
     let mut at = 0;
     for b in 0..layer.c_out / cb {
@@ -941,10 +1102,11 @@ fn direct_forward(
     }
     xp.fill(0.0);
     assert_eq!(inp.len(), n * layer.in_len());
-    assert_eq!(out.len(), n * layer.out_len());
+    assert!(out.holds(n, layer.out_len()));
     assert!(layer.h > 0 && layer.w > 0 && layer.c_out.is_multiple_of(cb));
     let args = FwdArgs {
         out,
+        y,
         inp,
         wp,
         bias: bp,
@@ -1027,7 +1189,8 @@ forward_entry!(
 #[inline(always)]
 unsafe fn forward_samples<V: Vector, const R: usize, const CB: usize>(a: FwdArgs) {
     let FwdArgs {
-        out,
+        mut out,
+        y,
         inp,
         wp,
         bias,
@@ -1040,10 +1203,10 @@ unsafe fn forward_samples<V: Vector, const R: usize, const CB: usize>(a: FwdArgs
     let (in_len, out_len) = (layer.in_len(), layer.out_len());
     for s in 0..n {
         pd.fill(xp, &inp[s * in_len..][..in_len]);
+        let dst = out.sample(s, out_len, y);
         // SAFETY: forwarded contract; `xp` now holds sample s padded.
-        unsafe {
-            forward_sample::<V, R, CB>(&mut out[s * out_len..][..out_len], xp, wp, bias, layer, pd)
-        };
+        unsafe { forward_sample::<V, R, CB>(dst, xp, wp, bias, layer, pd) };
+        out.done(s, y);
     }
 }
 
@@ -1192,7 +1355,7 @@ unsafe fn forward_sample<V: Vector, const R: usize, const CB: usize>(
                     let len = if dst[r] + l <= hw { l } else { w - dst[r] % w };
                     for c in 0..CB {
                         let at = (b * CB + c) * hw + dst[r];
-                        out[at..at + len].copy_from_slice(&tile[r][c][..len]);
+                        copy_row(&mut out[at..at + len], &tile[r][c][..len]);
                     }
                 }
             }
@@ -1556,7 +1719,7 @@ fn im2col(col: &mut [f32], xp: &[f32], pd: Padded, k: usize) {
 
 /// `out = wmat · im2col(inp) (+ bias)` per sample, wmat c_out × (c_in·K²).
 fn gemm_forward(
-    out: &mut [f32],
+    mut out: Out,
     inp: &[f32],
     get: &dyn Fn(usize, usize, usize) -> f32,
     bias: Option<&[f32]>,
@@ -1567,9 +1730,10 @@ fn gemm_forward(
     let (hw, k) = (layer.h * layer.w, layer.k);
     let rows = prod(&[layer.c_in, k, k]);
     let pd = Padded::new(layer.c_in, layer.h, layer.w, k);
-    let [wmat, xp, col] = carve(
+    let ylen = out.scratch_len(layer.out_len());
+    let [wmat, xp, col, y] = carve(
         scratch,
-        [prod(&[layer.c_out, rows]), pd.len, prod(&[rows, hw])],
+        [prod(&[layer.c_out, rows]), pd.len, prod(&[rows, hw]), ylen],
     );
     // The weight as a c_out × (c_in·K²) matrix (a copy for the forward,
     // the flipped transpose for the input gradient).
@@ -1582,9 +1746,9 @@ fn gemm_forward(
     }
     xp.fill(0.0);
     let (in_len, out_len) = (layer.in_len(), layer.out_len());
-    assert!(out.len() == n * out_len && inp.len() == n * in_len);
+    assert!(out.holds(n, out_len) && inp.len() == n * in_len);
     for s in 0..n {
-        let o = &mut out[s * out_len..][..out_len];
+        let o = out.sample(s, out_len, y);
         match bias {
             Some(b) => {
                 for (row, &bv) in o.chunks_exact_mut(hw).zip(b) {
@@ -1593,34 +1757,34 @@ fn gemm_forward(
             }
             None => o.fill(0.0),
         }
-        if rows == 0 {
-            continue;
+        if rows > 0 {
+            pd.fill(xp, &inp[s * in_len..][..in_len]);
+            im2col(col, xp, pd, k);
+            // SAFETY: m = c_out, k = rows, n = H·W. A = wmat with strides
+            // (rows, 1): c_out·rows floats (carved); B = col with strides
+            // (hw, 1): rows·hw floats (carved); C = o with strides (hw, 1):
+            // c_out·hw floats, a distinct &mut. beta = 1 adds to the bias (or
+            // zeros) just written.
+            unsafe {
+                matrixmultiply::sgemm(
+                    layer.c_out,
+                    rows,
+                    hw,
+                    1.0,
+                    wmat.as_ptr(),
+                    rows as isize,
+                    1,
+                    col.as_ptr(),
+                    hw as isize,
+                    1,
+                    1.0,
+                    o.as_mut_ptr(),
+                    hw as isize,
+                    1,
+                );
+            }
         }
-        pd.fill(xp, &inp[s * in_len..][..in_len]);
-        im2col(col, xp, pd, k);
-        // SAFETY: m = c_out, k = rows, n = H·W. A = wmat with strides
-        // (rows, 1): c_out·rows floats (carved); B = col with strides
-        // (hw, 1): rows·hw floats (carved); C = o with strides (hw, 1):
-        // c_out·hw floats, a distinct &mut. beta = 1 adds to the bias (or
-        // zeros) just written.
-        unsafe {
-            matrixmultiply::sgemm(
-                layer.c_out,
-                rows,
-                hw,
-                1.0,
-                wmat.as_ptr(),
-                rows as isize,
-                1,
-                col.as_ptr(),
-                hw as isize,
-                1,
-                1.0,
-                o.as_mut_ptr(),
-                hw as isize,
-                1,
-            );
-        }
+        out.done(s, y);
     }
 }
 

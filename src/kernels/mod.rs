@@ -21,6 +21,8 @@
 //! * [`gemm`]: `matrixmultiply::sgemm` on gathered f32 rows: the `gemm`
 //!   path, the deeper layers of every path, and the reference the fused
 //!   path is measured against.
+//! * [`conv`]: the convolutions and the plain 2 × 2 max-pool; [`pool`]:
+//!   the max-pool behind a conv's ReLU, as training runs it (argmax kept).
 //! * [`softmax_ce`], [`bias`]: the small pieces of a step.
 //! * [`dispatch`]: picks the path once, at run time.
 //! * [`reference`](mod@reference): naive f64 versions of everything, for tests.
@@ -30,6 +32,7 @@ pub mod conv;
 pub mod dispatch;
 pub mod fused;
 pub mod gemm;
+pub mod pool;
 pub mod reference;
 pub mod reference_conv;
 pub(crate) mod simd;

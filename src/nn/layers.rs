@@ -16,7 +16,7 @@
 use std::ops::Range;
 
 use crate::kernels::conv::{self, ConvGeom, PoolGeom};
-use crate::kernels::{gemm, KernelPath};
+use crate::kernels::{gemm, pool, KernelPath};
 
 use super::params::ParamStore;
 
@@ -60,10 +60,15 @@ pub enum Layer {
     Pool(Pool),
 }
 
-/// ReLU, in place: `x = max(x, 0)`.
+/// ReLU, in place: `x = x if x > 0 else +0` (so NaN and −0 become +0).
+///
+/// Written as a select, not `v.max(0.0)`: `f32::max` leaves the sign of a
+/// zero result unspecified, and its vector and scalar code gave −0 and +0
+/// for −0 in the same build. The select is also what `max_ps(v, 0)` does
+/// on x86, the ReLU of [`crate::kernels::pool`]'s fused pool.
 pub fn relu_forward(x: &mut [f32]) {
     for v in x {
-        *v = v.max(0.0);
+        *v = if *v > 0.0 { *v } else { 0.0 };
     }
 }
 
@@ -112,6 +117,40 @@ impl Linear {
             cols.len(),
             dw,
         );
+    }
+}
+
+impl Conv {
+    /// This conv, its ReLU and the max-pool `pool` that reads its output,
+    /// as one kernel ([`conv::conv2d_relu_maxpool2_forward`]): `out` (rows
+    /// × the pool's out_len) the pool's output, `argmax` a byte per output
+    /// for [`Pool::backward_routed`]. The conv's own output is never
+    /// stored. The same bits as the two layers' `forward`s.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_pooled(
+        &self,
+        path: KernelPath,
+        out: &mut [f32],
+        argmax: &mut [u8],
+        inp: &[f32],
+        params: &[f32],
+        store: &ParamStore,
+        rows: usize,
+        scratch: &mut Vec<f32>,
+    ) {
+        let (w, b) = (
+            tensor(params, store, self.weight),
+            tensor(params, store, self.bias),
+        );
+        conv::conv2d_relu_maxpool2_forward(path, out, argmax, inp, w, b, rows, self.geom, scratch);
+    }
+}
+
+impl Pool {
+    /// [`Layer::backward_input`] of a pool run by [`Conv::forward_pooled`]:
+    /// from the argmax bytes it recorded instead of the pool's input.
+    pub fn backward_routed(&self, d_inp: &mut [f32], d_out: &[f32], argmax: &[u8], rows: usize) {
+        pool::maxpool2_backward_routed(d_inp, d_out, argmax, rows, self.geom);
     }
 }
 

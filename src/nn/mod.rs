@@ -233,6 +233,17 @@ impl Network {
         self.arch.describe()
     }
 
+    /// Layers `l` and `l + 1` as a conv and the max-pool that reads its
+    /// (ReLU'd) output: the pair the training step runs as one kernel
+    /// ([`Conv::forward_pooled`], [`Pool::backward_routed`]), never storing
+    /// the conv's output.
+    pub fn conv_then_pool(&self, l: usize) -> Option<(&Conv, &Pool)> {
+        match (self.layers.get(l), self.layers.get(l + 1)) {
+            (Some(Layer::Conv(c)), Some(Layer::Pool(p))) => Some((c, p)),
+            _ => None,
+        }
+    }
+
     /// Whether the first layer reads the samples (u8 or f32) in place with
     /// the fused kernels on `path`: a linear first layer (softmax
     /// regression, an MLP), exactly as the training step does.

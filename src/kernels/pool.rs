@@ -1,0 +1,343 @@
+//! MaxPool2d(2) behind a conv layer's ReLU, as training runs it: the
+//! forward pass records each window's argmax (one byte), so the backward
+//! pass routes the gradient without the conv output.
+//!
+//! [`conv::maxpool2_forward`](super::conv::maxpool2_forward) and
+//! [`conv::maxpool2_backward`](super::conv::maxpool2_backward) are the
+//! plain pair: the backward recomputes each window's argmax from the
+//! pool's input, which must therefore be kept, a float per pixel. A conv
+//! layer's output (6 × 28 × 28 floats a sample in LeNet, 4× the pooled
+//! size) then makes three trips through memory: stored by the conv, read
+//! by the ReLU and the pool, read again by the pool's backward.
+//! [`relu_maxpool2_forward`] instead takes one sample's conv output while
+//! it is still in L1 (the conv kernels call it sample by sample, see
+//! [`conv::conv2d_relu_maxpool2_forward`](super::conv::conv2d_relu_maxpool2_forward)),
+//! and [`maxpool2_backward_routed`] needs only the bytes.
+//!
+//! # The rule, and why the bits are the plain pair's
+//!
+//! ReLU is [`relu_forward`](crate::nn::relu_forward)'s `v if v > 0 else
+//! +0` (NaN and −0 become +0). The window is then scanned in
+//! the plain pool's order (0,0), (0,1), (1,0), (1,1), a later pixel taking
+//! over when it is greater than the running maximum: the first maximum
+//! wins a tie. The plain pool's rule also lets a NaN take over, but after
+//! the ReLU there is none. So the pooled values are the plain pool's on
+//! the ReLU's output, bit for bit, and the argmax is the position the
+//! plain backward routes to; `tests/conv_kernels.rs` checks both against
+//! the plain pair and the f64 references, ties, NaN and signed zeros
+//! included.
+//!
+//! Argmax bytes: 0, 1, 2, 3 for the window's (0,0), (0,1), (1,0), (1,1);
+//! one per output, in the output's layout.
+
+use std::hint::select_unpredictable;
+
+use super::conv::PoolGeom;
+use super::dispatch::KernelPath;
+
+/// ReLU then MaxPool2d(2): `out` (n × c × ⌊H/2⌋ × ⌊W/2⌋, overwritten) the
+/// maximum of each 2 × 2 window of `max(inp, 0)` (`inp` n × c × H × W),
+/// `argmax` (one byte per output) the position it came from, by the rule
+/// in the module docs. The same bits on every ISA (a selection); the AVX2
+/// copy is picked at run time.
+///
+/// # Panics
+/// If a slice length disagrees with `n` and `g`.
+pub fn relu_maxpool2_forward(
+    out: &mut [f32],
+    argmax: &mut [u8],
+    inp: &[f32],
+    n: usize,
+    g: PoolGeom,
+) {
+    check(inp.len(), out.len(), argmax.len(), n, g);
+    if out.is_empty() {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if KernelPath::Avx2.is_available() && g.out_w() >= 4 {
+        // SAFETY: AVX2 was detected; the lengths were checked and the rows
+        // hold at least 4 windows.
+        return unsafe { relu_pool_avx2(out, argmax, inp, g) };
+    }
+    relu_pool_body(out, argmax, inp, g)
+}
+
+/// The backward of [`relu_maxpool2_forward`]'s pool: `d_inp` (n × c × H ×
+/// W, overwritten) gets each `d_out` value at the position `argmax` names
+/// and 0 everywhere else, a dropped last row or column included. The
+/// ReLU's mask is the caller's (on `d_out`, with the pooled output: see
+/// the training step). The same bits on every ISA.
+///
+/// A byte over 3 routes its gradient nowhere (the window gets zeros):
+/// [`relu_maxpool2_forward`] never writes one, and checking every byte
+/// here cost a pass over them (1.4% of a LeNet epoch).
+///
+/// # Panics
+/// If a slice length disagrees with `n` and `g`.
+pub fn maxpool2_backward_routed(
+    d_inp: &mut [f32],
+    d_out: &[f32],
+    argmax: &[u8],
+    n: usize,
+    g: PoolGeom,
+) {
+    check(d_inp.len(), d_out.len(), argmax.len(), n, g);
+    if d_inp.is_empty() {
+        return;
+    }
+    if d_out.is_empty() {
+        // Windows of nothing: every pixel is dropped.
+        d_inp.fill(0.0);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if KernelPath::Avx2.is_available() && g.out_w() >= 4 {
+        // SAFETY: AVX2 was detected; lengths checked, bytes ≤ 3, rows of at
+        // least 4 windows.
+        return unsafe { route_avx2(d_inp, d_out, argmax, g) };
+    }
+    route_body(d_inp, d_out, argmax, g)
+}
+
+fn check(full: usize, pooled: usize, bytes: usize, n: usize, g: PoolGeom) {
+    assert_eq!(
+        Some(full),
+        n.checked_mul(g.in_len()),
+        "the full side must be n × c × H × W"
+    );
+    assert_eq!(
+        Some(pooled),
+        n.checked_mul(g.out_len()),
+        "the pooled side must be n × c × H/2 × W/2"
+    );
+    assert_eq!(bytes, pooled, "one argmax byte per pooled value");
+}
+
+/// `if c { x } else { y }` without a branch (see `conv::sel`).
+#[inline(always)]
+fn sel<T>(c: bool, x: T, y: T) -> T {
+    select_unpredictable(c, x, y)
+}
+
+/// Lengths checked by [`relu_maxpool2_forward`].
+fn relu_pool_body(out: &mut [f32], argmax: &mut [u8], inp: &[f32], g: PoolGeom) {
+    let (w, oh, ow) = (g.w, g.out_h(), g.out_w());
+    let planes = inp.chunks_exact(g.h * w).zip(
+        out.chunks_exact_mut(oh * ow)
+            .zip(argmax.chunks_exact_mut(oh * ow)),
+    );
+    for (pi, (po, pa)) in planes {
+        for (oy, (orow, arow)) in po
+            .chunks_exact_mut(ow)
+            .zip(pa.chunks_exact_mut(ow))
+            .enumerate()
+        {
+            let r0 = &pi[2 * oy * w..][..2 * ow];
+            let r1 = &pi[(2 * oy + 1) * w..][..2 * ow];
+            let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+            for ((o, i), (a, b)) in orow.iter_mut().zip(arow.iter_mut()).zip(windows) {
+                let relu = |v: f32| if v > 0.0 { v } else { 0.0 };
+                let mut m = relu(a[0]);
+                let mut at = 0u8;
+                for (j, v) in [(1, a[1]), (2, b[0]), (3, b[1])] {
+                    let v = relu(v);
+                    let takes = v > m;
+                    m = f32::from_bits(sel(takes, v.to_bits(), m.to_bits()));
+                    at = sel(takes, j, at);
+                }
+                *o = m;
+                *i = at;
+            }
+        }
+    }
+}
+
+/// Lengths checked by [`maxpool2_backward_routed`]; `d_out` not empty.
+fn route_body(d_inp: &mut [f32], d_out: &[f32], argmax: &[u8], g: PoolGeom) {
+    let (h, w, oh, ow) = (g.h, g.w, g.out_h(), g.out_w());
+    for ((gp, po), pa) in d_inp
+        .chunks_exact_mut(h * w)
+        .zip(d_out.chunks_exact(oh * ow))
+        .zip(argmax.chunks_exact(oh * ow))
+    {
+        for (oy, (grow, arow)) in po.chunks_exact(ow).zip(pa.chunks_exact(ow)).enumerate() {
+            let (d0, d1) = gp[2 * oy * w..][..w + 2 * ow].split_at_mut(w);
+            let windows = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
+            for ((&gv, &at), (da, db)) in grow.iter().zip(arow).zip(windows) {
+                for (j, d) in da.iter_mut().chain(db.iter_mut()).enumerate() {
+                    *d = f32::from_bits(sel(usize::from(at) == j, gv.to_bits(), 0));
+                }
+            }
+            if w % 2 == 1 {
+                d0[w - 1] = 0.0;
+                gp[(2 * oy + 1) * w + w - 1] = 0.0;
+            }
+        }
+        gp[2 * oh * w..].fill(0.0);
+    }
+}
+
+/// [`relu_pool_body`] in explicit AVX2, four windows at a time (as the
+/// plain pool's backward: the short rows, 7 or 14 windows, would leave an
+/// autovectorised loop mostly to its scalar tail). The last group of a row
+/// is moved back to end at ⌊W/2⌋, overlapping the one before: the same
+/// values are written twice.
+///
+/// # Safety
+/// The CPU supports AVX2; lengths as checked by [`relu_maxpool2_forward`];
+/// at least 4 windows a row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn relu_pool_avx2(out: &mut [f32], argmax: &mut [u8], inp: &[f32], g: PoolGeom) {
+    let (w, oh, ow) = (g.w, g.out_h(), g.out_w());
+    debug_assert!(ow >= 4);
+    let planes = inp.chunks_exact(g.h * w).zip(
+        out.chunks_exact_mut(oh * ow)
+            .zip(argmax.chunks_exact_mut(oh * ow)),
+    );
+    for (pi, (po, pa)) in planes {
+        for (oy, (orow, arow)) in po
+            .chunks_exact_mut(ow)
+            .zip(pa.chunks_exact_mut(ow))
+            .enumerate()
+        {
+            let r0 = &pi[2 * oy * w..][..2 * ow];
+            let r1 = &pi[(2 * oy + 1) * w..][..2 * ow];
+            let mut x = 0;
+            loop {
+                let x0 = x.min(ow - 4);
+                let at = 2 * x0..2 * x0 + 8;
+                // SAFETY: AVX2 is the caller's promise; the slices have the
+                // fixed lengths `relu_pool4` reads and writes.
+                unsafe {
+                    relu_pool4(
+                        r0[at.clone()].try_into().unwrap(),
+                        r1[at].try_into().unwrap(),
+                        (&mut orow[x0..x0 + 4]).try_into().unwrap(),
+                        (&mut arow[x0..x0 + 4]).try_into().unwrap(),
+                    )
+                };
+                if x0 + 4 == ow {
+                    break;
+                }
+                x += 4;
+            }
+        }
+    }
+}
+
+/// Four windows: rows `r0` = a0 b0 a1 b1 …, `r1` = c0 d0 c1 d1 …; writes
+/// their maxima after ReLU and argmax bytes. Works in the even lanes, each
+/// pair's odd pixel swapped in beside it (no lane crossing until the end).
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn relu_pool4(r0: &[f32; 8], r1: &[f32; 8], out: &mut [f32; 4], argmax: &mut [u8; 4]) {
+    use core::arch::x86_64::*;
+    // SAFETY: AVX2 is the caller's promise; every load and store touches
+    // exactly the floats (or bytes) of its array.
+    unsafe {
+        let zero = _mm256_setzero_ps();
+        // ReLU: `max_ps(v, 0)` is `v > 0 ? v : 0` (the second operand when
+        // v is NaN or a zero), exactly `relu_forward`'s select.
+        let a = _mm256_max_ps(_mm256_loadu_ps(r0.as_ptr()), zero);
+        let c = _mm256_max_ps(_mm256_loadu_ps(r1.as_ptr()), zero);
+        let b = _mm256_permute_ps::<0b10_11_00_01>(a);
+        let d = _mm256_permute_ps::<0b10_11_00_01>(c);
+        let tb = _mm256_cmp_ps::<_CMP_GT_OQ>(b, a);
+        let m = _mm256_blendv_ps(a, b, tb);
+        let tc = _mm256_cmp_ps::<_CMP_GT_OQ>(c, m);
+        let m = _mm256_blendv_ps(m, c, tc);
+        let td = _mm256_cmp_ps::<_CMP_GT_OQ>(d, m);
+        let m = _mm256_blendv_ps(m, d, td);
+        // The argmax as 32-bit integers: the last to take over.
+        let i = _mm256_and_si256(_mm256_castps_si256(tb), _mm256_set1_epi32(1));
+        let i = _mm256_blendv_epi8(i, _mm256_set1_epi32(2), _mm256_castps_si256(tc));
+        let i = _mm256_blendv_epi8(i, _mm256_set1_epi32(3), _mm256_castps_si256(td));
+        // The even lanes, in order.
+        let even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+        let m = _mm256_permutevar8x32_ps(m, even);
+        _mm_storeu_ps(out.as_mut_ptr(), _mm256_castps256_ps128(m));
+        let i = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(i, even));
+        // Four 32-bit integers ≤ 3 to four bytes.
+        let bytes = _mm_packus_epi16(_mm_packus_epi32(i, i), _mm_setzero_si128());
+        let word = _mm_cvtsi128_si32(bytes).to_le_bytes();
+        *argmax = word;
+    }
+}
+
+/// [`route_body`] in explicit AVX2, four windows at a time (the last group
+/// of a row moved back, as in [`relu_pool_avx2`]).
+///
+/// # Safety
+/// The CPU supports AVX2; lengths as checked by
+/// [`maxpool2_backward_routed`]; at least 4 windows a row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn route_avx2(d_inp: &mut [f32], d_out: &[f32], argmax: &[u8], g: PoolGeom) {
+    let (h, w, oh, ow) = (g.h, g.w, g.out_h(), g.out_w());
+    debug_assert!(ow >= 4);
+    for ((gp, po), pa) in d_inp
+        .chunks_exact_mut(h * w)
+        .zip(d_out.chunks_exact(oh * ow))
+        .zip(argmax.chunks_exact(oh * ow))
+    {
+        for (oy, (grow, arow)) in po.chunks_exact(ow).zip(pa.chunks_exact(ow)).enumerate() {
+            let (d0, d1) = gp[2 * oy * w..][..w + 2 * ow].split_at_mut(w);
+            let mut x = 0;
+            loop {
+                let x0 = x.min(ow - 4);
+                let at = 2 * x0..2 * x0 + 8;
+                // SAFETY: AVX2 is the caller's promise; the slices have the
+                // fixed lengths `route4` reads and writes.
+                unsafe {
+                    route4(
+                        grow[x0..x0 + 4].try_into().unwrap(),
+                        arow[x0..x0 + 4].try_into().unwrap(),
+                        (&mut d0[at.clone()]).try_into().unwrap(),
+                        (&mut d1[at]).try_into().unwrap(),
+                    )
+                };
+                if x0 + 4 == ow {
+                    break;
+                }
+                x += 4;
+            }
+            if w % 2 == 1 {
+                d0[w - 1] = 0.0;
+                gp[(2 * oy + 1) * w + w - 1] = 0.0;
+            }
+        }
+        gp[2 * oh * w..].fill(0.0);
+    }
+}
+
+/// Four windows' gradients `g` to the rows `d0` (positions 0, 1 of each
+/// window) and `d1` (2, 3), by their argmax bytes.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn route4(g: &[f32; 4], argmax: &[u8; 4], d0: &mut [f32; 8], d1: &mut [f32; 8]) {
+    use core::arch::x86_64::*;
+    // SAFETY: AVX2 is the caller's promise; every load and store touches
+    // exactly the floats of its array (the bytes are read as a value).
+    unsafe {
+        let pairs = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+        // i0 i0 i1 i1 …, g0 g0 g1 g1 ….
+        let bytes = _mm_cvtsi32_si128(i32::from_le_bytes(*argmax));
+        let i = _mm256_permutevar8x32_epi32(_mm256_cvtepu8_epi32(bytes), pairs);
+        let gg = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(g.as_ptr())), pairs);
+        let top = _mm256_cmpeq_epi32(i, _mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1));
+        let bottom = _mm256_cmpeq_epi32(i, _mm256_setr_epi32(2, 3, 2, 3, 2, 3, 2, 3));
+        _mm256_storeu_ps(d0.as_mut_ptr(), _mm256_and_ps(_mm256_castsi256_ps(top), gg));
+        _mm256_storeu_ps(
+            d1.as_mut_ptr(),
+            _mm256_and_ps(_mm256_castsi256_ps(bottom), gg),
+        );
+    }
+}
