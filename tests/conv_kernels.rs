@@ -14,8 +14,9 @@
 //! keeps overflow checks on, which slows the index arithmetic).
 
 use idx_softmax::kernels::conv::{
-    conv2d_backward_input, conv2d_forward, conv2d_relu_maxpool2_forward, conv2d_weight_grad,
-    maxpool2_backward, maxpool2_forward, ConvGeom, PoolGeom,
+    conv2d_backward_input, conv2d_backward_input_pooled, conv2d_forward,
+    conv2d_relu_maxpool2_forward, conv2d_weight_grad, conv2d_weight_grad_pooled, maxpool2_backward,
+    maxpool2_forward, ConvGeom, PoolGeom,
 };
 use idx_softmax::kernels::pool;
 use idx_softmax::kernels::reference_conv as r;
@@ -705,6 +706,69 @@ fn conv_relu_pool_is_the_three_kernels_in_sequence() {
             let what = format!("{path} {g:?} n={n}");
             assert_eq!(bits(&out), bits(&want), "pooled {what}");
             assert_eq!(argmax, reference_argmax(&rectified, n, pg), "argmax {what}");
+        }
+    }
+}
+
+#[test]
+fn pooled_backward_kernels_are_routing_first() {
+    // The conv's input and weight gradients with d_out routed on the fly
+    // from a pooled gradient give the bits of routing it first
+    // (`maxpool2_backward_routed`, itself checked against the reference
+    // above), on every path and geometry, for whole and cut channel ranges.
+    let mut rng = rng(13);
+    let mut scratch = poisoned_scratch();
+    for (g, n) in geometries() {
+        let pg = PoolGeom::new(g.c_out, g.h, g.w);
+        let inp = rand_vec(&mut rng, n * g.in_len());
+        let wt = rand_vec(&mut rng, g.weight_len());
+        let d_pooled = rand_vec(&mut rng, n * pg.out_len());
+        let argmax: Vec<u8> = (0..d_pooled.len())
+            .map(|_| rng.random_range(0..4))
+            .collect();
+        let mut d_out = vec![f32::NAN; n * g.out_len()];
+        pool::maxpool2_backward_routed(&mut d_out, &d_pooled, &argmax, n, pg);
+        for path in paths() {
+            let what = format!("{path} {g:?} n={n}");
+            let mut want = vec![f32::NAN; n * g.in_len()];
+            conv2d_backward_input(path, &mut want, &d_out, &wt, n, g, &mut scratch);
+            let mut got = vec![f32::NAN; n * g.in_len()];
+            scratch.fill(f32::NAN);
+            conv2d_backward_input_pooled(
+                path,
+                &mut got,
+                &d_pooled,
+                &argmax,
+                &wt,
+                n,
+                g,
+                &mut scratch,
+            );
+            assert_eq!(bits(&got), bits(&want), "input gradient {what}");
+
+            let cuts = [0..g.c_out, 0..g.c_out.min(4), g.c_out.min(4)..g.c_out];
+            for co in cuts {
+                let per = g.c_in * g.k * g.k;
+                let mut want = (vec![f32::NAN; co.len() * per], vec![f32::NAN; co.len()]);
+                let (dw, db) = (&mut want.0, &mut want.1);
+                conv2d_weight_grad(path, dw, db, &d_out, &inp, n, g, co.clone(), &mut scratch);
+                let mut got = (vec![f32::NAN; co.len() * per], vec![f32::NAN; co.len()]);
+                scratch.fill(f32::NAN);
+                conv2d_weight_grad_pooled(
+                    path,
+                    &mut got.0,
+                    &mut got.1,
+                    &d_pooled,
+                    &argmax,
+                    &inp,
+                    n,
+                    g,
+                    co.clone(),
+                    &mut scratch,
+                );
+                assert_eq!(bits(&got.0), bits(&want.0), "weight gradient {what} {co:?}");
+                assert_eq!(bits(&got.1), bits(&want.1), "bias gradient {what} {co:?}");
+            }
         }
     }
 }

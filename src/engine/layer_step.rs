@@ -307,25 +307,44 @@ impl<'s> LayerStep<'s> {
                     self.acts.get(self.span(l, r.clone())),
                 )
             };
-            if let Some((_, pool)) = self.net.conv_then_pool(l - 1) {
-                // A_l, the conv's output, was never written: the pool
-                // routes by the argmax its forward recorded.
-                // SAFETY: as above; this chunk's rows, written in its
-                // forward pass.
-                let argmax = unsafe { self.argmax.get(self.argmax_span(l, r.clone())) };
-                pool.backward_routed(g_in, g_out, argmax, n);
+            if self.net.conv_then_pool(l - 1).is_some() {
+                // A pool after a conv: nothing to do. The conv's passes
+                // route G_{l+1} (masked above) by the argmax bytes
+                // themselves, so G_l, like A_l, is never written.
                 continue;
             }
-            layer.backward_input(
-                self.path,
-                g_in,
-                g_out,
-                a_in,
-                params,
-                store,
-                n,
-                &mut s.kernel,
-            );
+            if let Some((conv, _)) = self.net.conv_then_pool(l) {
+                // SAFETY: as above; layer l + 1's argmax bytes of this
+                // chunk's rows, written by its forward pass. G_{l+2} is
+                // another block of grads than G_l.
+                let (argmax, d_pooled) = unsafe {
+                    (
+                        self.argmax.get(self.argmax_span(l + 1, r.clone())),
+                        self.grads.get(self.span(l + 2, r.clone())),
+                    )
+                };
+                conv.backward_input_pooled(
+                    self.path,
+                    g_in,
+                    d_pooled,
+                    argmax,
+                    params,
+                    store,
+                    n,
+                    &mut s.kernel,
+                );
+            } else {
+                layer.backward_input(
+                    self.path,
+                    g_in,
+                    g_out,
+                    a_in,
+                    params,
+                    store,
+                    n,
+                    &mut s.kernel,
+                );
+            }
             if layers[l - 1].relu() && !mask_before {
                 relu_backward(g_in, a_in);
             }
@@ -359,41 +378,66 @@ impl<'s> LayerStep<'s> {
         };
         // SAFETY: weights phase: no chunk writes the (augmented) rows.
         let images = unsafe { self.ctx.pixels() };
-        match (self.fused.then_some(images), layer) {
-            (Some(images), Layer::Linear(lin)) if l == 0 => {
-                // The fused kernel sums raw pixels: their scale (u8's) comes
-                // in the update.
-                let cols = j * crate::nn::layers::LINEAR_COLS
-                    ..((j + 1) * crate::nn::layers::LINEAR_COLS).min(lin.inputs);
-                let width = cols.len();
-                let k = self.net.features();
-                let batch = self.ctx.pixel_rows(step);
-                let dw = &mut s.grad[..lin.outputs * width];
-                let o = lin.outputs;
-                images.weight_grad(self.path, k, batch, g_out, o, cols.start, width, dw, false);
-                let w0 = store.tensors()[lin.weight].offset;
-                let scale = self.ctx.samples.scale();
-                for o in 0..lin.outputs {
-                    let at = w0 + o * lin.inputs + cols.start;
-                    apply(at..at + width, &dw[o * width..(o + 1) * width], scale);
-                }
-                if j == 0 {
-                    let db = &mut s.grad[..lin.outputs];
-                    crate::kernels::bias_grad(g_out, db);
-                    apply(store.tensors()[lin.bias].range(), db, 1.0);
-                }
-            }
-            _ => layer.weight_grad_chunk(
+        if let Some((conv, _)) = self.net.conv_then_pool(l) {
+            // The output gradient routed from the pool's (G_{l+2}), as in
+            // the rows phase.
+            // SAFETY: weights phase: gradients and argmax bytes are only
+            // read.
+            let (d_pooled, argmax) = unsafe {
+                (
+                    self.grads.get(self.span(l + 2, 0..b)),
+                    self.argmax.get(self.argmax_span(l + 1, 0..b)),
+                )
+            };
+            conv.weight_grad_chunk_pooled(
                 self.path,
                 j,
                 &mut s.grad,
-                g_out,
+                d_pooled,
+                argmax,
                 a_in,
                 store,
                 b,
                 &mut s.kernel,
                 &mut |range, grad| apply(range, grad, 1.0),
-            ),
+            );
+        } else {
+            match (self.fused.then_some(images), layer) {
+                (Some(images), Layer::Linear(lin)) if l == 0 => {
+                    // The fused kernel sums raw pixels: their scale (u8's) comes
+                    // in the update.
+                    let cols = j * crate::nn::layers::LINEAR_COLS
+                        ..((j + 1) * crate::nn::layers::LINEAR_COLS).min(lin.inputs);
+                    let width = cols.len();
+                    let k = self.net.features();
+                    let batch = self.ctx.pixel_rows(step);
+                    let dw = &mut s.grad[..lin.outputs * width];
+                    let o = lin.outputs;
+                    images.weight_grad(self.path, k, batch, g_out, o, cols.start, width, dw, false);
+                    let w0 = store.tensors()[lin.weight].offset;
+                    let scale = self.ctx.samples.scale();
+                    for o in 0..lin.outputs {
+                        let at = w0 + o * lin.inputs + cols.start;
+                        apply(at..at + width, &dw[o * width..(o + 1) * width], scale);
+                    }
+                    if j == 0 {
+                        let db = &mut s.grad[..lin.outputs];
+                        crate::kernels::bias_grad(g_out, db);
+                        apply(store.tensors()[lin.bias].range(), db, 1.0);
+                    }
+                }
+                _ => layer.weight_grad_chunk(
+                    self.path,
+                    j,
+                    &mut s.grad,
+                    g_out,
+                    a_in,
+                    store,
+                    b,
+                    &mut s.kernel,
+                    &mut |range, grad| apply(range, grad, 1.0),
+                ),
+            }
         }
         if chunk == 0 {
             // SAFETY: weights phase: losses are only read.

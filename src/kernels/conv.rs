@@ -110,6 +110,14 @@
 //! maximum wins, a NaN wins over any number (the last NaN if several). The
 //! backward pass recomputes that argmax from the input.
 //!
+//! Training runs a conv and its pool as one ([`super::pool`]):
+//! [`conv2d_relu_maxpool2_forward`] pools each sample's output while it is
+//! in L1 and keeps the argmax bytes, and [`conv2d_backward_input_pooled`]
+//! and [`conv2d_weight_grad_pooled`] route the pooled gradient by them
+//! straight into the padded copies they make anyway. Neither the conv's
+//! output nor the gradient there is ever stored whole; the bits are those
+//! of the separate kernels.
+//!
 //! Speed: `cargo bench --bench kernels -- 'conv|pool'`.
 
 // The register blocks index fixed-size accumulator arrays with loop
@@ -358,8 +366,19 @@ fn conv_forward_into(
         k: g.k,
     };
     match path {
-        KernelPath::Gemm => gemm_forward(out, inp, &get, Some(bias), n, layer, scratch),
-        _ => direct_forward(path, out, inp, &get, Some(bias), n, layer, scratch),
+        KernelPath::Gemm => {
+            gemm_forward(out, Source::Dense(inp), &get, Some(bias), n, layer, scratch)
+        }
+        _ => direct_forward(
+            path,
+            out,
+            Source::Dense(inp),
+            &get,
+            Some(bias),
+            n,
+            layer,
+            scratch,
+        ),
     }
 }
 
@@ -381,16 +400,75 @@ pub fn conv2d_backward_input(
     g: ConvGeom,
     scratch: &mut Vec<f32>,
 ) {
+    assert_eq!(
+        Some(d_out.len()),
+        n.checked_mul(g.out_len()),
+        "d_out must be n × c_out × H × W"
+    );
+    backward_input_from(path, d_inp, Source::Dense(d_out), weight, n, g, scratch)
+}
+
+/// [`conv2d_backward_input`] for a conv whose output went through ReLU and
+/// [`conv2d_relu_maxpool2_forward`]'s pool: `d_out` is routed on the fly
+/// from the pool's output gradient `d_pooled` (n × c_out × ⌊H/2⌋ × ⌊W/2⌋,
+/// the ReLU's mask already applied) and the forward's `argmax` bytes, as
+/// [`super::pool::maxpool2_backward_routed`] would route it; the
+/// full-size gradient is never stored. The same bits as routing first.
+///
+/// # Panics
+/// As [`conv2d_backward_input`], for `d_pooled` and `argmax` sized as the
+/// pool's output.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_input_pooled(
+    path: KernelPath,
+    d_inp: &mut [f32],
+    d_pooled: &[f32],
+    argmax: &[u8],
+    weight: &[f32],
+    n: usize,
+    g: ConvGeom,
+    scratch: &mut Vec<f32>,
+) {
+    let d_out = pooled_source(d_pooled, argmax, n, g);
+    backward_input_from(path, d_inp, d_out, weight, n, g, scratch)
+}
+
+/// The [`Source`] of a pooled gradient, its lengths checked.
+fn pooled_source<'a>(d_pooled: &'a [f32], argmax: &'a [u8], n: usize, g: ConvGeom) -> Source<'a> {
+    let pg = PoolGeom::new(g.c_out, g.h, g.w);
+    assert_eq!(
+        Some(d_pooled.len()),
+        n.checked_mul(pg.out_len()),
+        "d_pooled must be n × c_out × H/2 × W/2"
+    );
+    assert_eq!(
+        argmax.len(),
+        d_pooled.len(),
+        "argmax must be d_pooled's size"
+    );
+    Source::Pooled {
+        d_pooled,
+        argmax,
+        g: pg,
+    }
+}
+
+/// [`conv2d_backward_input`] and [`conv2d_backward_input_pooled`] after
+/// their own checks of `d_out`.
+fn backward_input_from(
+    path: KernelPath,
+    d_inp: &mut [f32],
+    d_out: Source,
+    weight: &[f32],
+    n: usize,
+    g: ConvGeom,
+    scratch: &mut Vec<f32>,
+) {
     g.validate();
     assert_eq!(
         Some(d_inp.len()),
         n.checked_mul(g.in_len()),
         "d_inp must be n × c_in × H × W"
-    );
-    assert_eq!(
-        Some(d_out.len()),
-        n.checked_mul(g.out_len()),
-        "d_out must be n × c_out × H × W"
     );
     assert_eq!(
         weight.len(),
@@ -415,18 +493,10 @@ pub fn conv2d_backward_input(
         w: g.w,
         k,
     };
+    let out = Out::Whole(d_inp);
     match path {
-        KernelPath::Gemm => gemm_forward(Out::Whole(d_inp), d_out, &get, None, n, layer, scratch),
-        _ => direct_forward(
-            path,
-            Out::Whole(d_inp),
-            d_out,
-            &get,
-            None,
-            n,
-            layer,
-            scratch,
-        ),
+        KernelPath::Gemm => gemm_forward(out, d_out, &get, None, n, layer, scratch),
+        _ => direct_forward(path, out, d_out, &get, None, n, layer, scratch),
     }
 }
 
@@ -452,6 +522,53 @@ pub fn conv2d_weight_grad(
     co_range: Range<usize>,
     scratch: &mut Vec<f32>,
 ) {
+    assert_eq!(
+        Some(d_out.len()),
+        n.checked_mul(g.out_len()),
+        "d_out must be n × c_out × H × W"
+    );
+    let d_out = Source::Dense(d_out);
+    weight_grad_from(path, dw, db, d_out, inp, n, g, co_range, scratch)
+}
+
+/// [`conv2d_weight_grad`] with `d_out` routed on the fly from a pooled
+/// gradient, as [`conv2d_backward_input_pooled`] takes it. The same bits
+/// as routing first.
+///
+/// # Panics
+/// As [`conv2d_weight_grad`], for `d_pooled` and `argmax` sized as the
+/// pool's output.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_weight_grad_pooled(
+    path: KernelPath,
+    dw: &mut [f32],
+    db: &mut [f32],
+    d_pooled: &[f32],
+    argmax: &[u8],
+    inp: &[f32],
+    n: usize,
+    g: ConvGeom,
+    co_range: Range<usize>,
+    scratch: &mut Vec<f32>,
+) {
+    let d_out = pooled_source(d_pooled, argmax, n, g);
+    weight_grad_from(path, dw, db, d_out, inp, n, g, co_range, scratch)
+}
+
+/// [`conv2d_weight_grad`] and [`conv2d_weight_grad_pooled`] after their
+/// own checks of `d_out`.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_from(
+    path: KernelPath,
+    dw: &mut [f32],
+    db: &mut [f32],
+    d_out: Source,
+    inp: &[f32],
+    n: usize,
+    g: ConvGeom,
+    co_range: Range<usize>,
+    scratch: &mut Vec<f32>,
+) {
     g.validate();
     assert!(
         co_range.start <= co_range.end && co_range.end <= g.c_out,
@@ -463,11 +580,6 @@ pub fn conv2d_weight_grad(
         Some(inp.len()),
         n.checked_mul(g.in_len()),
         "inp must be n × c_in × H × W"
-    );
-    assert_eq!(
-        Some(d_out.len()),
-        n.checked_mul(g.out_len()),
-        "d_out must be n × c_out × H × W"
     );
     assert_eq!(
         dw.len(),
@@ -825,19 +937,23 @@ impl Padded {
         }
     }
 
-    /// Copies sample `src` (c × H × W) into the interior of `dst`; the
-    /// border and the slack keep what they hold (zeros, once cleared).
-    fn fill(&self, dst: &mut [f32], src: &[f32]) {
+    /// Copies sample `s` of `src` (c × H × W) into the interior of `dst`;
+    /// the border and the slack keep what they hold (zeros, once cleared).
+    fn fill(&self, dst: &mut [f32], src: Source, s: usize) {
         let dst = &mut dst[..self.len];
-        if self.w == 0 {
+        if self.w == 0 || self.h == 0 {
             return;
         }
-        for (ci, plane) in src.chunks_exact(self.h * self.w).enumerate() {
-            for (y, row) in plane.chunks_exact(self.w).enumerate() {
-                let at = ci * self.plane + (y + self.p) * self.s + self.p;
-                copy_row(&mut dst[at..at + self.w], row);
-            }
-        }
+        let len = prod(&[self.c, self.h, self.w]);
+        let first = self.p * self.s + self.p;
+        src.copy_out(
+            s,
+            len,
+            (self.h, self.w),
+            0..self.c,
+            &mut dst[first..],
+            (self.plane, self.s),
+        );
     }
 }
 
@@ -902,6 +1018,83 @@ fn carve<const N: usize>(scratch: &mut Vec<f32>, sizes: [usize; N]) -> [&mut [f3
         rest = tail;
         piece
     })
+}
+
+/// Where the kernels read a sample (c × H × W floats: the forward's
+/// input, the weight gradient's d_out).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Sample s at `[s · len ..]`.
+    Dense(&'a [f32]),
+    /// The gradient at a conv's output, routed on the fly through the
+    /// max-pool that followed it: sample s of the pool's output gradient
+    /// (c × ⌊H/2⌋ × ⌊W/2⌋) and of its argmax bytes, by
+    /// [`super::pool::route_plane`], plane by plane, into the
+    /// kernel's own padded copy. The full-size gradient is never stored.
+    Pooled {
+        d_pooled: &'a [f32],
+        argmax: &'a [u8],
+        g: PoolGeom,
+    },
+}
+
+impl Source<'_> {
+    /// Whether it holds `n` samples of `len` floats.
+    fn holds(&self, n: usize, len: usize) -> bool {
+        match self {
+            Source::Dense(x) => x.len() == n * len,
+            Source::Pooled {
+                d_pooled,
+                argmax,
+                g,
+            } => {
+                g.in_len() == len
+                    && d_pooled.len() == n * g.out_len()
+                    && argmax.len() == d_pooled.len()
+            }
+        }
+    }
+
+    /// Copies channels `ch` of sample `s` (c × H × W, `len` floats in all)
+    /// into `dst`, channel `ch.start + i`'s row y at `i · cstride + y ·
+    /// rstride` (W floats); nothing else of `dst` is written.
+    #[inline(always)]
+    fn copy_out(
+        &self,
+        s: usize,
+        len: usize,
+        (h, w): (usize, usize),
+        ch: Range<usize>,
+        dst: &mut [f32],
+        (cstride, rstride): (usize, usize),
+    ) {
+        match *self {
+            Source::Dense(x) => {
+                let x = &x[s * len..][..len];
+                for (i, c) in ch.enumerate() {
+                    for y in 0..h {
+                        let at = i * cstride + y * rstride;
+                        copy_row(&mut dst[at..at + w], &x[(c * h + y) * w..][..w]);
+                    }
+                }
+            }
+            Source::Pooled {
+                d_pooled,
+                argmax,
+                g,
+            } => {
+                let (oh, ow) = (g.out_h(), g.out_w());
+                debug_assert!(g.h == h && g.w == w);
+                let olen = g.out_len();
+                let (d, a) = (&d_pooled[s * olen..][..olen], &argmax[s * olen..][..olen]);
+                let per = oh * ow;
+                for (i, c) in ch.enumerate() {
+                    let (dc, ac) = (&d[c * per..][..per], &a[c * per..][..per]);
+                    super::pool::route_plane(&mut dst[i * cstride..], rstride, (h, w), dc, ac);
+                }
+            }
+        }
+    }
 }
 
 /// Where the forward kernels put each sample's output (c_out × H × W
@@ -1048,7 +1241,7 @@ struct FwdArgs<'a> {
     out: Out<'a>,
     /// One sample's output, where `out` needs it (else empty).
     y: &'a mut [f32],
-    inp: &'a [f32],
+    inp: Source<'a>,
     /// The weight packed by [`direct_forward`]: blocks of `cb` output
     /// channels, each `[ci][kh][kw][cb]`.
     wp: &'a [f32],
@@ -1070,7 +1263,7 @@ struct FwdArgs<'a> {
 fn direct_forward(
     path: KernelPath,
     out: Out,
-    inp: &[f32],
+    inp: Source,
     get: &dyn Fn(usize, usize, usize) -> f32,
     bias: Option<&[f32]>,
     n: usize,
@@ -1101,7 +1294,7 @@ fn direct_forward(
         None => bp.fill(0.0),
     }
     xp.fill(0.0);
-    assert_eq!(inp.len(), n * layer.in_len());
+    assert!(inp.holds(n, layer.in_len()));
     assert!(out.holds(n, layer.out_len()));
     assert!(layer.h > 0 && layer.w > 0 && layer.c_out.is_multiple_of(cb));
     let args = FwdArgs {
@@ -1200,9 +1393,9 @@ unsafe fn forward_samples<V: Vector, const R: usize, const CB: usize>(a: FwdArgs
         pd,
         ..
     } = a;
-    let (in_len, out_len) = (layer.in_len(), layer.out_len());
+    let out_len = layer.out_len();
     for s in 0..n {
-        pd.fill(xp, &inp[s * in_len..][..in_len]);
+        pd.fill(xp, inp, s);
         let dst = out.sample(s, out_len, y);
         // SAFETY: forwarded contract; `xp` now holds sample s padded.
         unsafe { forward_sample::<V, R, CB>(dst, xp, wp, bias, layer, pd) };
@@ -1393,7 +1586,7 @@ fn wg_shape(isa: Isa, k: usize, cor: usize) -> (usize, usize) {
 struct WgArgs<'a> {
     dw: &'a mut [f32],
     db: &'a mut [f32],
-    d_out: &'a [f32],
+    d_out: Source<'a>,
     inp: &'a [f32],
     n: usize,
     g: ConvGeom,
@@ -1416,7 +1609,7 @@ fn direct_weight_grad(
     path: KernelPath,
     dw: &mut [f32],
     db: &mut [f32],
-    d_out: &[f32],
+    d_out: Source,
     inp: &[f32],
     n: usize,
     g: ConvGeom,
@@ -1572,7 +1765,7 @@ unsafe fn wgrad_all<V: Vector, const TB: usize, const CB: usize>(a: WgArgs) {
     let drow = nvx * l;
     let dchan = h * drow;
     let dslot = cor * dchan;
-    let (in_len, out_len, hw) = (g.in_len(), g.out_len(), h * w);
+    let out_len = g.out_len();
     let nw = dw.len();
     assert!(acc.len() == (nw + cor) * l && nw == cor * c_in * k * k);
     assert!(xp.len() == WG_CHUNK * pd.len && dp.len() == WG_CHUNK * dslot);
@@ -1580,16 +1773,9 @@ unsafe fn wgrad_all<V: Vector, const TB: usize, const CB: usize>(a: WgArgs) {
         let m = WG_CHUNK.min(n - s0);
         for j in 0..m {
             let s = s0 + j;
-            pd.fill(
-                &mut xp[j * pd.len..][..pd.len],
-                &inp[s * in_len..][..in_len],
-            );
-            for c in 0..cor {
-                let src = &d_out[s * out_len + (co.start + c) * hw..][..hw];
-                for (y, row) in src.chunks_exact(w).enumerate() {
-                    copy_row(&mut dp[j * dslot + c * dchan + y * drow..][..w], row);
-                }
-            }
+            pd.fill(&mut xp[j * pd.len..][..pd.len], Source::Dense(inp), s);
+            let dst = &mut dp[j * dslot..][..dslot];
+            d_out.copy_out(s, out_len, (h, w), co.clone(), dst, (dchan, drow));
         }
         // Bias: lane sums of d_out over (sample, y, x0).
         for c in 0..cor {
@@ -1720,7 +1906,7 @@ fn im2col(col: &mut [f32], xp: &[f32], pd: Padded, k: usize) {
 /// `out = wmat · im2col(inp) (+ bias)` per sample, wmat c_out × (c_in·K²).
 fn gemm_forward(
     mut out: Out,
-    inp: &[f32],
+    inp: Source,
     get: &dyn Fn(usize, usize, usize) -> f32,
     bias: Option<&[f32]>,
     n: usize,
@@ -1746,7 +1932,7 @@ fn gemm_forward(
     }
     xp.fill(0.0);
     let (in_len, out_len) = (layer.in_len(), layer.out_len());
-    assert!(out.holds(n, out_len) && inp.len() == n * in_len);
+    assert!(out.holds(n, out_len) && inp.holds(n, in_len));
     for s in 0..n {
         let o = out.sample(s, out_len, y);
         match bias {
@@ -1758,7 +1944,7 @@ fn gemm_forward(
             None => o.fill(0.0),
         }
         if rows > 0 {
-            pd.fill(xp, &inp[s * in_len..][..in_len]);
+            pd.fill(xp, inp, s);
             im2col(col, xp, pd, k);
             // SAFETY: m = c_out, k = rows, n = H·W. A = wmat with strides
             // (rows, 1): c_out·rows floats (carved); B = col with strides
@@ -1793,7 +1979,7 @@ fn gemm_forward(
 fn gemm_weight_grad(
     dw: &mut [f32],
     db: &mut [f32],
-    d_out: &[f32],
+    d_out: Source,
     inp: &[f32],
     n: usize,
     g: ConvGeom,
@@ -1803,14 +1989,25 @@ fn gemm_weight_grad(
     let (hw, k, cor) = (g.h * g.w, g.k, co.len());
     let rows = prod(&[g.c_in, k, k]);
     let pd = Padded::new(g.c_in, g.h, g.w, k);
-    let [xp, col] = carve(scratch, [pd.len, prod(&[rows, hw])]);
+    // d_out's channels `co` of one sample, where they must be routed.
+    let dlen = match d_out {
+        Source::Dense(_) => 0,
+        Source::Pooled { .. } => prod(&[cor, hw]),
+    };
+    let [xp, col, dd] = carve(scratch, [pd.len, prod(&[rows, hw]), dlen]);
     xp.fill(0.0);
     dw.fill(0.0);
     db.fill(0.0);
     let (in_len, out_len) = (g.in_len(), g.out_len());
-    assert!(dw.len() == cor * rows && d_out.len() == n * out_len && inp.len() == n * in_len);
+    assert!(dw.len() == cor * rows && d_out.holds(n, out_len) && inp.len() == n * in_len);
     for s in 0..n {
-        let dos = &d_out[s * out_len + co.start * hw..][..cor * hw];
+        let dos: &[f32] = match d_out {
+            Source::Dense(d) => &d[s * out_len + co.start * hw..][..cor * hw],
+            Source::Pooled { .. } => {
+                d_out.copy_out(s, out_len, (g.h, g.w), co.clone(), dd, (hw, g.w));
+                dd
+            }
+        };
         for (dbc, row) in db.iter_mut().zip(dos.chunks_exact(hw)) {
             for &v in row {
                 *dbc += v;
@@ -1819,7 +2016,7 @@ fn gemm_weight_grad(
         if rows == 0 {
             continue;
         }
-        pd.fill(xp, &inp[s * in_len..][..in_len]);
+        pd.fill(xp, Source::Dense(inp), s);
         im2col(col, xp, pd, k);
         // SAFETY: m = cor, k = H·W, n = rows. A = the co rows of d_out[s]
         // with strides (hw, 1): cor·hw floats (the slice `dos`); B = colᵀ

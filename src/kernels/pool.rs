@@ -91,12 +91,7 @@ pub fn maxpool2_backward_routed(
         d_inp.fill(0.0);
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if KernelPath::Avx2.is_available() && g.out_w() >= 4 {
-        // SAFETY: AVX2 was detected; lengths checked, bytes ≤ 3, rows of at
-        // least 4 windows.
-        return unsafe { route_avx2(d_inp, d_out, argmax, g) };
-    }
+    // Plane by plane: `route_plane` picks AVX2 where the CPU has it.
     route_body(d_inp, d_out, argmax, g)
 }
 
@@ -161,20 +156,87 @@ fn route_body(d_inp: &mut [f32], d_out: &[f32], argmax: &[u8], g: PoolGeom) {
         .zip(d_out.chunks_exact(oh * ow))
         .zip(argmax.chunks_exact(oh * ow))
     {
-        for (oy, (grow, arow)) in po.chunks_exact(ow).zip(pa.chunks_exact(ow)).enumerate() {
-            let (d0, d1) = gp[2 * oy * w..][..w + 2 * ow].split_at_mut(w);
-            let windows = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
-            for ((&gv, &at), (da, db)) in grow.iter().zip(arow).zip(windows) {
-                for (j, d) in da.iter_mut().chain(db.iter_mut()).enumerate() {
-                    *d = f32::from_bits(sel(usize::from(at) == j, gv.to_bits(), 0));
-                }
-            }
-            if w % 2 == 1 {
-                d0[w - 1] = 0.0;
-                gp[(2 * oy + 1) * w + w - 1] = 0.0;
-            }
+        route_plane(gp, w, (h, w), po, pa);
+    }
+}
+
+/// One plane: the gradients `g` of the ⌊H/2⌋ × ⌊W/2⌋ pooled outputs and
+/// their argmax bytes, routed to the H × W input plane whose row y starts
+/// at `dst[y · stride]` (W floats written per row, all of them: a dropped
+/// odd last row or column gets 0; the floats between rows are left as
+/// they are). The plane-level piece of [`maxpool2_backward_routed`], also
+/// used by the conv kernels to route a pooled gradient straight into their
+/// padded copies (`conv::Source::Pooled`), so that the full-size gradient
+/// is never stored.
+///
+/// # Panics
+/// If `dst` is too short, or `g` and `argmax` are not ⌊H/2⌋ · ⌊W/2⌋ long.
+pub(crate) fn route_plane(
+    dst: &mut [f32],
+    stride: usize,
+    (h, w): (usize, usize),
+    g: &[f32],
+    argmax: &[u8],
+) {
+    let (oh, ow) = (h / 2, w / 2);
+    assert!(g.len() == oh * ow && argmax.len() == g.len() && stride >= w);
+    if h == 0 || w == 0 {
+        return;
+    }
+    assert!(
+        dst.len() >= (h - 1) * stride + w,
+        "dst too short for the plane"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if ow >= 4 && KernelPath::Avx2.is_available() {
+        // SAFETY: AVX2 was detected; lengths as asserted, ow ≥ 4.
+        return unsafe { route_plane_avx2(dst, stride, (h, w), g, argmax) };
+    }
+    route_plane_body(dst, stride, (h, w), g, argmax, route_row_pair)
+}
+
+/// [`route_plane`]'s loop over row pairs, with `pair` routing one (its
+/// lengths checked there).
+#[inline(always)]
+fn route_plane_body(
+    dst: &mut [f32],
+    stride: usize,
+    (h, w): (usize, usize),
+    g: &[f32],
+    argmax: &[u8],
+    pair: impl Fn(&mut [f32], &mut [f32], &[f32], &[u8]),
+) {
+    let (oh, ow) = (h / 2, w / 2);
+    if ow > 0 {
+        for (oy, (grow, arow)) in g.chunks_exact(ow).zip(argmax.chunks_exact(ow)).enumerate() {
+            let (top, bottom) = dst[2 * oy * stride..].split_at_mut(stride);
+            pair(&mut top[..w], &mut bottom[..w], grow, arow);
         }
-        gp[2 * oh * w..].fill(0.0);
+    } else {
+        // W = 1: no windows; every row is dropped.
+        for y in 0..2 * oh {
+            dst[y * stride..y * stride + w].fill(0.0);
+        }
+    }
+    if h % 2 == 1 {
+        dst[(h - 1) * stride..][..w].fill(0.0);
+    }
+}
+
+/// One row of windows, scalar: `d0` and `d1` W floats, `g` and `argmax`
+/// ⌊W/2⌋.
+#[inline(always)]
+fn route_row_pair(d0: &mut [f32], d1: &mut [f32], g: &[f32], argmax: &[u8]) {
+    let w = d0.len();
+    let windows = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
+    for ((&gv, &at), (da, db)) in g.iter().zip(argmax).zip(windows) {
+        for (j, d) in da.iter_mut().chain(db.iter_mut()).enumerate() {
+            *d = f32::from_bits(sel(usize::from(at) == j, gv.to_bits(), 0));
+        }
+    }
+    if w % 2 == 1 {
+        d0[w - 1] = 0.0;
+        d1[w - 1] = 0.0;
     }
 }
 
@@ -269,50 +331,49 @@ unsafe fn relu_pool4(r0: &[f32; 8], r1: &[f32; 8], out: &mut [f32; 4], argmax: &
     }
 }
 
-/// [`route_body`] in explicit AVX2, four windows at a time (the last group
-/// of a row moved back, as in [`relu_pool_avx2`]).
+/// [`route_plane`] in explicit AVX2, four windows at a time (the last
+/// group of a row moved back to end at ⌊W/2⌋, as in [`relu_pool_avx2`]).
 ///
 /// # Safety
-/// The CPU supports AVX2; lengths as checked by
-/// [`maxpool2_backward_routed`]; at least 4 windows a row.
+/// The CPU supports AVX2; lengths as asserted by [`route_plane`]; at least
+/// 4 windows a row.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn route_avx2(d_inp: &mut [f32], d_out: &[f32], argmax: &[u8], g: PoolGeom) {
-    let (h, w, oh, ow) = (g.h, g.w, g.out_h(), g.out_w());
-    debug_assert!(ow >= 4);
-    for ((gp, po), pa) in d_inp
-        .chunks_exact_mut(h * w)
-        .zip(d_out.chunks_exact(oh * ow))
-        .zip(argmax.chunks_exact(oh * ow))
-    {
-        for (oy, (grow, arow)) in po.chunks_exact(ow).zip(pa.chunks_exact(ow)).enumerate() {
-            let (d0, d1) = gp[2 * oy * w..][..w + 2 * ow].split_at_mut(w);
-            let mut x = 0;
-            loop {
-                let x0 = x.min(ow - 4);
-                let at = 2 * x0..2 * x0 + 8;
-                // SAFETY: AVX2 is the caller's promise; the slices have the
-                // fixed lengths `route4` reads and writes.
-                unsafe {
-                    route4(
-                        grow[x0..x0 + 4].try_into().unwrap(),
-                        arow[x0..x0 + 4].try_into().unwrap(),
-                        (&mut d0[at.clone()]).try_into().unwrap(),
-                        (&mut d1[at]).try_into().unwrap(),
-                    )
-                };
-                if x0 + 4 == ow {
-                    break;
-                }
-                x += 4;
+unsafe fn route_plane_avx2(
+    dst: &mut [f32],
+    stride: usize,
+    hw: (usize, usize),
+    g: &[f32],
+    argmax: &[u8],
+) {
+    route_plane_body(dst, stride, hw, g, argmax, |d0, d1, g, argmax| {
+        let (w, ow) = (d0.len(), g.len());
+        debug_assert!(ow >= 4);
+        let mut x = 0;
+        loop {
+            let x0 = x.min(ow - 4);
+            let at = 2 * x0..2 * x0 + 8;
+            // SAFETY: AVX2 is the caller's promise (this closure is inlined
+            // into the AVX2 function); the slices have the fixed lengths
+            // `route4` reads and writes.
+            unsafe {
+                route4(
+                    g[x0..x0 + 4].try_into().unwrap(),
+                    argmax[x0..x0 + 4].try_into().unwrap(),
+                    (&mut d0[at.clone()]).try_into().unwrap(),
+                    (&mut d1[at]).try_into().unwrap(),
+                )
+            };
+            if x0 + 4 == ow {
+                break;
             }
-            if w % 2 == 1 {
-                d0[w - 1] = 0.0;
-                gp[(2 * oy + 1) * w + w - 1] = 0.0;
-            }
+            x += 4;
         }
-        gp[2 * oh * w..].fill(0.0);
-    }
+        if w % 2 == 1 {
+            d0[w - 1] = 0.0;
+            d1[w - 1] = 0.0;
+        }
+    })
 }
 
 /// Four windows' gradients `g` to the rows `d0` (positions 0, 1 of each

@@ -16,7 +16,7 @@
 use std::ops::Range;
 
 use crate::kernels::conv::{self, ConvGeom, PoolGeom};
-use crate::kernels::{gemm, pool, KernelPath};
+use crate::kernels::{gemm, KernelPath};
 
 use super::params::ParamStore;
 
@@ -120,11 +120,16 @@ impl Linear {
     }
 }
 
+/// A conv weight-gradient kernel as a chunk calls it: `(dw, db, output
+/// channels)`.
+type ChunkKernel<'k> = dyn FnMut(&mut [f32], &mut [f32], Range<usize>) + 'k;
+
 impl Conv {
     /// This conv, its ReLU and the max-pool `pool` that reads its output,
     /// as one kernel ([`conv::conv2d_relu_maxpool2_forward`]): `out` (rows
     /// × the pool's out_len) the pool's output, `argmax` a byte per output
-    /// for [`Pool::backward_routed`]. The conv's own output is never
+    /// for [`Conv::backward_input_pooled`] and
+    /// [`Conv::weight_grad_chunk_pooled`]. The conv's own output is never
     /// stored. The same bits as the two layers' `forward`s.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_pooled(
@@ -146,11 +151,76 @@ impl Conv {
     }
 }
 
-impl Pool {
-    /// [`Layer::backward_input`] of a pool run by [`Conv::forward_pooled`]:
-    /// from the argmax bytes it recorded instead of the pool's input.
-    pub fn backward_routed(&self, d_inp: &mut [f32], d_out: &[f32], argmax: &[u8], rows: usize) {
-        pool::maxpool2_backward_routed(d_inp, d_out, argmax, rows, self.geom);
+impl Conv {
+    /// [`Layer::backward_input`] of this conv when a max-pool followed it
+    /// ([`Conv::forward_pooled`]): the gradient at its output is routed on
+    /// the fly from the pool's output gradient `d_pooled` (masked by the
+    /// ReLU) and the `argmax` bytes, never stored whole. The same bits as
+    /// [`crate::kernels::pool::maxpool2_backward_routed`] then
+    /// [`Layer::backward_input`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_input_pooled(
+        &self,
+        path: KernelPath,
+        d_inp: &mut [f32],
+        d_pooled: &[f32],
+        argmax: &[u8],
+        params: &[f32],
+        store: &ParamStore,
+        rows: usize,
+        scratch: &mut Vec<f32>,
+    ) {
+        let w = tensor(params, store, self.weight);
+        conv::conv2d_backward_input_pooled(
+            path, d_inp, d_pooled, argmax, w, rows, self.geom, scratch,
+        );
+    }
+
+    /// [`Layer::weight_grad_chunk`] of this conv when a max-pool followed
+    /// it, with its output gradient routed as in
+    /// [`Conv::backward_input_pooled`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn weight_grad_chunk_pooled(
+        &self,
+        path: KernelPath,
+        j: usize,
+        grad: &mut [f32],
+        d_pooled: &[f32],
+        argmax: &[u8],
+        inp: &[f32],
+        store: &ParamStore,
+        rows: usize,
+        scratch: &mut Vec<f32>,
+        apply: &mut dyn FnMut(Range<usize>, &[f32]),
+    ) {
+        self.weight_grad_chunk_with(j, grad, store, apply, &mut |dw, db, co| {
+            conv::conv2d_weight_grad_pooled(
+                path, dw, db, d_pooled, argmax, inp, rows, self.geom, co, scratch,
+            )
+        })
+    }
+
+    /// Chunk `j` (output channels `j·CONV_CHANNELS ..`): `kernel(dw, db,
+    /// channels)` computes it into `grad`, then `apply` gets the filters'
+    /// and biases' runs of the parameter buffer.
+    fn weight_grad_chunk_with(
+        &self,
+        j: usize,
+        grad: &mut [f32],
+        store: &ParamStore,
+        apply: &mut dyn FnMut(Range<usize>, &[f32]),
+        kernel: &mut ChunkKernel,
+    ) {
+        let (g, t) = (self.geom, store.tensors());
+        let co = j * CONV_CHANNELS..((j + 1) * CONV_CHANNELS).min(g.c_out);
+        let per = g.c_in * g.k * g.k;
+        let (dw, rest) = grad.split_at_mut(co.len() * per);
+        let db = &mut rest[..co.len()];
+        kernel(dw, db, co.clone());
+        let w0 = t[self.weight].offset + co.start * per;
+        let b0 = t[self.bias].offset + co.start;
+        apply(w0..w0 + dw.len(), dw);
+        apply(b0..b0 + db.len(), db);
     }
 }
 
@@ -302,18 +372,9 @@ impl Layer {
                     apply(t[l.bias].range(), db);
                 }
             }
-            Self::Conv(c) => {
-                let g = c.geom;
-                let co = j * CONV_CHANNELS..((j + 1) * CONV_CHANNELS).min(g.c_out);
-                let per = g.c_in * g.k * g.k;
-                let (dw, rest) = grad.split_at_mut(co.len() * per);
-                let db = &mut rest[..co.len()];
-                conv::conv2d_weight_grad(path, dw, db, d_out, inp, rows, g, co.clone(), scratch);
-                let w0 = t[c.weight].offset + co.start * per;
-                let b0 = t[c.bias].offset + co.start;
-                apply(w0..w0 + dw.len(), dw);
-                apply(b0..b0 + db.len(), db);
-            }
+            Self::Conv(c) => c.weight_grad_chunk_with(j, grad, store, apply, &mut |dw, db, co| {
+                conv::conv2d_weight_grad(path, dw, db, d_out, inp, rows, c.geom, co, scratch)
+            }),
             Self::Pool(_) => {}
         }
     }

@@ -234,9 +234,10 @@ impl Network {
     }
 
     /// Layers `l` and `l + 1` as a conv and the max-pool that reads its
-    /// (ReLU'd) output: the pair the training step runs as one kernel
-    /// ([`Conv::forward_pooled`], [`Pool::backward_routed`]), never storing
-    /// the conv's output.
+    /// (ReLU'd) output: the pair the training step runs as one
+    /// ([`Conv::forward_pooled`], [`Conv::backward_input_pooled`],
+    /// [`Conv::weight_grad_chunk_pooled`]), never storing the conv's output
+    /// nor the gradient there.
     pub fn conv_then_pool(&self, l: usize) -> Option<(&Conv, &Pool)> {
         match (self.layers.get(l), self.layers.get(l + 1)) {
             (Some(Layer::Conv(c)), Some(Layer::Pool(p))) => Some((c, p)),
