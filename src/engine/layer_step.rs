@@ -52,7 +52,9 @@ pub struct LayerBuffers {
     /// of a conv that a max-pool reads is never written: the pair runs as
     /// one kernel.)
     acts: Vec<f32>,
-    /// `G_1 … G_L`, each `batch × len_l` (G_0 is never needed).
+    /// `G_1 … G_L`, each `batch × len_l` (G_0 is never needed, nor the
+    /// gradient at a conv's output that a max-pool reads: it is routed
+    /// where it is read).
     grads: Vec<f32>,
     /// For each such max-pool, `batch × out_len` argmax bytes.
     argmax: Vec<u8>,
@@ -489,10 +491,11 @@ impl StepPlan for LayerStep<'_> {
 
     /// Phase protocol (with the scheduler's ordering of phases):
     /// * rows phase: chunks read the parameters; chunk i writes only rows
-    ///   `i·STEP_ROWS ..` of every activation, gradient and the losses;
-    /// * weights phase: chunks read activations, gradients and losses; a
-    ///   chunk writes only its own run of one layer's parameters (and
-    ///   momentum).
+    ///   `i·STEP_ROWS ..` of every activation, gradient, argmax block and
+    ///   the losses;
+    /// * weights phase: chunks read activations, gradients, argmax bytes
+    ///   and losses; a chunk writes only its own run of one layer's
+    ///   parameters (and momentum).
     fn run(&self, step: usize, phase: usize, chunk: usize, s: &mut Scratch) -> Flow {
         if phase == 0 {
             self.rows_chunk(step, chunk, s);

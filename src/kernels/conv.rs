@@ -707,15 +707,11 @@ unsafe fn pool_backward_avx2(d_inp: &mut [f32], d_out: &[f32], inp: &[f32], g: P
             let r0 = &pi[2 * oy * w..][..2 * ow];
             let r1 = &pi[(2 * oy + 1) * w..][..2 * ow];
             let (d0, d1) = gp[2 * oy * w..][..w + 2 * ow].split_at_mut(w);
-            // Groups of 4 windows; the last group is moved back to end at
-            // `ow` (it overlaps the one before, which is harmless: the
-            // same values are written twice).
-            let mut x = 0;
-            loop {
-                let x0 = x.min(ow - 4);
+            super::pool::groups_of_4(ow, |x0| {
                 let at = 2 * x0..2 * x0 + 8;
-                // SAFETY: AVX2 is the caller's promise; the slices have
-                // the fixed lengths `window4` reads and writes.
+                // SAFETY: AVX2 is the caller's promise (the closure is
+                // inlined into this function); the slices have the fixed
+                // lengths `window4` reads and writes.
                 unsafe {
                     window4(
                         r0[at.clone()].try_into().unwrap(),
@@ -725,11 +721,7 @@ unsafe fn pool_backward_avx2(d_inp: &mut [f32], d_out: &[f32], inp: &[f32], g: P
                         (&mut d1[at]).try_into().unwrap(),
                     )
                 };
-                if x0 + 4 == ow {
-                    break;
-                }
-                x += 4;
-            }
+            });
             if w % 2 == 1 {
                 gp[2 * oy * w + w - 1] = 0.0;
                 gp[(2 * oy + 1) * w + w - 1] = 0.0;
@@ -1020,8 +1012,8 @@ fn carve<const N: usize>(scratch: &mut Vec<f32>, sizes: [usize; N]) -> [&mut [f3
     })
 }
 
-/// Where the kernels read a sample (c × H × W floats: the forward's
-/// input, the weight gradient's d_out).
+/// Where the kernels read a sample (c × H × W floats: the forward's input,
+/// the input gradient's and the weight gradient's d_out).
 #[derive(Clone, Copy)]
 enum Source<'a> {
     /// Sample s at `[s · len ..]`.
@@ -1039,6 +1031,15 @@ enum Source<'a> {
 }
 
 impl Source<'_> {
+    /// Floats of scratch a reader needs to see `len` floats of a sample
+    /// in place: none when they are stored, `len` when they are routed.
+    fn scratch_len(&self, len: usize) -> usize {
+        match self {
+            Source::Dense(_) => 0,
+            Source::Pooled { .. } => len,
+        }
+    }
+
     /// Whether it holds `n` samples of `len` floats.
     fn holds(&self, n: usize, len: usize) -> bool {
         match self {
@@ -1084,7 +1085,7 @@ impl Source<'_> {
                 g,
             } => {
                 let (oh, ow) = (g.out_h(), g.out_w());
-                debug_assert!(g.h == h && g.w == w);
+                assert!(g.h == h && g.w == w, "the pool's input is the conv's H × W");
                 let olen = g.out_len();
                 let (d, a) = (&d_pooled[s * olen..][..olen], &argmax[s * olen..][..olen]);
                 let per = oh * ow;
@@ -1377,8 +1378,9 @@ forward_entry!(
 ///
 /// # Safety
 /// `V`'s ISA is available; the lengths as asserted in [`direct_forward`]:
-/// `inp` is n × in_len, `out` n × out_len, `wp` c_out · c_in · K² floats,
-/// `bias` c_out, `xp` `pd.len`, H and W > 0, CB divides c_out.
+/// `inp` holds n samples of in_len floats, `out` n of out_len (and `y`
+/// one, where `out` pools), `wp` c_out · c_in · K² floats, `bias` c_out,
+/// `xp` `pd.len`, H and W > 0, CB divides c_out.
 #[inline(always)]
 unsafe fn forward_samples<V: Vector, const R: usize, const CB: usize>(a: FwdArgs) {
     let FwdArgs {
@@ -1990,10 +1992,7 @@ fn gemm_weight_grad(
     let rows = prod(&[g.c_in, k, k]);
     let pd = Padded::new(g.c_in, g.h, g.w, k);
     // d_out's channels `co` of one sample, where they must be routed.
-    let dlen = match d_out {
-        Source::Dense(_) => 0,
-        Source::Pooled { .. } => prod(&[cor, hw]),
-    };
+    let dlen = d_out.scratch_len(prod(&[cor, hw]));
     let [xp, col, dd] = carve(scratch, [pd.len, prod(&[rows, hw]), dlen]);
     xp.fill(0.0);
     dw.fill(0.0);

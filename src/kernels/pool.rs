@@ -16,8 +16,8 @@
 //!
 //! # The rule, and why the bits are the plain pair's
 //!
-//! ReLU is [`relu_forward`](crate::nn::relu_forward)'s `v if v > 0 else
-//! +0` (NaN and −0 become +0). The window is then scanned in
+//! ReLU is [`relu`]: `v if v > 0 else +0` (NaN and −0 become +0). The
+//! window is then scanned in
 //! the plain pool's order (0,0), (0,1), (1,0), (1,1), a later pixel taking
 //! over when it is greater than the running maximum: the first maximum
 //! wins a tie. The plain pool's rule also lets a NaN take over, but after
@@ -33,6 +33,7 @@
 use std::hint::select_unpredictable;
 
 use super::conv::PoolGeom;
+#[cfg(target_arch = "x86_64")]
 use super::dispatch::KernelPath;
 
 /// ReLU then MaxPool2d(2): `out` (n × c × ⌊H/2⌋ × ⌊W/2⌋, overwritten) the
@@ -109,6 +110,18 @@ fn check(full: usize, pooled: usize, bytes: usize, n: usize, g: PoolGeom) {
     assert_eq!(bytes, pooled, "one argmax byte per pooled value");
 }
 
+/// ReLU of one value: `v` if `v > 0`, else +0 (so NaN and −0 become +0).
+/// The one definition: [`crate::nn::relu_forward`] applies it, and the
+/// AVX2 pool's `max_ps(v, 0)` computes exactly it.
+#[inline(always)]
+pub fn relu(v: f32) -> f32 {
+    if v > 0.0 {
+        v
+    } else {
+        0.0
+    }
+}
+
 /// `if c { x } else { y }` without a branch (see `conv::sel`).
 #[inline(always)]
 fn sel<T>(c: bool, x: T, y: T) -> T {
@@ -117,34 +130,65 @@ fn sel<T>(c: bool, x: T, y: T) -> T {
 
 /// Lengths checked by [`relu_maxpool2_forward`].
 fn relu_pool_body(out: &mut [f32], argmax: &mut [u8], inp: &[f32], g: PoolGeom) {
+    relu_pool_rows(out, argmax, inp, g, |r0, r1, orow, arow| {
+        let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+        for ((o, i), (a, b)) in orow.iter_mut().zip(arow.iter_mut()).zip(windows) {
+            let mut m = relu(a[0]);
+            let mut at = 0u8;
+            for (j, v) in [(1, a[1]), (2, b[0]), (3, b[1])] {
+                let v = relu(v);
+                let takes = v > m;
+                m = f32::from_bits(sel(takes, v.to_bits(), m.to_bits()));
+                at = sel(takes, j, at);
+            }
+            *o = m;
+            *i = at;
+        }
+    })
+}
+
+/// [`relu_maxpool2_forward`]'s walk over the rows of windows: `row(r0,
+/// r1, out_row, argmax_row)` with the two input rows of ⌊W/2⌋ windows
+/// (2·⌊W/2⌋ floats each: an odd last column is never read) and their
+/// outputs. Lengths as checked there.
+#[inline(always)]
+fn relu_pool_rows(
+    out: &mut [f32],
+    argmax: &mut [u8],
+    inp: &[f32],
+    g: PoolGeom,
+    row: impl Fn(&[f32], &[f32], &mut [f32], &mut [u8]),
+) {
     let (w, oh, ow) = (g.w, g.out_h(), g.out_w());
     let planes = inp.chunks_exact(g.h * w).zip(
         out.chunks_exact_mut(oh * ow)
             .zip(argmax.chunks_exact_mut(oh * ow)),
     );
     for (pi, (po, pa)) in planes {
-        for (oy, (orow, arow)) in po
-            .chunks_exact_mut(ow)
-            .zip(pa.chunks_exact_mut(ow))
-            .enumerate()
-        {
+        let rows = po.chunks_exact_mut(ow).zip(pa.chunks_exact_mut(ow));
+        for (oy, (orow, arow)) in rows.enumerate() {
             let r0 = &pi[2 * oy * w..][..2 * ow];
             let r1 = &pi[(2 * oy + 1) * w..][..2 * ow];
-            let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
-            for ((o, i), (a, b)) in orow.iter_mut().zip(arow.iter_mut()).zip(windows) {
-                let relu = |v: f32| if v > 0.0 { v } else { 0.0 };
-                let mut m = relu(a[0]);
-                let mut at = 0u8;
-                for (j, v) in [(1, a[1]), (2, b[0]), (3, b[1])] {
-                    let v = relu(v);
-                    let takes = v > m;
-                    m = f32::from_bits(sel(takes, v.to_bits(), m.to_bits()));
-                    at = sel(takes, j, at);
-                }
-                *o = m;
-                *i = at;
-            }
+            row(r0, r1, orow, arow);
         }
+    }
+}
+
+/// Calls `f(x0)` for the groups of 4 windows of a row of `ow` ≥ 4: x0 =
+/// 0, 4, 8, …, the last group moved back to end at `ow` (it overlaps the
+/// one before, which the vector kernels allow: they write the same values
+/// twice).
+#[inline(always)]
+pub(super) fn groups_of_4(ow: usize, mut f: impl FnMut(usize)) {
+    assert!(ow >= 4, "groups of 4 need 4 windows");
+    let mut x = 0;
+    loop {
+        let x0 = x.min(ow - 4);
+        f(x0);
+        if x0 + 4 == ow {
+            break;
+        }
+        x += 4;
     }
 }
 
@@ -170,7 +214,8 @@ fn route_body(d_inp: &mut [f32], d_out: &[f32], argmax: &[u8], g: PoolGeom) {
 /// is never stored.
 ///
 /// # Panics
-/// If `dst` is too short, or `g` and `argmax` are not ⌊H/2⌋ · ⌊W/2⌋ long.
+/// If `stride` < W, `dst` is too short, or `g` and `argmax` are not
+/// ⌊H/2⌋ · ⌊W/2⌋ long.
 pub(crate) fn route_plane(
     dst: &mut [f32],
     stride: usize,
@@ -210,7 +255,13 @@ fn route_plane_body(
     if ow > 0 {
         for (oy, (grow, arow)) in g.chunks_exact(ow).zip(argmax.chunks_exact(ow)).enumerate() {
             let (top, bottom) = dst[2 * oy * stride..].split_at_mut(stride);
-            pair(&mut top[..w], &mut bottom[..w], grow, arow);
+            let (d0, d1) = (&mut top[..w], &mut bottom[..w]);
+            pair(d0, d1, grow, arow);
+            if w % 2 == 1 {
+                // An odd last column: no window reads it.
+                d0[w - 1] = 0.0;
+                d1[w - 1] = 0.0;
+            }
         }
     } else {
         // W = 1: no windows; every row is dropped.
@@ -224,19 +275,14 @@ fn route_plane_body(
 }
 
 /// One row of windows, scalar: `d0` and `d1` W floats, `g` and `argmax`
-/// ⌊W/2⌋.
+/// ⌊W/2⌋; writes the first 2·⌊W/2⌋ floats of each row.
 #[inline(always)]
 fn route_row_pair(d0: &mut [f32], d1: &mut [f32], g: &[f32], argmax: &[u8]) {
-    let w = d0.len();
     let windows = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
     for ((&gv, &at), (da, db)) in g.iter().zip(argmax).zip(windows) {
         for (j, d) in da.iter_mut().chain(db.iter_mut()).enumerate() {
             *d = f32::from_bits(sel(usize::from(at) == j, gv.to_bits(), 0));
         }
-    }
-    if w % 2 == 1 {
-        d0[w - 1] = 0.0;
-        d1[w - 1] = 0.0;
     }
 }
 
@@ -252,41 +298,22 @@ fn route_row_pair(d0: &mut [f32], d1: &mut [f32], g: &[f32], argmax: &[u8]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn relu_pool_avx2(out: &mut [f32], argmax: &mut [u8], inp: &[f32], g: PoolGeom) {
-    let (w, oh, ow) = (g.w, g.out_h(), g.out_w());
-    debug_assert!(ow >= 4);
-    let planes = inp.chunks_exact(g.h * w).zip(
-        out.chunks_exact_mut(oh * ow)
-            .zip(argmax.chunks_exact_mut(oh * ow)),
-    );
-    for (pi, (po, pa)) in planes {
-        for (oy, (orow, arow)) in po
-            .chunks_exact_mut(ow)
-            .zip(pa.chunks_exact_mut(ow))
-            .enumerate()
-        {
-            let r0 = &pi[2 * oy * w..][..2 * ow];
-            let r1 = &pi[(2 * oy + 1) * w..][..2 * ow];
-            let mut x = 0;
-            loop {
-                let x0 = x.min(ow - 4);
-                let at = 2 * x0..2 * x0 + 8;
-                // SAFETY: AVX2 is the caller's promise; the slices have the
-                // fixed lengths `relu_pool4` reads and writes.
-                unsafe {
-                    relu_pool4(
-                        r0[at.clone()].try_into().unwrap(),
-                        r1[at].try_into().unwrap(),
-                        (&mut orow[x0..x0 + 4]).try_into().unwrap(),
-                        (&mut arow[x0..x0 + 4]).try_into().unwrap(),
-                    )
-                };
-                if x0 + 4 == ow {
-                    break;
-                }
-                x += 4;
-            }
-        }
-    }
+    relu_pool_rows(out, argmax, inp, g, |r0, r1, orow, arow| {
+        groups_of_4(orow.len(), |x0| {
+            let at = 2 * x0..2 * x0 + 8;
+            // SAFETY: AVX2 is this function's promise, and these closures
+            // run only inside it; the slices have the fixed lengths
+            // `relu_pool4` reads and writes.
+            unsafe {
+                relu_pool4(
+                    r0[at.clone()].try_into().unwrap(),
+                    r1[at].try_into().unwrap(),
+                    (&mut orow[x0..x0 + 4]).try_into().unwrap(),
+                    (&mut arow[x0..x0 + 4]).try_into().unwrap(),
+                )
+            };
+        })
+    })
 }
 
 /// Four windows: rows `r0` = a0 b0 a1 b1 …, `r1` = c0 d0 c1 d1 …; writes
@@ -304,7 +331,7 @@ unsafe fn relu_pool4(r0: &[f32; 8], r1: &[f32; 8], out: &mut [f32; 4], argmax: &
     unsafe {
         let zero = _mm256_setzero_ps();
         // ReLU: `max_ps(v, 0)` is `v > 0 ? v : 0` (the second operand when
-        // v is NaN or a zero), exactly `relu_forward`'s select.
+        // v is NaN or a zero), exactly `relu`.
         let a = _mm256_max_ps(_mm256_loadu_ps(r0.as_ptr()), zero);
         let c = _mm256_max_ps(_mm256_loadu_ps(r1.as_ptr()), zero);
         let b = _mm256_permute_ps::<0b10_11_00_01>(a);
@@ -347,14 +374,10 @@ unsafe fn route_plane_avx2(
     argmax: &[u8],
 ) {
     route_plane_body(dst, stride, hw, g, argmax, |d0, d1, g, argmax| {
-        let (w, ow) = (d0.len(), g.len());
-        debug_assert!(ow >= 4);
-        let mut x = 0;
-        loop {
-            let x0 = x.min(ow - 4);
+        groups_of_4(g.len(), |x0| {
             let at = 2 * x0..2 * x0 + 8;
-            // SAFETY: AVX2 is the caller's promise (this closure is inlined
-            // into the AVX2 function); the slices have the fixed lengths
+            // SAFETY: AVX2 is this function's promise, and these closures
+            // run only inside it; the slices have the fixed lengths
             // `route4` reads and writes.
             unsafe {
                 route4(
@@ -364,15 +387,7 @@ unsafe fn route_plane_avx2(
                     (&mut d1[at]).try_into().unwrap(),
                 )
             };
-            if x0 + 4 == ow {
-                break;
-            }
-            x += 4;
-        }
-        if w % 2 == 1 {
-            d0[w - 1] = 0.0;
-            d1[w - 1] = 0.0;
-        }
+        });
     })
 }
 
@@ -400,5 +415,83 @@ unsafe fn route4(g: &[f32; 4], argmax: &[u8; 4], d0: &mut [f32; 8], d1: &mut [f3
             d1.as_mut_ptr(),
             _mm256_and_ps(_mm256_castsi256_ps(bottom), gg),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX2 bodies against the scalar ones, whatever the CPU's
+    /// dispatch picks: rows of 4 to 9 windows, odd and even sizes, values
+    /// with ties, NaN and signed zeros, and argmax bytes over 3 (which
+    /// route nowhere).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_bodies_match_the_scalar_ones() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let vals = [-1.0, -0.0, 0.0, 1.0, 2.0, f32::NAN, 2.0, 0.5];
+        let mut next = {
+            let mut x = 7u64;
+            move || {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 33) as usize
+            }
+        };
+        for (h, w) in [
+            (8, 8),
+            (9, 11),
+            (2, 9),
+            (5, 17),
+            (14, 14),
+            (28, 28),
+            (3, 19),
+        ] {
+            let g = PoolGeom::new(2, h, w);
+            let inp: Vec<f32> = (0..g.in_len()).map(|_| vals[next() % 8]).collect();
+            let (mut o1, mut o2) = (vec![9.0; g.out_len()], vec![9.0; g.out_len()]);
+            let (mut a1, mut a2) = (vec![9u8; g.out_len()], vec![9u8; g.out_len()]);
+            relu_pool_body(&mut o1, &mut a1, &inp, g);
+            // SAFETY: AVX2 detected above; lengths as checked by the public
+            // function; every geometry has at least 4 windows a row.
+            unsafe { relu_pool_avx2(&mut o2, &mut a2, &inp, g) };
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&o1), bits(&o2), "forward {h}x{w}");
+            assert_eq!(a1, a2, "argmax {h}x{w}");
+
+            let d: Vec<f32> = (0..g.out_len()).map(|i| i as f32 + 0.5).collect();
+            let bytes: Vec<u8> = (0..g.out_len())
+                .map(|_| [0, 1, 2, 3, 4, 255][next() % 6])
+                .collect();
+            let stride = w + 3;
+            let plane = h * stride;
+            let (mut r1, mut r2) = (vec![7.0; 2 * plane], vec![7.0; 2 * plane]);
+            let per = g.out_len() / 2;
+            for c in 0..2 {
+                let (dc, bc) = (&d[c * per..][..per], &bytes[c * per..][..per]);
+                route_plane_body(&mut r1[c * plane..], stride, (h, w), dc, bc, route_row_pair);
+                // SAFETY: as above.
+                unsafe { route_plane_avx2(&mut r2[c * plane..], stride, (h, w), dc, bc) };
+            }
+            assert_eq!(bits(&r1), bits(&r2), "route {h}x{w}");
+            // Bytes over 3 route nowhere; the rows' floats past W stay.
+            for (c, (dc, bc)) in d.chunks(per).zip(bytes.chunks(per)).enumerate() {
+                let got: f32 = (0..h)
+                    .flat_map(|y| r1[c * plane + y * stride..][..w].to_vec())
+                    .sum();
+                let want: f32 = dc
+                    .iter()
+                    .zip(bc)
+                    .filter(|(_, &b)| b < 4)
+                    .map(|(v, _)| v)
+                    .sum();
+                assert_eq!(got, want, "routed total {h}x{w}");
+                assert!((0..h).all(|y| r1[c * plane + y * stride + w..][..3] == [7.0; 3]));
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@
 use std::ops::Range;
 
 use crate::kernels::conv::{self, ConvGeom, PoolGeom};
-use crate::kernels::{gemm, KernelPath};
+use crate::kernels::{gemm, pool, KernelPath};
 
 use super::params::ParamStore;
 
@@ -60,15 +60,15 @@ pub enum Layer {
     Pool(Pool),
 }
 
-/// ReLU, in place: `x = x if x > 0 else +0` (so NaN and −0 become +0).
+/// ReLU, in place: [`pool::relu`] of every element (`x if x > 0 else
+/// +0`, so NaN and −0 become +0).
 ///
-/// Written as a select, not `v.max(0.0)`: `f32::max` leaves the sign of a
-/// zero result unspecified, and its vector and scalar code gave −0 and +0
-/// for −0 in the same build. The select is also what `max_ps(v, 0)` does
-/// on x86, the ReLU of [`crate::kernels::pool`]'s fused pool.
+/// A select, not `v.max(0.0)`: `f32::max` leaves the sign of a zero result
+/// unspecified, and its vector and scalar code gave −0 and +0 for −0 in
+/// the same build.
 pub fn relu_forward(x: &mut [f32]) {
     for v in x {
-        *v = if *v > 0.0 { *v } else { 0.0 };
+        *v = pool::relu(*v);
     }
 }
 
@@ -149,9 +149,7 @@ impl Conv {
         );
         conv::conv2d_relu_maxpool2_forward(path, out, argmax, inp, w, b, rows, self.geom, scratch);
     }
-}
 
-impl Conv {
     /// [`Layer::backward_input`] of this conv when a max-pool followed it
     /// ([`Conv::forward_pooled`]): the gradient at its output is routed on
     /// the fly from the pool's output gradient `d_pooled` (masked by the
