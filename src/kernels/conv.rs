@@ -1012,6 +1012,13 @@ fn carve<const N: usize>(scratch: &mut Vec<f32>, sizes: [usize; N]) -> [&mut [f3
     })
 }
 
+/// Whether `values` floats and `bytes` argmax bytes are the pool `g`'s
+/// output for `n` samples of `len` floats (the pool's input, a conv's
+/// output).
+fn pooled_fits(g: PoolGeom, n: usize, len: usize, values: usize, bytes: usize) -> bool {
+    g.in_len() == len && Some(values) == n.checked_mul(g.out_len()) && bytes == values
+}
+
 /// Where the kernels read a sample (c × H × W floats: the forward's input,
 /// the input gradient's and the weight gradient's d_out).
 #[derive(Clone, Copy)]
@@ -1048,11 +1055,7 @@ impl Source<'_> {
                 d_pooled,
                 argmax,
                 g,
-            } => {
-                g.in_len() == len
-                    && d_pooled.len() == n * g.out_len()
-                    && argmax.len() == d_pooled.len()
-            }
+            } => pooled_fits(*g, n, len, d_pooled.len(), argmax.len()),
         }
     }
 
@@ -1134,7 +1137,7 @@ impl Out<'_> {
         match self {
             Out::Whole(o) => o.len() == n * out_len,
             Out::ReluPool { out, argmax, g } => {
-                g.in_len() == out_len && out.len() == n * g.out_len() && argmax.len() == out.len()
+                pooled_fits(*g, n, out_len, out.len(), argmax.len())
             }
         }
     }
