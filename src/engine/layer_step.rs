@@ -300,6 +300,12 @@ impl<'s> LayerStep<'s> {
                 };
                 relu_backward(g_out, a_out);
             }
+            if self.net.conv_then_pool(l - 1).is_some() {
+                // A pool after a conv: nothing to do. The conv's passes
+                // route G_{l+1} (masked above) by the argmax bytes
+                // themselves, so G_l, like A_l, is never written.
+                continue;
+            }
             // SAFETY: as above; G_{l+1}, G_l and A_l are distinct blocks
             // (grads and acts are separate buffers).
             let (g_out, g_in, a_in) = unsafe {
@@ -309,12 +315,6 @@ impl<'s> LayerStep<'s> {
                     self.acts.get(self.span(l, r.clone())),
                 )
             };
-            if self.net.conv_then_pool(l - 1).is_some() {
-                // A pool after a conv: nothing to do. The conv's passes
-                // route G_{l+1} (masked above) by the argmax bytes
-                // themselves, so G_l, like A_l, is never written.
-                continue;
-            }
             if let Some((conv, _)) = self.net.conv_then_pool(l) {
                 // SAFETY: as above; layer l + 1's argmax bytes of this
                 // chunk's rows, written by its forward pass. G_{l+2} is
