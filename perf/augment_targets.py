@@ -35,9 +35,9 @@ scale  `idx-softmax augment --copies N` (default 134: MNIST8M's 8.1M
        big set >= 80% of MNIST's), from runs nothing watches; then one
        watched run of each set per round for the heap (RssAnon: the
        engine's own figure at exit and the peak this script samples every
-       2 ms; target: <= 40 MB above the MNIST run's). The data set is memory-mapped, so its pages
-       are file-backed and do not count as heap; ru_maxrss, which counts
-       them, is shown for context.
+       2 ms; target: <= 40 MB above the MNIST run's). The data set is
+       memory-mapped, so its pages are file-backed and do not count as
+       heap; ru_maxrss, which counts them, is shown for context.
 
 Exit status: 0 when every target measured is met, 1 when one is missed, 2 on
 a failed run. Nothing is built: cargo build --release first.
