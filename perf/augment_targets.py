@@ -185,6 +185,17 @@ def scale(args, binary):
             shutil.rmtree(args.dir, ignore_errors=True)
 
 
+def positive(text):
+    """An argparse type: an integer of at least 1 (a median needs a run)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is below 1")
+    return n
+
+
 def main():
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -192,16 +203,16 @@ def main():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--bin", default=bl.default_binary())
     common.add_argument("--json-out")
-    common.add_argument("--threads", type=int, default=2)
+    common.add_argument("--threads", type=positive, default=2)
     c = sub.add_parser("cost", parents=[common])
-    c.add_argument("--runs", type=int, default=7)
-    c.add_argument("--hidden", type=int, default=256)
+    c.add_argument("--runs", type=positive, default=7)
+    c.add_argument("--hidden", type=positive, default=256)
     p = sub.add_parser("paper", parents=[common])
     p.add_argument("--recipes", default="mlp,cnn")
     s = sub.add_parser("scale", parents=[common])
     s.add_argument("--copies", type=int, default=134)
     s.add_argument("--dir", default="/tmp/idx-softmax-mnist8m")
-    s.add_argument("--runs", type=int, default=3)
+    s.add_argument("--runs", type=positive, default=3)
     s.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     if args.what == "paper":
