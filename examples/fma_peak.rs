@@ -34,7 +34,8 @@ mod x86 {
     use core::arch::x86_64::*;
     use std::time::Instant;
 
-    /// FMAs per loop iteration per vector: 12 chains.
+    /// Independent chains per loop iteration: enough to fill two pipes of
+    /// 4-cycle latency.
     const CHAINS: usize = 12;
 
     /// Runs `iters` iterations of 12 chains of 256-bit FMAs; returns a sum

@@ -14,12 +14,13 @@ The scheme simulated, exactly (NumPy int64 holds every sum):
     midpoint grid of (-1, 1);
   * vertical pass on the folded halves (rows k and N-1-k summed and
     subtracted), weights round(P * 2^ev) with the largest ev that keeps
-    |w| <= 32767 and every row's sum of |w| times the largest folded input
-    below 2^31 (so no int32 sum can overflow, in any order);
+    |w| <= 32767 and every int32 value of the pass below 2^31 for any
+    noise (the sums in any order, the unfold, and the left/right fold
+    after it);
   * the left/right fold, then a rounding right shift to int16 sized from
     the largest value the fold can reach for any noise;
   * horizontal pass likewise (weights 2^eh), unfold, one f32 scale by
-    alpha * 2^shift / 2^(ev + B + eh).
+    alpha * 2^shift / 2^(ev + B + eh) after the conversion to f32.
 Compared with alpha * G U G^T in float64 on the same noise (G: SciPy's
 kernel, radius floor(4 sigma + 1/2), mode="constant"). Also prints the
 error with only the vertical pass in integers.
@@ -43,13 +44,20 @@ def gaussian_matrix(n, sigma):
     return g
 
 
-def int_weights(mats, largest_input):
-    """The largest power-of-two scale at which every matrix fits int16 and
-    no row's sum can overflow int32."""
+def int_weights(p, m, largest_input, unfold_factor):
+    """The largest power-of-two scale 2^e at which the folded matrices P and
+    M fit int16 and no int32 value of the pass can overflow: each product's
+    running sum (sum of |w| times the largest input), and the unfold
+    P·s ± M·d times `unfold_factor` (2 where a fold follows: its largest
+    value is sum over a row of |w_P| + |w_M| times the largest input, twice
+    over)."""
     for e in range(30, 0, -1):
-        q = [np.round(m * 2.0**e) for m in mats]
-        if all(abs(w).max() <= 32767 and abs(w).sum(1).max() * largest_input < 2**31 for w in q):
-            return e, [w.astype(np.int64) for w in q]
+        wp, wm = (np.round(x * 2.0**e) for x in (p, m))
+        fits = max(abs(wp).max(), abs(wm).max()) <= 32767
+        sums = max(abs(wp).sum(1).max(), abs(wm).sum(1).max()) * largest_input
+        unfold = (abs(wp) + abs(wm)).sum(1).max() * largest_input * unfold_factor
+        if fits and sums < 2**31 and unfold < 2**31:
+            return e, wp.astype(np.int64), wm.astype(np.int64)
     raise SystemExit("no scale fits")
 
 
@@ -62,32 +70,45 @@ def main():
     ap.add_argument("--samples", type=int, default=2000)
     o = ap.parse_args()
     n, h, bits = o.side, o.side // 2, o.bits
-    if n % 2 or not 1 <= bits <= 14:
-        ap.error("--side must be even and --bits in 1..14")
+    if n < 2 or n % 2:
+        ap.error(f"--side: {n} is not an even number of at least 2")
+    if not 1 <= bits <= 14:
+        ap.error(f"--bits: {bits} is not in 1..14 (the folded noise must fit int16)")
+    if not o.sigma > 0 or o.samples < 1:
+        ap.error("--sigma must be above 0 and --samples at least 1")
     g = gaussian_matrix(n, o.sigma)
     p = (g[:h, :h] + g[:h, ::-1][:, :h]) / 2
     m = (g[:h, :h] - g[:h, ::-1][:, :h]) / 2
     u = 2 * np.random.default_rng(1).integers(0, 2**bits, (o.samples, n, n)) + 1 - 2**bits
     exact = o.alpha * np.einsum("ij,njk,lk->nil", g, u / 2.0**bits, g)
 
+    # The folded noise u_k +- u_(N-1-k) is at most 2 (2^B - 1) in size.
     folded_max = 2 * (2**bits - 1)
-    ev, (vp, vm) = int_weights([p, m], folded_max)
+    ev, vp, vm = int_weights(p, m, folded_max, 2)
     s, d = u[:, :h] + u[:, ::-1][:, :h], u[:, :h] - u[:, ::-1][:, :h]
     yp, ym = np.einsum("ik,nkc->nic", vp, s), np.einsum("ik,nkc->nic", vm, d)
     y = np.concatenate([yp + ym, (yp - ym)[:, ::-1]], axis=1)
     vertical_only = o.alpha * np.einsum("nik,jk->nij", y / 2.0 ** (ev + bits), g)
 
-    # |y[i]| <= (2^B - 1) * sum_j |coefficient of u_j| (the coefficients of
-    # rows i and N-1-i are vp +- vm), and the left/right fold doubles it.
+    # The left/right fold of y, the horizontal pass's input: |y[i]| <=
+    # (2^B - 1) * sum_j |coefficient of u_j| (rows i and N-1-i have the
+    # coefficients vp +- vm), and the fold doubles it. int_weights kept it
+    # below 2^31; the shift brings it to int16.
     per_noise = (abs(vp + vm) + abs(vp - vm)).sum(1).max()
     bound = 2 * (2**bits - 1) * per_noise
-    shift = max(0, int(np.ceil(np.log2(bound / 32767))))
+    assert bound < 2**31
+    shift = max(0, int(np.ceil(np.log2((bound + 1) / 32767))))
     fs, fd = y[:, :, :h] + y[:, :, ::-1][:, :, :h], y[:, :, :h] - y[:, :, ::-1][:, :, :h]
+    assert max(abs(fs).max(), abs(fd).max()) <= bound
     q = [(x + (1 << shift >> 1)) >> shift for x in (fs, fd)]
-    eh, (hp, hm) = int_weights([p, m], 32767)
+    assert max(abs(x).max() for x in q) <= 32767
+    eh, hp, hm = int_weights(p, m, 32767, 1)
     op, om = np.einsum("nik,jk->nij", q[0], hp), np.einsum("nik,jk->nij", q[1], hm)
     out = np.concatenate([op + om, (op - om)[:, :, ::-1]], axis=2)
-    both = (out * (o.alpha * 2.0**shift / 2.0 ** (ev + bits + eh))).astype(np.float32)
+    assert abs(out).max() < 2**31
+    # As a kernel would: to f32, then one f32 multiply.
+    scale = np.float32(o.alpha * 2.0**shift / 2.0 ** (ev + bits + eh))
+    both = out.astype(np.float32) * scale
 
     print(f"sigma {o.sigma} alpha {o.alpha} side {n} noise bits {bits}, {o.samples} fields; "
           f"field std {exact.std():.3f} px")
