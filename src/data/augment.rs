@@ -96,18 +96,23 @@
 //! |---|---|---|---|
 //! | none | 56 ns | 61 ns | 58 ns |
 //! | shift | 103 ns | 105 ns | 104 ns |
-//! | affine | 0.96 µs | 1.15 µs | 1.81 µs |
-//! | elastic | 2.35–2.45 µs | 2.80 µs | 6.4 µs |
-//! | (its field alone) | 1.47 µs | 1.75 µs | 4.65 µs |
+//! | affine | 0.92 µs | 1.10 µs | 1.73 µs |
+//! | elastic | 2.3–2.4 µs | 2.70 µs | 6.4–6.6 µs |
+//! | (its field alone) | 1.47–1.52 µs | 1.71–1.75 µs | 4.65–4.71 µs |
 //!
-//! Of the elastic ~2.4 µs: noise 0.25, vertical pass 0.66, folds 0.1,
-//! horizontal pass 0.5, quads 0.25, cells, gathers and blends 0.7. The two
-//! smoothing products run at the FP units' peak (3,136 16-lane
-//! multiply-adds per sample, half of what the unfolded 28 × 28 products
-//! would take); the truncation radius costs nothing (3σ instead of 4σ
-//! measured the same). On the same machine an MLP 784-256-10 epoch took
-//! 310–345 ms at 2 threads, so elastic on both threads adds ~70 ms, 20 to
-//! 23 % (27 % of the 0.26 s a quiet machine gives). SciPy's vectorised
+//! (affine, elastic and the field: the median over 5 interleaved rounds
+//! of each round's best of 5 passes, 2026-12-07, after the resampling's
+//! stores stopped going through the stack.) Of the elastic ~2.35 µs:
+//! noise 0.25, vertical pass 0.66, folds 0.1, horizontal pass 0.5, quads
+//! 0.25, cells, gathers and blends 0.55. The two smoothing products run
+//! near the FP units' peak (3,136 16-lane multiply-adds per sample,
+//! padding included, half of what the unfolded 28 × 28 products would
+//! take, in ~1.16 µs: ~75% of the multiply + add rate `examples/fma_peak`
+//! measures); the truncation radius costs nothing (3σ instead of 4σ
+//! measured the same). In training, an MLP 784-256-10 epoch at 2 threads
+//! takes 1.33–1.38× as long with elastic as without
+//! (`perf/augment_targets.py cost`; perf/README.md, "Augmentation", has
+//! the measurements and what was tried). SciPy's vectorised
 //! equivalent (`perf/augment_compare.py`) takes ~145 µs per sample for
 //! elastic and ~50 µs for affine: ~48× and ~43× slower.
 
@@ -1718,7 +1723,7 @@ unsafe fn resample<G: Kern, C: Coords, S: Sink>(
             // clamps in `Cells::of`, asserted above); the caller
             // guarantees G's instruction set.
             let q = unsafe { G::gather(quads, &i) };
-            store(sink, p0, plane, &blend(&q, &wx, &wy));
+            store(sink, p0, plane, || blend(&q, &wx, &wy));
         }
         return;
     }
@@ -1740,12 +1745,9 @@ unsafe fn resample<G: Kern, C: Coords, S: Sink>(
             let wy: [f32; VL] = fy[p0..p0 + VL].try_into().unwrap();
             // SAFETY: as above.
             let q = unsafe { G::gather(quads, i) };
-            store(
-                sink,
-                c * plane + p0,
-                c * plane + plane,
-                &blend(&q, &wx, &wy),
-            );
+            store(sink, c * plane + p0, c * plane + plane, || {
+                blend(&q, &wx, &wy)
+            });
         }
     }
 }
@@ -1805,13 +1807,18 @@ fn blend(q: &[u32; VL], wx: &[f32; VL], wy: &[f32; VL]) -> [f32; VL] {
     v
 }
 
-/// Stores 16 values at `at`, or the part before `end` of them.
+/// Stores the 16 values `values()` makes at `at`, or the part before `end`
+/// of them. They are made in each branch because, made before it, they
+/// went through the stack for the out-of-line tail store and the full
+/// store read them back (in `perf annotate`, the resampling loop's
+/// busiest instruction was the conversion after that reload); in
+/// registers, the AVX-512 elastic and affine kernels run 8–9% faster.
 #[inline(always)]
-fn store<S: Sink>(sink: &mut S, at: usize, end: usize, v: &[f32; VL]) {
+fn store<S: Sink>(sink: &mut S, at: usize, end: usize, values: impl Fn() -> [f32; VL]) {
     if at + VL <= end {
-        sink.store(at, v);
+        sink.store(at, &values());
     } else {
-        sink.store_tail(at, v, end - at);
+        sink.store_tail(at, &values(), end - at);
     }
 }
 
