@@ -110,7 +110,7 @@
 //! take, in ~1.16 µs: ~75% of the multiply + add rate `examples/fma_peak`
 //! measures); the truncation radius costs nothing (3σ instead of 4σ
 //! measured the same). In training, an MLP 784-256-10 epoch at 2 threads
-//! takes 1.33–1.38× as long with elastic as without
+//! takes 1.30–1.38× as long with elastic as without
 //! (`perf/augment_targets.py cost`; perf/README.md, "Augmentation", has
 //! the measurements and what was tried). SciPy's vectorised
 //! equivalent (`perf/augment_compare.py`) takes ~145 µs per sample for
