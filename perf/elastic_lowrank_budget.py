@@ -32,21 +32,16 @@ largest error depends on the number of fields sampled. Needs NumPy.
 
 import argparse
 import math
+import os
 import re
+import sys
 
 import numpy as np
 
-
-def gaussian_matrix(n, sigma):
-    r = int(4 * sigma + 0.5)
-    taps = np.exp(-0.5 * np.arange(-r, r + 1) ** 2 / sigma**2)
-    taps /= taps.sum()
-    g = np.zeros((n, n))
-    for i in range(n):
-        for j in range(n):
-            if abs(i - j) <= r:
-                g[i, j] = taps[i - j + r]
-    return g
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# SciPy's kernel as a matrix, defined once for both studies.
+from elastic_int16_budget import gaussian_matrix  # noqa: E402
 
 
 def modes(g):
