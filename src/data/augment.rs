@@ -102,19 +102,20 @@
 //!
 //! (affine, elastic and the field: the median over 5 interleaved rounds
 //! of each round's best of 5 passes, 2026-12-07, after the resampling's
-//! stores stopped going through the stack.) Of the elastic ~2.35 µs:
+//! stores stopped going through the stack; the lower ends of the ranges
+//! are the earlier best-of-9 figures.) Of the elastic ~2.37 µs:
 //! noise 0.25, vertical pass 0.66, folds 0.1, horizontal pass 0.5, quads
-//! 0.25, cells, gathers and blends 0.55. The two smoothing products run
-//! near the FP units' peak (3,136 16-lane multiply-adds per sample,
-//! padding included, half of what the unfolded 28 × 28 products would
-//! take, in ~1.16 µs: ~75% of the multiply + add rate `examples/fma_peak`
-//! measures); the truncation radius costs nothing (3σ instead of 4σ
-//! measured the same). In training, an MLP 784-256-10 epoch at 2 threads
-//! takes 1.30–1.38× as long with elastic as without
-//! (`perf/augment_targets.py cost`; perf/README.md, "Augmentation", has
-//! the measurements and what was tried). SciPy's vectorised
-//! equivalent (`perf/augment_compare.py`) takes ~145 µs per sample for
-//! elastic and ~50 µs for affine: ~48× and ~43× slower.
+//! 0.25, cells, gathers and blends ~0.6. The two smoothing products do
+//! 3,136 16-lane multiply-adds per sample (padding included; half of what
+//! the unfolded 28 × 28 products would take) in ~1.16 µs: ~75% of the
+//! multiply + add rate `examples/fma_peak` measures. The truncation
+//! radius costs nothing (3σ instead of 4σ measured the same). In
+//! training, an MLP 784-256-10 epoch at 2 threads takes 1.30–1.38× as
+//! long with elastic as without (`perf/augment_targets.py cost`;
+//! perf/README.md, "Augmentation", has the measurements and what was
+//! tried). SciPy's vectorised equivalent (`perf/augment_compare.py`)
+//! takes ~145 µs per sample for elastic and ~50 µs for affine: ~48× and
+//! ~43× slower.
 
 // The SIMD loops index fixed-size lane arrays with loop counters on
 // purpose: the loops unroll and vectorise; iterator chains obscure that.
@@ -1807,14 +1808,15 @@ fn blend(q: &[u32; VL], wx: &[f32; VL], wy: &[f32; VL]) -> [f32; VL] {
     v
 }
 
-/// Stores the 16 values `values()` makes at `at`, or the part before `end`
-/// of them. They are made in each branch because, made before it, they
-/// went through the stack for the out-of-line tail store and the full
-/// store read them back (in `perf annotate`, the resampling loop's
-/// busiest instruction was the conversion after that reload); in
-/// registers, the AVX-512 elastic and affine kernels run 8–9% faster.
+/// Stores, at `at`, the 16 values `values()` returns, or the part of them
+/// before `end`. They are computed inside each branch because, computed
+/// before it, rustc 1.95 sent them through the stack for the out-of-line
+/// tail store and the full store read them back (in `perf annotate`, the
+/// resampling loop's busiest instruction was the conversion after that
+/// reload); kept in registers, the AVX-512 elastic and affine kernels take
+/// 8–9% less time (AVX2 3–4%).
 #[inline(always)]
-fn store<S: Sink>(sink: &mut S, at: usize, end: usize, values: impl Fn() -> [f32; VL]) {
+fn store<S: Sink>(sink: &mut S, at: usize, end: usize, values: impl FnOnce() -> [f32; VL]) {
     if at + VL <= end {
         sink.store(at, &values());
     } else {
