@@ -63,6 +63,33 @@ mod x86 {
         out.iter().sum()
     }
 
+    /// The sum of the chains' lanes, after the timed loop (so that the
+    /// chains are live and none is optimised away).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sum_ps512(acc: &[__m512; CHAINS]) -> f32 {
+        let mut s = acc[0];
+        for x in &acc[1..] {
+            s = _mm512_add_ps(s, *x);
+        }
+        _mm512_reduce_add_ps(s)
+    }
+
+    /// As [`sum_ps512`], for int32 lanes (wrapping), as f32.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sum_epi32_512(acc: &[__m512i; CHAINS]) -> f32 {
+        let mut s = acc[0];
+        for x in &acc[1..] {
+            s = _mm512_add_epi32(s, *x);
+        }
+        _mm512_reduce_add_epi32(s) as f32
+    }
+
     /// As [`fma256`] with 512-bit vectors.
     ///
     /// # Safety
@@ -77,11 +104,8 @@ mod x86 {
                 *x = _mm512_fmadd_ps(*x, a, b);
             }
         }
-        let mut s = acc[0];
-        for x in &acc[1..] {
-            s = _mm512_add_ps(s, *x);
-        }
-        _mm512_reduce_add_ps(s)
+        // SAFETY: this function has AVX-512F.
+        unsafe { sum_ps512(&acc) }
     }
 
     /// As [`fma512`], each FMA a multiply and a separate add: a chain of
@@ -101,11 +125,8 @@ mod x86 {
                 *x = _mm512_add_ps(*x, *p);
             }
         }
-        let mut s = acc[0];
-        for x in &acc[1..] {
-            s = _mm512_add_ps(s, *x);
-        }
-        _mm512_reduce_add_ps(s)
+        // SAFETY: this function has AVX-512F.
+        unsafe { sum_ps512(&acc) }
     }
 
     /// 12 chains of `x += madd(x, a)` on int16 pairs (`vpmaddwd` then
@@ -122,11 +143,8 @@ mod x86 {
                 *x = _mm512_add_epi32(*x, _mm512_madd_epi16(*x, a));
             }
         }
-        let mut s = acc[0];
-        for x in &acc[1..] {
-            s = _mm512_add_epi32(s, *x);
-        }
-        _mm512_reduce_add_epi32(s) as f32
+        // SAFETY: this function has AVX-512F.
+        unsafe { sum_epi32_512(&acc) }
     }
 
     /// As [`madd_i16_512`] with the fused `vpdpwssd`.
@@ -142,11 +160,8 @@ mod x86 {
                 *x = _mm512_dpwssd_epi32(*x, *x, a);
             }
         }
-        let mut s = acc[0];
-        for x in &acc[1..] {
-            s = _mm512_add_epi32(s, *x);
-        }
-        _mm512_reduce_add_epi32(s) as f32
+        // SAFETY: this function has AVX-512F.
+        unsafe { sum_epi32_512(&acc) }
     }
 
     /// GFLOP/s of one thread running `f` for about `seconds`.
